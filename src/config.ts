@@ -1,0 +1,102 @@
+// The one place that reads process.env. Every variable is parsed and checked here
+// once; the rest of the code receives a frozen Config.
+import { z } from "zod";
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"])
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+const optionalPath = z.string().min(1).optional();
+const tlsPolicy = z.enum(["opportunistic", "required"]);
+
+// SMTP_MAX_RETRY accepts 90s, 30m, 12h, 3d (Postfix's maximal_queue_lifetime style).
+const duration = z
+  .string()
+  .regex(/^\d+(ms|s|m|h|d)$/, "must be a duration such as 30s, 15m, 12h or 3d")
+  .transform((v) => {
+    const m = /^(\d+)(ms|s|m|h|d)$/.exec(v)!;
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms"];
+    return Number(m[1]) * unit;
+  });
+
+const hostPortList = z
+  .string()
+  .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
+  .pipe(z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?$/, "must be ip or ip:port")));
+
+const EnvSchema = z
+  .object({
+    NODE_ENV: z.enum(["production", "development", "test"]).default("development"),
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
+    DATABASE_POOL_MAX: int(1, 200).default(10),
+    DATABASE_STATEMENT_TIMEOUT_MS: int(100, 600_000).default(5000),
+    DATABASE_CONNECT_TIMEOUT_MS: int(100, 60_000).default(2000),
+    DATA_DIR: z.string().min(1).default("./data"),
+    HOST: z.string().min(1).default("0.0.0.0"),
+    PORT: int(0, 65535).default(8443),
+    TLS_CERT_FILE: optionalPath,
+    TLS_KEY_FILE: optionalPath,
+    TLS_CA_FILE: optionalPath,
+    CERTS_DIR: z.string().min(1).default("./certs"),
+    TRUST_PROXY: bool.default(false),
+    BODY_LIMIT_BYTES: int(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
+    ATTACHMENT_MAX_BYTES: int(1, 100 * 1024 * 1024).default(5 * 1024 * 1024),
+    ATTACHMENTS_TOTAL_MAX_BYTES: int(1, 100 * 1024 * 1024).default(7 * 1024 * 1024),
+    RATE_LIMIT_IP_MAX: int(1, 10_000_000).default(600),
+    RATE_LIMIT_IP_WINDOW_MS: int(100, 86_400_000).default(60_000),
+    RATE_LIMIT_KEY_MAX: int(1, 10_000_000).default(1200),
+    RATE_LIMIT_KEY_WINDOW_MS: int(100, 86_400_000).default(60_000),
+    API_KEY_CACHE_TTL_MS: int(0, 600_000).default(5000),
+    SMTP_TLS_POLICY: tlsPolicy.default("opportunistic"),
+    SMTP_RELAY_URL: z.string().regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL").optional(),
+    SMTP_MX_PORT: int(1, 65535).default(25),
+    SMTP_CA_FILE: optionalPath,
+    SMTP_HELO_NAME: z.string().min(1).optional(),
+    SMTP_MAX_RETRY: duration.default(3 * 86_400_000),
+    SMTP_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
+    DNS_SERVERS: hostPortList.optional(),
+    WORKER_CONCURRENCY: int(1, 1000).default(8),
+    WORKER_BATCH_SIZE: int(1, 1000).default(50),
+    WORKER_LEASE_MS: int(1000, 86_400_000).default(5 * 60_000),
+    WORKER_POLL_MS: int(10, 600_000).default(500),
+    WORKER_ID: z.string().min(1).optional(),
+    SEALPOST_DATA_KEY: z.string().min(1).optional(),
+    RETENTION_DAYS: int(0, 36500).default(30),
+  })
+  .refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {
+    message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together",
+    path: ["TLS_CERT_FILE"],
+  })
+  .refine((e) => e.NODE_ENV !== "production" || (e.TLS_CERT_FILE && e.TLS_KEY_FILE), {
+    message: "TLS_CERT_FILE and TLS_KEY_FILE are required when NODE_ENV=production",
+    path: ["TLS_CERT_FILE"],
+  })
+  .refine((e) => e.NODE_ENV !== "production" || e.DATABASE_URL, {
+    message: "DATABASE_URL is required when NODE_ENV=production",
+    path: ["DATABASE_URL"],
+  });
+
+export type Config = Readonly<z.infer<typeof EnvSchema>>;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Parse an environment (process.env by default). Throws ConfigError naming each bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings count as unset, the way shells and compose files usually mean them.
+  const cleaned: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== "") cleaned[k] = v;
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${String(i.path[0] ?? "environment")}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  return Object.freeze(parsed.data);
+}

@@ -1,0 +1,46 @@
+// One error type for the whole service, with a closed list of codes. The HTTP
+// status for each code lives in one table; whether a caller may retry is data,
+// not something inferred from a message string.
+
+export const ERROR_CODES = {
+  invalid_request: { status: 422, title: "Invalid request", retryable: false },
+  unauthorized: { status: 401, title: "Unauthorized", retryable: false },
+  forbidden: { status: 403, title: "Forbidden", retryable: false },
+  not_found: { status: 404, title: "Not found", retryable: false },
+  conflict: { status: 409, title: "Conflict", retryable: false },
+  idempotency_conflict: { status: 409, title: "Idempotency key reused", retryable: false },
+  payload_too_large: { status: 413, title: "Payload too large", retryable: false },
+  unsupported_media_type: { status: 415, title: "Unsupported media type", retryable: false },
+  rate_limited: { status: 429, title: "Too many requests", retryable: true },
+  service_unavailable: { status: 503, title: "Service unavailable", retryable: true },
+  internal: { status: 500, title: "Internal error", retryable: true },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export class AppError extends Error {
+  override name = "AppError";
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retryable: boolean;
+  readonly errors?: FieldError[];
+  readonly headers?: Record<string, string>;
+
+  constructor(
+    code: ErrorCode,
+    detail: string,
+    opts: { errors?: FieldError[]; headers?: Record<string, string>; cause?: unknown; status?: number } = {},
+  ) {
+    super(detail, { cause: opts.cause });
+    this.code = code;
+    this.status = opts.status ?? ERROR_CODES[code].status;
+    this.retryable = ERROR_CODES[code].retryable;
+    if (opts.errors) this.errors = opts.errors;
+    if (opts.headers) this.headers = opts.headers;
+  }
+}

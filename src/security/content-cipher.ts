@@ -1,0 +1,75 @@
+// AES-256-GCM for message content at rest (SPEC section 4). Each value gets a fresh
+// 96-bit nonce and is bound to its row and column through the associated data, so a
+// ciphertext copied into another row or column fails authentication instead of
+// decrypting to someone else's content.
+//
+// Stored layout (bytea): version(1)=1 | keyIdLength(1) | keyId | nonce(12) | tag(16) | ciphertext
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { AppError } from "../domain/errors.ts";
+
+export interface DataKey {
+  id: string;
+  key: Buffer; // 32 bytes
+}
+
+const VERSION = 1;
+
+export class ContentCipher {
+  readonly #keys = new Map<string, Buffer>();
+  readonly #current: DataKey;
+
+  /** `keys[0]` encrypts new values; every key can decrypt. */
+  constructor(keys: DataKey[]) {
+    if (keys.length === 0) throw new Error("ContentCipher needs at least one key");
+    for (const k of keys) {
+      if (k.key.length !== 32) throw new Error(`data key ${k.id} must be 32 bytes`);
+      if (!/^[A-Za-z0-9_-]{1,32}$/.test(k.id)) throw new Error("data key id must be 1-32 of [A-Za-z0-9_-]");
+      this.#keys.set(k.id, k.key);
+    }
+    this.#current = keys[0]!;
+  }
+
+  get currentKeyId(): string {
+    return this.#current.id;
+  }
+
+  encrypt(plain: Buffer | string, aad: string): Buffer {
+    const nonce = randomBytes(12);
+    const cipher = createCipheriv("aes-256-gcm", this.#current.key, nonce);
+    cipher.setAAD(Buffer.from(aad, "utf8"));
+    const ct = Buffer.concat([cipher.update(typeof plain === "string" ? Buffer.from(plain, "utf8") : plain), cipher.final()]);
+    const id = Buffer.from(this.#current.id, "ascii");
+    return Buffer.concat([Buffer.from([VERSION, id.length]), id, nonce, cipher.getAuthTag(), ct]);
+  }
+
+  /** Throws AppError('internal') on any tampering or unknown key: never returns garbage. */
+  decrypt(stored: Buffer | Uint8Array, aad: string): Buffer {
+    const buf = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
+    if (buf.length < 2 + 12 + 16 || buf[0] !== VERSION) throw new AppError("internal", "stored content has an unknown format");
+    const idLen = buf[1]!;
+    const keyId = buf.subarray(2, 2 + idLen).toString("ascii");
+    const key = this.#keys.get(keyId);
+    if (!key) throw new AppError("internal", `stored content is encrypted under unknown data key "${keyId}"`);
+    const off = 2 + idLen;
+    const nonce = buf.subarray(off, off + 12);
+    const tag = buf.subarray(off + 12, off + 28);
+    const decipher = createDecipheriv("aes-256-gcm", key, nonce);
+    decipher.setAAD(Buffer.from(aad, "utf8"));
+    decipher.setAuthTag(tag);
+    try {
+      return Buffer.concat([decipher.update(buf.subarray(off + 28)), decipher.final()]);
+    } catch (cause) {
+      throw new AppError("internal", "stored content failed authentication (tampered or wrong key)", { cause });
+    }
+  }
+
+  keyIdOf(stored: Buffer | Uint8Array): string {
+    const buf = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
+    return buf.subarray(2, 2 + buf[1]!).toString("ascii");
+  }
+}
+
+/** Associated data for one content column of one message row. */
+export function contentAad(messageId: string, column: string): string {
+  return `sealpost:messages:${messageId}:${column}`;
+}
