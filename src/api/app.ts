@@ -1,0 +1,50 @@
+// buildApp: the Fastify application with every plugin and route, given its
+// dependencies. It never listens; server.ts (or a test) does.
+import { randomUUID } from "node:crypto";
+import Fastify, { type FastifyInstance } from "fastify";
+import type { SecureContextOptions } from "node:tls";
+import type { AppDeps } from "./deps.ts";
+import { registerErrorHandling } from "./plugins/errors.ts";
+import { registerAuth } from "./plugins/auth.ts";
+import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits.ts";
+import { registerSecurityHeaders } from "./plugins/security-headers.ts";
+import { registerRoute } from "./route.ts";
+import { ROUTES } from "./routes/index.ts";
+import { openApiYaml } from "./openapi.ts";
+
+export async function buildApp(deps: AppDeps, https: SecureContextOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    https,
+    loggerInstance: deps.logger.child({ component: "api" }),
+    bodyLimit: deps.config.BODY_LIMIT_BYTES,
+    trustProxy: deps.config.TRUST_PROXY,
+    // Reject __proto__ and constructor.prototype keys instead of silently dropping them.
+    onProtoPoisoning: "error",
+    onConstructorPoisoning: "error",
+    genReqId: (req: { headers: Record<string, string | string[] | undefined> }) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && /^[A-Za-z0-9._-]{8,64}$/.test(given) ? given : randomUUID();
+    },
+    requestIdHeader: false,
+    return503OnClosing: true,
+    connectionTimeout: 30_000,
+    requestTimeout: 60_000,
+    http2: false,
+  } as never) as unknown as FastifyInstance;
+
+  app.addHook("onRequest", async (req, reply) => {
+    reply.header("x-request-id", req.id);
+  });
+  // Only JSON bodies: text/plain would let a browser form post cross-origin without preflight.
+  app.removeContentTypeParser("text/plain");
+  registerErrorHandling(app);
+  await registerSecurityHeaders(app);
+  await registerIpRateLimit(app, deps.config);
+  registerAuth(app, deps.keys);
+  registerKeyRateLimit(app, deps.config);
+
+  for (const route of ROUTES) registerRoute(app, route, deps);
+  const spec = openApiYaml();
+  app.get("/openapi.yaml", { config: { scope: null } }, async (_req, reply) => reply.type("application/yaml; charset=utf-8").send(spec));
+  return app;
+}

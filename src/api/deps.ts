@@ -1,0 +1,15 @@
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
+import type { Database } from "../db/client.ts";
+import type { ContentCipher } from "../security/content-cipher.ts";
+import type { ApiKeyVerifier } from "../services/api-keys.ts";
+
+/** Everything the API needs, built by the caller (server.ts or a test). */
+export interface AppDeps {
+  config: Config;
+  db: Database;
+  cipher: ContentCipher;
+  keys: ApiKeyVerifier;
+  logger: Logger;
+  now?: () => Date;
+}

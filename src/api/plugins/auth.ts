@@ -1,0 +1,35 @@
+// Bearer authentication for every route that declares a scope. Runs in onRequest,
+// after the per-IP rate limit and before the body is read, so an unauthenticated
+// client cannot make the server parse a large body.
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { AppError } from "../../domain/errors.ts";
+import type { ApiKeyRecord, ApiKeyVerifier, Scope } from "../../services/api-keys.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    apiKey: ApiKeyRecord | null;
+  }
+  interface FastifyContextConfig {
+    scope?: Scope | null;
+  }
+}
+
+const QUERY_KEY_NAMES = ["api_key", "apikey", "key", "access_token", "token"];
+
+export function registerAuth(app: FastifyInstance, verifier: ApiKeyVerifier): void {
+  app.decorateRequest("apiKey", null);
+  app.addHook("onRequest", async (request: FastifyRequest) => {
+    const scope = request.routeOptions.config?.scope;
+    if (!scope) return;
+    const q = request.query as Record<string, unknown> | undefined;
+    if (q && QUERY_KEY_NAMES.some((n) => n in q))
+      throw new AppError("unauthorized", "API keys are accepted only in the Authorization header, never in the URL");
+    const header = request.headers.authorization;
+    if (!header) throw new AppError("unauthorized", "missing Authorization: Bearer <key> header");
+    const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+    if (!m) throw new AppError("unauthorized", "the Authorization header must use the Bearer scheme");
+    const key = await verifier.verify(m[1]!);
+    if (!key.scopes.includes(scope)) throw new AppError("forbidden", `this API key lacks the "${scope}" scope`);
+    request.apiKey = key;
+  });
+}

@@ -1,0 +1,27 @@
+// RFC 9457 problem details: the one error envelope of the API.
+import { ERROR_CODES, type ErrorCode, type FieldError } from "../domain/errors.ts";
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  request_id: string;
+  errors?: FieldError[];
+}
+
+export const PROBLEM_TYPE_BASE = "https://sealpost.dev/problems/";
+
+export function problem(code: ErrorCode, detail: string, requestId: string, extra: { status?: number; errors?: FieldError[] } = {}): Problem {
+  const p: Problem = {
+    type: PROBLEM_TYPE_BASE + code.replace(/_/g, "-"),
+    title: ERROR_CODES[code].title,
+    status: extra.status ?? ERROR_CODES[code].status,
+    detail,
+    code,
+    request_id: requestId,
+  };
+  if (extra.errors && extra.errors.length > 0) p.errors = extra.errors;
+  return p;
+}

@@ -1,0 +1,68 @@
+// A route is described once: method, path, scope and zod schemas. The same object
+// registers the Fastify handler and produces its part of openapi.yaml, so the
+// contract cannot drift from what the code accepts.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { z } from "zod";
+import { AppError } from "../domain/errors.ts";
+import { zodIssues } from "./plugins/errors.ts";
+import type { Scope } from "../services/api-keys.ts";
+import type { AppDeps } from "./deps.ts";
+
+export interface RouteSpec<B extends z.ZodType | undefined, Q extends z.ZodType | undefined, P extends z.ZodType | undefined> {
+  operationId: string;
+  method: "GET" | "POST";
+  url: string; // Fastify syntax, e.g. /messages/:id
+  summary: string;
+  description?: string;
+  scope: Scope | null;
+  tags: string[];
+  body?: B;
+  query?: Q;
+  params?: P;
+  headers?: Array<{ name: string; description: string; required?: boolean; schema: z.ZodType }>;
+  responses: Record<number, { description: string; schema?: z.ZodType; contentType?: string }>;
+  errors: number[]; // problem+json statuses this route can answer
+  handler: (
+    input: {
+      body: B extends z.ZodType ? z.infer<B> : undefined;
+      query: Q extends z.ZodType ? z.infer<Q> : undefined;
+      params: P extends z.ZodType ? z.infer<P> : undefined;
+      request: FastifyRequest;
+      reply: FastifyReply;
+    },
+    deps: AppDeps,
+  ) => Promise<unknown>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyRoute = RouteSpec<any, any, any>;
+
+export function defineRoute<B extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined, P extends z.ZodType | undefined = undefined>(
+  spec: RouteSpec<B, Q, P>,
+): RouteSpec<B, Q, P> {
+  return spec;
+}
+
+function parse<T extends z.ZodType>(schema: T | undefined, value: unknown, where: string): unknown {
+  if (!schema) return undefined;
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    const errors = zodIssues(r.error).map((e) => ({ ...e, path: where === "body" ? e.path : `${where}.${e.path}` }));
+    throw new AppError("invalid_request", `the request ${where} is not valid`, { errors });
+  }
+  return r.data;
+}
+
+export function registerRoute(app: FastifyInstance, route: AnyRoute, deps: AppDeps): void {
+  app.route({
+    method: route.method,
+    url: route.url,
+    config: { scope: route.scope },
+    handler: async (request, reply) => {
+      const params = parse(route.params, request.params, "params");
+      const query = parse(route.query, request.query, "query");
+      const body = parse(route.body, request.body, "body");
+      return route.handler({ body, query, params, request, reply } as never, deps);
+    },
+  });
+}

@@ -1,0 +1,10 @@
+import type { AnyRoute } from "../route.ts";
+import sendMessage from "./sendMessage.ts";
+import getMessage from "./getMessage.ts";
+import getMessageEvents from "./getMessageEvents.ts";
+import listMessages from "./listMessages.ts";
+import cancelMessage from "./cancelMessage.ts";
+import { healthz, readyz } from "./health.ts";
+
+/** Every operation of the API; openapi.yaml is generated from this list. */
+export const ROUTES: AnyRoute[] = [sendMessage, listMessages, getMessage, getMessageEvents, cancelMessage, healthz, readyz];

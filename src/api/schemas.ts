@@ -1,0 +1,107 @@
+// Response and shared schemas, used by the routes and by openapi.yaml.
+import { z } from "zod";
+import { ERROR_CODES } from "../domain/errors.ts";
+import { MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
+import { TLS_POLICIES } from "../domain/tls-policy.ts";
+
+export const ProblemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.enum(Object.keys(ERROR_CODES) as [keyof typeof ERROR_CODES, ...Array<keyof typeof ERROR_CODES>]),
+    request_id: z.string(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  })
+  .meta({ id: "Problem", description: "RFC 9457 problem details" });
+
+export const SendResponseSchema = z
+  .object({
+    id: z.uuid(),
+    status: z.enum(["queued", "scheduled"]),
+    tls_policy: z.enum(TLS_POLICIES),
+    created_at: z.iso.datetime(),
+    send_at: z.iso.datetime().optional(),
+  })
+  .meta({ id: "SendResponse" });
+
+const MailboxView = z.object({ address: z.string(), name: z.string().nullable() }).meta({ id: "Mailbox" });
+
+export const AttemptSchema = z
+  .object({
+    attempt: z.number().int(),
+    started_at: z.iso.datetime(),
+    duration_ms: z.number().int(),
+    outcome: z.enum(["delivered", "deferred", "bounced"]),
+    mx_host: z.string().nullable(),
+    ip: z.string().nullable(),
+    port: z.number().int().nullable(),
+    policy: z.enum(TLS_POLICIES),
+    tls: z.object({
+      used: z.boolean(),
+      version: z.string().nullable(),
+      cipher: z.string().nullable(),
+      verified: z.boolean().nullable(),
+      verify_error: z.string().nullable(),
+      certificate: z
+        .object({
+          subject: z.string().nullable(),
+          issuer: z.string().nullable(),
+          not_after: z.iso.datetime().nullable(),
+          fingerprint_sha256: z.string().nullable(),
+        })
+        .nullable(),
+    }),
+    smtp: z.object({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() }),
+  })
+  .meta({ id: "DeliveryAttempt", description: "Evidence of one SMTP attempt for one recipient" });
+
+export const RecipientSchema = z
+  .object({
+    address: z.string(),
+    name: z.string().nullable(),
+    kind: z.enum(["to", "cc", "bcc"]),
+    status: z.enum(RECIPIENT_STATUSES),
+    attempts: z.number().int(),
+    last_response: z
+      .object({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() })
+      .nullable(),
+    delivery_attempts: z.array(AttemptSchema),
+  })
+  .meta({ id: "Recipient" });
+
+export const MessageSummarySchema = z
+  .object({
+    id: z.uuid(),
+    status: z.enum(MESSAGE_STATUSES),
+    tls_policy: z.enum(TLS_POLICIES),
+    from: MailboxView,
+    subject: z.string().nullable(),
+    tags: z.array(z.string()),
+    metadata: z.record(z.string(), z.string()).nullable(),
+    created_at: z.iso.datetime(),
+    send_at: z.iso.datetime().nullable(),
+    content_purged: z.boolean(),
+  })
+  .meta({ id: "MessageSummary" });
+
+export const MessageSchema = MessageSummarySchema.extend({
+  message_id: z.string().meta({ description: "The RFC 5322 Message-ID header, stable across retries" }),
+  reply_to: z.array(MailboxView),
+  updated_at: z.iso.datetime(),
+  recipients: z.array(RecipientSchema),
+}).meta({ id: "Message" });
+
+export const MessageListSchema = z
+  .object({ data: z.array(MessageSummarySchema), next_cursor: z.string().nullable() })
+  .meta({ id: "MessageList" });
+
+export const IdParams = z.strictObject({ id: z.uuid({ message: "id must be a message id (UUID)" }) });
+
+export const EventsSchema = z
+  .object({
+    message_id: z.uuid(),
+    events: z.array(AttemptSchema.extend({ recipient: z.string() })),
+  })
+  .meta({ id: "MessageEvents" });

@@ -1,0 +1,51 @@
+// One pg.Pool per process, shared by Prisma (through @prisma/adapter-pg) and by the
+// few hot-path statements that use $queryRaw. Timeouts are set so that a database
+// outage turns into a fast 503 instead of a hung request.
+import pg from "pg";
+import { PrismaPg } from "@prisma/adapter-pg";
+import { PrismaClient } from "../generated/prisma/client.ts";
+
+export type Db = InstanceType<typeof PrismaClient>;
+
+export interface DatabaseOptions {
+  url: string;
+  poolMax: number;
+  statementTimeoutMs: number;
+  connectTimeoutMs: number;
+  onPoolError?: (err: Error) => void;
+}
+
+export interface Database {
+  prisma: Db;
+  pool: pg.Pool;
+  close(): Promise<void>;
+}
+
+export function openDatabase(opts: DatabaseOptions): Database {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.poolMax,
+    connectionTimeoutMillis: opts.connectTimeoutMs,
+    idleTimeoutMillis: 30_000,
+    // statement_timeout bounds every query; lock_timeout keeps a blocked row lock
+    // from holding a request longer than the client would wait anyway.
+    options: `-c statement_timeout=${opts.statementTimeoutMs} -c lock_timeout=${opts.statementTimeoutMs}`,
+    query_timeout: opts.statementTimeoutMs + 1000,
+    keepAlive: true,
+  });
+  // An idle client losing its connection (database restart) emits 'error' on the
+  // pool; without a listener that would crash the process.
+  pool.on("error", (err) => opts.onPoolError?.(err));
+  const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
+  let closed = false;
+  return {
+    prisma,
+    pool,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await prisma.$disconnect().catch(() => {});
+      await pool.end().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,38 @@
+// Structured logs (pino). Redaction is a second line of defence: the code never
+// passes keys or content to the logger in the first place.
+import pino, { type Logger } from "pino";
+
+export const REDACT_PATHS = [
+  "req.headers.authorization",
+  "req.headers.cookie",
+  "headers.authorization",
+  "authorization",
+  "apiKey",
+  "key",
+  "secret",
+  "password",
+  "pass",
+  "subject",
+  "text",
+  "html",
+  "attachments",
+  "body",
+  "*.subject",
+  "*.text",
+  "*.html",
+  "*.password",
+  "*.pass",
+  "*.authorization",
+];
+
+export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+  return pino(
+    {
+      level,
+      redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+      base: { service: "sealpost" },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    destination as pino.DestinationStream | undefined,
+  );
+}

@@ -1,0 +1,128 @@
+// API keys: `sp_<id>_<secret>`. The id is public (it names the key in logs and the
+// CLI); only a SHA-256 of the 256-bit secret is stored, and comparison is
+// constant-time. A secret with 256 bits of entropy needs no slow hash: nobody can
+// guess it, and SHA-256 keeps verification off the request's critical path.
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Db } from "../db/client.ts";
+import { AppError } from "../domain/errors.ts";
+import type { TlsPolicy } from "../domain/tls-policy.ts";
+
+export const SCOPES = ["send", "read"] as const;
+export type Scope = (typeof SCOPES)[number];
+
+const KEY_RE = /^sp_([0-9a-f]{16})_([a-z2-7]{52})$/;
+const B32 = "abcdefghijklmnopqrstuvwxyz234567";
+
+function base32(buf: Buffer): string {
+  let bits = 0, value = 0, out = "";
+  for (const byte of buf) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += B32[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += B32[(value << (5 - bits)) & 31];
+  return out;
+}
+
+export const hashSecret = (secret: string): string => createHash("sha256").update(secret, "utf8").digest("hex");
+
+export interface ApiKeyRecord {
+  id: string;
+  name: string;
+  scopes: Scope[];
+  allowedDomains: string[];
+  tlsPolicy: TlsPolicy | null;
+  rateLimitPerMinute: number | null;
+  createdAt: Date;
+  revokedAt: Date | null;
+}
+
+export interface NewKeyInput {
+  name: string;
+  scopes?: Scope[];
+  domains?: string[];
+  tlsPolicy?: TlsPolicy | null;
+  rateLimitPerMinute?: number | null;
+}
+
+export async function createApiKey(db: Db, input: NewKeyInput): Promise<{ key: string; record: ApiKeyRecord }> {
+  const id = randomBytes(8).toString("hex");
+  const secret = base32(randomBytes(32)).slice(0, 52);
+  const row = await db.apiKey.create({
+    data: {
+      id,
+      name: input.name,
+      secretHash: hashSecret(secret),
+      scopes: input.scopes ?? [...SCOPES],
+      allowedDomains: (input.domains ?? ["*"]).map((d) => d.toLowerCase()),
+      tlsPolicy: input.tlsPolicy ?? null,
+      rateLimitPerMinute: input.rateLimitPerMinute ?? null,
+    },
+  });
+  return { key: `sp_${id}_${secret}`, record: toRecord(row) };
+}
+
+export async function listApiKeys(db: Db): Promise<ApiKeyRecord[]> {
+  const rows = await db.apiKey.findMany({ orderBy: { createdAt: "asc" } });
+  return rows.map(toRecord);
+}
+
+export async function revokeApiKey(db: Db, id: string): Promise<boolean> {
+  const r = await db.apiKey.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: new Date() } });
+  return r.count > 0;
+}
+
+export async function countActiveKeys(db: Db): Promise<number> {
+  return db.apiKey.count({ where: { revokedAt: null } });
+}
+
+function toRecord(row: {
+  id: string; name: string; scopes: string[]; allowedDomains: string[]; tlsPolicy: string | null;
+  rateLimitPerMinute: number | null; createdAt: Date; revokedAt: Date | null;
+}): ApiKeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    scopes: row.scopes.filter((s): s is Scope => (SCOPES as readonly string[]).includes(s)),
+    allowedDomains: row.allowedDomains,
+    tlsPolicy: row.tlsPolicy === "required" || row.tlsPolicy === "opportunistic" ? row.tlsPolicy : null,
+    rateLimitPerMinute: row.rateLimitPerMinute,
+    createdAt: row.createdAt,
+    revokedAt: row.revokedAt,
+  };
+}
+
+/**
+ * Verifies presented keys. Records are cached for `ttlMs` so the send path does not
+ * pay a database round trip per request; revocation therefore takes effect within
+ * that TTL (5 s by default) in every API process.
+ */
+export class ApiKeyVerifier {
+  readonly #cache = new Map<string, { hash: Buffer; record: ApiKeyRecord; expires: number }>();
+  constructor(private readonly db: Db, private readonly ttlMs: number, private readonly now: () => number = Date.now) {}
+
+  /** Returns the key's record, or throws AppError('unauthorized'). Database errors propagate. */
+  async verify(presented: string): Promise<ApiKeyRecord> {
+    const m = KEY_RE.exec(presented);
+    if (!m) throw new AppError("unauthorized", "the API key is malformed");
+    const [, id, secret] = m as unknown as [string, string, string];
+    let entry = this.#cache.get(id);
+    if (!entry || entry.expires <= this.now()) {
+      const row = await this.db.apiKey.findUnique({ where: { id } });
+      if (!row) {
+        this.#cache.delete(id);
+        throw new AppError("unauthorized", "the API key is not valid");
+      }
+      entry = { hash: Buffer.from(row.secretHash, "hex"), record: toRecord(row), expires: this.now() + this.ttlMs };
+      if (this.ttlMs > 0) this.#cache.set(id, entry);
+      if (this.#cache.size > 10_000) this.#cache.delete(this.#cache.keys().next().value!);
+    }
+    const presentedHash = createHash("sha256").update(secret, "utf8").digest();
+    if (!timingSafeEqual(presentedHash, entry.hash)) throw new AppError("unauthorized", "the API key is not valid");
+    if (entry.record.revokedAt) throw new AppError("unauthorized", "the API key has been revoked");
+    return entry.record;
+  }
+}

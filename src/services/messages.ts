@@ -1,0 +1,171 @@
+// Reading messages back. A key sees only its own messages: every query is scoped by
+// api_key_id, so another key's message is simply "not found".
+import type { Db } from "../db/client.ts";
+import { AppError } from "../domain/errors.ts";
+import type { MessageStatus, RecipientStatus } from "../domain/message.ts";
+import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
+import { CANCELLABLE_STATUSES } from "../domain/message.ts";
+
+type AttemptRow = {
+  attempt: number; startedAt: Date; durationMs: number; outcome: string; mxHost: string | null; ip: string | null;
+  port: number | null; policy: string; tls: boolean; tlsVersion: string | null; cipher: string | null;
+  verified: boolean | null; verifyError: string | null; certSubject: string | null; certIssuer: string | null;
+  certNotAfter: Date | null; certFingerprint: string | null; replyCode: number | null; enhancedCode: string | null; replyText: string | null;
+};
+
+export function attemptView(a: AttemptRow) {
+  const hasCert = a.certSubject !== null || a.certFingerprint !== null;
+  return {
+    attempt: a.attempt,
+    started_at: a.startedAt.toISOString(),
+    duration_ms: a.durationMs,
+    outcome: a.outcome as "delivered" | "deferred" | "bounced",
+    mx_host: a.mxHost,
+    ip: a.ip,
+    port: a.port,
+    policy: a.policy as "opportunistic" | "required",
+    tls: {
+      used: a.tls,
+      version: a.tlsVersion,
+      cipher: a.cipher,
+      verified: a.verified,
+      verify_error: a.verifyError,
+      certificate: hasCert
+        ? { subject: a.certSubject, issuer: a.certIssuer, not_after: a.certNotAfter?.toISOString() ?? null, fingerprint_sha256: a.certFingerprint }
+        : null,
+    },
+    smtp: { code: a.replyCode, enhanced_code: a.enhancedCode, text: a.replyText },
+  };
+}
+
+type MessageRow = {
+  id: string; status: string; tlsPolicy: string; fromAddress: string; fromName: string | null; subject: Uint8Array | null;
+  tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null;
+};
+
+function summaryView(m: MessageRow, cipher: ContentCipher) {
+  return {
+    id: m.id,
+    status: m.status as MessageStatus,
+    tls_policy: m.tlsPolicy as "opportunistic" | "required",
+    from: { address: m.fromAddress, name: m.fromName },
+    subject: m.subject ? cipher.decrypt(m.subject, contentAad(m.id, "subject")).toString("utf8") : null,
+    tags: m.tags,
+    metadata: (m.metadata as Record<string, string> | null) ?? null,
+    created_at: m.createdAt.toISOString(),
+    send_at: m.sendAt?.toISOString() ?? null,
+    content_purged: m.contentPurgedAt !== null,
+  };
+}
+
+const summarySelect = {
+  id: true, status: true, tlsPolicy: true, fromAddress: true, fromName: true, subject: true, tags: true,
+  metadata: true, createdAt: true, sendAt: true, contentPurgedAt: true,
+} as const;
+
+export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string, id: string) {
+  const m = await db.message.findFirst({
+    where: { id, apiKeyId },
+    select: {
+      ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
+      recipients: { orderBy: { position: "asc" }, include: { attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] } } },
+    },
+  });
+  if (!m) throw new AppError("not_found", "no message with this id");
+  return {
+    ...summaryView(m, cipher),
+    message_id: m.messageIdHeader,
+    reply_to: (m.replyTo as Array<{ address: string; name: string | null }> | null) ?? [],
+    updated_at: m.updatedAt.toISOString(),
+    recipients: m.recipients.map((r) => ({
+      address: r.address,
+      name: r.name,
+      kind: r.kind as "to" | "cc" | "bcc",
+      status: r.status as RecipientStatus,
+      attempts: r.attempts,
+      last_response: r.lastCode !== null || r.lastReply !== null ? { code: r.lastCode, enhanced_code: r.lastEnhanced, text: r.lastReply } : null,
+      delivery_attempts: r.attemptLog.map(attemptView),
+    })),
+  };
+}
+
+export async function getMessageEvents(db: Db, apiKeyId: string, id: string) {
+  const m = await db.message.findFirst({ where: { id, apiKeyId }, select: { id: true } });
+  if (!m) throw new AppError("not_found", "no message with this id");
+  const rows = await db.deliveryAttempt.findMany({
+    where: { messageId: id },
+    orderBy: [{ startedAt: "asc" }, { id: "asc" }],
+    include: { recipient: { select: { address: true } } },
+  });
+  return { message_id: id, events: rows.map((a) => ({ ...attemptView(a), recipient: a.recipient.address })) };
+}
+
+export interface ListFilters {
+  limit: number;
+  cursor?: string | undefined;
+  status?: MessageStatus | undefined;
+  tag?: string | undefined;
+  createdAfter?: Date | undefined;
+  createdBefore?: Date | undefined;
+}
+
+// Cursor: the (created_at, id) of the last item, opaque to clients. Newest first.
+export function encodeCursor(createdAt: Date, id: string): string {
+  return Buffer.from(`${createdAt.toISOString()}|${id}`, "utf8").toString("base64url");
+}
+
+export function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const raw = Buffer.from(cursor, "base64url").toString("utf8");
+  const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)\|([0-9a-f-]{36})$/.exec(raw);
+  if (!m) throw new AppError("invalid_request", "the cursor is not valid", { errors: [{ path: "query.cursor", message: "not a cursor returned by this API" }] });
+  return { createdAt: new Date(m[1]!), id: m[2]! };
+}
+
+export async function listMessages(db: Db, cipher: ContentCipher, apiKeyId: string, f: ListFilters) {
+  const after = f.cursor ? decodeCursor(f.cursor) : null;
+  const rows = await db.message.findMany({
+    where: {
+      apiKeyId,
+      ...(f.status ? { status: f.status } : {}),
+      ...(f.tag ? { tags: { has: f.tag } } : {}),
+      ...(f.createdAfter || f.createdBefore
+        ? { createdAt: { ...(f.createdAfter ? { gte: f.createdAfter } : {}), ...(f.createdBefore ? { lt: f.createdBefore } : {}) } }
+        : {}),
+      ...(after ? { OR: [{ createdAt: { lt: after.createdAt } }, { createdAt: after.createdAt, id: { lt: after.id } }] } : {}),
+    },
+    orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+    take: f.limit + 1,
+    select: summarySelect,
+  });
+  const page = rows.slice(0, f.limit);
+  const last = page[page.length - 1];
+  return {
+    data: page.map((m) => summaryView(m, cipher)),
+    next_cursor: rows.length > f.limit && last ? encodeCursor(last.createdAt, last.id) : null,
+  };
+}
+
+/**
+ * Cancel a message nobody has started sending. Takes the queue rows' locks: a worker
+ * that claimed a row first makes the update find attempts > 0, and we answer 409.
+ */
+export async function cancelMessage(db: Db, apiKeyId: string, id: string) {
+  return db.$transaction(async (tx) => {
+    const rows = await tx.$queryRawUnsafe<Array<{ status: string }>>(
+      `SELECT status FROM messages WHERE id = $1::uuid AND api_key_id = $2 FOR UPDATE`, id, apiKeyId);
+    const m = rows[0];
+    if (!m) throw new AppError("not_found", "no message with this id");
+    if (m.status === "cancelled") return { id, status: "cancelled" as const };
+    if (!CANCELLABLE_STATUSES.has(m.status as MessageStatus))
+      throw new AppError("conflict", `the message is ${m.status}; only queued or scheduled messages can be cancelled`);
+    const total = await tx.delivery.count({ where: { messageId: id } });
+    const cancelled = await tx.$executeRawUnsafe(
+      `UPDATE deliveries SET state = 'cancelled', lease_owner = NULL
+        WHERE message_id = $1::uuid AND state = 'pending' AND attempts = 0`, id);
+    if (cancelled !== total) throw new AppError("conflict", "sending has already started for this message");
+    const now = new Date();
+    await tx.recipient.updateMany({ where: { messageId: id }, data: { status: "cancelled", updatedAt: now } });
+    await tx.message.update({ where: { id }, data: { status: "cancelled", updatedAt: now, finishedAt: now } });
+    return { id, status: "cancelled" as const };
+  });
+}

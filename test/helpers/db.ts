@@ -1,0 +1,95 @@
+// Each test file gets its own Postgres database, cloned from a migrated template so
+// files can run in parallel and start fast. Dropped when the file ends.
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { migrate } from "../../src/db/migrate.ts";
+import { openDatabase, type Database } from "../../src/db/client.ts";
+
+export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
+const TEMPLATE = "sealpost_test_template";
+
+export function urlFor(dbName: string): string {
+  const u = new URL(ADMIN_URL);
+  u.pathname = `/${dbName}`;
+  return u.toString();
+}
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: ADMIN_URL });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+/** A fresh, empty database (no migrations). */
+export async function createEmptyDatabase(prefix = "sp_test"): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${randomBytes(6).toString("hex")}`;
+  await admin((c) => c.query(`CREATE DATABASE "${name}"`));
+  return { name, url: urlFor(name), drop: () => dropDatabase(name) };
+}
+
+export async function dropDatabase(name: string): Promise<void> {
+  await admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+}
+
+let templateReady: Promise<void> | null = null;
+
+// The template is rebuilt once per test process when the migrations changed: a
+// lock serialises parallel test files, and a comment on the database records the
+// checksum set it was built from.
+async function ensureTemplate(): Promise<void> {
+  const { readMigrations } = await import("../../src/db/migrate.ts");
+  const signature = readMigrations().map((m) => `${m.name}:${m.checksum}`).join(",");
+  await admin(async (c) => {
+    await c.query("SELECT pg_advisory_lock(7270736901)");
+    try {
+      const r = await c.query<{ comment: string | null }>(
+        `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [TEMPLATE]);
+      if (r.rows[0]?.comment === signature) return;
+      await c.query(`DROP DATABASE IF EXISTS "${TEMPLATE}" WITH (FORCE)`);
+      await c.query(`CREATE DATABASE "${TEMPLATE}"`);
+      await migrate(urlFor(TEMPLATE));
+      await c.query(`COMMENT ON DATABASE "${TEMPLATE}" IS '${signature.replace(/'/g, "''")}'`);
+    } finally {
+      await c.query("SELECT pg_advisory_unlock(7270736901)");
+    }
+  });
+}
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  db: Database;
+  drop(): Promise<void>;
+}
+
+/** A migrated database of its own for one test file. Call `drop()` in `after`. */
+export async function createTestDatabase(opts: { poolMax?: number; statementTimeoutMs?: number } = {}): Promise<TestDatabase> {
+  templateReady ??= ensureTemplate();
+  await templateReady;
+  const name = `sp_test_${randomBytes(6).toString("hex")}`;
+  // CREATE DATABASE ... TEMPLATE fails while another session is connected to the template.
+  for (let i = 0; ; i++) {
+    try {
+      await admin((c) => c.query(`CREATE DATABASE "${name}" TEMPLATE "${TEMPLATE}"`));
+      break;
+    } catch (err) {
+      if (i >= 50 || (err as { code?: string }).code !== "55006") throw err;
+      await new Promise((r) => setTimeout(r, 50 + i * 10)); // retry backoff on a busy template, not a wait for work
+    }
+  }
+  const url = urlFor(name);
+  const db = openDatabase({ url, poolMax: opts.poolMax ?? 5, statementTimeoutMs: opts.statementTimeoutMs ?? 5000, connectTimeoutMs: 2000 });
+  return {
+    name,
+    url,
+    db,
+    async drop() {
+      await db.close();
+      await dropDatabase(name);
+    },
+  };
+}
