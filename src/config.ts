@@ -59,6 +59,8 @@ const EnvSchema = z
     SMTP_CA_FILE: optionalPath,
     SMTP_HELO_NAME: z.string().min(1).optional(),
     SMTP_MAX_RETRY: duration.default(3 * 86_400_000),
+    SMTP_RETRY_MIN: duration.default(60_000),
+    SMTP_RETRY_MAX: duration.default(3_600_000),
     SMTP_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
     DNS_SERVERS: hostPortList.optional(),
     WORKER_CONCURRENCY: int(1, 1000).default(8),
@@ -69,6 +71,7 @@ const EnvSchema = z
     SEALPOST_DATA_KEY: z.string().min(1).optional(),
     RETENTION_DAYS: int(0, 36500).default(30),
   })
+  .refine((e) => e.SMTP_RETRY_MIN <= e.SMTP_RETRY_MAX, { message: "SMTP_RETRY_MIN must not exceed SMTP_RETRY_MAX", path: ["SMTP_RETRY_MIN"] })
   .refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {
     message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together",
     path: ["TLS_CERT_FILE"],

@@ -22,28 +22,60 @@ function toSchema(schema: z.ZodType, io: "input" | "output"): Json {
   return s;
 }
 
+const DEFS_REF = /^#\/\$defs\/(.+)$/;
+
+/** Every `#/$defs/X` reference in `value` pointed at `#/components/schemas/X` instead. */
+function retarget(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(retarget);
+  if (!value || typeof value !== "object") return value;
+  const out: Json = {};
+  for (const [k, v] of Object.entries(value)) {
+    const m = k === "$ref" && typeof v === "string" ? DEFS_REF.exec(v) : null;
+    out[k] = m ? `#/components/schemas/${m[1]}` : retarget(v);
+  }
+  return out;
+}
+
 export function buildOpenApi(routes: AnyRoute[] = ROUTES): Json {
   const components: Record<string, Json> = {};
-  // Named components: the top-level schemas carrying an `id` in their metadata.
+  const addComponent = (name: string, json: Json): void => {
+    const prior = components[name];
+    // One name, two shapes (say an input and an output variant) would make the
+    // contract lie for one of them: refuse to generate rather than pick one.
+    if (prior && JSON.stringify(prior) !== JSON.stringify(json)) throw new Error(`openapi: two different schemas are named ${name}`);
+    components[name] = json;
+  };
+  // zod writes a schema carrying an `id` (and every id'd schema inside it) as
+  // `{ $ref: "#/$defs/Id", $defs: {...} }`. Inside an OpenAPI 3.1 document such a
+  // fragment resolves against the document root, which has no $defs, so every
+  // reference would dangle: move the $defs to components.schemas and point there.
+  const hoist = (json: Json): Json => {
+    const defs = (json.$defs ?? {}) as Record<string, Json>;
+    delete json.$defs;
+    for (const [name, def] of Object.entries(defs)) addComponent(name, retarget(def) as Json);
+    return retarget(json) as Json;
+  };
+  // Named components: the schemas carrying an `id` in their metadata.
   const ref = (schema: z.ZodType, io: "input" | "output"): Json => {
     const id = (z.globalRegistry.get(schema) as { id?: string } | undefined)?.id;
-    const json = toSchema(schema, io);
-    if (!id) return json;
-    components[id] ??= json;
+    const json = hoist(toSchema(schema, io));
+    if (!id || json.$ref === `#/components/schemas/${id}`) return json;
+    addComponent(id, json);
     return { $ref: `#/components/schemas/${id}` };
   };
-  components.Problem = toSchema(ProblemSchema, "output");
+  const problem = ref(ProblemSchema, "output");
+  if (problem.$ref !== "#/components/schemas/Problem") addComponent("Problem", problem);
   const paths: Record<string, Record<string, Json>> = {};
   for (const r of routes) {
     const path = r.url.replace(/:(\w+)/g, "{$1}");
     const parameters: Json[] = [];
     for (const [where, schema] of [["path", r.params], ["query", r.query]] as const) {
       if (!schema) continue;
-      const js = toSchema(schema, "input") as { properties?: Record<string, Json>; required?: string[] };
+      const js = hoist(toSchema(schema, "input")) as { properties?: Record<string, Json>; required?: string[] };
       for (const [name, prop] of Object.entries(js.properties ?? {}))
         parameters.push({ name, in: where, required: where === "path" || (js.required ?? []).includes(name), schema: prop });
     }
-    for (const h of r.headers ?? []) parameters.push({ name: h.name, in: "header", required: h.required ?? false, description: h.description, schema: toSchema(h.schema, "input") });
+    for (const h of r.headers ?? []) parameters.push({ name: h.name, in: "header", required: h.required ?? false, description: h.description, schema: hoist(toSchema(h.schema, "input")) });
     const responses: Record<string, Json> = {};
     for (const [status, resp] of Object.entries(r.responses)) {
       responses[status] = {

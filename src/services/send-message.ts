@@ -62,7 +62,7 @@ WITH idem AS (
   RETURNING id
 ), dlv AS (
   INSERT INTO deliveries (message_id, domain, state, next_attempt_at, created_at)
-  SELECT msg.id, d.domain, 'pending', COALESCE($21::timestamptz, $6::timestamptz), $6::timestamptz
+  SELECT msg.id, d.domain, 'pending', COALESCE($21::timestamptz, $6::timestamptz), COALESCE($21::timestamptz, $6::timestamptz)
     FROM msg CROSS JOIN unnest($22::text[]) AS d(domain)
   RETURNING id, domain
 ), rcp AS (

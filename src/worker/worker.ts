@@ -1,7 +1,146 @@
-// Placeholder until the delivery worker lands: `start` runs the API alone.
+// The delivery worker: claims due deliveries in batches, runs up to
+// WORKER_CONCURRENCY of them at once, records each result under its lease fence, and
+// polls again. SIGTERM (stop()) stops claiming, lets in-flight deliveries finish for
+// a grace period, then hands back the leases it still holds.
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
+import type { Config } from "../config.ts";
+import { claimDeliveries, completeDelivery, releaseLeases, type ClaimedDelivery } from "./queue.ts";
+import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
+import { createMxResolver } from "./mx.ts";
+import { attemptDelivery } from "./smtp-attempt.ts";
 
-export function startWorker(rt: Runtime): { stop(): Promise<void> } {
-  rt.logger.warn({}, "the delivery worker is not part of this build yet; messages stay queued");
-  return { async stop() {} };
+export function relayFromUrl(url: string | undefined): RelaySettings | null {
+  if (!url) return null;
+  const u = new URL(url);
+  const implicitTls = u.protocol === "smtps:";
+  const relay: RelaySettings = { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port ? Number(u.port) : implicitTls ? 465 : 587, implicitTls };
+  if (u.username) relay.auth = { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) };
+  return relay;
+}
+
+export function deliverySettings(config: Config): DeliverySettings {
+  return {
+    serverPolicy: config.SMTP_TLS_POLICY,
+    relay: relayFromUrl(config.SMTP_RELAY_URL),
+    mxPort: config.SMTP_MX_PORT,
+    heloName: config.SMTP_HELO_NAME ?? hostname(),
+    ca: config.SMTP_CA_FILE ? [readFileSync(config.SMTP_CA_FILE, "utf8")] : [],
+    connectTimeoutMs: config.SMTP_CONNECT_TIMEOUT_MS,
+    maxRetryMs: config.SMTP_MAX_RETRY,
+    retryMinMs: config.SMTP_RETRY_MIN,
+    retryMaxMs: config.SMTP_RETRY_MAX,
+    maxHostsPerAttempt: 5,
+  };
+}
+
+export interface WorkerHandle {
+  readonly id: string;
+  /** Resolves when the worker has no delivery in flight and nothing is due right now. */
+  idle(): Promise<void>;
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface WorkerOptions {
+  concurrency: number;
+  batchSize: number;
+  leaseMs: number;
+  pollMs: number;
+  id?: string;
+}
+
+export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Logger): WorkerHandle {
+  const id = opts.id ?? `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const log = logger.child({ component: "worker", worker: id });
+  const inFlight = new Set<Promise<void>>();
+  let stopping = false;
+  let wake: (() => void) | null = null;
+  let idleWaiters: Array<() => void> = [];
+  let lastClaimEmpty = false;
+
+  const process1 = async (d: ClaimedDelivery) => {
+    try {
+      const completion = await runDelivery(deps, d, id);
+      const ok = await completeDelivery(deps.db, completion);
+      const summary = completion.results.map((r) => r.status);
+      if (ok) log.info({ delivery: String(d.id), message: d.messageId, domain: d.domain, attempt: d.attempt, outcomes: summary }, "delivery attempt recorded");
+      else log.warn({ delivery: String(d.id), attempt: d.attempt }, "lease lost before the result was recorded; the newer attempt wins");
+    } catch (err) {
+      // Leave the row leased: it becomes due again when the lease expires.
+      log.error({ delivery: String(d.id), err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "delivery attempt failed");
+    }
+  };
+
+  const loop = async () => {
+    while (!stopping) {
+      const free = opts.concurrency - inFlight.size;
+      let claimed: ClaimedDelivery[] = [];
+      if (free > 0) {
+        try {
+          claimed = await claimDeliveries(deps.db, id, Math.min(free, opts.batchSize), opts.leaseMs);
+        } catch (err) {
+          log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "claiming failed; retrying after the poll interval");
+        }
+      }
+      for (const d of claimed) {
+        const p = process1(d).finally(() => {
+          inFlight.delete(p);
+          wake?.();
+        });
+        inFlight.add(p);
+      }
+      lastClaimEmpty = claimed.length === 0;
+      if (lastClaimEmpty && inFlight.size === 0) {
+        const waiters = idleWaiters;
+        idleWaiters = [];
+        waiters.forEach((w) => w());
+      }
+      if (claimed.length === 0 || inFlight.size >= opts.concurrency) {
+        // Wait for the poll interval, or until a slot frees up.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, claimed.length === 0 ? opts.pollMs : 60_000);
+          function done() {
+            clearTimeout(timer);
+            wake = null;
+            resolve();
+          }
+          wake = done;
+        });
+      }
+    }
+  };
+  const running = loop();
+
+  return {
+    id,
+    idle() {
+      return new Promise((resolve) => idleWaiters.push(resolve));
+    },
+    async stop(graceMs = 25_000) {
+      stopping = true;
+      wake?.();
+      await running;
+      const all = Promise.allSettled([...inFlight]);
+      const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
+      if (timedOut) {
+        const n = await releaseLeases(deps.db, id).catch(() => 0);
+        log.warn({ released: n }, "stopped with deliveries in flight; their leases were handed back");
+      }
+      idleWaiters.forEach((w) => w());
+      log.info({}, "worker stopped");
+    },
+  };
+}
+
+export function startWorker(rt: Runtime): WorkerHandle {
+  const c = rt.config;
+  const resolver = createMxResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {});
+  return createWorker(
+    { db: rt.db.prisma, cipher: rt.cipher, settings: deliverySettings(c), resolveMx: (d) => resolver.resolve(d), attempt: attemptDelivery },
+    { concurrency: c.WORKER_CONCURRENCY, batchSize: c.WORKER_BATCH_SIZE, leaseMs: c.WORKER_LEASE_MS, pollMs: c.WORKER_POLL_MS, ...(c.WORKER_ID ? { id: c.WORKER_ID } : {}) },
+    rt.logger,
+  );
 }

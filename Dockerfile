@@ -1,0 +1,15 @@
+# sealpost image: the same TypeScript sources run through tsx, as in development.
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json prisma.config.ts ./
+COPY prisma ./prisma
+# npm ci runs the package's postinstall, which generates the Prisma client.
+RUN npm ci --include=dev && npm cache clean --force
+COPY tsconfig.json ./
+COPY bin ./bin
+COPY src ./src
+COPY openapi.yaml ./
+USER node
+ENTRYPOINT ["node", "bin/sealpost.js"]
+CMD ["start"]

@@ -1,0 +1,172 @@
+// One claimed delivery (one message, one recipient domain): load and decrypt the
+// content, build the message, find the hosts (MX or relay), try them in order under
+// the message's TLS policy, and turn the per-recipient outcomes into a completion.
+import { isIP } from "node:net";
+import { lookup } from "node:dns/promises";
+import type { Db } from "../db/client.ts";
+import type { Attachment } from "../domain/message.ts";
+import { strictest } from "../domain/tls-policy.ts";
+import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
+import { nextRetryDelay } from "./backoff.ts";
+import { composeMessage } from "./compose.ts";
+import type { MxResolution } from "./mx.ts";
+import { pendingRecipients, type AttemptEvidence, type ClaimedDelivery, type Completion, type RecipientResult } from "./queue.ts";
+import { cleartextEvidence } from "./smtp-evidence.ts";
+import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
+
+export interface RelaySettings {
+  host: string;
+  port: number;
+  implicitTls: boolean;
+  auth?: { user: string; pass: string };
+}
+
+export interface DeliverySettings {
+  serverPolicy: "opportunistic" | "required";
+  relay: RelaySettings | null;
+  mxPort: number;
+  heloName: string;
+  ca: string[];
+  connectTimeoutMs: number;
+  maxRetryMs: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** Connections tried for one delivery before deferring (RFC 5321 5.1 suggests trying at least two addresses). */
+  maxHostsPerAttempt: number;
+}
+
+export interface DeliveryDeps {
+  db: Db;
+  cipher: ContentCipher;
+  settings: DeliverySettings;
+  resolveMx(domain: string): Promise<MxResolution>;
+  attempt(opts: AttemptOptions): Promise<AttemptResult>;
+  now?: () => Date;
+}
+
+type Mbox = { address: string; name: string | null };
+
+async function loadMessage(deps: DeliveryDeps, messageId: string) {
+  const m = await deps.db.message.findUniqueOrThrow({
+    where: { id: messageId },
+    include: { recipients: { orderBy: { position: "asc" }, select: { kind: true, address: true, name: true } } },
+  });
+  if (m.contentPurgedAt) return null;
+  const dec = (col: string, v: Uint8Array | null) => (v === null ? null : deps.cipher.decrypt(v, contentAad(m.id, col)).toString("utf8"));
+  return {
+    message: m,
+    content: {
+      messageIdHeader: m.messageIdHeader,
+      createdAt: m.createdAt,
+      from: { address: m.fromAddress, name: m.fromName },
+      to: m.recipients.filter((r) => r.kind === "to").map((r) => ({ address: r.address, name: r.name })),
+      cc: m.recipients.filter((r) => r.kind === "cc").map((r) => ({ address: r.address, name: r.name })),
+      replyTo: (m.replyTo as Mbox[] | null) ?? [],
+      subject: dec("subject", m.subject) ?? "",
+      text: dec("text_body", m.textBody),
+      html: dec("html_body", m.htmlBody),
+      headers: JSON.parse(dec("headers", m.headers) ?? "{}") as Record<string, string>,
+      attachments: JSON.parse(dec("attachments", m.attachments) ?? "[]") as Attachment[],
+    },
+  };
+}
+
+interface Target {
+  host: string;
+  ip: string;
+  port: number;
+}
+
+async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets: Target[] } | { fail: { outcome: "bounced" | "deferred"; enhancedCode: string; reason: string } }> {
+  const relay = deps.settings.relay;
+  if (relay) {
+    try {
+      const ips = isIP(relay.host) ? [relay.host] : (await lookup(relay.host, { all: true })).map((a) => a.address);
+      return { targets: ips.map((ip) => ({ host: relay.host, ip, port: relay.port })) };
+    } catch (err) {
+      return { fail: { outcome: "deferred", enhancedCode: "4.4.3", reason: `relay host ${relay.host} did not resolve (${(err as { code?: string }).code ?? "error"})` } };
+    }
+  }
+  const r = await deps.resolveMx(domain);
+  if (r.kind === "bounce") return { fail: { outcome: "bounced", enhancedCode: r.enhancedCode, reason: r.reason } };
+  if (r.kind === "defer") return { fail: { outcome: "deferred", enhancedCode: r.enhancedCode, reason: r.reason } };
+  return { targets: r.hosts.flatMap((h) => h.addresses.map((ip) => ({ host: h.host, ip, port: deps.settings.mxPort }))) };
+}
+
+/** Runs one attempt of a claimed delivery and returns what to record. */
+export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
+  const now = deps.now ?? (() => new Date());
+  const recipients = await pendingRecipients(deps.db, d.id);
+  const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
+  const results = new Map<bigint, RecipientResult>(
+    recipients.map((r) => [r.id, { recipientId: r.id, status: "deferred", replyCode: null, enhancedCode: null, replyText: null, attempts: [] }]),
+  );
+  const record = (rid: bigint, evidence: AttemptEvidence, o: { outcome: "delivered" | "deferred" | "bounced"; replyCode: number | null; enhancedCode: string | null; replyText: string | null }) => {
+    const r = results.get(rid)!;
+    r.status = o.outcome;
+    r.replyCode = o.replyCode;
+    r.enhancedCode = o.enhancedCode;
+    r.replyText = o.replyText;
+    r.attempts.push({ evidence, ...o });
+  };
+  const localEvidence = (startedAt: Date): AttemptEvidence => ({
+    ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
+  });
+
+  const loaded = recipients.length > 0 ? await loadMessage(deps, d.messageId) : null;
+  if (recipients.length > 0 && !loaded) {
+    // Content was purged before delivery finished: nothing left to send.
+    const ev = localEvidence(now());
+    for (const r of recipients) record(r.id, ev, { outcome: "bounced", replyCode: null, enhancedCode: "5.3.0", replyText: "message content was purged before delivery" });
+  } else if (loaded) {
+    const startedAt = now();
+    const raw = await composeMessage(loaded.content);
+    const found = await targetsFor(deps, d.domain);
+    if ("fail" in found) {
+      const ev = localEvidence(startedAt);
+      for (const r of recipients) record(r.id, ev, { outcome: found.fail.outcome, replyCode: null, enhancedCode: found.fail.enhancedCode, replyText: found.fail.reason });
+    } else {
+      let remaining = recipients;
+      let tried = 0;
+      for (const target of found.targets) {
+        if (remaining.length === 0 || tried >= deps.settings.maxHostsPerAttempt) break;
+        tried++;
+        const result = await deps.attempt({
+          target,
+          policy,
+          ...(deps.settings.relay?.implicitTls ? { implicitTls: true } : {}),
+          ...(deps.settings.relay?.auth ? { auth: deps.settings.relay.auth } : {}),
+          heloName: deps.settings.heloName,
+          ca: deps.settings.ca,
+          connectTimeoutMs: deps.settings.connectTimeoutMs,
+          envelope: { from: loaded.message.fromAddress, to: remaining.map((r) => r.address) },
+          message: raw,
+        });
+        remaining.forEach((r, i) => record(r.id, result.evidence, result.recipients[i]!));
+        // RFC 5321 5.1: the next MX only when this one could not take the message at
+        // all; never after a 5xx to RCPT/DATA or once the data was handed over.
+        if (!result.tryNextHost) break;
+        remaining = remaining.filter((r) => results.get(r.id)!.status === "deferred");
+      }
+      if (found.targets.length === 0) {
+        const ev = localEvidence(startedAt);
+        for (const r of recipients) record(r.id, ev, { outcome: "deferred", replyCode: null, enhancedCode: "4.4.4", replyText: `no address to deliver to for ${d.domain}` });
+      }
+    }
+  }
+
+  // SMTP_MAX_RETRY (Postfix maximal_queue_lifetime): past it, a deferral is final.
+  const age = now().getTime() - d.createdAt.getTime();
+  let anyDeferred = false;
+  for (const r of results.values()) {
+    if (r.status !== "deferred") continue;
+    if (age >= deps.settings.maxRetryMs) {
+      r.status = "failed";
+      r.replyText = `gave up after ${d.attempt} attempts: ${r.replyText ?? "deferred"}`;
+    } else anyDeferred = true;
+  }
+  const retryAt = anyDeferred
+    ? new Date(now().getTime() + nextRetryDelay(d.attempt, deps.settings.retryMinMs, deps.settings.retryMaxMs))
+    : null;
+  return { delivery: d, workerId, results: [...results.values()], retryAt };
+}

@@ -1,0 +1,357 @@
+// One SMTP delivery attempt to one host under the STARTTLS policy (SPEC section 3):
+//   opportunistic = Postfix `may`: TLS when it works, cleartext when it does not, an
+//                   unverified certificate is used but recorded;
+//   required      = Postfix `verify`: TLS 1.2+, a certificate chaining to a trusted CA and
+//                   naming the host, or nothing at all leaves this machine.
+// nodemailer's SMTPConnection speaks the protocol; the policy decisions are made here, from
+// the error codes and the TLS socket it exposes, never from reply text.
+import net from "node:net";
+import { Readable } from "node:stream";
+import type tls from "node:tls";
+import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
+import type { NodemailerError } from "nodemailer/lib/errors.js";
+import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext, type TlsEvidence } from "./smtp-evidence.ts";
+import {
+  classifySend,
+  defaultEnhanced,
+  errorName,
+  LOCAL_STATUS,
+  localStatus,
+  parseReply,
+  type RecipientOutcome,
+  type RecipientStatus,
+} from "./smtp-reply.ts";
+
+export type { TlsEvidence } from "./smtp-evidence.ts";
+export type { RecipientOutcome } from "./smtp-reply.ts";
+
+export type TlsPolicy = "opportunistic" | "required";
+
+export interface SmtpTarget {
+  /** MX or relay host name: used for SNI and the certificate name check. */
+  host: string;
+  /** Connect here. */
+  ip: string;
+  port: number;
+}
+
+export interface AttemptOptions {
+  target: SmtpTarget;
+  policy: TlsPolicy;
+  /** smtps:// relay (port 465 style): TLS from the first byte, no STARTTLS. */
+  implicitTls?: boolean;
+  /** Relay AUTH: never sent before TLS is verified, whatever the policy. */
+  auth?: { user: string; pass: string };
+  heloName: string;
+  /** Extra trusted CA PEMs (SMTP_CA_FILE); the system roots stay trusted too. */
+  ca?: string[];
+  connectTimeoutMs: number;
+  envelope: { from: string; to: string[] };
+  /** The full RFC 5322 message, already built. */
+  message: Buffer;
+}
+
+export interface AttemptResult {
+  evidence: TlsEvidence & { mxHost: string; ip: string; port: number; policy: TlsPolicy; startedAt: Date; durationMs: number };
+  /** One per envelope.to, same order. */
+  recipients: RecipientOutcome[];
+  /**
+   * True when this host could not take the message (connection, greeting, TLS policy,
+   * AUTH): the deferred recipients may be tried at the next MX right away. Never after a
+   * 5xx to RCPT/DATA, nor once the whole message was sent (it may have been accepted).
+   */
+  tryNextHost: boolean;
+}
+
+export type SessionOptions = Omit<AttemptOptions, "envelope" | "message">;
+
+/** A session that could not be used: every recipient is deferred with this status. */
+export interface SessionFailure {
+  evidence: TlsEvidence;
+  replyCode: number | null;
+  enhancedCode: string;
+  replyText: string;
+}
+
+/**
+ * A connected session that passed the TLS policy (and AUTH when asked for). It can carry
+ * several messages one after another, which is what a connection pool needs.
+ */
+export interface SmtpSession {
+  readonly evidence: TlsEvidence;
+  /** False once the connection is gone; a pool must then open a new one. */
+  readonly usable: boolean;
+  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientOutcome[]; tryNextHost: boolean }>;
+  /** Sends QUIT and waits for the connection to end. */
+  close(): Promise<void>;
+}
+
+// RFC 5321 4.5.3.2: a client should wait up to 10 minutes for the reply to the final dot
+// (5 for the other commands); this is the inactivity limit for the whole session.
+const REPLY_TIMEOUT_MS = 10 * 60_000;
+// QUIT is a courtesy (RFC 5321 4.1.1.10); a server that does not answer it is cut off.
+const QUIT_TIMEOUT_MS = 5_000;
+
+export async function attemptDelivery(opts: AttemptOptions): Promise<AttemptResult> {
+  const startedAt = new Date();
+  const opened = await openSession(opts);
+  let tlsEvidence: TlsEvidence;
+  let recipients: RecipientOutcome[];
+  let tryNextHost: boolean;
+  if ("failure" in opened) {
+    const { evidence, ...status } = opened.failure;
+    tlsEvidence = evidence;
+    recipients = opts.envelope.to.map((address) => ({ address, outcome: "deferred", ...status }));
+    tryNextHost = true;
+  } else {
+    tlsEvidence = opened.session.evidence;
+    try {
+      ({ recipients, tryNextHost } = await opened.session.send(opts.envelope, opts.message));
+    } finally {
+      await opened.session.close();
+    }
+  }
+  const { host: mxHost, ip, port } = opts.target;
+  const durationMs = Date.now() - startedAt.getTime();
+  return { evidence: { ...tlsEvidence, mxHost, ip, port, policy: opts.policy, startedAt, durationMs }, recipients, tryNextHost };
+}
+
+/** Connects, negotiates TLS as the policy says, checks it, and authenticates if asked to. */
+export async function openSession(opts: SessionOptions): Promise<{ session: SmtpSession } | { failure: SessionFailure }> {
+  // AUTH needs the same guarantee as `required`: credentials only go to a verified peer.
+  const strict = opts.policy === "required" || opts.auth !== undefined;
+  const mode: TlsMode = opts.implicitTls ? "implicit" : "starttls";
+  let attempt = await connect(opts, mode, strict);
+  let cleartextReason: string | null = null;
+  if ("error" in attempt && attempt.error.duringHandshake && mode === "starttls" && !strict) {
+    // Postfix `may`: a failed handshake leaves the connection unusable, so deliver over a
+    // new one without TLS. nodemailer never does this by itself.
+    cleartextReason = `${CLEARTEXT_REASON.handshakeFailed}: ${errorName(attempt.error.err)}`;
+    attempt = await connect(opts, "off", strict);
+  }
+  if ("error" in attempt) return { failure: connectFailure(attempt.error, opts, strict) };
+
+  const conn = attempt.conn;
+  cleartextReason ??= stayedCleartextBecause(conn);
+  const evidence = evidenceOf(conn._socket, opts.target.host, cleartextReason);
+  const refusal = strict ? tlsRefusal(evidence, opts) : null;
+  if (refusal) {
+    await closeConnection(conn);
+    return { failure: { evidence, replyCode: null, ...refusal } };
+  }
+  if (opts.auth) {
+    const err = await new Promise<NodemailerError | null>((resolve) => conn.login({ ...opts.auth }, (e) => resolve(e)));
+    if (err) {
+      await closeConnection(conn);
+      const reply = err.response ? parseReply(err.response) : null;
+      const replyText = `relay authentication failed: ${reply?.text ?? errorName(err)}`;
+      return { failure: { evidence, replyCode: reply?.code ?? null, enhancedCode: reply?.enhanced ?? LOCAL_STATUS.authFailed, replyText } };
+    }
+  }
+  return { session: createSession(conn, evidence) };
+}
+
+type TlsMode = "implicit" | "starttls" | "off";
+interface ConnectError {
+  err: NodemailerError;
+  /** The TCP connection was up and the TLS handshake failed (or timed out). */
+  duringHandshake: boolean;
+  evidence: TlsEvidence;
+}
+
+async function connect(opts: SessionOptions, mode: TlsMode, strict: boolean): Promise<{ conn: SMTPConnection } | { error: ConnectError }> {
+  let socket: net.Socket;
+  try {
+    socket = await openTcp(opts.target, opts.connectTimeoutMs);
+  } catch (e) {
+    return { error: { err: e as NodemailerError, duringHandshake: false, evidence: cleartextEvidence(null) } };
+  }
+  const servername = sniName(opts.target.host);
+  // rejectUnauthorized is false in both policies so that the certificate can be recorded
+  // even when it is refused; the refusal happens in tlsRefusal() before any envelope or
+  // credential is sent. `required` also refuses anything older than TLS 1.2 at handshake.
+  const tlsOptions: tls.ConnectionOptions = {
+    secureContext: trustContext(opts.ca, strict ? "TLSv1.2" : undefined),
+    rejectUnauthorized: false,
+    servername,
+  };
+  const conn = new SMTPConnection({
+    // A socket we connected ourselves: TCP errors keep Node's codes, and implicit TLS goes
+    // through the same upgrade path as STARTTLS, so `upgrading` tells a handshake failure.
+    connection: socket,
+    secure: mode === "implicit",
+    // STARTTLS whenever offered. requireTLS is never used: it would send STARTTLS to a
+    // server that did not offer it; "not offered" is refused in tlsRefusal() instead.
+    ignoreTLS: mode === "off",
+    // A 454/5xx to STARTTLS: Postfix `may` goes on in cleartext on the same connection.
+    opportunisticTLS: !strict,
+    servername,
+    name: opts.heloName,
+    connectionTimeout: opts.connectTimeoutMs,
+    greetingTimeout: opts.connectTimeoutMs,
+    socketTimeout: REPLY_TIMEOUT_MS,
+    logger: false,
+    tls: tlsOptions,
+  });
+  return new Promise((resolve) => {
+    let settled = false;
+    // Stays attached: an 'error' without a listener would throw. Errors after the session
+    // is up are also handed to the send() callback, which is where they are handled.
+    conn.on("error", (err: NodemailerError) => {
+      if (settled) return;
+      settled = true;
+      // nodemailer clears `upgrading` only when the handshake succeeds.
+      const duringHandshake = conn.upgrading === true;
+      const reason = duringHandshake ? `${CLEARTEXT_REASON.handshakeFailed}: ${errorName(err)}` : null;
+      resolve({ error: { err, duringHandshake, evidence: evidenceOf(conn._socket, opts.target.host, reason) } });
+    });
+    conn.connect((err) => {
+      if (settled) return;
+      settled = true;
+      if (err) resolve({ error: { err, duringHandshake: false, evidence: cleartextEvidence(null) } });
+      else resolve({ conn });
+    });
+  });
+}
+
+function openTcp(target: SmtpTarget, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: target.ip, port: target.port });
+    const fail = (err: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    };
+    const timer = setTimeout(() => fail(Object.assign(new Error(`no connection within ${timeoutMs} ms`), { code: "ETIMEDOUT" })), timeoutMs);
+    socket.once("error", fail);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.off("error", fail);
+      resolve(socket);
+    });
+  });
+}
+
+/** Why a connected session is in cleartext, if it is. */
+function stayedCleartextBecause(conn: SMTPConnection): string | null {
+  if (conn.secure) return null;
+  // With opportunisticTLS nodemailer goes on after a refused STARTTLS; the refusal is
+  // then the last reply it read (otherwise that is the EHLO/HELO reply).
+  const last = typeof conn.lastServerResponse === "string" ? conn.lastServerResponse : "";
+  const code = parseReply(last).code;
+  if (code !== null && code >= 400) return `${CLEARTEXT_REASON.refused}: ${last.trim()}`;
+  return CLEARTEXT_REASON.notOffered;
+}
+
+/** Under `required` (or with AUTH): why this session must not be used, or null if it may. */
+function tlsRefusal(evidence: TlsEvidence, opts: SessionOptions): { enhancedCode: string; replyText: string } | null {
+  const need = requirement(opts);
+  const peer = describePeer(opts.target);
+  if (!evidence.tls) {
+    const why = evidence.verifyError?.startsWith(CLEARTEXT_REASON.refused) ? "refused STARTTLS" : "did not offer STARTTLS";
+    return { enhancedCode: LOCAL_STATUS.tlsNotAvailable, replyText: `${need}, but ${peer} ${why} (${evidence.verifyError})` };
+  }
+  if (evidence.tlsVersion !== "TLSv1.2" && evidence.tlsVersion !== "TLSv1.3") {
+    return { enhancedCode: LOCAL_STATUS.tlsFailed, replyText: `${need}, but ${peer} negotiated ${evidence.tlsVersion}` };
+  }
+  if (!evidence.verified) {
+    return { enhancedCode: LOCAL_STATUS.tlsFailed, replyText: `${need}, but the certificate of ${peer} did not verify (${evidence.verifyError})` };
+  }
+  return null;
+}
+
+function connectFailure(e: ConnectError, opts: SessionOptions, strict: boolean): SessionFailure {
+  const { err, evidence } = e;
+  const peer = describePeer(opts.target);
+  const need = strict ? `${requirement(opts)}, but ` : "";
+  if (err.code === "ETLS" && err.command === "STARTTLS") {
+    // Only when strict: opportunistic sessions go on in cleartext instead.
+    const reply = err.response?.trim() ?? "";
+    return {
+      evidence: { ...evidence, verifyError: `${CLEARTEXT_REASON.refused}: ${reply}` },
+      replyCode: null,
+      enhancedCode: LOCAL_STATUS.tlsNotAvailable,
+      replyText: `${need}${peer} refused STARTTLS: ${reply}`,
+    };
+  }
+  if (e.duringHandshake) {
+    return { evidence, replyCode: null, enhancedCode: LOCAL_STATUS.tlsFailed, replyText: `${need}the TLS handshake with ${peer} failed (${errorName(err)})` };
+  }
+  if (err.response) {
+    // 421/554 greeting, EHLO refused: the server's own words.
+    const reply = parseReply(err.response);
+    const code = reply.code ?? err.responseCode ?? null;
+    return { evidence, replyCode: code, enhancedCode: reply.enhanced ?? (code ? defaultEnhanced(code) : LOCAL_STATUS.noAnswer), replyText: reply.text };
+  }
+  return { evidence, replyCode: null, enhancedCode: LOCAL_STATUS.noAnswer, replyText: `no usable connection to ${peer}: ${errorName(err)}` };
+}
+
+const requirement = (opts: SessionOptions) => (opts.policy === "required" ? "TLS is required" : "relay AUTH needs verified TLS");
+const describePeer = (t: SmtpTarget) => `${t.host}[${t.ip}]:${t.port}`;
+
+function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession {
+  let transactions = 0;
+  return {
+    evidence,
+    get usable() {
+      return !conn.destroyed;
+    },
+    async send(envelope, message) {
+      // RFC 5321 4.1.1.5: RSET before reusing the connection, in case the last
+      // transaction ended half way (every RCPT refused, DATA refused).
+      if (transactions++ > 0 && !conn.destroyed) {
+        await new Promise<void>((resolve) => conn.reset(() => resolve()));
+      }
+      return sendOne(conn, envelope, message);
+    },
+    close: () => closeConnection(conn),
+  };
+}
+
+// RFC 5321 4.1.2 mailboxes never contain controls, spaces or angle brackets; such an
+// address would break the command line, so it is refused here and never sent.
+const UNSENDABLE = /[\x00-\x20\x7f<>]/;
+
+async function sendOne(conn: SMTPConnection, envelope: { from: string; to: string[] }, message: Buffer) {
+  const all = (status: RecipientStatus) => ({ recipients: envelope.to.map((address) => ({ address, ...status })), tryNextHost: false });
+  if (UNSENDABLE.test(envelope.from)) return all(localStatus("bounced", LOCAL_STATUS.badSender, "invalid sender address"));
+  const to = [...new Set(envelope.to.filter((a) => a !== "" && !UNSENDABLE.test(a)))];
+  const badAddress = localStatus("bounced", LOCAL_STATUS.badRecipient, "invalid recipient address");
+  if (to.length === 0) return all(badAddress);
+  if (conn.destroyed) return all(localStatus("deferred", LOCAL_STATUS.badConnection, "connection already closed"));
+
+  // The message goes in as a stream only to learn whether all of it was handed to the
+  // connection: after that, a lost connection may still mean the server has it.
+  let messageSent = false;
+  const body = Readable.from([message], { objectMode: false });
+  body.once("end", () => (messageSent = true));
+  const { err, info } = await new Promise<{ err: NodemailerError | null; info?: SMTPConnection.SentMessageInfo }>((resolve) => {
+    conn.send({ from: envelope.from, to, size: message.length }, body, (e, i) => resolve({ err: e, info: i }));
+  });
+  const { outcomes, tryNextHost } = classifySend({ to, err, info, rcptErrors: rcptErrorsOf(conn), messageSent });
+  const recipients = envelope.to.map((address) => ({ address, ...(outcomes.get(address) ?? badAddress) }));
+  return { recipients, tryNextHost };
+}
+
+// nodemailer keeps the per-recipient RCPT errors on its private `_envelope` and copies them
+// onto the result or the all-rejected error only; after a refused DATA or a lost connection
+// this is the one place that still says which recipients the server already refused.
+function rcptErrorsOf(conn: SMTPConnection): NodemailerError[] {
+  const envelope = (conn as unknown as { _envelope?: { rejectedErrors?: NodemailerError[] } | false })._envelope;
+  return (envelope && envelope.rejectedErrors) || [];
+}
+
+function closeConnection(conn: SMTPConnection): Promise<void> {
+  if (conn.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      conn.close();
+      resolve();
+    }, QUIT_TIMEOUT_MS);
+    conn.once("end", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    conn.quit();
+  });
+}

@@ -1,0 +1,144 @@
+// What a connection's TLS actually was: protocol, cipher, whether the peer certificate
+// chains to a trusted CA and names the host we meant to reach, and the certificate
+// fields we keep as evidence. Also the trust store (system roots plus SMTP_CA_FILE).
+import tls, { TLSSocket } from "node:tls";
+import { isIP, type Socket } from "node:net";
+import { X509Certificate } from "node:crypto";
+
+export interface TlsEvidence {
+  tls: boolean;
+  tlsVersion: string | null;
+  cipher: string | null;
+  /** null when no TLS session was established (nothing to verify). */
+  verified: boolean | null;
+  /**
+   * Why the certificate did not verify (Node's code, e.g. DEPTH_ZERO_SELF_SIGNED_CERT,
+   * ERR_TLS_CERT_ALTNAME_INVALID), or, without TLS, why there is none: one of the
+   * CLEARTEXT_REASON codes, optionally followed by ": " and the detail.
+   */
+  verifyError: string | null;
+  certSubject: string | null;
+  certIssuer: string | null;
+  certNotAfter: Date | null;
+  /** SHA-256 fingerprint, colon-separated hex as Node prints it. */
+  certFingerprint: string | null;
+}
+
+/** Why a session ended up (or would have ended up) without TLS. */
+export const CLEARTEXT_REASON = {
+  notOffered: "STARTTLS_NOT_OFFERED",
+  refused: "STARTTLS_REFUSED",
+  handshakeFailed: "TLS_HANDSHAKE_FAILED",
+} as const;
+
+/** Evidence of a session without TLS; `reason` says why (see CLEARTEXT_REASON). */
+export function cleartextEvidence(reason: string | null): TlsEvidence {
+  return {
+    tls: false,
+    tlsVersion: null,
+    cipher: null,
+    verified: null,
+    verifyError: reason,
+    certSubject: null,
+    certIssuer: null,
+    certNotAfter: null,
+    certFingerprint: null,
+  };
+}
+
+/** Host name as it appears on certificates and in SNI: no trailing root dot, lower case. */
+export function certificateName(host: string): string {
+  return host.replace(/\.$/, "").toLowerCase();
+}
+
+/** SNI must be a DNS name (RFC 6066 section 3: "Literal IPv4 and IPv6 addresses are not permitted"). */
+export function sniName(host: string): string | undefined {
+  const name = certificateName(host);
+  return isIP(name) ? undefined : name;
+}
+
+/**
+ * Reads the evidence of an established TLS session and decides whether it is verified:
+ * the chain must reach a trusted root (Node's `authorized`) and the certificate must match
+ * `expectedHost`. The name is checked here again on purpose: Node only checks it against
+ * the SNI name it was given, and with rejectUnauthorized false nothing else would notice
+ * a missing or different name.
+ */
+export function readTlsEvidence(socket: TLSSocket, expectedHost: string): TlsEvidence {
+  const peer = peerCertificate(socket);
+  let verifyError: string | null = null;
+  if (!peer) verifyError = "NO_PEER_CERTIFICATE";
+  else if (!socket.authorized) verifyError = errorCode(socket.authorizationError) ?? "UNABLE_TO_VERIFY";
+  else {
+    const nameError = tls.checkServerIdentity(certificateName(expectedHost), peer);
+    if (nameError) verifyError = errorCode(nameError) ?? "ERR_TLS_CERT_ALTNAME_INVALID";
+  }
+  return {
+    tls: true,
+    tlsVersion: socket.getProtocol() ?? null,
+    cipher: socket.getCipher()?.name ?? null,
+    verified: verifyError === null,
+    verifyError,
+    ...certificateFields(peer),
+  };
+}
+
+/**
+ * Evidence of whatever socket nodemailer holds: the TLS session when one is established,
+ * otherwise cleartext with `reason`, plus the certificate if a failed handshake got that far.
+ */
+export function evidenceOf(socket: Socket | false | null, expectedHost: string, reason: string | null): TlsEvidence {
+  if (!(socket instanceof TLSSocket)) return cleartextEvidence(reason);
+  if (socket.getProtocol() && !socket.destroyed) return readTlsEvidence(socket, expectedHost);
+  return { ...cleartextEvidence(reason), ...certificateFields(peerCertificate(socket)) };
+}
+
+// Only the legacy getPeerCertificate() is used: on Node 20 a client socket's
+// getPeerX509Certificate() answers once, after which both it and getPeerCertificate()
+// return nothing. The X509Certificate is rebuilt from the DER bytes instead.
+function peerCertificate(socket: TLSSocket): tls.PeerCertificate | null {
+  const peer = socket.getPeerCertificate();
+  return peer && peer.raw ? peer : null;
+}
+
+function certificateFields(peer: tls.PeerCertificate | null): Pick<TlsEvidence, "certSubject" | "certIssuer" | "certNotAfter" | "certFingerprint"> {
+  if (!peer) return { certSubject: null, certIssuer: null, certNotAfter: null, certFingerprint: null };
+  const x509 = new X509Certificate(peer.raw);
+  return {
+    certSubject: oneLine(x509.subject),
+    certIssuer: oneLine(x509.issuer),
+    certNotAfter: new Date(x509.validTo),
+    certFingerprint: x509.fingerprint256,
+  };
+}
+
+// Node types authorizationError as Error, but at runtime it is the OpenSSL code string.
+function errorCode(e: unknown): string | null {
+  if (typeof e === "string") return e;
+  if (e && typeof e === "object" && "code" in e && typeof e.code === "string") return e.code;
+  if (e instanceof Error) return e.message;
+  return null;
+}
+
+// X509Certificate prints one RDN per line; evidence is stored and shown on one line.
+function oneLine(dn: string): string {
+  return dn.split("\n").filter(Boolean).join(", ");
+}
+
+const contexts = new Map<string, tls.SecureContext>();
+
+/**
+ * A TLS client context trusting the system roots plus `extraCa` (SMTP_CA_FILE), with the
+ * minimum protocol the policy needs. Passing `ca` to Node replaces its roots instead of
+ * adding to them, so the roots are listed explicitly; contexts are cached because parsing
+ * some 150 root certificates for every connection would cost more than the handshake.
+ */
+export function trustContext(extraCa: readonly string[] | undefined, minVersion: tls.SecureVersion | undefined): tls.SecureContext {
+  const key = `${minVersion ?? "default"}\0${(extraCa ?? []).join("\0")}`;
+  let ctx = contexts.get(key);
+  if (!ctx) {
+    ctx = tls.createSecureContext({ ca: [...tls.rootCertificates, ...(extraCa ?? [])], ...(minVersion ? { minVersion } : {}) });
+    contexts.set(key, ctx);
+  }
+  return ctx;
+}

@@ -1,0 +1,234 @@
+// Real SMTP peers on loopback for tests: smtp-server with certificates from a private test
+// CA, in the variants a sender meets in the wild (no STARTTLS, STARTTLS refused or broken,
+// bad certificates, old TLS, scripted replies, AUTH). Options compose: a peer is "TLS 1.2
+// only + 550 for one address + AUTH required" by passing the three options together.
+import type { TLSSocket } from "node:tls";
+import { SMTPServer, type SMTPServerSession } from "smtp-server";
+import { createCa, issueCertificate, type Pem } from "../../src/tls/certificates.ts";
+
+/** The MX host name tests use: certificates name it, target.host is it, the IP is 127.0.0.x. */
+export const TEST_MX_HOST = "mx.example.test";
+
+let ca: Pem | undefined;
+/** The test CA, made once per process. Trust it with `ca: [testCa().cert]`. */
+export function testCa(): Pem {
+  return (ca ??= createCa("sealpost test CA"));
+}
+
+export type CertificateKind = "ca-signed" | "self-signed" | "expired" | "wrong-name" | "untrusted-ca";
+
+const certificates = new Map<string, Pem>();
+let untrustedCa: Pem | undefined;
+/** A server certificate for `host` (RSA keys are slow to make, so each is made once). */
+export function peerCertificate(kind: CertificateKind, host = TEST_MX_HOST): Pem {
+  const key = `${kind}:${host}`;
+  let pem = certificates.get(key);
+  if (!pem) {
+    const day = 86_400_000;
+    pem = {
+      "ca-signed": () => issueCertificate({ names: [host], ca: testCa() }),
+      "self-signed": () => issueCertificate({ names: [host] }),
+      expired: () => issueCertificate({ names: [host], ca: testCa(), notBefore: new Date(Date.now() - 30 * day), notAfter: new Date(Date.now() - day) }),
+      "wrong-name": () => issueCertificate({ names: ["other.example.test"], ca: testCa() }),
+      "untrusted-ca": () => issueCertificate({ names: [host], ca: (untrustedCa ??= createCa("untrusted test CA")) }),
+    }[kind]();
+    certificates.set(key, pem);
+  }
+  return pem;
+}
+
+export interface ScriptedReply {
+  code: number;
+  message: string;
+}
+
+export interface PeerOptions {
+  /** Address to bind; default 127.0.0.1. Several peers can share a port on 127.0.0.2, .3 ... */
+  ip?: string;
+  /** Default 0 (any free port). */
+  port?: number;
+  /**
+   * What happens to STARTTLS: offered and working (default), not offered at all
+   * (disabledCommands, so the server also refuses it if sent), answered 454, or answered
+   * 220 followed by bytes that are not TLS.
+   */
+  starttls?: "offer" | "none" | "refuse" | "broken";
+  /** TLS from the first byte (smtps, port 465 style) instead of STARTTLS. */
+  implicitTls?: boolean;
+  /** The certificate presented; default a CA-signed one for TEST_MX_HOST. */
+  certificate?: CertificateKind | Pem;
+  /** E.g. "TLSv1.2" for a peer that cannot do TLS 1.3. */
+  maxTlsVersion?: "TLSv1.2" | "TLSv1.3";
+  /** Refuse the session at the greeting, e.g. { code: 421, message: "try later" }. */
+  greeting?: ScriptedReply;
+  /** Replies to RCPT TO by (lower-case) address; others are accepted. */
+  rcpt?: Record<string, ScriptedReply>;
+  /** Reply after the final dot; "drop" closes the connection without replying. Default 250. */
+  data?: ScriptedReply | "drop";
+  /** Require AUTH with these credentials before MAIL. */
+  auth?: { user: string; pass: string };
+  /** Accept AUTH in cleartext (the server would take credentials we must never send it). */
+  allowInsecureAuth?: boolean;
+}
+
+export interface ReceivedMessage {
+  from: string;
+  to: string[];
+  data: Buffer;
+  secure: boolean;
+  tlsProtocol?: string;
+  /** The reply the peer gave after the final dot; null when it dropped the connection. */
+  reply: number | null;
+}
+
+/** One connection as the peer saw it; `secure` and `tlsProtocol` are updated by STARTTLS. */
+export interface PeerSession {
+  secure: boolean;
+  tlsProtocol?: string;
+  /** SNI name the client asked for. */
+  servername?: string;
+  mailFrom: string[];
+  rcptTo: string[];
+  authAttempts: number;
+  /** MAIL/RCPT/AUTH seen while the connection was still in cleartext. */
+  cleartextCommands: string[];
+}
+
+export interface SmtpPeer {
+  host: string;
+  port: number;
+  received: ReceivedMessage[];
+  sessions: PeerSession[];
+  /** Connections still open on the peer side. */
+  openConnections(): number;
+  /** Resolves once every connection has been closed (polls with a deadline). */
+  waitForIdle(timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
+  const received: ReceivedMessage[] = [];
+  const sessions: PeerSession[] = [];
+  const bySession = new Map<string, PeerSession>();
+  const starttls = opts.starttls ?? "offer";
+  const pem = typeof opts.certificate === "object" ? opts.certificate : peerCertificate(opts.certificate ?? "ca-signed");
+  const record = (session: SMTPServerSession) => bySession.get(session.id)!;
+  const scripted = (reply: ScriptedReply) => Object.assign(new Error(reply.message), { responseCode: reply.code });
+  const noteCleartext = (session: SMTPServerSession, command: string) => {
+    if (!session.secure) record(session).cleartextCommands.push(command);
+  };
+
+  const server: SMTPServer = new SMTPServer({
+    secure: opts.implicitTls ?? false,
+    key: pem.key,
+    cert: pem.cert,
+    ...(opts.maxTlsVersion ? { maxVersion: opts.maxTlsVersion } : {}),
+    name: TEST_MX_HOST,
+    logger: false,
+    disableReverseLookup: true,
+    hideENHANCEDSTATUSCODES: false, // replies carry RFC 3463 codes, like Postfix's
+    // hideSTARTTLS alone still answers STARTTLS (with a built-in expired certificate).
+    disabledCommands: [...(starttls === "none" ? ["STARTTLS"] : []), ...(opts.auth ? [] : ["AUTH"])],
+    authOptional: !opts.auth,
+    allowInsecureAuth: opts.allowInsecureAuth ?? false,
+    closeTimeout: 1000,
+    onConnect(session, callback) {
+      const peerSession: PeerSession = { secure: session.secure, mailFrom: [], rcptTo: [], authAttempts: 0, cleartextCommands: [] };
+      bySession.set(session.id, peerSession);
+      sessions.push(peerSession);
+      if (opts.greeting) return callback(scripted(opts.greeting));
+      if (starttls === "refuse" || starttls === "broken") overrideStarttls(connectionOf(session), starttls);
+      callback();
+    },
+    onSecure(socket, session, callback) {
+      const peerSession = record(session);
+      peerSession.secure = true;
+      const protocol = (socket as TLSSocket).getProtocol?.();
+      if (protocol) peerSession.tlsProtocol = protocol;
+      if (session.servername) peerSession.servername = session.servername;
+      callback();
+    },
+    onAuth(auth, session, callback) {
+      noteCleartext(session, "AUTH");
+      record(session).authAttempts++;
+      if (opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass) return callback(null, { user: auth.username });
+      callback(Object.assign(new Error("Invalid credentials"), { responseCode: 535 }));
+    },
+    onMailFrom(address, session, callback) {
+      noteCleartext(session, "MAIL");
+      record(session).mailFrom.push(address.address);
+      callback();
+    },
+    onRcptTo(address, session, callback) {
+      noteCleartext(session, "RCPT");
+      record(session).rcptTo.push(address.address);
+      const reply = opts.rcpt?.[address.address.toLowerCase()];
+      callback(reply ? scripted(reply) : null);
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on("data", (c: Buffer) => chunks.push(c));
+      stream.on("end", () => {
+        const peerSession = record(session);
+        const reply = opts.data === "drop" ? null : (opts.data?.code ?? 250);
+        received.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
+          to: session.envelope.rcptTo.map((r) => r.address),
+          data: Buffer.concat(chunks),
+          secure: session.secure,
+          ...(peerSession.tlsProtocol ? { tlsProtocol: peerSession.tlsProtocol } : {}),
+          reply,
+        });
+        // The whole message arrived; vanish before acknowledging it (at-least-once test).
+        if (opts.data === "drop") return connectionOf(session)._socket.destroy();
+        if (opts.data) return callback(scripted(opts.data));
+        callback();
+      });
+    },
+  });
+
+  // smtp-server has no hook for STARTTLS itself: it dispatches each command to a
+  // `handler_<VERB>` method of the connection, so the peer replaces that one method.
+  function connectionOf(session: SMTPServerSession) {
+    for (const c of server.connections) if (c.session === session) return c;
+    throw new Error(`no connection for session ${session.id}`);
+  }
+  function overrideStarttls(conn: ReturnType<typeof connectionOf>, how: "refuse" | "broken") {
+    conn.handler_STARTTLS = function (_command, callback) {
+      if (how === "refuse") {
+        this.send(454, "TLS not available due to temporary reason");
+        return callback();
+      }
+      // "Go ahead", then bytes that cannot start a TLS record: the client's handshake fails
+      // and it hangs up. The socket stays open until then (closing it first could reach the
+      // client as a reset instead), and the callback is never called, so the ClientHello
+      // is not parsed as commands.
+      this.send(220, "Ready to start TLS");
+      this._socket.write("this is not a TLS ServerHello\r\n");
+    };
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.server.once("error", reject);
+    server.listen(opts.port ?? 0, opts.ip ?? "127.0.0.1", () => resolve());
+  });
+  const address = server.server.address();
+  if (!address || typeof address === "string") throw new Error("peer did not bind a TCP port");
+
+  const openConnections = () => server.connections.size;
+  return {
+    host: address.address,
+    port: address.port,
+    received,
+    sessions,
+    openConnections,
+    async waitForIdle(timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
+      while (openConnections() > 0) {
+        if (Date.now() > deadline) throw new Error(`peer still has ${openConnections()} open connection(s)`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,98 @@
+// Two rate limits (SPEC section 4): per client IP before authentication, so a flood
+// of bad keys is throttled before any key lookup, and per API key after it, with a
+// key's own rate_limit_per_minute overriding the default. 429 answers carry
+// Retry-After (RFC 9110 section 10.2.3) and the RateLimit-* fields of the IETF
+// httpapi ratelimit-headers draft.
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
+import { assertProblem } from "../helpers/route-security.ts";
+import type { Response } from "../helpers/https-client.ts";
+
+function assertRateLimited(res: Response, limit: number, note: string): void {
+  assertProblem(res, 429, "rate_limited", note);
+  const retryAfter = Number(res.headers["retry-after"]);
+  assert.ok(Number.isInteger(retryAfter) && retryAfter > 0 && retryAfter <= 60, `${note}: Retry-After ${res.headers["retry-after"]}`);
+  assert.equal(res.headers["ratelimit-limit"], String(limit), `${note}: RateLimit-Limit`);
+  assert.equal(res.headers["ratelimit-remaining"], "0", `${note}: RateLimit-Remaining`);
+  const reset = Number(res.headers["ratelimit-reset"]);
+  assert.ok(Number.isInteger(reset) && reset > 0 && reset <= 60, `${note}: RateLimit-Reset ${res.headers["ratelimit-reset"]}`);
+}
+
+describe("per client IP, before authentication", () => {
+  let t: TestApp;
+  before(async () => {
+    t = await startTestApp({ RATE_LIMIT_IP_MAX: "5" });
+  });
+  after(() => t.close());
+
+  test("a flood of bad keys gets 429 after the limit, then even a good key waits", async () => {
+    const good = (await t.createKey()).key;
+    const bad = "sp_0000000000000000_" + "a".repeat(52);
+    const answers: Response[] = [];
+    for (let i = 0; i < 8; i++) answers.push(await t.call("POST", "/send", { key: bad, body: validSend() }));
+    answers.slice(0, 5).forEach((r, i) => {
+      assertProblem(r, 401, "unauthorized", `attempt ${i + 1}`);
+      assert.equal(r.headers["ratelimit-limit"], "5");
+      assert.equal(r.headers["ratelimit-remaining"], String(4 - i));
+    });
+    answers.slice(5).forEach((r, i) => assertRateLimited(r, 5, `attempt ${i + 6}`));
+    // The limit is on the address, not the key: it is counted before anyone knows the key.
+    assertRateLimited(await t.call("POST", "/send", { key: good, body: validSend() }), 5, "good key from the same address");
+    assert.equal(await t.tdb.db.prisma.message.count(), 0);
+  });
+
+  test("health checks are not rate limited, so orchestrators keep seeing the process", async () => {
+    for (const path of ["/healthz", "/readyz"]) {
+      const r = await t.call("GET", path);
+      assert.equal(r.status, 200, `${path}: ${r.body}`);
+    }
+  });
+});
+
+describe("per API key, after authentication", () => {
+  let t: TestApp;
+  before(async () => {
+    t = await startTestApp({ RATE_LIMIT_KEY_MAX: "3" });
+  });
+  after(() => t.close());
+
+  const sendWith = (key: string) => t.call("POST", "/send", { key, body: validSend() });
+
+  test("the 4th send of a key is 429 and writes nothing, while another key is still accepted", async () => {
+    const a = await t.createKey({ name: "busy" });
+    const b = await t.createKey({ name: "quiet" });
+    for (let i = 0; i < 3; i++) {
+      const r = await sendWith(a.key);
+      assert.equal(r.status, 202, `send ${i + 1}: ${r.body}`);
+      assert.equal(r.headers["ratelimit-limit"], "3");
+    }
+    const before = await t.tdb.db.prisma.message.count();
+    assertRateLimited(await sendWith(a.key), 3, "4th send");
+    assert.equal(await t.tdb.db.prisma.message.count(), before, "a limited request writes nothing");
+    // Every route of the key shares its budget.
+    assertRateLimited(await t.call("GET", "/messages", { key: a.key }), 3, "a read by the same key");
+    const other = await sendWith(b.key);
+    assert.equal(other.status, 202, other.body);
+  });
+
+  test("a key's own rate_limit_per_minute overrides the default, both ways", async () => {
+    const strict = await t.createKey({ name: "strict", rateLimitPerMinute: 1 });
+    assert.equal((await sendWith(strict.key)).status, 202);
+    assertRateLimited(await sendWith(strict.key), 1, "strict key, 2nd send");
+
+    const generous = await t.createKey({ name: "generous", rateLimitPerMinute: 5 });
+    for (let i = 0; i < 5; i++) {
+      const r = await sendWith(generous.key);
+      assert.equal(r.status, 202, `generous send ${i + 1}: ${r.body}`);
+    }
+    assertRateLimited(await sendWith(generous.key), 5, "generous key, 6th send");
+  });
+
+  test("requests that fail authentication do not spend a key's budget", async () => {
+    const k = await t.createKey({ name: "victim" });
+    const forged = k.key.replace(/_[a-z2-7]{52}$/, "_" + "a".repeat(52));
+    for (let i = 0; i < 5; i++) assertProblem(await sendWith(forged), 401, "unauthorized");
+    assert.equal((await sendWith(k.key)).status, 202, "an attacker guessing secrets cannot lock the key's owner out");
+  });
+});

@@ -1,0 +1,56 @@
+// Applies the common security tests to every route of ROUTES that needs a key. The
+// list is read from the code, so a new route is covered (or this file fails, asking
+// for a fixture) without anyone remembering to add it here.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { ROUTES } from "../../src/api/routes/index.ts";
+import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
+import { runCommonRouteTests } from "../helpers/route-security.ts";
+
+let t: TestApp;
+before(async () => {
+  t = await startTestApp();
+});
+after(() => t.close());
+
+/** What each scoped route needs to be called successfully, by operationId. */
+const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
+  sendMessage: { body: () => validSend(), okStatus: 202 },
+  listMessages: { okStatus: 200 },
+  getMessage: { okStatus: 200 },
+  getMessageEvents: { okStatus: 200 },
+  cancelMessage: { okStatus: 200 },
+};
+
+const scoped = ROUTES.filter((r) => r.scope !== null);
+
+for (const route of scoped) {
+  const fixture = FIXTURES[route.operationId];
+  if (!fixture) {
+    test(`route ${route.operationId} has a route-security fixture`, () => {
+      assert.fail(`${route.method} ${route.url} requires a key but has no entry in FIXTURES of ${import.meta.url}`);
+    });
+    continue;
+  }
+  runCommonRouteTests(() => t, {
+    method: route.method,
+    path: (id) => route.url.replace(":id", id),
+    scope: route.scope!,
+    ...(fixture.body ? { body: fixture.body } : {}),
+    takesMessageId: route.url.includes(":id"),
+    okStatus: fixture.okStatus,
+  });
+}
+
+test("every fixture names a route that exists and needs a key (no stale entries)", () => {
+  const ids = new Set(scoped.map((r) => r.operationId));
+  for (const name of Object.keys(FIXTURES)) assert.ok(ids.has(name), `FIXTURES.${name} matches no scoped route`);
+  assert.ok(scoped.length >= 5, "the API has at least five key-protected routes");
+});
+
+test("routes without a scope answer without a key", async () => {
+  for (const route of ROUTES.filter((r) => r.scope === null)) {
+    const r = await t.call(route.method, route.url);
+    assert.equal(r.status, 200, `${route.method} ${route.url}: ${r.body}`);
+  }
+});

@@ -1,0 +1,225 @@
+// Hostile inputs for POST /send. Each case asserts the status, the problem code and
+// that nothing reached the database: a refused request must leave no message, no
+// recipient, no queue row and no idempotency record behind.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { ErrorCode } from "../../src/domain/errors.ts";
+import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
+import { assertProblem } from "../helpers/route-security.ts";
+
+const ATTACHMENT_MAX = 1000;
+const BODY_LIMIT = 64 * 1024;
+
+let t: TestApp;
+let key: string;
+let shopOnlyKey: string;
+before(async () => {
+  t = await startTestApp({ ATTACHMENT_MAX_BYTES: String(ATTACHMENT_MAX), BODY_LIMIT_BYTES: String(BODY_LIMIT) });
+  key = (await t.createKey({ name: "validation" })).key;
+  shopOnlyKey = (await t.createKey({ name: "shop only", domains: ["shop.example"] })).key;
+});
+after(() => t.close());
+
+async function rowCounts(): Promise<Record<string, number>> {
+  const rows = await t.tdb.db.prisma.$queryRawUnsafe<Array<Record<string, number>>>(
+    `SELECT (SELECT count(*) FROM messages)::int AS messages, (SELECT count(*) FROM recipients)::int AS recipients,
+            (SELECT count(*) FROM deliveries)::int AS deliveries, (SELECT count(*) FROM idempotency_records)::int AS idempotency`);
+  return rows[0]!;
+}
+
+const b64 = (bytes: number) => Buffer.alloc(bytes, 0x41).toString("base64");
+const attachment = (over: Record<string, unknown> = {}) => ({ filename: "receipt.pdf", content: b64(10), content_type: "application/pdf", ...over });
+const longLocal = "a".repeat(65);
+// 64 + 1 + 190 = 255 characters: every part is legal, the whole is one over RFC 5321's 254.
+const longAddress = `${"a".repeat(64)}@${["b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".")}.example`.slice(0, 255);
+const recipients = (n: number, domain = "example.com") => Array.from({ length: n }, (_, i) => `user${i}@${domain}`);
+
+interface Case {
+  name: string;
+  status: number;
+  code: ErrorCode;
+  body?: unknown; // sent as JSON
+  raw?: { payload: string; contentType?: string };
+  key?: () => string;
+  idempotencyKey?: string;
+}
+
+// Header injection (RFC 5322 section 2.2: a header field ends at CRLF; bare CR, LF, NUL
+// and Unicode line separators are where parsers disagree). One case per field that
+// becomes a header.
+const BREAKS: Array<[string, string]> = [["CRLF", "\r\nBcc: eve@evil.example"], ["CR", "\rBcc: eve@evil.example"], ["LF", "\nBcc: eve@evil.example"], ["NUL", "\u0000"], ["U+2028", "\u2028Bcc: eve@evil.example"]];
+const injection: Case[] = [
+  ...BREAKS.map(([n, s]): Case => ({ name: `subject with ${n}`, body: validSend({ subject: `Hello${s}` }), status: 422, code: "invalid_request" })),
+  { name: "from string with CRLF after the address", body: validSend({ from: "Shop <noreply@shop.example>\r\nBcc: eve@evil.example" }), status: 422, code: "invalid_request" },
+  { name: "from string with LF in the display name", body: validSend({ from: "Shop\nBcc: eve@evil.example <noreply@shop.example>" }), status: 422, code: "invalid_request" },
+  { name: "from object name with CRLF", body: validSend({ from: { name: "Shop\r\nBcc: eve@evil.example", address: "noreply@shop.example" } }), status: 422, code: "invalid_request" },
+  { name: "from object name with U+2028", body: validSend({ from: { name: "Shop\u2028Bcc: eve@evil.example", address: "noreply@shop.example" } }), status: 422, code: "invalid_request" },
+  { name: "from object address with CR", body: validSend({ from: { name: "Shop", address: "noreply@shop.example\r" } }), status: 422, code: "invalid_request" },
+  { name: "to with LF", body: validSend({ to: "alice@example.com\nBcc: eve@evil.example" }), status: 422, code: "invalid_request" },
+  { name: "cc with NUL", body: validSend({ cc: ["carol@example.com\u0000"] }), status: 422, code: "invalid_request" },
+  { name: "bcc with U+2028", body: validSend({ bcc: "dave@example.com\u2028" }), status: 422, code: "invalid_request" },
+  { name: "reply_to with CRLF", body: validSend({ reply_to: "help@shop.example\r\nBcc: eve@evil.example" }), status: 422, code: "invalid_request" },
+  { name: "custom header value with CRLF", body: validSend({ headers: { "X-Campaign": "spring\r\nBcc: eve@evil.example" } }), status: 422, code: "invalid_request" },
+  { name: "custom header value with bare LF", body: validSend({ headers: { "X-Campaign": "spring\nBcc: eve@evil.example" } }), status: 422, code: "invalid_request" },
+  { name: "custom header name with CRLF", body: validSend({ headers: { "X-A\r\nBcc": "eve@evil.example" } }), status: 422, code: "invalid_request" },
+  { name: "custom header name with a colon", body: validSend({ headers: { "X-A: b\r\nX-C": "d" } }), status: 422, code: "invalid_request" },
+  { name: "attachment filename with CRLF", body: validSend({ attachments: [attachment({ filename: "a.pdf\r\nBcc: eve@evil.example" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment filename with NUL", body: validSend({ attachments: [attachment({ filename: "a.pdf\u0000.exe" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment content_type with CRLF", body: validSend({ attachments: [attachment({ content_type: "text/plain\r\nBcc: eve@evil.example" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment content_type with parameters", body: validSend({ attachments: [attachment({ content_type: 'text/html; name="x"' })] }), status: 422, code: "invalid_request" },
+  { name: "attachment content_id with CRLF", body: validSend({ attachments: [attachment({ content_id: "logo\r\nBcc: eve@evil.example" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment content_id with angle brackets", body: validSend({ attachments: [attachment({ content_id: "<logo>" })] }), status: 422, code: "invalid_request" },
+];
+
+// Addresses are plain local@domain (RFC 5321 section 4.1.2 Mailbox, dot-atom local
+// parts only). Everything else RFC 5322 allows is refused.
+const addressTricks: Case[] = [
+  ["group syntax", "undisclosed-recipients:;"],
+  ["group with a member", "friends: alice@example.com;"],
+  ["two addresses in one string", "a@b.example, c@d.example"],
+  ["named address followed by another", "Alice <a@b.example>, c@d.example"],
+  ["comment in the local part", "a(x)@b.example"],
+  ["comment after the address", "a@b.example (eve@evil.example)"],
+  ["quoted local part", '"a b"@b.example'],
+  ["IP-literal domain", "a@[127.0.0.1]"],
+  ["IPv6 literal domain", "a@[IPv6:::1]"],
+  ["dotted-quad domain", "a@127.0.0.1"],
+  ["missing domain", "alice@"],
+  ["missing local part", "@example.com"],
+  ["no @ at all", "alice"],
+  ["single-label domain", "alice@localhost"],
+  ["two @", "a@b@c.example"],
+  ["local part over 64 characters", `${longLocal}@example.com`],
+  ["address over 254 characters", longAddress],
+  ["source route", "<@relay.example:a@b.example>"],
+  ["nested angle brackets", "A <<a@b.example>>"],
+].map(([name, to]): Case => ({ name: `to: ${name}`, body: validSend({ to }), status: 422, code: "invalid_request" }));
+
+const other: Case[] = [
+  { name: "from: group syntax", body: validSend({ from: "shop:;" }), status: 422, code: "invalid_request" },
+  { name: "from object with an IP-literal address", body: validSend({ from: { name: "Shop", address: "noreply@[10.0.0.1]" } }), status: 422, code: "invalid_request" },
+  { name: "from object with an unknown field", body: validSend({ from: { name: "Shop", address: "noreply@shop.example", route: "x" } }), status: 422, code: "invalid_request" },
+  { name: "51 recipients in to", body: validSend({ to: recipients(51) }), status: 422, code: "invalid_request" },
+  { name: "51 recipients across to, cc and bcc", body: validSend({ to: recipients(20), cc: recipients(20, "cc.example"), bcc: recipients(11, "bcc.example") }), status: 422, code: "invalid_request" },
+  { name: "no recipient at all", body: validSend({ to: undefined }), status: 422, code: "invalid_request" },
+  { name: "neither text nor html", body: validSend({ text: undefined }), status: 422, code: "invalid_request" },
+  { name: "custom header Bcc (not X-)", body: validSend({ headers: { Bcc: "eve@evil.example" } }), status: 422, code: "invalid_request" },
+  { name: "custom header Received (not X-)", body: validSend({ headers: { Received: "from evil" } }), status: 422, code: "invalid_request" },
+  { name: "custom header Content-Type (not X-)", body: validSend({ headers: { "Content-Type": "text/html" } }), status: 422, code: "invalid_request" },
+  { name: "attachment with a path (nodemailer would read a file)", body: validSend({ attachments: [attachment({ path: "/etc/passwd" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment with an href (nodemailer would fetch a URL)", body: validSend({ attachments: [attachment({ href: "http://169.254.169.254/latest/meta-data/" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment with invalid base64", body: validSend({ attachments: [attachment({ content: "not base64!!" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment with unpadded base64", body: validSend({ attachments: [attachment({ content: "QUJD" + "QQ" })] }), status: 422, code: "invalid_request" },
+  { name: "filename that is only a directory", body: validSend({ attachments: [attachment({ filename: "../../" })] }), status: 422, code: "invalid_request" },
+  { name: "attachment over the decoded-size limit", body: validSend({ attachments: [attachment({ content: b64(ATTACHMENT_MAX + 1) })] }), status: 413, code: "payload_too_large" },
+  { name: "body over BODY_LIMIT_BYTES", body: validSend({ text: "x".repeat(BODY_LIMIT + 1) }), status: 413, code: "payload_too_large" },
+  { name: "unknown field status", body: validSend({ status: "delivered" }), status: 422, code: "invalid_request" },
+  { name: "unknown field envelope", body: validSend({ envelope: { from: "bounce@evil.example", to: ["eve@evil.example"] } }), status: 422, code: "invalid_request" },
+  { name: "unknown field id", body: validSend({ id: "00000000-0000-4000-8000-000000000000" }), status: 422, code: "invalid_request" },
+  { name: "send_at not an ISO time", body: validSend({ send_at: "tomorrow at noon" }), status: 422, code: "invalid_request" },
+  { name: "send_at without a time zone", body: validSend({ send_at: "2030-01-01T10:00:00" }), status: 422, code: "invalid_request" },
+  { name: "send_at more than 30 days ahead", body: validSend({ send_at: new Date(Date.now() + 31 * 86_400_000).toISOString() }), status: 422, code: "invalid_request" },
+  { name: 'tls: "none"', body: validSend({ tls: "none" }), status: 422, code: "invalid_request" },
+  { name: "subject of the wrong type", body: validSend({ subject: ["a", "b"] }), status: 422, code: "invalid_request" },
+  { name: "from a domain outside the key's allowed domains", body: validSend({ from: "Evil <ceo@evil.example>" }), key: () => shopOnlyKey, status: 403, code: "forbidden" },
+  { name: "invalid Idempotency-Key (space)", body: validSend(), idempotencyKey: "two words", status: 422, code: "invalid_request" },
+];
+
+// Payloads a JSON encoder would never produce (RFC 8259) and wrong media types.
+const rawBody = (payload: string, contentType = "application/json"): Case["raw"] => ({ payload, contentType });
+const valid = JSON.stringify(validSend());
+const raw: Case[] = [
+  { name: "__proto__ key", raw: rawBody(`{"__proto__":{"isAdmin":true},${valid.slice(1)}`), status: 400, code: "invalid_request" },
+  { name: "nested __proto__ key", raw: rawBody(`{"metadata":{"__proto__":{"x":"1"}},${valid.slice(1)}`), status: 400, code: "invalid_request" },
+  { name: "constructor.prototype keys", raw: rawBody(`{"constructor":{"prototype":{"isAdmin":true}},${valid.slice(1)}`), status: 400, code: "invalid_request" },
+  { name: "malformed JSON", raw: rawBody(`{"from": "noreply@shop.example", "to": `), status: 400, code: "invalid_request" },
+  { name: "JSON with a trailing comma", raw: rawBody(`${valid.slice(0, -1)},}`), status: 400, code: "invalid_request" },
+  { name: "empty body declared as JSON", raw: rawBody(""), status: 400, code: "invalid_request" },
+  { name: "a JSON array instead of an object", raw: rawBody(`[${valid}]`), status: 422, code: "invalid_request" },
+  { name: "text/plain body", raw: rawBody(valid, "text/plain"), status: 415, code: "unsupported_media_type" },
+  { name: "form-urlencoded body", raw: rawBody("from=noreply%40shop.example&to=alice%40example.com", "application/x-www-form-urlencoded"), status: 415, code: "unsupported_media_type" },
+  { name: "multipart body", raw: rawBody("--x\r\n\r\n--x--", "multipart/form-data; boundary=x"), status: 415, code: "unsupported_media_type" },
+];
+
+const CASES = [...injection, ...addressTricks, ...other, ...raw];
+
+test("there are at least 30 hostile cases", () => assert.ok(CASES.length >= 30, String(CASES.length)));
+
+for (const c of CASES) {
+  test(`hostile: ${c.name} -> ${c.status} ${c.code}, nothing written`, async () => {
+    const before = await rowCounts();
+    const headers: Record<string, string> = {};
+    if (c.raw?.contentType) headers["content-type"] = c.raw.contentType;
+    if (c.idempotencyKey) headers["idempotency-key"] = c.idempotencyKey;
+    const res = await t.call("POST", "/send", { key: c.key?.() ?? key, body: c.raw ? c.raw.payload : c.body, headers });
+    const problem = assertProblem(res, c.status, c.code, c.name);
+    if (c.status === 422) assert.ok(Array.isArray(problem.errors) && problem.errors.length > 0, `422 names the fields: ${res.body}`);
+    assert.deepEqual(await rowCounts(), before, "a refused request writes nothing");
+  });
+}
+
+test("unknown fields are named in the problem's errors", async () => {
+  const res = await t.call("POST", "/send", { key, body: validSend({ envelope: {}, status: "sent" }) });
+  const p = assertProblem(res, 422, "invalid_request");
+  assert.match(JSON.stringify(p.errors), /unknown field\(s\): .*envelope/);
+});
+
+test("property: any CR or LF in the subject or a custom header value is 422 and writes nothing", async () => {
+  const before = await rowCounts();
+  const part = fc.string({ unit: "binary", maxLength: 30 });
+  const withBreak = fc.tuple(part, fc.constantFrom("\r", "\n", "\r\n", "\n\r"), part).map(([a, br, b]) => `${a}${br}${b}`);
+  await fc.assert(
+    fc.asyncProperty(withBreak, fc.constantFrom("subject", "header"), async (value, where) => {
+      const body = where === "subject" ? validSend({ subject: value }) : validSend({ headers: { "X-Test": value } });
+      const res = await t.call("POST", "/send", { key, body });
+      assertProblem(res, 422, "invalid_request", `${where} ${JSON.stringify(value)}`);
+    }),
+    { numRuns: 50 },
+  );
+  assert.deepEqual(await rowCounts(), before);
+});
+
+// ---- valid edge cases that must be accepted -------------------------------------------
+
+async function accept(body: unknown): Promise<{ id: string; status: string; send_at?: string }> {
+  const before = await rowCounts();
+  const res = await t.call("POST", "/send", { key, body });
+  assert.equal(res.status, 202, res.body);
+  assert.equal((await rowCounts()).messages, before.messages + 1);
+  return res.json();
+}
+
+test("valid: a quoted display name with a comma", async () => {
+  const r = await accept(validSend({ from: '"Shop, Inc." <noreply@shop.example>', to: '"Smith, Alice" <alice@example.com>' }));
+  const m = await t.tdb.db.prisma.message.findUniqueOrThrow({ where: { id: r.id } });
+  assert.equal(m.fromName, "Shop, Inc.");
+  const [rcpt] = await t.tdb.db.prisma.recipient.findMany({ where: { messageId: r.id } });
+  assert.deepEqual([rcpt?.address, rcpt?.name], ["alice@example.com", "Smith, Alice"]);
+});
+
+test("valid: the object form of from and recipients", async () => {
+  const r = await accept(validSend({ from: { name: "Shop", address: "noreply@shop.example" }, to: [{ address: "alice@example.com" }, { name: "Bob", address: "bob@example.com" }] }));
+  assert.equal(await t.tdb.db.prisma.recipient.count({ where: { messageId: r.id } }), 2);
+});
+
+test("valid: send_at in the future is stored as scheduled", async () => {
+  const at = new Date(Date.now() + 3_600_000).toISOString();
+  const r = await accept(validSend({ send_at: at }));
+  assert.equal(r.status, "scheduled");
+  assert.equal(r.send_at, at);
+  const d = await t.tdb.db.prisma.delivery.findFirstOrThrow({ where: { messageId: r.id } });
+  assert.equal(d.nextAttemptAt.toISOString(), at, "the queue row waits until send_at");
+});
+
+test("valid: duplicate recipients are stored once, the first occurrence wins", async () => {
+  const r = await accept(validSend({ to: ["alice@example.com", "alice@EXAMPLE.com"], cc: "alice@example.com", bcc: ["Alice <alice@example.com>"] }));
+  const rows = await t.tdb.db.prisma.recipient.findMany({ where: { messageId: r.id } });
+  assert.deepEqual(rows.map((x) => [x.kind, x.address]), [["to", "alice@example.com"]]);
+});
+
+test("valid: exactly 50 recipients, an allowed sender domain, and attachments at the limit", async () => {
+  await accept(validSend({ to: recipients(25), cc: recipients(25, "cc.example") }));
+  const res = await t.call("POST", "/send", { key: shopOnlyKey, body: validSend({ attachments: [attachment({ content: b64(ATTACHMENT_MAX), filename: "../../etc/passwd" })] }) });
+  assert.equal(res.status, 202, res.body);
+});
