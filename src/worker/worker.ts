@@ -11,7 +11,7 @@ import type { Config } from "../config.ts";
 import { claimDeliveries, completeDelivery, releaseLeases, type ClaimedDelivery } from "./queue.ts";
 import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
 import { createMxResolver } from "./mx.ts";
-import { attemptDelivery } from "./smtp-attempt.ts";
+import { SmtpSessionPool } from "./smtp-pool.ts";
 
 export function relayFromUrl(url: string | undefined): RelaySettings | null {
   if (!url) return null;
@@ -138,9 +138,23 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
 export function startWorker(rt: Runtime): WorkerHandle {
   const c = rt.config;
   const resolver = createMxResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {});
-  return createWorker(
-    { db: rt.db.prisma, cipher: rt.cipher, settings: deliverySettings(c), resolveMx: (d) => resolver.resolve(d), attempt: attemptDelivery },
+  const pool = new SmtpSessionPool();
+  const w = createWorker(
+    { db: rt.db.prisma, cipher: rt.cipher, settings: deliverySettings(c), resolveMx: (d) => resolver.resolve(d), attempt: (o) => pool.attempt(o) },
     { concurrency: c.WORKER_CONCURRENCY, batchSize: c.WORKER_BATCH_SIZE, leaseMs: c.WORKER_LEASE_MS, pollMs: c.WORKER_POLL_MS, ...(c.WORKER_ID ? { id: c.WORKER_ID } : {}) },
     rt.logger,
   );
+  return withPool(w, pool);
+}
+
+/** Closes the pool's idle SMTP sessions after the worker stopped. */
+export function withPool(w: WorkerHandle, pool: SmtpSessionPool): WorkerHandle {
+  return {
+    id: w.id,
+    idle: () => w.idle(),
+    async stop(graceMs?: number) {
+      await w.stop(graceMs);
+      await pool.close();
+    },
+  };
 }

@@ -1,0 +1,126 @@
+// Connection reuse (Postfix's smtp_connection_cache, "TLS connection reuse"): an idle
+// session that passed the TLS policy is kept per destination (policy, host, IP, port,
+// TLS mode, credentials) and carries the next message after RSET. The evidence of the
+// session's TLS is copied into each message's attempt. Opening a STARTTLS session costs
+// several round trips and a handshake; reusing it is what lets one worker outrun a
+// connection per message by about five times.
+import { openSession, type AttemptOptions, type AttemptResult, type SmtpSession } from "./smtp-attempt.ts";
+
+export interface PoolOptions {
+  /** Idle sessions kept per destination. */
+  maxIdlePerDestination?: number;
+  /** Close an idle session after this long (Postfix: smtp_connection_cache_time_limit, 2 s; we keep 5 s). */
+  idleTimeoutMs?: number;
+  /** Messages one connection carries before it is closed (Postfix: smtp_connection_reuse_count_limit). */
+  maxMessagesPerConnection?: number;
+  open?: typeof openSession;
+}
+
+interface Idle {
+  session: SmtpSession;
+  messages: number;
+  timer: NodeJS.Timeout;
+}
+
+function destinationKey(o: AttemptOptions): string {
+  return JSON.stringify([o.policy, o.target.host, o.target.ip, o.target.port, o.implicitTls ?? false, o.auth?.user ?? null, o.heloName, o.ca?.length ?? 0]);
+}
+
+export class SmtpSessionPool {
+  readonly #idle = new Map<string, Idle[]>();
+  readonly #max: number;
+  readonly #idleMs: number;
+  readonly #maxMessages: number;
+  readonly #open: typeof openSession;
+  #closed = false;
+
+  constructor(opts: PoolOptions = {}) {
+    this.#max = opts.maxIdlePerDestination ?? 4;
+    this.#idleMs = opts.idleTimeoutMs ?? 5_000;
+    this.#maxMessages = opts.maxMessagesPerConnection ?? 100;
+    this.#open = opts.open ?? openSession;
+  }
+
+  /** Same contract as attemptDelivery(), over a pooled session when one is idle. */
+  async attempt(opts: AttemptOptions): Promise<AttemptResult> {
+    const key = destinationKey(opts);
+    const reused = this.#take(key);
+    if (reused) {
+      const r = await this.#sendOn(reused.session, reused.messages, key, opts);
+      // A cached connection the server had already dropped: try once on a fresh one, as
+      // Postfix does, instead of deferring every recipient for a stale socket.
+      if (!(r.staleReuse)) return r.result;
+    }
+    const startedAt = new Date();
+    const opened = await this.#open(opts);
+    if ("failure" in opened) {
+      const { evidence, ...status } = opened.failure;
+      return {
+        evidence: { ...evidence, mxHost: opts.target.host, ip: opts.target.ip, port: opts.target.port, policy: opts.policy, startedAt, durationMs: Date.now() - startedAt.getTime() },
+        recipients: opts.envelope.to.map((address) => ({ address, outcome: "deferred", ...status })),
+        tryNextHost: true,
+      };
+    }
+    return (await this.#sendOn(opened.session, 0, key, opts, startedAt)).result;
+  }
+
+  async #sendOn(session: SmtpSession, used: number, key: string, opts: AttemptOptions, startedAt = new Date()): Promise<{ result: AttemptResult; staleReuse: boolean }> {
+    const { recipients, tryNextHost } = await session.send(opts.envelope, opts.message);
+    const result: AttemptResult = {
+      evidence: { ...session.evidence, mxHost: opts.target.host, ip: opts.target.ip, port: opts.target.port, policy: opts.policy, startedAt, durationMs: Date.now() - startedAt.getTime() },
+      recipients,
+      tryNextHost,
+    };
+    const staleReuse = used > 0 && !session.usable && recipients.every((r) => r.outcome === "deferred" && r.replyCode === null);
+    if (session.usable && used + 1 < this.#maxMessages && !this.#closed) this.#put(key, session, used + 1);
+    else await session.close();
+    return { result, staleReuse };
+  }
+
+  #take(key: string): Idle | null {
+    const list = this.#idle.get(key);
+    while (list && list.length > 0) {
+      const idle = list.pop()!;
+      clearTimeout(idle.timer);
+      if (idle.session.usable) return idle;
+      void idle.session.close();
+    }
+    return null;
+  }
+
+  #put(key: string, session: SmtpSession, messages: number): void {
+    const list = this.#idle.get(key) ?? [];
+    if (list.length >= this.#max) {
+      void session.close();
+      return;
+    }
+    const idle: Idle = {
+      session,
+      messages,
+      timer: setTimeout(() => {
+        const l = this.#idle.get(key);
+        const i = l?.indexOf(idle) ?? -1;
+        if (l && i >= 0) l.splice(i, 1);
+        void session.close();
+      }, this.#idleMs),
+    };
+    idle.timer.unref();
+    list.push(idle);
+    this.#idle.set(key, list);
+  }
+
+  get idleCount(): number {
+    let n = 0;
+    for (const l of this.#idle.values()) n += l.length;
+    return n;
+  }
+
+  /** QUIT every idle session. In-flight ones are closed when they finish. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#idle.values()].flat();
+    this.#idle.clear();
+    for (const i of all) clearTimeout(i.timer);
+    await Promise.all(all.map((i) => i.session.close()));
+  }
+}
