@@ -9,6 +9,7 @@ import { startEmbeddedDatabase } from "./db/embedded.ts";
 import { countActiveKeys, createApiKey, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
 import { parseDomain } from "./domain/address.ts";
 import { startServer } from "./api/server.ts";
+import { rotateDataKey } from "./services/rotate-data-key.ts";
 
 const USAGE = `usage: sealpost <command>
 
@@ -21,6 +22,7 @@ const USAGE = `usage: sealpost <command>
   keys create --name N [--scopes send,read] [--domains a.example,b.example|*] [--tls required] [--rate-limit N]
   keys list
   keys revoke <id>
+  keys rotate-data      re-encrypt stored content under the first SEALPOST_DATA_KEY
 `;
 
 function out(line: string): void {
@@ -73,7 +75,19 @@ async function keysCommand(config: Config, args: string[]): Promise<number> {
     out(ok ? `revoked ${id}` : `no active key ${id}`);
     return ok ? 0 : 1;
   }
-  throw new UsageError("keys create|list|revoke");
+  if (sub === "rotate-data") {
+    const { r, keyId } = await withRuntime(config, async (rt) => ({
+      r: await rotateDataKey(rt.db.prisma, rt.cipher, { onBatch: (done) => process.stderr.write(`re-encrypted ${done} messages\n`) }),
+      keyId: rt.cipher.currentKeyId,
+    }));
+    out(`re-encrypted ${r.rewritten} messages under data key ${keyId}`);
+    if (r.unreadable.length > 0) {
+      out(`${r.unreadable.length} messages could not be decrypted and were left as they are: ${r.unreadable.join(", ")}`);
+      return 1;
+    }
+    return 0;
+  }
+  throw new UsageError("keys create|list|revoke|rotate-data");
 }
 
 async function migrateCommand(config: Config, args: string[]): Promise<number> {

@@ -70,6 +70,7 @@ const EnvSchema = z
     WORKER_ID: z.string().min(1).optional(),
     SEALPOST_DATA_KEY: z.string().min(1).optional(),
     RETENTION_DAYS: int(0, 36500).default(30),
+    RETENTION_SWEEP_INTERVAL: duration.default(3_600_000),
   })
   .refine((e) => e.SMTP_RETRY_MIN <= e.SMTP_RETRY_MAX, { message: "SMTP_RETRY_MIN must not exceed SMTP_RETRY_MAX", path: ["SMTP_RETRY_MIN"] })
   .refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {

@@ -5,6 +5,7 @@ import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
 import type { Db } from "../db/client.ts";
 import type { Attachment } from "../domain/message.ts";
+import { AppError } from "../domain/errors.ts";
 import { strictest } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
@@ -113,8 +114,21 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
     ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
   });
 
-  const loaded = recipients.length > 0 ? await loadMessage(deps, d.messageId) : null;
-  if (recipients.length > 0 && !loaded) {
+  let loaded: Awaited<ReturnType<typeof loadMessage>> = null;
+  let unreadable: string | null = null;
+  try {
+    loaded = recipients.length > 0 ? await loadMessage(deps, d.messageId) : null;
+  } catch (err) {
+    // Content that fails authentication is never sent (no garbage delivered); the
+    // recipients fail at once with the reason instead of retrying until the lifetime ends.
+    if (!(err instanceof AppError)) throw err;
+    unreadable = err.message;
+  }
+  if (unreadable !== null) {
+    const ev = localEvidence(now());
+    for (const r of recipients) record(r.id, ev, { outcome: "bounced", replyCode: null, enhancedCode: "5.3.0", replyText: `not sent: ${unreadable}` });
+    for (const r of results.values()) r.status = "failed";
+  } else if (recipients.length > 0 && !loaded) {
     // Content was purged before delivery finished: nothing left to send.
     const ev = localEvidence(now());
     for (const r of recipients) record(r.id, ev, { outcome: "bounced", replyCode: null, enhancedCode: "5.3.0", replyText: "message content was purged before delivery" });

@@ -133,7 +133,7 @@ export async function openSession(opts: SessionOptions): Promise<{ session: Smtp
 
   const conn = attempt.conn;
   cleartextReason ??= stayedCleartextBecause(conn);
-  const evidence = evidenceOf(conn._socket, opts.target.host, cleartextReason);
+  const evidence = evidenceOf(conn._socket, conn.secure, opts.target.host, cleartextReason);
   const refusal = strict ? tlsRefusal(evidence, opts) : null;
   if (refusal) {
     await closeConnection(conn);
@@ -203,7 +203,8 @@ async function connect(opts: SessionOptions, mode: TlsMode, strict: boolean): Pr
       // nodemailer clears `upgrading` only when the handshake succeeds.
       const duringHandshake = conn.upgrading === true;
       const reason = duringHandshake ? `${CLEARTEXT_REASON.handshakeFailed}: ${errorName(err)}` : null;
-      resolve({ error: { err, duringHandshake, evidence: evidenceOf(conn._socket, opts.target.host, reason) } });
+      const established = conn.secure && !duringHandshake;
+      resolve({ error: { err, duringHandshake, evidence: evidenceOf(conn._socket, established, opts.target.host, reason) } });
     });
     conn.connect((err) => {
       if (settled) return;
@@ -278,7 +279,9 @@ function connectFailure(e: ConnectError, opts: SessionOptions, strict: boolean):
     return { evidence, replyCode: null, enhancedCode: LOCAL_STATUS.tlsFailed, replyText: `${need}the TLS handshake with ${peer} failed (${errorName(err)})` };
   }
   if (err.response) {
-    // 421/554 greeting, EHLO refused: the server's own words.
+    // 421 or 5xx greeting, EHLO refused: the server's own words. Still a deferral and the
+    // next MX, even for 5xx: a host that will not talk to us says nothing about the
+    // recipients (Postfix's smtp_skip_5xx_greeting).
     const reply = parseReply(err.response);
     const code = reply.code ?? err.responseCode ?? null;
     return { evidence, replyCode: code, enhancedCode: reply.enhanced ?? (code ? defaultEnhanced(code) : LOCAL_STATUS.noAnswer), replyText: reply.text };

@@ -84,12 +84,14 @@ export function readTlsEvidence(socket: TLSSocket, expectedHost: string): TlsEvi
 }
 
 /**
- * Evidence of whatever socket nodemailer holds: the TLS session when one is established,
- * otherwise cleartext with `reason`, plus the certificate if a failed handshake got that far.
+ * Evidence of whatever socket nodemailer holds: the TLS session when the handshake
+ * completed (`established`; Node has no public flag for it, getProtocol() says "unknown"
+ * half way), otherwise cleartext with `reason`, plus the certificate if a failed handshake
+ * got that far.
  */
-export function evidenceOf(socket: Socket | false | null, expectedHost: string, reason: string | null): TlsEvidence {
+export function evidenceOf(socket: Socket | false | null, established: boolean, expectedHost: string, reason: string | null): TlsEvidence {
   if (!(socket instanceof TLSSocket)) return cleartextEvidence(reason);
-  if (socket.getProtocol() && !socket.destroyed) return readTlsEvidence(socket, expectedHost);
+  if (established) return readTlsEvidence(socket, expectedHost);
   return { ...cleartextEvidence(reason), ...certificateFields(peerCertificate(socket)) };
 }
 

@@ -12,6 +12,7 @@ import { claimDeliveries, completeDelivery, releaseLeases, type ClaimedDelivery 
 import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
 import { createMxResolver } from "./mx.ts";
 import { SmtpSessionPool } from "./smtp-pool.ts";
+import { purgeExpired } from "../services/retention.ts";
 
 export function relayFromUrl(url: string | undefined): RelaySettings | null {
   if (!url) return null;
@@ -135,8 +136,26 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
   };
 }
 
+/** Purges expired content now and every RETENTION_SWEEP_INTERVAL; returns a stop function. */
+export function startRetentionSweep(db: DeliveryDeps["db"], config: Config, logger: Logger): () => void {
+  const log = logger.child({ component: "retention" });
+  const sweep = async () => {
+    try {
+      const r = await purgeExpired(db, { retentionDays: config.RETENTION_DAYS, now: new Date() });
+      if (r.messagesPurged || r.idempotencyRecordsDeleted) log.info(r, "expired content purged");
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, "retention sweep failed; will retry");
+    }
+  };
+  void sweep();
+  const timer = setInterval(sweep, config.RETENTION_SWEEP_INTERVAL);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 export function startWorker(rt: Runtime): WorkerHandle {
   const c = rt.config;
+  const stopSweep = startRetentionSweep(rt.db.prisma, c, rt.logger);
   const resolver = createMxResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {});
   const pool = new SmtpSessionPool();
   const w = createWorker(
@@ -144,7 +163,8 @@ export function startWorker(rt: Runtime): WorkerHandle {
     { concurrency: c.WORKER_CONCURRENCY, batchSize: c.WORKER_BATCH_SIZE, leaseMs: c.WORKER_LEASE_MS, pollMs: c.WORKER_POLL_MS, ...(c.WORKER_ID ? { id: c.WORKER_ID } : {}) },
     rt.logger,
   );
-  return withPool(w, pool);
+  const handle = withPool(w, pool);
+  return { ...handle, stop: async (graceMs?: number) => { stopSweep(); await handle.stop(graceMs); } };
 }
 
 /** Closes the pool's idle SMTP sessions after the worker stopped. */

@@ -40,6 +40,17 @@ export function peerCertificate(kind: CertificateKind, host = TEST_MX_HOST): Pem
 export interface ScriptedReply {
   code: number;
   message: string;
+  /**
+   * Give this reply to the first `times` commands it matches only, then carry on as if it
+   * were not set: a server that recovers (greylisting, a busy spell). Default: every time.
+   */
+  times?: number;
+}
+
+/** Close the connection after the final dot without replying, for the first `times` messages (default: all). */
+export interface DropAfterData {
+  drop: true;
+  times?: number;
 }
 
 export interface PeerOptions {
@@ -63,8 +74,15 @@ export interface PeerOptions {
   greeting?: ScriptedReply;
   /** Replies to RCPT TO by (lower-case) address; others are accepted. */
   rcpt?: Record<string, ScriptedReply>;
+  /** Announce this SIZE limit in EHLO (RFC 1870). */
+  size?: number;
   /** Reply after the final dot; "drop" closes the connection without replying. Default 250. */
-  data?: ScriptedReply | "drop";
+  data?: ScriptedReply | "drop" | DropAfterData;
+  /**
+   * Hold the reply to the final dot for `ms` (first `times` messages; default all): the
+   * message is in `received` at once, so a test can act while the client waits for it.
+   */
+  dataDelay?: { ms: number; times?: number };
   /** Require AUTH with these credentials before MAIL. */
   auth?: { user: string; pass: string };
   /** Accept AUTH in cleartext (the server would take credentials we must never send it). */
@@ -77,7 +95,10 @@ export interface ReceivedMessage {
   data: Buffer;
   secure: boolean;
   tlsProtocol?: string;
-  /** The reply the peer gave after the final dot; null when it dropped the connection. */
+  /**
+   * The reply the peer gave after the final dot; null when it dropped the connection, or
+   * while a delayed reply is pending (it stays null if the client left before it was sent).
+   */
   reply: number | null;
 }
 
@@ -117,17 +138,29 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
   const noteCleartext = (session: SMTPServerSession, command: string) => {
     if (!session.secure) record(session).cleartextCommands.push(command);
   };
+  // How many times each one-shot script (`times`) was used; undefined once it is spent.
+  const uses = new Map<object, number>();
+  function active<T extends { times?: number }>(script: T | undefined): T | undefined {
+    if (!script) return undefined;
+    const n = uses.get(script) ?? 0;
+    if (script.times !== undefined && n >= script.times) return undefined;
+    uses.set(script, n + 1);
+    return script;
+  }
+  const dataScript: ScriptedReply | DropAfterData | undefined = opts.data === "drop" ? { drop: true } : opts.data;
+  const delayedReplies = new Set<NodeJS.Timeout>();
 
   const server: SMTPServer = new SMTPServer({
     secure: opts.implicitTls ?? false,
     key: pem.key,
     cert: pem.cert,
     ...(opts.maxTlsVersion ? { maxVersion: opts.maxTlsVersion } : {}),
+    ...(opts.size ? { size: opts.size } : {}),
     name: TEST_MX_HOST,
     logger: false,
     disableReverseLookup: true,
     hideENHANCEDSTATUSCODES: false, // replies carry RFC 3463 codes, like Postfix's
-    // hideSTARTTLS alone still answers STARTTLS (with a built-in expired certificate).
+    // Disabled, not just hidden: with hideSTARTTLS the server still upgrades when asked.
     disabledCommands: [...(starttls === "none" ? ["STARTTLS"] : []), ...(opts.auth ? [] : ["AUTH"])],
     authOptional: !opts.auth,
     allowInsecureAuth: opts.allowInsecureAuth ?? false,
@@ -136,7 +169,8 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
       const peerSession: PeerSession = { secure: session.secure, mailFrom: [], rcptTo: [], authAttempts: 0, cleartextCommands: [] };
       bySession.set(session.id, peerSession);
       sessions.push(peerSession);
-      if (opts.greeting) return callback(scripted(opts.greeting));
+      const greeting = active(opts.greeting);
+      if (greeting) return callback(scripted(greeting));
       if (starttls === "refuse" || starttls === "broken") overrideStarttls(connectionOf(session), starttls);
       callback();
     },
@@ -162,7 +196,7 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
     onRcptTo(address, session, callback) {
       noteCleartext(session, "RCPT");
       record(session).rcptTo.push(address.address);
-      const reply = opts.rcpt?.[address.address.toLowerCase()];
+      const reply = active(opts.rcpt?.[address.address.toLowerCase()]);
       callback(reply ? scripted(reply) : null);
     },
     onData(stream, session, callback) {
@@ -170,19 +204,34 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
       stream.on("data", (c: Buffer) => chunks.push(c));
       stream.on("end", () => {
         const peerSession = record(session);
-        const reply = opts.data === "drop" ? null : (opts.data?.code ?? 250);
-        received.push({
+        const script = active(dataScript);
+        const drop = script !== undefined && "drop" in script;
+        const reply = drop ? null : (script?.code ?? 250);
+        const delay = active(opts.dataDelay);
+        const entry: ReceivedMessage = {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
           to: session.envelope.rcptTo.map((r) => r.address),
           data: Buffer.concat(chunks),
           secure: session.secure,
           ...(peerSession.tlsProtocol ? { tlsProtocol: peerSession.tlsProtocol } : {}),
-          reply,
-        });
-        // The whole message arrived; vanish before acknowledging it (at-least-once test).
-        if (opts.data === "drop") return connectionOf(session)._socket.destroy();
-        if (opts.data) return callback(scripted(opts.data));
-        callback();
+          reply: delay ? null : reply,
+        };
+        received.push(entry);
+        const answer = () => {
+          const conn = openConnectionOf(session);
+          if (!conn || conn._socket.destroyed) return; // the client is gone: nobody to answer
+          // The whole message arrived; vanish before acknowledging it (at-least-once test).
+          if (drop) return conn._socket.destroy();
+          entry.reply = reply;
+          if (script) return callback(scripted(script));
+          callback();
+        };
+        if (!delay) return answer();
+        const timer = setTimeout(() => {
+          delayedReplies.delete(timer);
+          answer();
+        }, delay.ms);
+        delayedReplies.add(timer);
       });
     },
   });
@@ -190,8 +239,13 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
   // smtp-server has no hook for STARTTLS itself: it dispatches each command to a
   // `handler_<VERB>` method of the connection, so the peer replaces that one method.
   function connectionOf(session: SMTPServerSession) {
+    const c = openConnectionOf(session);
+    if (!c) throw new Error(`no connection for session ${session.id}`);
+    return c;
+  }
+  function openConnectionOf(session: SMTPServerSession) {
     for (const c of server.connections) if (c.session === session) return c;
-    throw new Error(`no connection for session ${session.id}`);
+    return undefined;
   }
   function overrideStarttls(conn: ReturnType<typeof connectionOf>, how: "refuse" | "broken") {
     conn.handler_STARTTLS = function (_command, callback) {
@@ -199,12 +253,13 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
         this.send(454, "TLS not available due to temporary reason");
         return callback();
       }
-      // "Go ahead", then bytes that cannot start a TLS record: the client's handshake fails
-      // and it hangs up. The socket stays open until then (closing it first could reach the
-      // client as a reset instead), and the callback is never called, so the ClientHello
-      // is not parsed as commands.
+      // "Go ahead", then an answer to the ClientHello that is not TLS: the client's
+      // handshake fails and it hangs up. Sent only once the ClientHello arrived, because a
+      // client must drop whatever came in cleartext with the 220 (RFC 3207 section 6); the
+      // socket stays open (a close could reach the client as a reset instead); and the
+      // callback is never called, so the ClientHello is not parsed as commands.
       this.send(220, "Ready to start TLS");
-      this._socket.write("this is not a TLS ServerHello\r\n");
+      this._socket.once("data", () => this._socket.write("this is not a TLS ServerHello\r\n"));
     };
   }
 
@@ -229,6 +284,10 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
         await new Promise((r) => setTimeout(r, 10));
       }
     },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () => {
+      for (const timer of delayedReplies) clearTimeout(timer);
+      delayedReplies.clear();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }

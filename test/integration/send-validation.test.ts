@@ -21,8 +21,10 @@ before(async () => {
 });
 after(() => t.close());
 
-async function rowCounts(): Promise<Record<string, number>> {
-  const rows = await t.tdb.db.prisma.$queryRawUnsafe<Array<Record<string, number>>>(
+interface RowCounts { messages: number; recipients: number; deliveries: number; idempotency: number }
+
+async function rowCounts(): Promise<RowCounts> {
+  const rows = await t.tdb.db.prisma.$queryRawUnsafe<RowCounts[]>(
     `SELECT (SELECT count(*) FROM messages)::int AS messages, (SELECT count(*) FROM recipients)::int AS recipients,
             (SELECT count(*) FROM deliveries)::int AS deliveries, (SELECT count(*) FROM idempotency_records)::int AS idempotency`);
   return rows[0]!;

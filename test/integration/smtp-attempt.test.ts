@@ -210,6 +210,14 @@ describe("replies decide each recipient", { concurrency: true }, () => {
     assert.deepEqual(p.received.map((m) => m.reply), [null]);
   });
 
+  test("a message over the SIZE the server announced bounces without being sent", async (t) => {
+    const p = await peer(t, { size: 64 });
+    const r = await deliver(p, "opportunistic");
+    assert.deepEqual(r.recipients.map((x) => [x.outcome, x.replyCode, x.enhancedCode]), [["bounced", null, "5.3.4"]]);
+    assert.equal(r.tryNextHost, false);
+    assertNothingSent(p);
+  });
+
   test("nothing listening: deferred, try the next host", async (t) => {
     const p = await peer(t);
     const { port, host } = p;

@@ -1,0 +1,133 @@
+// `npm start` on a machine with nothing but Node: no DATABASE_URL, no data key, no
+// certificates. The real CLI runs as a child process on the embedded database (PGlite
+// under DATA_DIR), creates its development CA, data key and first API key, accepts a
+// message, stops cleanly on SIGTERM, and after a restart on the same DATA_DIR still
+// has the message and can decrypt it.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { request, type Response } from "../helpers/https-client.ts";
+import { validSend } from "../helpers/app.ts";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+const KEY_RE = /sp_[0-9a-f]{16}_[a-z2-7]{52}/g;
+
+const tmp = mkdtempSync(join(tmpdir(), "sealpost-embedded-"));
+const DATA_DIR = join(tmp, "data");
+const CERTS_DIR = join(tmp, "certs");
+const children = new Set<ChildProcess>();
+
+after(async () => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await gone;
+    }
+  }
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** A port that was free a moment ago (the CLI prints its URL but PORT=0 would leave us parsing it). */
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => res(port));
+    });
+  });
+}
+
+interface Cli {
+  child: ChildProcess;
+  port: number;
+  output(): { stdout: string; stderr: string };
+  exited: Promise<number | null>;
+}
+
+async function startCli(): Promise<Cli> {
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of ["DATABASE_URL", "SEALPOST_DATA_KEY", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE", "NODE_TEST_CONTEXT"]) delete env[k];
+  Object.assign(env, { NODE_ENV: "development", DATA_DIR, CERTS_DIR, HOST: "127.0.0.1", PORT: String(port), LOG_LEVEL: "info" });
+  const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "serve"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return { child, port, output: () => ({ stdout, stderr }), exited };
+}
+
+/** Poll /healthz until it answers over TLS verified by the CA the CLI generated. */
+async function waitHealthy(cli: Cli, deadlineMs = 20_000): Promise<string> {
+  const deadline = Date.now() + deadlineMs;
+  const caFile = join(CERTS_DIR, "ca.crt");
+  let last = "";
+  for (;;) {
+    assert.equal(cli.child.exitCode, null, `the CLI exited early:\n${cli.output().stdout}\n${cli.output().stderr}`);
+    if (existsSync(caFile)) {
+      const ca = readFileSync(caFile, "utf8");
+      try {
+        const r = await request(`https://127.0.0.1:${cli.port}/healthz`, { ca, timeoutMs: 2000 });
+        if (r.status === 200) return ca;
+        last = `status ${r.status}`;
+      } catch (err) {
+        last = String(err);
+      }
+    }
+    assert.ok(Date.now() < deadline, `/healthz never answered (${last}):\n${cli.output().stdout}\n${cli.output().stderr}`);
+    await new Promise((r) => setTimeout(r, 100)); // poll interval while the CLI starts
+  }
+}
+
+async function stop(cli: Cli): Promise<void> {
+  cli.child.kill("SIGTERM");
+  const code = await cli.exited;
+  assert.equal(code, 0, `exit code after SIGTERM:\n${cli.output().stderr}`);
+}
+
+const call = (cli: Cli, ca: string, method: string, path: string, key: string, body?: unknown): Promise<Response> =>
+  request(`https://127.0.0.1:${cli.port}${path}`, { method, ca, body, headers: { authorization: `Bearer ${key}` } });
+
+test("without DATABASE_URL the CLI runs on the embedded database and keeps data across a restart", { timeout: 60_000 }, async () => {
+  // First start: everything is created.
+  const first = await startCli();
+  const ca = await waitHealthy(first);
+  const printed = first.output().stdout.match(KEY_RE) ?? [];
+  assert.equal(printed.length, 1, `exactly one key printed, once:\n${first.output().stdout}`);
+  assert.ok(!first.output().stderr.includes(printed[0]!), "the key never reaches the logs");
+  const key = printed[0]!;
+
+  const sent = await call(first, ca, "POST", "/send", key, validSend({ subject: "Survives a restart" }));
+  assert.equal(sent.status, 202, sent.body);
+  const id: string = sent.json().id;
+  await stop(first);
+
+  // Secrets on disk are readable by the owner only.
+  assert.equal(statSync(join(DATA_DIR, "data-key")).mode & 0o777, 0o600);
+  assert.equal(statSync(join(CERTS_DIR, "server.key")).mode & 0o777, 0o600);
+  assert.equal(statSync(join(CERTS_DIR, "ca.key")).mode & 0o777, 0o600);
+  const dataKey = readFileSync(join(DATA_DIR, "data-key"), "utf8");
+
+  // Second start on the same DATA_DIR and CERTS_DIR: same CA, same data key, no new API key.
+  const second = await startCli();
+  const ca2 = await waitHealthy(second);
+  assert.equal(ca2, ca, "the development CA is reused, so a client that trusts it keeps working");
+  assert.equal(readFileSync(join(DATA_DIR, "data-key"), "utf8"), dataKey, "the data key file is reused");
+  const got = await call(second, ca, "GET", `/messages/${id}`, key);
+  assert.equal(got.status, 200, got.body);
+  assert.equal(got.json().id, id);
+  // The subject is stored encrypted: reading it back proves the data key survived too.
+  assert.equal(got.json().subject, "Survives a restart");
+  await stop(second);
+  assert.equal(second.output().stdout.match(KEY_RE), null, `no second key printed:\n${second.output().stdout}`);
+  assert.ok(!/No API keys existed/.test(second.output().stdout));
+});
