@@ -37,6 +37,7 @@ const EnvSchema = z
     DATABASE_POOL_MAX: int(1, 200).default(10),
     DATABASE_STATEMENT_TIMEOUT_MS: int(100, 600_000).default(5000),
     DATABASE_CONNECT_TIMEOUT_MS: int(100, 60_000).default(2000),
+    MIGRATE_ON_START: bool.default(true),
     DATA_DIR: z.string().min(1).default("./data"),
     HOST: z.string().min(1).default("0.0.0.0"),
     PORT: int(0, 65535).default(8443),

@@ -23,6 +23,10 @@ export const REDACT_PATHS = [
   "*.password",
   "*.pass",
   "*.authorization",
+  "SMTP_RELAY_URL",
+  "*.SMTP_RELAY_URL",
+  "SEALPOST_DATA_KEY",
+  "*.SEALPOST_DATA_KEY",
 ];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {

@@ -30,7 +30,7 @@ export async function openRuntime(config: Config, logger: Logger, opts: { migrat
     logger.info({ dataDir: embedded.dataDir }, "DATABASE_URL is not set: using the embedded database");
   }
   try {
-    if (opts.migrate !== false) {
+    if (opts.migrate !== false && config.MIGRATE_ON_START) {
       const r = await migrate(url, { log: logger });
       if (r.applied.length > 0) logger.info({ applied: r.applied }, "database migrated");
     }
