@@ -1,0 +1,65 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, statSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { ConfigError, loadConfig } from "../../src/config.ts";
+import { DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
+
+const quiet = { warn() {} };
+
+test("defaults are typed values, not strings", () => {
+  const c = loadConfig({});
+  assert.equal(c.PORT, 8443);
+  assert.equal(c.SMTP_TLS_POLICY, "opportunistic");
+  assert.equal(c.SMTP_MAX_RETRY, 3 * 86_400_000);
+  assert.equal(c.RETENTION_DAYS, 30);
+  assert.ok(Object.isFrozen(c));
+});
+
+test("a bad value names the variable", () => {
+  assert.throws(() => loadConfig({ PORT: "eighty" }), (e: Error) => e instanceof ConfigError && /PORT: must be a whole number/.test(e.message));
+  assert.throws(() => loadConfig({ SMTP_TLS_POLICY: "none" }), /SMTP_TLS_POLICY/);
+  assert.throws(() => loadConfig({ SMTP_MAX_RETRY: "3 days" }), /SMTP_MAX_RETRY: must be a duration/);
+  assert.throws(() => loadConfig({ DNS_SERVERS: "dns.google" }), /DNS_SERVERS/);
+  assert.throws(() => loadConfig({ DATABASE_URL: "mysql://x" }), /DATABASE_URL/);
+  assert.throws(() => loadConfig({ TLS_CERT_FILE: "/a.crt" }), /TLS_CERT_FILE and TLS_KEY_FILE must be set together/);
+});
+
+test("production refuses to start without certificates or a database URL", () => {
+  assert.throws(() => loadConfig({ NODE_ENV: "production", DATABASE_URL: "postgresql://x/y" }), /TLS_CERT_FILE and TLS_KEY_FILE are required/);
+  assert.throws(() => loadConfig({ NODE_ENV: "production", TLS_CERT_FILE: "/a", TLS_KEY_FILE: "/b" }), /DATABASE_URL is required/);
+  const ok = loadConfig({ NODE_ENV: "production", TLS_CERT_FILE: "/a", TLS_KEY_FILE: "/b", DATABASE_URL: "postgresql://x/y" });
+  assert.equal(ok.NODE_ENV, "production");
+});
+
+test("durations and lists parse", () => {
+  const c = loadConfig({ SMTP_MAX_RETRY: "90s", SMTP_RETRY_MIN: "500ms", SMTP_RETRY_MAX: "2h", DNS_SERVERS: "127.0.0.1:5353, 10.0.0.1" });
+  assert.equal(c.SMTP_MAX_RETRY, 90_000);
+  assert.equal(c.SMTP_RETRY_MIN, 500);
+  assert.deepEqual(c.DNS_SERVERS, ["127.0.0.1:5353", "10.0.0.1"]);
+  assert.throws(() => loadConfig({ SMTP_RETRY_MIN: "2h", SMTP_RETRY_MAX: "1h" }), /SMTP_RETRY_MIN must not exceed/);
+});
+
+test("data keys: one key, several with ids, and bad ones", () => {
+  const k = randomBytes(32).toString("base64");
+  assert.deepEqual(parseDataKeys(k).map((x) => x.id), ["k1"]);
+  const k2 = randomBytes(32).toString("base64");
+  assert.deepEqual(parseDataKeys(`new:${k2},old:${k}`).map((x) => x.id), ["new", "old"]);
+  assert.throws(() => parseDataKeys(randomBytes(16).toString("base64")), (e: Error) => e instanceof DataKeyError && /16 bytes; it must be 32/.test(e.message));
+  assert.throws(() => parseDataKeys(`a:${k},a:${k2}`), /unique/);
+});
+
+test("data key: production without SEALPOST_DATA_KEY is an error; development creates a 0600 key file once", () => {
+  const dir = mkdtempSync(join(tmpdir(), "sp-key-"));
+  assert.throws(() => loadDataKeys({ production: true, dataDir: dir }, quiet), /SEALPOST_DATA_KEY is required/);
+  const warnings: string[] = [];
+  const first = loadDataKeys({ production: false, dataDir: dir }, { warn: (_o, m) => warnings.push(m) });
+  assert.equal(warnings.length, 1);
+  assert.equal(statSync(join(dir, "data-key")).mode & 0o777, 0o600);
+  const again = loadDataKeys({ production: false, dataDir: dir }, { warn: (_o, m) => warnings.push(m) });
+  assert.equal(warnings.length, 1, "no second warning: the file is reused");
+  assert.deepEqual(again[0]!.key, first[0]!.key);
+  assert.match(readFileSync(join(dir, "data-key"), "utf8"), /^k1:[A-Za-z0-9+/=]{44}\n$/);
+});

@@ -1,0 +1,71 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { parseAddress, parseMailbox } from "../../src/domain/address.ts";
+import { deriveMessageStatus } from "../../src/domain/message.ts";
+import { strictest } from "../../src/domain/tls-policy.ts";
+import { nextRetryDelay } from "../../src/worker/backoff.ts";
+import { ContentCipher, contentAad } from "../../src/security/content-cipher.ts";
+import { randomBytes } from "node:crypto";
+
+test("strictest policy wins whatever the order", () => {
+  assert.equal(strictest("opportunistic", null, undefined), "opportunistic");
+  assert.equal(strictest("required", "opportunistic", "opportunistic"), "required");
+  assert.equal(strictest("opportunistic", "required", null), "required");
+  assert.equal(strictest("opportunistic", null, "required"), "required");
+});
+
+test("addresses: plain local@domain only", () => {
+  assert.deepEqual(parseAddress("Alice.Smith+tag@Example.COM"), { ok: true, value: "Alice.Smith+tag@example.com" });
+  for (const bad of ['"a b"@x.example', "a@[127.0.0.1]", "a@127.0.0.1", "a(c)@x.example", "a@b@x.example", "a..b@x.example", "a@localhost", "a@-x.example", "a\r\n@x.example"])
+    assert.equal(parseAddress(bad).ok, false, bad);
+  assert.deepEqual(parseMailbox('"Doe, Jane" <jane@x.example>'), { ok: true, value: { name: "Doe, Jane", address: "jane@x.example" } });
+  for (const bad of ["Doe, Jane <jane@x.example>", "undisclosed:;", "a@x.example, b@x.example", "A <a@x.example> (comment)", "x <a@x.example>\r\nBcc: y@z.example"])
+    assert.equal(parseMailbox(bad).ok, false, bad);
+});
+
+test("property: no accepted mailbox carries a line break or control character", () => {
+  fc.assert(
+    fc.property(fc.string({ unit: "binary", maxLength: 80 }), (s) => {
+      const r = parseMailbox(s);
+      if (r.ok) assert.doesNotMatch(r.value.address + (r.value.name ?? ""), /[\u0000-\u001f\u007f]/);
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test("message status is derived from recipients", () => {
+  assert.equal(deriveMessageStatus(["queued", "queued"]), "queued");
+  assert.equal(deriveMessageStatus(["scheduled"]), "scheduled");
+  assert.equal(deriveMessageStatus(["delivered", "queued"]), "sending");
+  assert.equal(deriveMessageStatus(["delivered", "deferred"]), "deferred");
+  assert.equal(deriveMessageStatus(["delivered", "delivered"]), "delivered");
+  assert.equal(deriveMessageStatus(["delivered", "bounced"]), "partially_delivered");
+  assert.equal(deriveMessageStatus(["bounced", "bounced"]), "bounced");
+  assert.equal(deriveMessageStatus(["bounced", "failed"]), "failed");
+  assert.equal(deriveMessageStatus(["cancelled", "cancelled"]), "cancelled");
+});
+
+test("backoff grows exponentially, stays within bounds, and is jittered", () => {
+  const d = [1, 2, 3, 4, 10].map((n) => nextRetryDelay(n, 60_000, 3_600_000, () => 0.5));
+  assert.deepEqual(d, [60_000, 120_000, 240_000, 480_000, 3_600_000]);
+  assert.equal(nextRetryDelay(1, 60_000, 3_600_000, () => 0), 48_000);
+  assert.equal(nextRetryDelay(1, 60_000, 3_600_000, () => 1), 72_000);
+  fc.assert(fc.property(fc.integer({ min: 1, max: 60 }), fc.double({ min: 0, max: 1, noNaN: true }), (n, r) => {
+    const v = nextRetryDelay(n, 1000, 10_000, () => r);
+    return v >= 800 && v <= 10_000;
+  }));
+});
+
+test("content cipher: round trip, fresh nonce per value, bound to its row and column", () => {
+  const c = new ContentCipher([{ id: "k1", key: randomBytes(32) }]);
+  const a = c.encrypt("hello", contentAad("m1", "subject"));
+  const b = c.encrypt("hello", contentAad("m1", "subject"));
+  assert.notDeepEqual(a, b, "a fresh nonce each time");
+  assert.equal(c.decrypt(a, contentAad("m1", "subject")).toString(), "hello");
+  assert.throws(() => c.decrypt(a, contentAad("m2", "subject")), /failed authentication/);
+  assert.throws(() => c.decrypt(a, contentAad("m1", "text_body")), /failed authentication/);
+  const tampered = Buffer.from(a);
+  tampered[tampered.length - 1]! ^= 1;
+  assert.throws(() => c.decrypt(tampered, contentAad("m1", "subject")), /failed authentication/);
+});
