@@ -10,9 +10,12 @@ import { issueCertificate } from "../src/tls/certificates.ts";
 const port = Number(process.env.SINK_PORT ?? 2525);
 const log = { info: (_o: object, m: string) => console.error(m), warn: (_o: object, m: string) => console.error(m) };
 const dev = ensureDevCertificates(process.env.CERTS_DIR ?? "./certs", log);
+// SINK_CERT=self-signed presents a certificate no CA vouches for, to watch the
+// `required` policy refuse it (and `opportunistic` deliver while recording why).
+const selfSigned = process.env.SINK_CERT === "self-signed";
 const leaf = issueCertificate({
   names: ["localhost", "127.0.0.1"],
-  ca: { cert: readFileSync(dev.caFile, "utf8"), key: readFileSync(dev.caFile.replace(/ca\.crt$/, "ca.key"), "utf8") },
+  ...(selfSigned ? {} : { ca: { cert: readFileSync(dev.caFile, "utf8"), key: readFileSync(dev.caFile.replace(/ca\.crt$/, "ca.key"), "utf8") } }),
 });
 
 const server = new SMTPServer({
@@ -46,7 +49,7 @@ const server = new SMTPServer({
   },
 });
 server.on("error", (err) => console.error("sink error:", err.message));
-server.listen(port, "127.0.0.1", () => console.error(`STARTTLS sink on localhost:${port} (certificate from ${dev.caFile})`));
+server.listen(port, "127.0.0.1", () => console.error(`STARTTLS sink on localhost:${port} (${selfSigned ? "self-signed certificate" : `certificate from ${dev.caFile}`})`));
 const stop = () => server.close(() => process.exit(0));
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
