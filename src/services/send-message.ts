@@ -6,7 +6,7 @@ import { createHash, randomUUID } from "node:crypto";
 import type { Db } from "../db/client.ts";
 import { AppError } from "../domain/errors.ts";
 import { domainOf } from "../domain/address.ts";
-import type { NewMessage } from "../domain/message.ts";
+import { normalizeSendRequest, type Limits, type NewMessage, type SendRequest } from "../domain/message.ts";
 import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyRecord } from "./api-keys.ts";
@@ -74,6 +74,16 @@ WITH idem AS (
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM msg)::int AS created, (SELECT count(*) FROM rcp)::int AS recipients`;
+
+/** Cross-field checks of a schema-valid request; throws the 413/422 AppError a client should see. */
+export function prepareMessage(body: SendRequest, limits: Limits, now: Date): NewMessage {
+  const n = normalizeSendRequest(body, limits, now);
+  if (n.ok) return n.value;
+  const tooBig = n.errors.some((e) => e.path.startsWith("attachments"));
+  throw new AppError(tooBig ? "payload_too_large" : "invalid_request", tooBig ? "attachments exceed the size limit" : "the request is not valid", {
+    errors: n.errors,
+  });
+}
 
 export function requestHash(body: unknown): string {
   return createHash("sha256").update(JSON.stringify(body ?? null)).digest("hex");

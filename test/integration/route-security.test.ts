@@ -16,6 +16,7 @@ after(() => t.close());
 /** What each scoped route needs to be called successfully, by operationId. */
 const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   sendMessage: { body: () => validSend(), okStatus: 202 },
+  sendMessageBatch: { body: () => ({ messages: [validSend()] }), okStatus: 200 },
   listMessages: { okStatus: 200 },
   getMessage: { okStatus: 200 },
   getMessageEvents: { okStatus: 200 },

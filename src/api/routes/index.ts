@@ -1,5 +1,6 @@
 import type { AnyRoute } from "../route.ts";
 import sendMessage from "./sendMessage.ts";
+import sendMessageBatch from "./sendMessageBatch.ts";
 import getMessage from "./getMessage.ts";
 import getMessageEvents from "./getMessageEvents.ts";
 import listMessages from "./listMessages.ts";
@@ -7,4 +8,4 @@ import cancelMessage from "./cancelMessage.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, listMessages, getMessage, getMessageEvents, cancelMessage, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, healthz, readyz];

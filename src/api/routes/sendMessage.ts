@@ -1,11 +1,14 @@
 import { z } from "zod";
 import { AppError } from "../../domain/errors.ts";
-import { normalizeSendRequest, SendRequestSchema } from "../../domain/message.ts";
-import { acceptMessage } from "../../services/send-message.ts";
+import { SendRequestSchema } from "../../domain/message.ts";
+import { acceptMessage, prepareMessage } from "../../services/send-message.ts";
+import type { Config } from "../../config.ts";
 import { defineRoute } from "../route.ts";
 import { SendResponseSchema } from "../schemas.ts";
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+export const attachmentLimits = (c: Config) => ({ attachmentMaxBytes: c.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: c.ATTACHMENTS_TOTAL_MAX_BYTES });
 
 export default defineRoute({
   operationId: "sendMessage",
@@ -35,19 +38,11 @@ export default defineRoute({
         errors: [{ path: "headers.idempotency-key", message: "1-255 visible ASCII characters" }],
       });
     const now = deps.now?.() ?? new Date();
-    const n = normalizeSendRequest(
-      body,
-      { attachmentMaxBytes: deps.config.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: deps.config.ATTACHMENTS_TOTAL_MAX_BYTES },
-      now,
-    );
-    if (!n.ok) {
-      const tooBig = n.errors.some((e) => e.path.startsWith("attachments"));
-      throw new AppError(tooBig ? "payload_too_large" : "invalid_request", tooBig ? "attachments exceed the size limit" : "the request is not valid", { errors: n.errors });
-    }
+    const message = prepareMessage(body, attachmentLimits(deps.config), now);
     const result = await acceptMessage(
       { db: deps.db.prisma, cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now },
       request.apiKey!,
-      n.value,
+      message,
       { idempotencyKey: idem, requestBody: body },
     );
     if (result.replayed) reply.header("idempotent-replayed", "true");

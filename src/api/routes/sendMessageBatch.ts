@@ -1,0 +1,72 @@
+import { z } from "zod";
+import { AppError } from "../../domain/errors.ts";
+import { SendRequestSchema } from "../../domain/message.ts";
+import { acceptMessage, prepareMessage } from "../../services/send-message.ts";
+import { problem } from "../problem.ts";
+import { zodIssues } from "../plugins/errors.ts";
+import { isDatabaseUnavailable } from "../../db/errors.ts";
+import { defineRoute } from "../route.ts";
+import { ProblemSchema, SendResponseSchema } from "../schemas.ts";
+import { attachmentLimits } from "./sendMessage.ts";
+
+export const MAX_BATCH = 100;
+
+// Items are validated one by one so that one bad message does not sink the others;
+// the envelope itself (an array of 1-100 objects) must be valid.
+const BatchRequest = z
+  .strictObject({ messages: z.array(z.looseObject({})).min(1).max(MAX_BATCH) })
+  .meta({ id: "SendBatchRequest", description: `Up to ${MAX_BATCH} messages; each item is a SendRequest.` });
+
+const BatchItem = z.union([
+  SendResponseSchema.extend({ index: z.number().int() }),
+  z.object({ index: z.number().int(), error: ProblemSchema }),
+]);
+const BatchResponse = z
+  .object({ accepted: z.number().int(), rejected: z.number().int(), data: z.array(BatchItem) })
+  .meta({ id: "SendBatchResponse", description: "One result per message, in request order: the accepted message or its problem" });
+
+export default defineRoute({
+  operationId: "sendMessageBatch",
+  method: "POST",
+  url: "/send/batch",
+  summary: `Accept up to ${MAX_BATCH} messages in one call, with a result per message`,
+  description:
+    "Each message is validated and stored on its own, exactly as POST /send would, so valid messages are accepted even when others are rejected. " +
+    "The answer is 200 with one result per message; an accepted item has the fields of a 202 from POST /send. Idempotency-Key is not supported on batches.",
+  scope: "send",
+  tags: ["messages"],
+  body: BatchRequest,
+  responses: { 200: { description: "Per-message results", schema: BatchResponse } },
+  errors: [400, 401, 403, 413, 415, 422, 429, 503],
+  async handler({ body, request }, deps) {
+    if (request.headers["idempotency-key"] !== undefined)
+      throw new AppError("invalid_request", "Idempotency-Key is not supported on /send/batch; use it per message with POST /send", {
+        errors: [{ path: "headers.idempotency-key", message: "not supported on batches" }],
+      });
+    const now = deps.now?.() ?? new Date();
+    const ctx = { db: deps.db.prisma, cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now };
+    const data: Array<z.infer<typeof BatchItem>> = [];
+    for (const [index, item] of body.messages.entries()) {
+      try {
+        const parsed = SendRequestSchema.safeParse(item);
+        if (!parsed.success) throw new AppError("invalid_request", "the message is not valid", { errors: zodIssues(parsed.error) });
+        const message = prepareMessage(parsed.data, attachmentLimits(deps.config), now);
+        const r = await acceptMessage(ctx, request.apiKey!, message);
+        data.push({ index, ...r.body });
+      } catch (err) {
+        if (err instanceof AppError && !isDatabaseUnavailable(err)) {
+          data.push({ index, error: problem(err.code, err.message, request.id, { status: err.status, ...(err.errors ? { errors: err.errors } : {}) }) });
+          continue;
+        }
+        if (!isDatabaseUnavailable(err) || data.every((d) => "error" in d)) throw err;
+        // An outage after some items were accepted: answer what happened to each, so
+        // the client resends only the rest (resending everything would duplicate).
+        for (let i = index; i < body.messages.length; i++)
+          data.push({ index: i, error: problem("service_unavailable", "the database became unavailable; this message was not accepted", request.id) });
+        break;
+      }
+    }
+    const accepted = data.filter((d) => !("error" in d)).length;
+    return { accepted, rejected: data.length - accepted, data };
+  },
+});
