@@ -154,7 +154,10 @@ export async function completeDelivery(db: Db, c: Completion): Promise<boolean> 
 /** Derive the message status from its recipients; stamp finished_at once all are final. */
 export async function refreshMessageStatus(db: Db, messageId: string, now: Date): Promise<void> {
   // Lock the message row so two workers finishing two domains of one message serialise here.
-  await db.$queryRawUnsafe(`SELECT 1 FROM messages WHERE id = $1::uuid FOR UPDATE`, messageId);
+  // FOR NO KEY UPDATE, not FOR UPDATE: each of them already holds a FOR KEY SHARE lock on
+  // this row (taken by the foreign key check of the delivery_attempts it inserted), and
+  // FOR UPDATE conflicts with that, so both would wait for each other (deadlock 40P01).
+  await db.$queryRawUnsafe(`SELECT 1 FROM messages WHERE id = $1::uuid FOR NO KEY UPDATE`, messageId);
   const rs = await db.recipient.findMany({ where: { messageId }, select: { status: true } });
   const statuses = rs.map((r) => r.status as RecipientStatus);
   const status = deriveMessageStatus(statuses);

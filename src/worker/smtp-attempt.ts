@@ -186,6 +186,10 @@ async function connect(opts: SessionOptions, mode: TlsMode, strict: boolean): Pr
     // A 454/5xx to STARTTLS: Postfix `may` goes on in cleartext on the same connection.
     opportunisticTLS: !strict,
     servername,
+    // Not used to connect (the socket is ours): nodemailer derives the name Node checks the
+    // certificate against from it, and without it a relay given as an IP literal is
+    // checked against "localhost" (and "localhost" is sent as SNI).
+    host: opts.target.host,
     name: opts.heloName,
     connectionTimeout: opts.connectTimeoutMs,
     greetingTimeout: opts.connectTimeoutMs,

@@ -67,7 +67,7 @@ async function startCli(): Promise<Cli> {
 }
 
 /** Poll /healthz until it answers over TLS verified by the CA the CLI generated. */
-async function waitHealthy(cli: Cli, deadlineMs = 20_000): Promise<string> {
+async function waitHealthy(cli: Cli, deadlineMs = 60_000): Promise<string> {
   const deadline = Date.now() + deadlineMs;
   const caFile = join(CERTS_DIR, "ca.crt");
   let last = "";
@@ -97,7 +97,7 @@ async function stop(cli: Cli): Promise<void> {
 const call = (cli: Cli, ca: string, method: string, path: string, key: string, body?: unknown): Promise<Response> =>
   request(`https://127.0.0.1:${cli.port}${path}`, { method, ca, body, headers: { authorization: `Bearer ${key}` } });
 
-test("without DATABASE_URL the CLI runs on the embedded database and keeps data across a restart", { timeout: 60_000 }, async () => {
+test("without DATABASE_URL the CLI runs on the embedded database and keeps data across a restart", { timeout: 180_000 }, async () => {
   // First start: everything is created.
   const first = await startCli();
   const ca = await waitHealthy(first);

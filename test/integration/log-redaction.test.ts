@@ -37,7 +37,10 @@ test("a full send and relay delivery logs no key, password, subject, body or hea
   const r = await t.call("POST", "/send", { key, body: validSend({ subject: SUBJECT, text: BODY, html: `<a href="${BODY}">reset</a>`, headers: { "X-Ref": HEADER } }) });
   assert.equal(r.status, 202, r.body);
   const id = r.json().id;
-  await waitFor(async () => (await t.call("GET", `/messages/${id}`, { key })).json().status === "delivered", { what: "delivery", timeoutMs: 15_000 });
+  await waitFor(async () => (await t.call("GET", `/messages/${id}`, { key })).json().status === "delivered", { what: "delivery", timeoutMs: 30_000 }).catch(async (err) => {
+    const state = (await t.call("GET", `/messages/${id}`, { key })).body;
+    throw new Error(`${(err as Error).message}; state ${state}; worker log ${workerLogs.slice(-5).join("")}`);
+  });
   assert.equal(peer.received.length, 1);
   assert.ok(peer.sessions.some((s) => s.authAttempts > 0 && s.secure), "AUTH happened, over TLS");
   assert.match(peer.received[0]!.data.toString(), /subject-marker-31/, "the content did travel");

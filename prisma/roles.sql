@@ -1,0 +1,160 @@
+-- sealpost least-privilege database roles.
+--
+-- Run by an operator AFTER migrating, as a superuser or as the owner of the tables (the
+-- role that ran `sealpost migrate`; it needs CREATEROLE the first time, to create the two
+-- roles). Run it again after every migration that adds or changes tables, and after
+-- restoring a dump (pg_dump does not carry the grant on ctid below). It is not a
+-- migration: privileges belong to a deployment, not to the schema, and a development
+-- database (embedded PGlite, one owner role) does not need them.
+--
+--   psql "postgresql://owner@db/sealpost" -v ON_ERROR_STOP=1 -f prisma/roles.sql
+--
+-- It creates two group roles that cannot log in, sealpost_api and sealpost_worker, and
+-- gives each exactly what its process does to the database (src/services, src/worker).
+-- Give each process its own LOGIN role that is a member of one of them:
+--
+--   CREATE ROLE sealpost_api_1 LOGIN PASSWORD '...' IN ROLE sealpost_api;
+--   CREATE ROLE sealpost_worker_1 LOGIN PASSWORD '...' IN ROLE sealpost_worker;
+--
+-- and start `sealpost serve` / `sealpost worker` under them with MIGRATE_ON_START=false:
+-- neither role may read or write _prisma_migrations, let alone change the schema.
+-- `sealpost migrate` and `sealpost keys create|list|revoke|rotate-data` keep running as
+-- the owner.
+--
+-- Safe to run again: roles are created only when missing, and every privilege of the
+-- two roles on this schema is revoked and granted afresh in one transaction, so the
+-- result is exactly what this file says even if an earlier version granted more.
+-- Privileges are per database: run it in every database sealpost uses.
+
+BEGIN;
+
+-- Roles are cluster-wide and may exist already (another database, an earlier run). The
+-- handler covers two runs racing each other (unique_violation on pg_authid).
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sealpost_api') THEN
+    CREATE ROLE sealpost_api NOLOGIN;
+  END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$$;
+
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sealpost_worker') THEN
+    CREATE ROLE sealpost_worker NOLOGIN;
+  END IF;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END
+$$;
+
+-- Start from nothing. Revoking a table privilege also revokes the column privileges of
+-- that table, so this clears the column grants below too.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM sealpost_api, sealpost_worker;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM sealpost_api, sealpost_worker;
+REVOKE ALL ON SCHEMA public FROM sealpost_api, sealpost_worker;
+
+-- This file changes nothing but these two roles. Before PostgreSQL 15, though, every
+-- role may create tables in public through PUBLIC, and a process role that can create
+-- objects could shadow sealpost's own: there, once the owner holds CREATE on public
+-- itself, also run `REVOKE CREATE ON SCHEMA public FROM PUBLIC` (the default since 15).
+
+-- Connecting and resolving names. CONNECT is granted explicitly because hardened
+-- clusters revoke it from PUBLIC; the database name is only known at run time.
+DO $$
+BEGIN
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO sealpost_api, sealpost_worker', current_database());
+END
+$$;
+GRANT USAGE ON SCHEMA public TO sealpost_api, sealpost_worker;
+
+-- ---------------------------------------------------------------------------------
+-- sealpost_api: `sealpost serve`. Authenticates keys, accepts messages (one INSERT
+-- with CTEs in src/services/send-message.ts), reads them back, cancels. It never
+-- deletes anything and never records delivery results.
+-- ---------------------------------------------------------------------------------
+
+-- ApiKeyVerifier loads a key's record and hash by id (src/services/api-keys.ts); `serve`
+-- counts active keys at start. Keys are created and revoked by the owner (CLI), so no
+-- INSERT/UPDATE: a compromised API cannot mint or un-revoke keys.
+GRANT SELECT ON api_keys TO sealpost_api;
+
+-- send-message.ts inserts the message (all columns but finished_at/content_purged_at);
+-- GET /messages/:id and GET /messages read it (Prisma reads whole rows); cancel locks it
+-- (SELECT ... FOR UPDATE needs UPDATE on some column) and sets the final status.
+GRANT SELECT ON messages TO sealpost_api;
+GRANT INSERT (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
+              subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
+  ON messages TO sealpost_api;
+GRANT UPDATE (status, updated_at, finished_at) ON messages TO sealpost_api;
+
+-- The queue rows of a new message (one per recipient domain), and cancel: it counts a
+-- message's rows and moves the untouched ones (attempts = 0) to 'cancelled'. The lease
+-- and scheduling columns are the worker's: the API writes next_attempt_at only in the
+-- INSERT, and lease_owner only because the cancel statement clears it. It cannot read
+-- either (no SELECT on lease_owner, next_attempt_at, created_at): it never looks at the queue.
+GRANT SELECT (id, message_id, domain, state, attempts) ON deliveries TO sealpost_api;
+GRANT INSERT (message_id, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api;
+GRANT UPDATE (state, lease_owner) ON deliveries TO sealpost_api;
+GRANT USAGE ON SEQUENCE deliveries_id_seq TO sealpost_api; -- BIGSERIAL default (nextval)
+
+-- Recipient rows of a new message; GET /messages/:id shows them with their last
+-- response; cancel marks them cancelled.
+GRANT SELECT ON recipients TO sealpost_api;
+GRANT INSERT (message_id, delivery_id, position, kind, address, name, status, updated_at) ON recipients TO sealpost_api;
+GRANT UPDATE (status, updated_at) ON recipients TO sealpost_api;
+GRANT USAGE ON SEQUENCE recipients_id_seq TO sealpost_api;
+
+-- Delivery evidence is shown by GET /messages/:id and /events; only the worker writes it.
+GRANT SELECT ON delivery_attempts TO sealpost_api;
+
+-- Idempotency-Key: the send statement inserts the record, or takes over an expired one
+-- (INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= ...); a replay reads it.
+-- Expired records are deleted by the worker's retention sweep, not by the API.
+GRANT SELECT ON idempotency_records TO sealpost_api;
+GRANT INSERT (api_key_id, key, request_hash, status_code, response, message_id, created_at, expires_at)
+  ON idempotency_records TO sealpost_api;
+GRANT UPDATE (request_hash, status_code, response, message_id, created_at, expires_at)
+  ON idempotency_records TO sealpost_api;
+
+-- ---------------------------------------------------------------------------------
+-- sealpost_worker: `sealpost worker`. Claims due deliveries, loads and decrypts the
+-- message, records each attempt's evidence, derives statuses, and runs retention.
+-- Nothing at all on api_keys: it never authenticates anyone and never needs a key hash.
+-- ---------------------------------------------------------------------------------
+
+-- deliver.ts loads the whole message (content, sender, Message-ID); the claim statement
+-- moves it to 'sending' and refreshMessageStatus locks it (FOR NO KEY UPDATE) and sets
+-- the derived status and finished_at. Retention (src/services/retention.ts) erases the
+-- five content columns and stamps content_purged_at. It never creates messages.
+GRANT SELECT ON messages TO sealpost_worker;
+GRANT UPDATE (status, updated_at, finished_at,
+              subject, text_body, html_body, headers, attachments, content_purged_at)
+  ON messages TO sealpost_worker;
+
+-- The queue (src/worker/queue.ts): claim takes a lease (attempts, lease_owner,
+-- next_attempt_at) with FOR UPDATE SKIP LOCKED, completion and release write under the
+-- lease fence. It never creates or deletes queue rows.
+GRANT SELECT ON deliveries TO sealpost_worker;
+GRANT UPDATE (state, attempts, lease_owner, next_attempt_at) ON deliveries TO sealpost_worker;
+
+-- Pending recipients of a claimed delivery, the To/Cc headers, and each outcome.
+GRANT SELECT ON recipients TO sealpost_worker;
+GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at) ON recipients TO sealpost_worker;
+
+-- Evidence of every attempt is appended (createMany, no RETURNING), never read back,
+-- never changed: it is the record of what happened.
+GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
+              verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
+              reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+  ON delivery_attempts TO sealpost_worker;
+GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
+
+-- Retention deletes idempotency records past expires_at (24 h), in batches picked by
+-- row address (DELETE ... WHERE ctid IN (SELECT ctid ... LIMIT n)). A DELETE needs SELECT
+-- on the columns it filters on, here the system column ctid and expires_at, and nothing
+-- else: the stored responses and request hashes are never read by the worker.
+GRANT SELECT (ctid, expires_at) ON idempotency_records TO sealpost_worker;
+GRANT DELETE ON idempotency_records TO sealpost_worker;
+
+COMMIT;
