@@ -2,8 +2,7 @@
 --
 -- Run by an operator AFTER migrating, as a superuser or as the owner of the tables (the
 -- role that ran `sealpost migrate`; it needs CREATEROLE the first time, to create the two
--- roles). Run it again after every migration that adds or changes tables, and after
--- restoring a dump (pg_dump does not carry the grant on ctid below). It is not a
+-- roles). Run it again after every migration that adds or changes tables. It is not a
 -- migration: privileges belong to a deployment, not to the schema, and a development
 -- database (embedded PGlite, one owner role) does not need them.
 --
@@ -151,10 +150,10 @@ GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls,
 GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 
 -- Retention deletes idempotency records past expires_at (24 h), in batches picked by
--- row address (DELETE ... WHERE ctid IN (SELECT ctid ... LIMIT n)). A DELETE needs SELECT
--- on the columns it filters on, here the system column ctid and expires_at, and nothing
--- else: the stored responses and request hashes are never read by the worker.
-GRANT SELECT (ctid, expires_at) ON idempotency_records TO sealpost_worker;
+-- primary key. A DELETE needs SELECT on the columns it filters on, here the key columns
+-- and expires_at, and nothing else: the stored responses and request hashes are never
+-- read by the worker.
+GRANT SELECT (api_key_id, key, expires_at) ON idempotency_records TO sealpost_worker;
 GRANT DELETE ON idempotency_records TO sealpost_worker;
 
 COMMIT;

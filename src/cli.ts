@@ -8,6 +8,7 @@ import { migrate, resolveRolledBack } from "./db/migrate.ts";
 import { startEmbeddedDatabase } from "./db/embedded.ts";
 import { countActiveKeys, createApiKey, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
 import { parseDomain } from "./domain/address.ts";
+import { isPermissionDenied } from "./db/errors.ts";
 import { startServer } from "./api/server.ts";
 import { rotateDataKey } from "./services/rotate-data-key.ts";
 
@@ -116,9 +117,15 @@ async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<
   const stops: Array<() => Promise<void>> = [];
   try {
     if (mode !== "worker" && (await countActiveKeys(rt.db.prisma)) === 0) {
-      const { key, record } = await createApiKey(rt.db.prisma, { name: "initial" });
-      // Printed once to the terminal, never logged.
-      process.stdout.write(`\nNo API keys existed, so one was created (id ${record.id}, scopes send,read, any sender domain).\nStore it now, it is not shown again:\n\n  ${key}\n\n`);
+      try {
+        const { key, record } = await createApiKey(rt.db.prisma, { name: "initial" });
+        // Printed once to the terminal, never logged.
+        process.stdout.write(`\nNo API keys existed, so one was created (id ${record.id}, scopes send,read, any sender domain).\nStore it now, it is not shown again:\n\n  ${key}\n\n`);
+      } catch (err) {
+        // Under the least-privilege API role keys are the owner's to create.
+        if (!isPermissionDenied(err)) throw err;
+        logger.warn({}, "no API keys exist and this database role may not create one: run `sealpost keys create` as the database owner");
+      }
     }
     if (mode !== "worker") {
       const server = await startServer(rt);

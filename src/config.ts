@@ -78,10 +78,6 @@ const EnvSchema = z
     message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together",
     path: ["TLS_CERT_FILE"],
   })
-  .refine((e) => e.NODE_ENV !== "production" || (e.TLS_CERT_FILE && e.TLS_KEY_FILE), {
-    message: "TLS_CERT_FILE and TLS_KEY_FILE are required when NODE_ENV=production",
-    path: ["TLS_CERT_FILE"],
-  })
   .refine((e) => e.NODE_ENV !== "production" || e.DATABASE_URL, {
     message: "DATABASE_URL is required when NODE_ENV=production",
     path: ["DATABASE_URL"],

@@ -5,7 +5,8 @@ import type { FastifyInstance } from "fastify";
 import type { Server as TlsServer } from "node:tls";
 import type { Runtime } from "../runtime.ts";
 import { buildApp } from "./app.ts";
-import { ensureDevCertificates, loadPem, watchCertificates, type CertPaths } from "./certificates.ts";
+import { ensureDevCertificates, loadPem, watchCertificates, type CertLog, type CertPaths } from "./certificates.ts";
+import { ConfigError, type Config } from "../config.ts";
 import { serverTlsOptions } from "./tls-options.ts";
 import { ApiKeyVerifier } from "../services/api-keys.ts";
 
@@ -16,16 +17,20 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function resolveCertificates(rt: Runtime): CertPaths {
-  const c = rt.config;
-  if (c.TLS_CERT_FILE && c.TLS_KEY_FILE) return { certFile: c.TLS_CERT_FILE, keyFile: c.TLS_KEY_FILE, ...(c.TLS_CA_FILE ? { caFile: c.TLS_CA_FILE } : {}) };
-  // config.ts refuses production without certificate files, so this is development only.
-  const dev = ensureDevCertificates(c.CERTS_DIR, rt.logger);
-  return { certFile: dev.certFile, keyFile: dev.keyFile, caFile: dev.caFile };
+/**
+ * The server's certificate files. Only the API needs them, so the check lives here and
+ * not in config.ts: a worker in production runs without any TLS key.
+ */
+export function resolveCertificates(config: Config, log: CertLog): CertPaths {
+  if (config.TLS_CERT_FILE && config.TLS_KEY_FILE)
+    return { certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE, ...(config.TLS_CA_FILE ? { caFile: config.TLS_CA_FILE } : {}) };
+  if (config.NODE_ENV === "production")
+    throw new ConfigError("invalid configuration:\n  TLS_CERT_FILE: TLS_CERT_FILE and TLS_KEY_FILE are required when NODE_ENV=production");
+  return ensureDevCertificates(config.CERTS_DIR, log);
 }
 
 export async function startServer(rt: Runtime): Promise<RunningServer> {
-  const paths = resolveCertificates(rt);
+  const paths = resolveCertificates(rt.config, rt.logger);
   const app = await buildApp(
     { config: rt.config, db: rt.db, cipher: rt.cipher, keys: new ApiKeyVerifier(rt.db.prisma, rt.config.API_KEY_CACHE_TTL_MS), logger: rt.logger },
     serverTlsOptions(loadPem(paths)),

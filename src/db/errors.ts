@@ -26,3 +26,16 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   }
   return false;
 }
+
+/** SQLSTATE 42501: the database role lacks a privilege (least-privilege deployments). */
+export function isPermissionDenied(err: unknown): boolean {
+  const seen = new Set<unknown>();
+  let e: unknown = err;
+  while (e && typeof e === "object" && !seen.has(e)) {
+    seen.add(e);
+    const o = e as { code?: unknown; originalCode?: unknown; cause?: unknown };
+    if (o.code === "42501" || o.originalCode === "42501") return true;
+    e = o.cause;
+  }
+  return false;
+}

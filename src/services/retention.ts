@@ -31,7 +31,7 @@ export async function purgeExpired(db: Db, opts: { retentionDays: number; now: D
   for (;;) {
     const n = await db.$executeRawUnsafe(
       `DELETE FROM idempotency_records
-        WHERE ctid IN (SELECT ctid FROM idempotency_records WHERE expires_at < $1::timestamptz LIMIT $2)`,
+        WHERE (api_key_id, key) IN (SELECT api_key_id, key FROM idempotency_records WHERE expires_at < $1::timestamptz LIMIT $2)`,
       opts.now, batch,
     );
     idempotencyRecordsDeleted += n;

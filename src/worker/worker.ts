@@ -38,6 +38,24 @@ export function deliverySettings(config: Config): DeliverySettings {
   };
 }
 
+/**
+ * The SMTP work is done; losing its result to a database blip would send the message
+ * again when the lease expires. So the write is retried for about half a minute
+ * (a fenced write is idempotent: a retry after a commit whose reply was lost finds the
+ * lease gone and returns false, which is logged, not re-sent).
+ */
+async function recordWithRetries(write: () => Promise<boolean>, stopping: () => boolean, log: Logger): Promise<boolean> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (err) {
+      if (attempt >= 6 || stopping()) throw err;
+      log.warn({ attempt, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "recording a delivery result failed; retrying");
+      await new Promise((r) => setTimeout(r, 500 * 2 ** (attempt - 1)));
+    }
+  }
+}
+
 export interface WorkerHandle {
   readonly id: string;
   /** Resolves when the worker has no delivery in flight and nothing is due right now. */
@@ -65,7 +83,7 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
   const process1 = async (d: ClaimedDelivery) => {
     try {
       const completion = await runDelivery(deps, d, id);
-      const ok = await completeDelivery(deps.db, completion);
+      const ok = await recordWithRetries(() => completeDelivery(deps.db, completion), () => stopping, log);
       const summary = completion.results.map((r) => r.status);
       if (ok) log.info({ delivery: String(d.id), message: d.messageId, domain: d.domain, attempt: d.attempt, outcomes: summary }, "delivery attempt recorded");
       else log.warn({ delivery: String(d.id), attempt: d.attempt }, "lease lost before the result was recorded; the newer attempt wins");

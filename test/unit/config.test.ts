@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { ConfigError, loadConfig } from "../../src/config.ts";
+import { resolveCertificates } from "../../src/api/server.ts";
 import { DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
 
 const quiet = { warn() {} };
@@ -27,11 +28,14 @@ test("a bad value names the variable", () => {
   assert.throws(() => loadConfig({ TLS_CERT_FILE: "/a.crt" }), /TLS_CERT_FILE and TLS_KEY_FILE must be set together/);
 });
 
-test("production refuses to start without certificates or a database URL", () => {
-  assert.throws(() => loadConfig({ NODE_ENV: "production", DATABASE_URL: "postgresql://x/y" }), /TLS_CERT_FILE and TLS_KEY_FILE are required/);
+test("production needs a database URL everywhere, and certificates only where the API runs", () => {
   assert.throws(() => loadConfig({ NODE_ENV: "production", TLS_CERT_FILE: "/a", TLS_KEY_FILE: "/b" }), /DATABASE_URL is required/);
-  const ok = loadConfig({ NODE_ENV: "production", TLS_CERT_FILE: "/a", TLS_KEY_FILE: "/b", DATABASE_URL: "postgresql://x/y" });
-  assert.equal(ok.NODE_ENV, "production");
+  // A worker holds no TLS key: its configuration is complete without one.
+  const worker = loadConfig({ NODE_ENV: "production", DATABASE_URL: "postgresql://x/y" });
+  const quietLog = { info() {}, warn() {} };
+  assert.throws(() => resolveCertificates(worker, quietLog), (e: Error) => e instanceof ConfigError && /TLS_CERT_FILE and TLS_KEY_FILE are required when NODE_ENV=production/.test(e.message));
+  const api = loadConfig({ NODE_ENV: "production", TLS_CERT_FILE: "/a", TLS_KEY_FILE: "/b", DATABASE_URL: "postgresql://x/y" });
+  assert.deepEqual(resolveCertificates(api, quietLog), { certFile: "/a", keyFile: "/b" });
 });
 
 test("durations and lists parse", () => {

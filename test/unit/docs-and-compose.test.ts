@@ -69,4 +69,7 @@ test("compose services use only variables that src/config.ts reads", () => {
     for (const k of Object.keys(env)) assert.ok(vars.has(k), `compose service ${name} sets ${k}, which sealpost does not read`);
     assert.ok("DATABASE_URL" in env && "SEALPOST_DATA_KEY" in env, `${name} has a database and a data key`);
   }
+  // No process holds a secret it does not use.
+  assert.ok(!("SMTP_RELAY_URL" in (doc.services.api!.environment ?? {})), "the API does not get the relay credentials");
+  assert.ok(!("TLS_KEY_FILE" in (doc.services.worker!.environment ?? {})), "the worker does not get the TLS key");
 });
