@@ -6,7 +6,12 @@
 // and, while one connection is inside a transaction, runs only that connection's
 // statements. Code must therefore never wait on another connection's query while it
 // holds a transaction open (it would wait forever).
-import { mkdirSync } from "node:fs";
+//
+// Only one process may open a PGlite data directory. The process that opens it writes
+// DATA_DIR/pglite.lock with its pid and port; another sealpost process (say `keys
+// create` while `npm start` runs) finds the lock and connects to that port instead of
+// opening the files a second time.
+import { mkdirSync, openSync, readFileSync, rmSync, writeSync, closeSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
@@ -14,22 +19,75 @@ import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
 export interface EmbeddedDatabase {
   url: string;
   dataDir: string;
+  /** False when this process is a client of another process's embedded database. */
+  owner: boolean;
   stop(): Promise<void>;
 }
 
+const urlFor = (port: number) => `postgresql://postgres@127.0.0.1:${port}/postgres?sslmode=disable`;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function readLock(file: string): { pid: number; port: number | null } | null {
+  try {
+    const v = JSON.parse(readFileSync(file, "utf8")) as { pid?: unknown; port?: unknown };
+    return typeof v.pid === "number" ? { pid: v.pid, port: typeof v.port === "number" ? v.port : null } : null;
+  } catch {
+    return null;
+  }
+}
+
 export async function startEmbeddedDatabase(dataDir: string, maxConnections = 16): Promise<EmbeddedDatabase> {
-  const dir = resolve(join(dataDir, "pglite"));
+  const root = resolve(dataDir);
+  const dir = join(root, "pglite");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const db = await PGlite.create({ dataDir: dir });
-  const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections });
-  await server.start();
-  const conn = server.getServerConn(); // "127.0.0.1:PORT"
-  return {
-    url: `postgresql://postgres@${conn}/postgres?sslmode=disable`,
-    dataDir: dir,
-    async stop() {
-      await server.stop();
-      await db.close();
-    },
-  };
+  const lockFile = join(root, "pglite.lock");
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    let fd: number;
+    try {
+      fd = openSync(lockFile, "wx", 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const lock = readLock(lockFile);
+      if (lock && alive(lock.pid) && lock.pid !== process.pid) {
+        if (lock.port !== null) return { url: urlFor(lock.port), dataDir: dir, owner: false, async stop() {} };
+      } else if (!lock || !alive(lock.pid)) {
+        rmSync(lockFile, { force: true }); // left by a process that died
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`the embedded database in ${dir} is locked by process ${lock?.pid} which has not opened it`);
+      await new Promise((r) => setTimeout(r, 100)); // the owner is still starting
+      continue;
+    }
+    writeSync(fd, JSON.stringify({ pid: process.pid, port: null }));
+    closeSync(fd);
+    try {
+      const db = await PGlite.create({ dataDir: dir });
+      const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections });
+      await server.start();
+      const port = Number(server.getServerConn().split(":").pop());
+      writeFileSync(lockFile, JSON.stringify({ pid: process.pid, port }), { mode: 0o600 });
+      return {
+        url: urlFor(port),
+        dataDir: dir,
+        owner: true,
+        async stop() {
+          await server.stop();
+          await db.close();
+          rmSync(lockFile, { force: true });
+        },
+      };
+    } catch (err) {
+      rmSync(lockFile, { force: true });
+      throw err;
+    }
+  }
 }

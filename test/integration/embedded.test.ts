@@ -5,7 +5,7 @@
 // has the message and can decrypt it.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -51,12 +51,15 @@ interface Cli {
   exited: Promise<number | null>;
 }
 
-async function startCli(): Promise<Cli> {
-  const port = await freePort();
+function cliEnv(port: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of ["DATABASE_URL", "SEALPOST_DATA_KEY", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE", "NODE_TEST_CONTEXT"]) delete env[k];
-  Object.assign(env, { NODE_ENV: "development", DATA_DIR, CERTS_DIR, HOST: "127.0.0.1", PORT: String(port), LOG_LEVEL: "info" });
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "serve"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  return Object.assign(env, { NODE_ENV: "development", DATA_DIR, CERTS_DIR, HOST: "127.0.0.1", PORT: String(port), LOG_LEVEL: "info" });
+}
+
+async function startCli(): Promise<Cli> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "serve"], { cwd: ROOT, env: cliEnv(port), stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let stdout = "";
   let stderr = "";
@@ -124,10 +127,23 @@ test("without DATABASE_URL the CLI runs on the embedded database and keeps data 
   assert.equal(readFileSync(join(DATA_DIR, "data-key"), "utf8"), dataKey, "the data key file is reused");
   const got = await call(second, ca, "GET", `/messages/${id}`, key);
   assert.equal(got.status, 200, got.body);
+  // While it runs, `keys create` from another process uses the running database
+  // (PGlite must never be opened twice) and the new key works at once.
+  const lock = JSON.parse(readFileSync(join(DATA_DIR, "pglite.lock"), "utf8"));
+  assert.equal(lock.pid, second.child.pid);
+  const created = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", "keys", "create", "--name", "second"], {
+    cwd: ROOT, env: cliEnv(0), encoding: "utf8", timeout: 60_000,
+  });
+  assert.equal(created.status, 0, created.stderr);
+  const key2 = created.stdout.match(KEY_RE)?.[0];
+  assert.ok(key2, created.stdout);
+  const listed = await call(second, ca, "GET", "/messages?limit=1", key2);
+  assert.equal(listed.status, 200, listed.body);
   assert.equal(got.json().id, id);
   // The subject is stored encrypted: reading it back proves the data key survived too.
   assert.equal(got.json().subject, "Survives a restart");
   await stop(second);
   assert.equal(second.output().stdout.match(KEY_RE), null, `no second key printed:\n${second.output().stdout}`);
   assert.ok(!/No API keys existed/.test(second.output().stdout));
+  assert.ok(!existsSync(join(DATA_DIR, "pglite.lock")), "a clean stop releases the embedded database");
 });
