@@ -39,7 +39,7 @@ import { parseDataKeys } from "../src/security/data-keys.ts";
 import { createApiKey } from "../src/services/api-keys.ts";
 import { acceptMessage } from "../src/services/send-message.ts";
 import { createCa, issueCertificate, type Pem } from "../src/tls/certificates.ts";
-import { createMxResolver } from "../src/worker/mx.ts";
+import { cachingResolver, createMxResolver } from "../src/worker/mx.ts";
 import { attemptDelivery } from "../src/worker/smtp-attempt.ts";
 import { SmtpSessionPool } from "../src/worker/smtp-pool.ts";
 import { createWorker, deliverySettings, withPool, type WorkerHandle } from "../src/worker/worker.ts";
@@ -242,12 +242,12 @@ async function main(): Promise<void> {
     const db = openDatabase({ url: databaseUrl, poolMax: config.DATABASE_POOL_MAX, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS });
     const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: "/dev/null", sync: true }) as unknown as NodeJS.WritableStream);
     const resolver = createMxResolver(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {});
-    const pool = new SmtpSessionPool();
+    const pool = new SmtpSessionPool({ maxIdlePerDestination: config.WORKER_CONCURRENCY });
     const sinkCpu0 = (await sinkStats(sink.child)).cpuMs;
     const cpu0 = { worker: ownCpuMs(), postgres: postgresCpuMs() };
     const t0 = performance.now();
     const w = createWorker(
-      { db: db.prisma, cipher, settings: deliverySettings(config), resolveMx: (d) => resolver.resolve(d), attempt: pooled ? (o) => pool.attempt(o) : attemptDelivery },
+      { pool: db.pool, cipher, settings: deliverySettings(config), resolveMx: cachingResolver((d) => resolver.resolve(d), config.DNS_CACHE_TTL), attempt: pooled ? (o) => pool.attempt(o) : attemptDelivery },
       { concurrency: config.WORKER_CONCURRENCY, batchSize: config.WORKER_BATCH_SIZE, leaseMs: config.WORKER_LEASE_MS, pollMs: config.WORKER_POLL_MS },
       logger,
     );

@@ -64,6 +64,7 @@ const EnvSchema = z
     SMTP_RETRY_MAX: duration.default(3_600_000),
     SMTP_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
     DNS_SERVERS: hostPortList.optional(),
+    DNS_CACHE_TTL: duration.default(60_000),
     WORKER_CONCURRENCY: int(1, 1000).default(8),
     WORKER_BATCH_SIZE: int(1, 1000).default(50),
     WORKER_LEASE_MS: int(1000, 86_400_000).default(5 * 60_000),

@@ -3,15 +3,15 @@
 // the message's TLS policy, and turn the per-recipient outcomes into a completion.
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
-import type { Db } from "../db/client.ts";
-import type { Attachment } from "../domain/message.ts";
+import type pg from "pg";
+import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import { AppError } from "../domain/errors.ts";
 import { strictest } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
 import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
-import { pendingRecipients, type AttemptEvidence, type ClaimedDelivery, type Completion, type RecipientResult } from "./queue.ts";
+import { type AttemptEvidence, type ClaimedDelivery, type Completion, type RecipientResult } from "./queue.ts";
 import { cleartextEvidence } from "./smtp-evidence.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 
@@ -37,7 +37,8 @@ export interface DeliverySettings {
 }
 
 export interface DeliveryDeps {
-  db: Db;
+  /** The process's pool (shared with Prisma): the worker's statements are its hot path. */
+  pool: pg.Pool;
   cipher: ContentCipher;
   settings: DeliverySettings;
   resolveMx(domain: string): Promise<MxResolution>;
@@ -47,25 +48,42 @@ export interface DeliveryDeps {
 
 type Mbox = { address: string; name: string | null };
 
+const LOAD_SQL = `
+SELECT m.id::text AS id, m.message_id_header, m.created_at, m.from_address, m.from_name, m.reply_to, m.subject,
+       m.text_body, m.html_body, m.headers, m.attachments, m.content_purged_at,
+       (SELECT json_agg(json_build_object('id', r.id::text, 'kind', r.kind, 'address', r.address, 'name', r.name,
+                                          'status', r.status, 'delivery_id', r.delivery_id::text) ORDER BY r.position)
+          FROM recipients r WHERE r.message_id = m.id) AS recipients
+  FROM messages m WHERE m.id = $1::uuid`;
+
+interface MessageRow {
+  id: string; message_id_header: string; created_at: Date; from_address: string; from_name: string | null;
+  reply_to: Mbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
+  attachments: Buffer | null; content_purged_at: Date | null;
+  recipients: Array<{ id: string; kind: string; address: string; name: string | null; status: RecipientStatus; delivery_id: string }>;
+}
+
+/** The message as the composer needs it, decrypted; null when its content was purged. */
 async function loadMessage(deps: DeliveryDeps, messageId: string) {
-  const m = await deps.db.message.findUniqueOrThrow({
-    where: { id: messageId },
-    include: { recipients: { orderBy: { position: "asc" }, select: { kind: true, address: true, name: true } } },
-  });
-  if (m.contentPurgedAt) return null;
-  const dec = (col: string, v: Uint8Array | null) => (v === null ? null : deps.cipher.decrypt(v, contentAad(m.id, col)).toString("utf8"));
+  const { rows } = await deps.pool.query<MessageRow>(LOAD_SQL, [messageId]);
+  const m = rows[0];
+  if (!m) throw new Error(`message ${messageId} of a claimed delivery does not exist`);
+  if (m.content_purged_at) return null;
+  const dec = (col: string, v: Buffer | null) => (v === null ? null : deps.cipher.decrypt(v, contentAad(m.id, col)).toString("utf8"));
+  const pick = (kind: string) => m.recipients.filter((r) => r.kind === kind).map((r) => ({ address: r.address, name: r.name }));
   return {
-    message: m,
+    fromAddress: m.from_address,
+    allRecipients: m.recipients,
     content: {
-      messageIdHeader: m.messageIdHeader,
-      createdAt: m.createdAt,
-      from: { address: m.fromAddress, name: m.fromName },
-      to: m.recipients.filter((r) => r.kind === "to").map((r) => ({ address: r.address, name: r.name })),
-      cc: m.recipients.filter((r) => r.kind === "cc").map((r) => ({ address: r.address, name: r.name })),
-      replyTo: (m.replyTo as Mbox[] | null) ?? [],
+      messageIdHeader: m.message_id_header,
+      createdAt: m.created_at,
+      from: { address: m.from_address, name: m.from_name },
+      to: pick("to"),
+      cc: pick("cc"),
+      replyTo: m.reply_to ?? [],
       subject: dec("subject", m.subject) ?? "",
-      text: dec("text_body", m.textBody),
-      html: dec("html_body", m.htmlBody),
+      text: dec("text_body", m.text_body),
+      html: dec("html_body", m.html_body),
       headers: JSON.parse(dec("headers", m.headers) ?? "{}") as Record<string, string>,
       attachments: JSON.parse(dec("attachments", m.attachments) ?? "[]") as Attachment[],
     },
@@ -97,7 +115,7 @@ async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets
 /** Runs one attempt of a claimed delivery and returns what to record. */
 export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
   const now = deps.now ?? (() => new Date());
-  const recipients = await pendingRecipients(deps.db, d.id);
+  const recipients = d.recipients;
   const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
   const results = new Map<bigint, RecipientResult>(
     recipients.map((r) => [r.id, { recipientId: r.id, status: "deferred", replyCode: null, enhancedCode: null, replyText: null, attempts: [] }]),
@@ -153,7 +171,7 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
           heloName: deps.settings.heloName,
           ca: deps.settings.ca,
           connectTimeoutMs: deps.settings.connectTimeoutMs,
-          envelope: { from: loaded.message.fromAddress, to: remaining.map((r) => r.address) },
+          envelope: { from: loaded.fromAddress, to: remaining.map((r) => r.address) },
           message: raw,
         });
         remaining.forEach((r, i) => record(r.id, result.evidence, result.recipients[i]!));
@@ -182,5 +200,13 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
   const retryAt = anyDeferred
     ? new Date(now().getTime() + nextRetryDelay(d.attempt, deps.settings.retryMinMs, deps.settings.retryMaxMs))
     : null;
-  return { delivery: d, workerId, results: [...results.values()], retryAt };
+  // When this delivery holds every recipient of the message (one recipient domain, the
+  // usual case), nobody else can change their statuses while we hold the lease, so the
+  // message status is known here and the result is recorded in a single statement.
+  let message: Completion["message"];
+  if (loaded && loaded.allRecipients.every((r) => r.delivery_id === String(d.id))) {
+    const statuses = loaded.allRecipients.map((r) => results.get(BigInt(r.id))?.status ?? r.status);
+    message = { status: deriveMessageStatus(statuses), final: statuses.every((x) => FINAL_RECIPIENT_STATUSES.has(x)) };
+  }
+  return { delivery: d, workerId, results: [...results.values()], retryAt, ...(message ? { message } : {}) };
 }

@@ -194,3 +194,31 @@ export function createMxResolver(opts: MxResolverOptions = {}): { resolve(domain
 
   return { resolve };
 }
+
+/**
+ * Remembers answers for `ttlMs` per domain, and shares one lookup among concurrent
+ * deliveries to the same domain: the role a local caching resolver plays for Postfix.
+ * Temporary failures are not remembered, so a deferral retries DNS for real.
+ */
+export function cachingResolver(
+  resolve: (domain: string) => Promise<MxResolution>,
+  ttlMs: number,
+  now: () => number = Date.now,
+): (domain: string) => Promise<MxResolution> {
+  const cache = new Map<string, { expires: number; answer: Promise<MxResolution> }>();
+  return (domain) => {
+    const key = domain.toLowerCase();
+    const hit = cache.get(key);
+    if (hit && hit.expires > now()) return hit.answer;
+    const answer = resolve(domain);
+    cache.set(key, { expires: now() + ttlMs, answer });
+    void answer.then(
+      (r) => {
+        if (r.kind === "defer" || ttlMs <= 0) cache.delete(key);
+      },
+      () => cache.delete(key),
+    );
+    if (cache.size > 10_000) cache.delete(cache.keys().next().value!);
+    return answer;
+  };
+}

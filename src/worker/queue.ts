@@ -5,9 +5,20 @@
 // after which the row is due again for anyone. Results are written under a fence
 // (lease_owner and attempt number), so a worker whose lease expired cannot overwrite
 // what a newer attempt recorded.
-import type { Db } from "../db/client.ts";
-import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type RecipientStatus } from "../domain/message.ts";
+//
+// These statements go through the process's pg.Pool (the one Prisma's adapter uses),
+// not Prisma's query builder: they are the worker's hot path, and measured on two
+// cores a Prisma interactive transaction recording one result cost ~5 ms of Node CPU
+// against ~0.7 ms for the same statements over pg, which capped a worker at ~130
+// messages/s.
+import type pg from "pg";
+import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import type { TlsEvidence } from "./smtp-attempt.ts";
+
+export interface DeliveryRecipient {
+  id: bigint;
+  address: string;
+}
 
 export interface ClaimedDelivery {
   id: bigint;
@@ -16,6 +27,8 @@ export interface ClaimedDelivery {
   attempt: number; // 1 for the first attempt
   createdAt: Date;
   tlsPolicy: "opportunistic" | "required";
+  /** Recipients of this delivery still to be delivered, in request order. */
+  recipients: DeliveryRecipient[];
 }
 
 const CLAIM_SQL = `
@@ -33,20 +46,23 @@ WITH due AS (
 ), rcpt AS (
   UPDATE recipients r SET status = 'sending', updated_at = now()
     FROM claimed WHERE r.delivery_id = claimed.id AND r.status IN ('queued', 'scheduled', 'deferred', 'sending')
-  RETURNING r.id
+  RETURNING r.id, r.delivery_id, r.address, r.position
 ), msg AS (
   UPDATE messages m SET status = 'sending', updated_at = now()
     FROM (SELECT DISTINCT message_id FROM claimed) c
    WHERE m.id = c.message_id AND m.status IN ('queued', 'scheduled', 'deferred')
   RETURNING m.id
 )
-SELECT c.id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy
+SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy,
+       COALESCE((SELECT json_agg(json_build_object('id', r.id::text, 'address', r.address) ORDER BY r.position)
+                   FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS recipients
   FROM claimed c JOIN messages m ON m.id = c.message_id`;
 
-export async function claimDeliveries(db: Db, workerId: string, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
-  const rows = await db.$queryRawUnsafe<
-    Array<{ id: bigint; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string }>
-  >(CLAIM_SQL, limit, workerId, leaseMs);
+export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
+  const { rows } = await pool.query<{
+    id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string;
+    recipients: Array<{ id: string; address: string }>;
+  }>(CLAIM_SQL, [limit, workerId, leaseMs]);
   return rows.map((r) => ({
     id: BigInt(r.id),
     messageId: r.message_id,
@@ -54,21 +70,8 @@ export async function claimDeliveries(db: Db, workerId: string, limit: number, l
     attempt: Number(r.attempts),
     createdAt: r.created_at,
     tlsPolicy: r.tls_policy === "required" ? "required" : "opportunistic",
+    recipients: r.recipients.map((x) => ({ id: BigInt(x.id), address: x.address })),
   }));
-}
-
-export interface DeliveryRecipient {
-  id: bigint;
-  address: string;
-}
-
-/** Recipients of a claimed delivery that still need the message. */
-export async function pendingRecipients(db: Db, deliveryId: bigint): Promise<DeliveryRecipient[]> {
-  return db.recipient.findMany({
-    where: { deliveryId, status: { notIn: [...FINAL_RECIPIENT_STATUSES] } },
-    orderBy: { position: "asc" },
-    select: { id: true, address: true },
-  });
 }
 
 export interface AttemptEvidence extends TlsEvidence {
@@ -96,79 +99,139 @@ export interface Completion {
   results: RecipientResult[];
   /** When any recipient is still deferred: the next attempt time. */
   retryAt: Date | null;
+  /**
+   * The message's new status, when this delivery holds all of its recipients (the
+   * caller could then compute it); otherwise it is derived under the message row lock.
+   */
+  message?: { status: MessageStatus; final: boolean };
 }
+
+// Fence, recipients and evidence in one statement. Data-modifying CTEs all run, so the
+// recipient and evidence writes are guarded by EXISTS (fence) rather than by order.
+const COMPLETE_SQL = `
+WITH fence AS (
+  UPDATE deliveries
+     SET state = $4, lease_owner = NULL, next_attempt_at = COALESCE($5::timestamptz, next_attempt_at)
+   WHERE id = $1 AND lease_owner = $2 AND attempts = $3
+  RETURNING id
+), rcpt AS (
+  UPDATE recipients r
+     SET status = u.status, attempts = r.attempts + 1, last_code = u.code, last_enhanced = u.enhanced,
+         last_reply = u.reply, updated_at = now()
+    FROM unnest($6::bigint[], $7::text[], $8::int[], $9::text[], $10::text[]) AS u(id, status, code, enhanced, reply)
+   WHERE r.id = u.id AND EXISTS (SELECT 1 FROM fence)
+  RETURNING r.id
+), evidence AS (
+  INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
+                                 verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
+                                 reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+  SELECT $11::uuid, a.recipient_id, $3, a.mx_host, a.ip, a.port, a.policy, a.tls, a.tls_version, a.cipher,
+         a.verified, a.verify_error, a.cert_subject, a.cert_issuer, a.cert_not_after, a.cert_fingerprint,
+         a.reply_code, a.enhanced_code, a.reply_text, a.outcome, a.started_at, a.duration_ms
+    FROM json_to_recordset($12::json) AS a(recipient_id bigint, mx_host text, ip text, port int, policy text, tls boolean,
+         tls_version text, cipher text, verified boolean, verify_error text, cert_subject text, cert_issuer text,
+         cert_not_after timestamptz, cert_fingerprint text, reply_code int, enhanced_code text, reply_text text,
+         outcome text, started_at timestamptz, duration_ms int)
+   WHERE EXISTS (SELECT 1 FROM fence)
+  RETURNING 1
+), msg AS (
+  UPDATE messages SET status = $13, updated_at = now(), finished_at = CASE WHEN $14 THEN now() ELSE finished_at END
+   WHERE id = $11::uuid AND $13::text IS NOT NULL AND EXISTS (SELECT 1 FROM fence)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM fence)::int AS fenced`;
 
 /**
  * Records the outcome of one attempt. Returns false (and writes nothing) when the
  * lease was lost: another worker owns the row now and its result wins.
  */
-export async function completeDelivery(db: Db, c: Completion): Promise<boolean> {
+export async function completeDelivery(pool: pg.Pool, c: Completion): Promise<boolean> {
   const anyDeferred = c.results.some((r) => r.status === "deferred");
-  return db.$transaction(async (tx) => {
-    const fenced = await tx.$executeRawUnsafe(
-      `UPDATE deliveries
-          SET state = $4, lease_owner = NULL, next_attempt_at = COALESCE($5::timestamptz, next_attempt_at)
-        WHERE id = $1 AND lease_owner = $2 AND attempts = $3`,
-      c.delivery.id, c.workerId, c.delivery.attempt, anyDeferred ? "pending" : "done", anyDeferred ? c.retryAt : null,
-    );
-    if (fenced !== 1) return false;
-    const now = new Date();
-    for (const r of c.results) {
-      await tx.recipient.update({
-        where: { id: r.recipientId },
-        data: { status: r.status, attempts: { increment: 1 }, lastCode: r.replyCode, lastEnhanced: r.enhancedCode, lastReply: r.replyText, updatedAt: now },
-      });
-    }
-    const attemptRows = c.results.flatMap((r) =>
-      r.attempts.map((a) => ({
-        messageId: c.delivery.messageId,
-        recipientId: r.recipientId,
-        attempt: c.delivery.attempt,
-        mxHost: a.evidence.mxHost,
-        ip: a.evidence.ip,
-        port: a.evidence.port,
-        policy: a.evidence.policy,
-        tls: a.evidence.tls,
-        tlsVersion: a.evidence.tlsVersion,
-        cipher: a.evidence.cipher,
-        verified: a.evidence.verified,
-        verifyError: a.evidence.verifyError,
-        certSubject: a.evidence.certSubject,
-        certIssuer: a.evidence.certIssuer,
-        certNotAfter: a.evidence.certNotAfter,
-        certFingerprint: a.evidence.certFingerprint,
-        replyCode: a.replyCode,
-        enhancedCode: a.enhancedCode,
-        replyText: a.replyText,
-        outcome: a.outcome,
-        startedAt: a.evidence.startedAt,
-        durationMs: a.evidence.durationMs,
-      })),
-    );
-    if (attemptRows.length > 0) await tx.deliveryAttempt.createMany({ data: attemptRows });
-    await refreshMessageStatus(tx as unknown as Db, c.delivery.messageId, now);
-    return true;
-  });
-}
-
-/** Derive the message status from its recipients; stamp finished_at once all are final. */
-export async function refreshMessageStatus(db: Db, messageId: string, now: Date): Promise<void> {
-  // Lock the message row so two workers finishing two domains of one message serialise here.
-  // FOR NO KEY UPDATE, not FOR UPDATE: each of them already holds a FOR KEY SHARE lock on
-  // this row (taken by the foreign key check of the delivery_attempts it inserted), and
-  // FOR UPDATE conflicts with that, so both would wait for each other (deadlock 40P01).
-  await db.$queryRawUnsafe(`SELECT 1 FROM messages WHERE id = $1::uuid FOR NO KEY UPDATE`, messageId);
-  const rs = await db.recipient.findMany({ where: { messageId }, select: { status: true } });
-  const statuses = rs.map((r) => r.status as RecipientStatus);
-  const status = deriveMessageStatus(statuses);
-  const final = statuses.every((s) => FINAL_RECIPIENT_STATUSES.has(s));
-  await db.message.update({ where: { id: messageId }, data: { status, updatedAt: now, ...(final ? { finishedAt: now } : {}) } });
-}
-
-/** Give back this worker's leases (graceful shutdown): the rows become due at once. */
-export async function releaseLeases(db: Db, workerId: string): Promise<number> {
-  return db.$executeRawUnsafe(
-    `UPDATE deliveries SET lease_owner = NULL, next_attempt_at = now() WHERE lease_owner = $1 AND state = 'pending'`,
-    workerId,
+  const evidence = c.results.flatMap((r) =>
+    r.attempts.map((a) => ({
+      recipient_id: String(r.recipientId),
+      mx_host: a.evidence.mxHost,
+      ip: a.evidence.ip,
+      port: a.evidence.port,
+      policy: a.evidence.policy,
+      tls: a.evidence.tls,
+      tls_version: a.evidence.tlsVersion,
+      cipher: a.evidence.cipher,
+      verified: a.evidence.verified,
+      verify_error: a.evidence.verifyError,
+      cert_subject: a.evidence.certSubject,
+      cert_issuer: a.evidence.certIssuer,
+      cert_not_after: a.evidence.certNotAfter?.toISOString() ?? null,
+      cert_fingerprint: a.evidence.certFingerprint,
+      reply_code: a.replyCode,
+      enhanced_code: a.enhancedCode,
+      reply_text: a.replyText,
+      outcome: a.outcome,
+      started_at: a.evidence.startedAt.toISOString(),
+      duration_ms: a.evidence.durationMs,
+    })),
   );
+  const params = [
+    String(c.delivery.id), c.workerId, c.delivery.attempt, anyDeferred ? "pending" : "done", anyDeferred ? c.retryAt : null,
+    c.results.map((r) => String(r.recipientId)), c.results.map((r) => r.status), c.results.map((r) => r.replyCode),
+    c.results.map((r) => r.enhancedCode), c.results.map((r) => r.replyText),
+    c.delivery.messageId, JSON.stringify(evidence), c.message?.status ?? null, c.message?.final ?? false,
+  ];
+  if (c.message) {
+    // One statement, so atomic without an explicit transaction.
+    const { rows } = await pool.query<{ fenced: number }>(COMPLETE_SQL, params);
+    return rows[0]?.fenced === 1;
+  }
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    // Lock the message row first so two workers finishing two domains of one message
+    // serialise here. FOR NO KEY UPDATE, not FOR UPDATE: the evidence insert below takes
+    // a FOR KEY SHARE lock on this row (its foreign key), and FOR UPDATE would conflict
+    // with the other worker's, so both would wait for each other (deadlock 40P01).
+    await client.query(`SELECT 1 FROM messages WHERE id = $1::uuid FOR NO KEY UPDATE`, [c.delivery.messageId]);
+    const { rows } = await client.query<{ fenced: number }>(COMPLETE_SQL, params);
+    if (rows[0]?.fenced !== 1) {
+      await client.query("ROLLBACK");
+      return false;
+    }
+    await refreshMessageStatus(client, c.delivery.messageId);
+    await client.query("COMMIT");
+    return true;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** Derive the message status from its recipients; stamp finished_at once all are final. Caller holds the row lock. */
+async function refreshMessageStatus(client: pg.PoolClient, messageId: string): Promise<void> {
+  const { rows } = await client.query<{ status: RecipientStatus }>(`SELECT status FROM recipients WHERE message_id = $1::uuid`, [messageId]);
+  const statuses = rows.map((r) => r.status);
+  const final = statuses.every((s) => FINAL_RECIPIENT_STATUSES.has(s));
+  await client.query(
+    `UPDATE messages SET status = $2, updated_at = now(), finished_at = CASE WHEN $3 THEN now() ELSE finished_at END WHERE id = $1::uuid`,
+    [messageId, deriveMessageStatus(statuses), final],
+  );
+}
+
+/**
+ * Give back leases (graceful shutdown): the rows become due at once. With `ids`, only
+ * those rows, which were claimed but never attempted, so their attempt count goes back.
+ */
+export async function releaseLeases(pool: pg.Pool, workerId: string, notStarted?: ClaimedDelivery[]): Promise<number> {
+  if (notStarted) {
+    if (notStarted.length === 0) return 0;
+    const r = await pool.query(
+      `UPDATE deliveries d SET lease_owner = NULL, next_attempt_at = now(), attempts = d.attempts - 1
+         FROM unnest($2::bigint[], $3::int[]) AS u(id, attempts)
+        WHERE d.id = u.id AND d.attempts = u.attempts AND d.lease_owner = $1 AND d.state = 'pending'`,
+      [workerId, notStarted.map((d) => String(d.id)), notStarted.map((d) => d.attempt)],
+    );
+    return r.rowCount ?? 0;
+  }
+  const r = await pool.query(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = now() WHERE lease_owner = $1 AND state = 'pending'`, [workerId]);
+  return r.rowCount ?? 0;
 }

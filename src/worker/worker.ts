@@ -10,7 +10,7 @@ import type { Runtime } from "../runtime.ts";
 import type { Config } from "../config.ts";
 import { claimDeliveries, completeDelivery, releaseLeases, type ClaimedDelivery } from "./queue.ts";
 import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
-import { createMxResolver } from "./mx.ts";
+import { cachingResolver, createMxResolver } from "./mx.ts";
 import { SmtpSessionPool } from "./smtp-pool.ts";
 import { purgeExpired } from "../services/retention.ts";
 
@@ -78,12 +78,11 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
   let stopping = false;
   let wake: (() => void) | null = null;
   let idleWaiters: Array<() => void> = [];
-  let lastClaimEmpty = false;
 
   const process1 = async (d: ClaimedDelivery) => {
     try {
       const completion = await runDelivery(deps, d, id);
-      const ok = await recordWithRetries(() => completeDelivery(deps.db, completion), () => stopping, log);
+      const ok = await recordWithRetries(() => completeDelivery(deps.pool, completion), () => stopping, log);
       const summary = completion.results.map((r) => r.status);
       if (ok) log.info({ delivery: String(d.id), message: d.messageId, domain: d.domain, attempt: d.attempt, outcomes: summary }, "delivery attempt recorded");
       else log.warn({ delivery: String(d.id), attempt: d.attempt }, "lease lost before the result was recorded; the newer attempt wins");
@@ -93,34 +92,43 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
     }
   };
 
+  // Claimed but not yet started: one claim statement serves many deliveries, and a
+  // freed slot starts the next delivery at once instead of waiting for a round trip.
+  // Kept small (about two rounds of work) because every row in it is already leased.
+  const backlog: ClaimedDelivery[] = [];
+  const backlogTarget = Math.max(opts.concurrency, Math.min(opts.batchSize, 2 * opts.concurrency));
+
+  const startDelivery = (d: ClaimedDelivery) => {
+    const p = process1(d).finally(() => {
+      inFlight.delete(p);
+      wake?.();
+    });
+    inFlight.add(p);
+  };
+
   const loop = async () => {
     while (!stopping) {
-      const free = opts.concurrency - inFlight.size;
-      let claimed: ClaimedDelivery[] = [];
-      if (free > 0) {
+      let claimed = 0;
+      if (backlog.length < opts.concurrency) {
         try {
-          claimed = await claimDeliveries(deps.db, id, Math.min(free, opts.batchSize), opts.leaseMs);
+          const got = await claimDeliveries(deps.pool, id, backlogTarget - backlog.length, opts.leaseMs);
+          backlog.push(...got);
+          claimed = got.length;
         } catch (err) {
           log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "claiming failed; retrying after the poll interval");
         }
       }
-      for (const d of claimed) {
-        const p = process1(d).finally(() => {
-          inFlight.delete(p);
-          wake?.();
-        });
-        inFlight.add(p);
-      }
-      lastClaimEmpty = claimed.length === 0;
-      if (lastClaimEmpty && inFlight.size === 0) {
+      while (!stopping && inFlight.size < opts.concurrency && backlog.length > 0) startDelivery(backlog.shift()!);
+      const nothingToDo = claimed === 0 && backlog.length === 0;
+      if (nothingToDo && inFlight.size === 0) {
         const waiters = idleWaiters;
         idleWaiters = [];
         waiters.forEach((w) => w());
       }
-      if (claimed.length === 0 || inFlight.size >= opts.concurrency) {
+      if (nothingToDo || inFlight.size >= opts.concurrency) {
         // Wait for the poll interval, or until a slot frees up.
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, claimed.length === 0 ? opts.pollMs : 60_000);
+          const timer = setTimeout(done, nothingToDo ? opts.pollMs : 60_000);
           function done() {
             clearTimeout(timer);
             wake = null;
@@ -142,10 +150,13 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
       stopping = true;
       wake?.();
       await running;
+      // Deliveries claimed but never started go back to the queue at once.
+      const notStarted = backlog.splice(0);
+      if (notStarted.length > 0) await releaseLeases(deps.pool, id, notStarted).catch(() => 0);
       const all = Promise.allSettled([...inFlight]);
       const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
       if (timedOut) {
-        const n = await releaseLeases(deps.db, id).catch(() => 0);
+        const n = await releaseLeases(deps.pool, id).catch(() => 0);
         log.warn({ released: n }, "stopped with deliveries in flight; their leases were handed back");
       }
       idleWaiters.forEach((w) => w());
@@ -155,7 +166,7 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
 }
 
 /** Purges expired content now and every RETENTION_SWEEP_INTERVAL; returns a stop function. */
-export function startRetentionSweep(db: DeliveryDeps["db"], config: Config, logger: Logger): () => void {
+export function startRetentionSweep(db: Runtime["db"]["prisma"], config: Config, logger: Logger): () => void {
   const log = logger.child({ component: "retention" });
   const sweep = async () => {
     try {
@@ -175,9 +186,9 @@ export function startWorker(rt: Runtime): WorkerHandle {
   const c = rt.config;
   const stopSweep = startRetentionSweep(rt.db.prisma, c, rt.logger);
   const resolver = createMxResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {});
-  const pool = new SmtpSessionPool();
+  const pool = new SmtpSessionPool({ maxIdlePerDestination: c.WORKER_CONCURRENCY });
   const w = createWorker(
-    { db: rt.db.prisma, cipher: rt.cipher, settings: deliverySettings(c), resolveMx: (d) => resolver.resolve(d), attempt: (o) => pool.attempt(o) },
+    { pool: rt.db.pool, cipher: rt.cipher, settings: deliverySettings(c), resolveMx: cachingResolver((d) => resolver.resolve(d), c.DNS_CACHE_TTL), attempt: (o) => pool.attempt(o) },
     { concurrency: c.WORKER_CONCURRENCY, batchSize: c.WORKER_BATCH_SIZE, leaseMs: c.WORKER_LEASE_MS, pollMs: c.WORKER_POLL_MS, ...(c.WORKER_ID ? { id: c.WORKER_ID } : {}) },
     rt.logger,
   );

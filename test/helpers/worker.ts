@@ -7,7 +7,7 @@ import { Writable } from "node:stream";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { ContentCipher } from "../../src/security/content-cipher.ts";
-import { createMxResolver } from "../../src/worker/mx.ts";
+import { cachingResolver, createMxResolver } from "../../src/worker/mx.ts";
 import { SmtpSessionPool } from "../../src/worker/smtp-pool.ts";
 import { createWorker, deliverySettings, withPool, type WorkerHandle } from "../../src/worker/worker.ts";
 import type { TestDatabase } from "./db.ts";
@@ -43,9 +43,9 @@ export function startTestWorker(tdb: TestDatabase, env: Record<string, string>, 
   const logger = createLogger("info", sink);
   const cipher = new ContentCipher([{ id: "k1", key: Buffer.from(TEST_DATA_KEY, "base64") }]);
   const resolver = createMxResolver({ ...(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {}), timeoutMs: 500, tries: 1 });
-  const pool = new SmtpSessionPool();
+  const pool = new SmtpSessionPool({ maxIdlePerDestination: config.WORKER_CONCURRENCY });
   const w = createWorker(
-    { db: tdb.db.prisma, cipher, settings: deliverySettings(config), resolveMx: (d) => resolver.resolve(d), attempt: (o) => pool.attempt(o) },
+    { pool: tdb.db.pool, cipher, settings: deliverySettings(config), resolveMx: cachingResolver((d) => resolver.resolve(d), config.DNS_CACHE_TTL), attempt: (o) => pool.attempt(o) },
     { concurrency: config.WORKER_CONCURRENCY, batchSize: config.WORKER_BATCH_SIZE, leaseMs: config.WORKER_LEASE_MS, pollMs: config.WORKER_POLL_MS },
     logger,
   );

@@ -208,3 +208,26 @@ test("at most 10 MX hosts are looked up and returned", async () => {
   const asked = new Set(dns.queries.filter((q) => q.type === "A").map((q) => q.name.toLowerCase()));
   for (const name of many.slice(10)) assert.ok(!asked.has(name), `${name} should not have been looked up`);
 });
+
+test("cachingResolver shares lookups, keeps answers for the TTL, and never keeps a temporary failure", async () => {
+  const { cachingResolver } = await import("../../src/worker/mx.ts");
+  let clock = 0;
+  const calls: string[] = [];
+  const answers: Record<string, MxResolution> = {
+    "ok.test": { kind: "hosts", implicit: false, hosts: [{ host: "mx.ok.test", preference: 10, addresses: ["127.0.0.2"] }] },
+    "down.test": { kind: "defer", enhancedCode: "4.4.3", reason: "SERVFAIL" },
+  };
+  const resolve = cachingResolver(async (d) => (calls.push(d), answers[d]!), 1000, () => clock);
+  const [a, b] = await Promise.all([resolve("ok.test"), resolve("OK.test")]);
+  assert.equal(a, b);
+  assert.deepEqual(calls, ["ok.test"], "concurrent lookups of one domain share one query");
+  clock = 999;
+  await resolve("ok.test");
+  assert.equal(calls.length, 1, "within the TTL the answer is reused");
+  clock = 1000;
+  await resolve("ok.test");
+  assert.equal(calls.length, 2, "after the TTL it is asked again");
+  await resolve("down.test");
+  await resolve("down.test");
+  assert.deepEqual(calls.slice(2), ["down.test", "down.test"], "a deferral is not cached");
+});
