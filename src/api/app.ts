@@ -11,8 +11,10 @@ import { registerSecurityHeaders } from "./plugins/security-headers.ts";
 import { registerRoute } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
 import { openApiYaml } from "./openapi.ts";
+import { MessageWriter } from "../services/message-writer.ts";
 
-export async function buildApp(deps: AppDeps, https: SecureContextOptions): Promise<FastifyInstance> {
+export async function buildApp(given: AppDeps, https: SecureContextOptions): Promise<FastifyInstance> {
+  const deps: AppDeps = { ...given, writer: given.writer ?? new MessageWriter(given.db.prisma) };
   const app = Fastify({
     https,
     loggerInstance: deps.logger.child({ component: "api" }),

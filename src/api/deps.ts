@@ -3,6 +3,7 @@ import type { Config } from "../config.ts";
 import type { Database } from "../db/client.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyVerifier } from "../services/api-keys.ts";
+import type { MessageWriter } from "../services/message-writer.ts";
 
 /** Everything the API needs, built by the caller (server.ts or a test). */
 export interface AppDeps {
@@ -12,4 +13,6 @@ export interface AppDeps {
   keys: ApiKeyVerifier;
   logger: Logger;
   now?: () => Date;
+  /** Built by buildApp when not given: groups concurrent sends into one statement. */
+  writer?: MessageWriter;
 }

@@ -1,7 +1,7 @@
-// Accepting a message: the hot path of POST /send. The message, its recipients, its
-// queue entries (one per recipient domain) and the idempotency record are written by
-// ONE statement, so either all of them exist or none do: there is no window where an
-// accepted message has no queued work, and no second round trip per request.
+// Accepting a message: the hot path of POST /send. Checks the sender domain, fixes the
+// effective TLS policy, encrypts the content bound to the new row, and hands the row to
+// the message writer (message-writer.ts), which stores message, recipients, queue rows
+// and idempotency record in one statement.
 import { createHash, randomUUID } from "node:crypto";
 import type { Db } from "../db/client.ts";
 import { AppError } from "../domain/errors.ts";
@@ -10,6 +10,7 @@ import { normalizeSendRequest, type Limits, type NewMessage, type SendRequest } 
 import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyRecord } from "./api-keys.ts";
+import { insertMessages, type MessageRow, type MessageWriter } from "./message-writer.ts";
 
 export const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
 
@@ -23,6 +24,8 @@ export interface SendResponse {
 
 export interface SendContext {
   db: Db;
+  /** Groups concurrent sends into one statement; without it each send is its own statement. */
+  writer?: MessageWriter;
   cipher: ContentCipher;
   serverTlsPolicy: TlsPolicy;
   now?: () => Date;
@@ -42,38 +45,6 @@ export function checkSenderAllowed(key: ApiKeyRecord, fromAddress: string): void
   if (!key.allowedDomains.includes(domain))
     throw new AppError("forbidden", `this API key may not send from the domain ${domain}`);
 }
-
-const SQL = `
-WITH idem AS (
-  INSERT INTO idempotency_records (api_key_id, key, request_hash, status_code, response, message_id, created_at, expires_at)
-  SELECT $1, $2, $3, 202, $4::jsonb, $5::uuid, $6::timestamptz, $7::timestamptz
-  WHERE $2::text IS NOT NULL
-  ON CONFLICT (api_key_id, key) DO UPDATE
-     SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
-         message_id = EXCLUDED.message_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-   WHERE idempotency_records.expires_at <= EXCLUDED.created_at
-  RETURNING 1
-), msg AS (
-  INSERT INTO messages (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
-                        subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
-  SELECT $5::uuid, $1, $8, $9, $10, $11, $12, $13::jsonb, $14, $15, $16, $17, $18, $19::text[], $20::jsonb,
-         $21::timestamptz, $6::timestamptz, $6::timestamptz
-  WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM idem)
-  RETURNING id
-), dlv AS (
-  INSERT INTO deliveries (message_id, domain, state, next_attempt_at, created_at)
-  SELECT msg.id, d.domain, 'pending', COALESCE($21::timestamptz, $6::timestamptz), COALESCE($21::timestamptz, $6::timestamptz)
-    FROM msg CROSS JOIN unnest($22::text[]) AS d(domain)
-  RETURNING id, domain
-), rcp AS (
-  INSERT INTO recipients (message_id, delivery_id, position, kind, address, name, status, updated_at)
-  SELECT msg.id, dlv.id, r.pos, r.kind, r.address, r.name, $8, $6::timestamptz
-    FROM msg
-    CROSS JOIN unnest($23::text[], $24::text[], $25::text[], $26::text[]) WITH ORDINALITY AS r(kind, address, name, domain, pos)
-    JOIN dlv ON dlv.domain = r.domain
-  RETURNING 1
-)
-SELECT (SELECT count(*) FROM msg)::int AS created, (SELECT count(*) FROM rcp)::int AS recipients`;
 
 /** Cross-field checks of a schema-valid request; throws the 413/422 AppError a client should see. */
 export function prepareMessage(body: SendRequest, limits: Limits, now: Date): NewMessage {
@@ -105,46 +76,34 @@ export async function acceptMessage(
 
   const enc = (column: string, value: string | null) =>
     value === null ? null : ctx.cipher.encrypt(value, contentAad(id, column));
-  const hasHeaders = Object.keys(msg.headers).length > 0;
-  const hasAttachments = msg.attachments.length > 0;
-  const domains = [...new Set(msg.recipients.map((r) => r.domain))];
   const idemKey = opts.idempotencyKey ?? null;
   const hash = idemKey ? requestHash(opts.requestBody) : null;
-
-  const rows = await ctx.db.$queryRawUnsafe<Array<{ created: number; recipients: number }>>(
-    SQL,
-    key.id, // $1
-    idemKey, // $2
-    hash, // $3
-    JSON.stringify(body), // $4
-    id, // $5
-    now, // $6
-    new Date(now.getTime() + IDEMPOTENCY_TTL_MS), // $7
-    status, // $8
-    policy, // $9
-    `<${id}@${domainOf(msg.from.address)}>`, // $10 Message-ID, stable across retries (RFC 5322 3.6.4)
-    msg.from.address, // $11
-    msg.from.name, // $12
-    msg.replyTo.length > 0 ? JSON.stringify(msg.replyTo) : null, // $13
-    enc("subject", msg.subject), // $14
-    enc("text_body", msg.text), // $15
-    enc("html_body", msg.html), // $16
-    hasHeaders ? enc("headers", JSON.stringify(msg.headers)) : null, // $17
-    hasAttachments ? enc("attachments", JSON.stringify(msg.attachments)) : null, // $18
-    msg.tags, // $19
-    msg.metadata ? JSON.stringify(msg.metadata) : null, // $20
-    msg.sendAt, // $21
-    domains, // $22
-    msg.recipients.map((r) => r.kind), // $23
-    msg.recipients.map((r) => r.address), // $24
-    msg.recipients.map((r) => r.name), // $25
-    msg.recipients.map((r) => r.domain), // $26
-  );
-  const created = rows[0]?.created ?? 0;
-  if (created === 1) {
-    if (rows[0]!.recipients !== msg.recipients.length) throw new AppError("internal", "recipient rows were not all written");
-    return { replayed: false, statusCode: 202, body };
-  }
+  const row: MessageRow = {
+    id,
+    apiKeyId: key.id,
+    idempotencyKey: idemKey,
+    requestHash: hash,
+    response: JSON.stringify(body),
+    createdAt: now,
+    expiresAt: new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
+    status,
+    tlsPolicy: policy,
+    messageIdHeader: `<${id}@${domainOf(msg.from.address)}>`, // stable across retries (RFC 5322 3.6.4)
+    fromAddress: msg.from.address,
+    fromName: msg.from.name,
+    replyTo: msg.replyTo.length > 0 ? JSON.stringify(msg.replyTo) : null,
+    subject: enc("subject", msg.subject),
+    textBody: enc("text_body", msg.text),
+    htmlBody: enc("html_body", msg.html),
+    headers: Object.keys(msg.headers).length > 0 ? enc("headers", JSON.stringify(msg.headers)) : null,
+    attachments: msg.attachments.length > 0 ? enc("attachments", JSON.stringify(msg.attachments)) : null,
+    tags: msg.tags,
+    metadata: msg.metadata ? JSON.stringify(msg.metadata) : null,
+    sendAt: msg.sendAt,
+    recipients: msg.recipients.map((r) => ({ kind: r.kind, address: r.address, name: r.name, domain: r.domain })),
+  };
+  const created = ctx.writer ? await ctx.writer.write(row) : (await insertMessages(ctx.db, [row])).has(id);
+  if (created) return { replayed: false, statusCode: 202, body };
   // The key was used before: replay the first response, or refuse a different body.
   const prior = await ctx.db.idempotencyRecord.findUnique({ where: { apiKeyId_key: { apiKeyId: key.id, key: idemKey! } } });
   if (!prior) throw new AppError("conflict", "a request with this Idempotency-Key is being processed; retry shortly");

@@ -40,7 +40,7 @@ export default defineRoute({
     const now = deps.now?.() ?? new Date();
     const message = prepareMessage(body, attachmentLimits(deps.config), now);
     const result = await acceptMessage(
-      { db: deps.db.prisma, cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now },
+      { db: deps.db.prisma, ...(deps.writer ? { writer: deps.writer } : {}), cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now },
       request.apiKey!,
       message,
       { idempotencyKey: idem, requestBody: body },

@@ -44,7 +44,7 @@ export default defineRoute({
         errors: [{ path: "headers.idempotency-key", message: "not supported on batches" }],
       });
     const now = deps.now?.() ?? new Date();
-    const ctx = { db: deps.db.prisma, cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now };
+    const ctx = { db: deps.db.prisma, ...(deps.writer ? { writer: deps.writer } : {}), cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now };
     const data: Array<z.infer<typeof BatchItem>> = [];
     for (const [index, item] of body.messages.entries()) {
       try {

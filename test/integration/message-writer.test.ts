@@ -1,0 +1,97 @@
+// Group commit: concurrent sends share statements, each caller is answered only after
+// its statement committed, a failing statement writes nothing of any of its messages,
+// and two uses of one Idempotency-Key never share a statement.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { createApiKey } from "../../src/services/api-keys.ts";
+import { MessageWriter, type MessageRow } from "../../src/services/message-writer.ts";
+import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
+
+let tdb: TestDatabase;
+let keyId: string;
+before(async () => {
+  tdb = await createTestDatabase();
+  keyId = (await createApiKey(tdb.db.prisma, { name: "w" })).record.id;
+});
+after(() => tdb.drop());
+
+function row(over: Partial<MessageRow> = {}): MessageRow {
+  const id = randomUUID();
+  const now = new Date();
+  return {
+    id, apiKeyId: keyId, idempotencyKey: null, requestHash: null, response: JSON.stringify({ id }), createdAt: now,
+    expiresAt: new Date(now.getTime() + 86_400_000), status: "queued", tlsPolicy: "opportunistic", messageIdHeader: `<${id}@x.example>`,
+    fromAddress: "a@x.example", fromName: null, replyTo: null, subject: Buffer.from([1]), textBody: null, htmlBody: null, headers: null,
+    attachments: null, tags: ["t"], metadata: null, sendAt: null,
+    recipients: [{ kind: "to", address: "b@y.example", name: null, domain: "y.example" }, { kind: "cc", address: "c@z.example", name: "C", domain: "z.example" }],
+    ...over,
+  };
+}
+
+const counts = async () => ({
+  messages: await tdb.db.prisma.message.count(),
+  recipients: await tdb.db.prisma.recipient.count(),
+  deliveries: await tdb.db.prisma.delivery.count(),
+});
+
+test("200 concurrent writes share statements and all commit with their recipients and queue rows", async () => {
+  const writer = new MessageWriter(tdb.db.prisma, 64, 2);
+  let statements = 0;
+  const spy = tdb.db.prisma.$queryRawUnsafe.bind(tdb.db.prisma);
+  (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = ((...a: Parameters<typeof spy>) => (statements++, spy(...a))) as typeof spy;
+  try {
+    const before = await counts();
+    const rows = Array.from({ length: 200 }, () => row());
+    const created = await Promise.all(rows.map((r) => writer.write(r)));
+    assert.ok(created.every(Boolean));
+    const after = await counts();
+    assert.deepEqual({ m: after.messages - before.messages, r: after.recipients - before.recipients, d: after.deliveries - before.deliveries }, { m: 200, r: 400, d: 400 });
+    assert.ok(statements < 200 && statements >= 4, `grouped into ${statements} statements`);
+    const tags = await tdb.db.prisma.message.findUniqueOrThrow({ where: { id: rows[7]!.id } });
+    assert.deepEqual(tags.tags, ["t"]);
+  } finally {
+    (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = spy;
+  }
+});
+
+test("a statement that fails writes nothing for any message in it, and every caller hears of it", async () => {
+  const writer = new MessageWriter(tdb.db.prisma, 64, 1);
+  const before = await counts();
+  // The first write occupies the only statement slot; the next three queue and share one.
+  const first = writer.write(row());
+  const queued = [writer.write(row()), writer.write(row({ status: "bogus" as "queued" })), writer.write(row())];
+  assert.equal(await first, true);
+  const results = await Promise.allSettled(queued);
+  assert.deepEqual(results.map((r) => r.status), ["rejected", "rejected", "rejected"]);
+  const after = await counts();
+  assert.equal(after.messages - before.messages, 1, "only the first message exists");
+  assert.equal(after.deliveries - before.deliveries, 2);
+});
+
+test("two writes with one Idempotency-Key go into separate statements: one creates, one does not", async () => {
+  const writer = new MessageWriter(tdb.db.prisma, 64, 1);
+  const a = row({ idempotencyKey: "same", requestHash: "h" });
+  const b = row({ idempotencyKey: "same", requestHash: "h" });
+  const blocker = writer.write(row());
+  const [ra, rb] = await Promise.all([writer.write(a), writer.write(b)]);
+  await blocker;
+  assert.deepEqual([ra, rb], [true, false]);
+  assert.equal(await tdb.db.prisma.message.count({ where: { id: { in: [a.id, b.id] } } }), 1);
+});
+
+test("through the API: 60 concurrent sends are all answered 202 and all stored", async () => {
+  const t: TestApp = await startTestApp({}, { tdb });
+  try {
+    const { key } = await t.createKey();
+    const before = await counts();
+    const answers = await Promise.all(Array.from({ length: 60 }, (_, i) => t.call("POST", "/send", { key, body: validSend({ to: `u${i}@example.com` }) })));
+    assert.deepEqual([...new Set(answers.map((r) => r.status))], [202]);
+    const ids = answers.map((r) => r.json().id as string);
+    assert.equal(await tdb.db.prisma.message.count({ where: { id: { in: ids } } }), 60);
+    assert.equal((await counts()).recipients - before.recipients, 60);
+  } finally {
+    await t.close();
+  }
+});
