@@ -14,7 +14,6 @@
 // competes with both, the same way for (a) and (b), which is what the ratio needs.
 // --cpu-prof writes V8 profiles of the server child under $TMPDIR/sealpost-bench-profiles/.
 import { fork, type ChildProcess } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { randomBytes, randomUUID } from "node:crypto";
 import { createRequire } from "node:module";
 import { cpus, tmpdir } from "node:os";
@@ -35,6 +34,7 @@ import { parseDataKeys } from "../src/security/data-keys.ts";
 import { ApiKeyVerifier, createApiKey } from "../src/services/api-keys.ts";
 import { createCa, issueCertificate } from "../src/tls/certificates.ts";
 import { request } from "../test/helpers/https-client.ts";
+import { idleShare, postgresCpuMs } from "./bench-common.ts";
 
 // autocannon ships no types; this is the part of its result we read.
 interface LoadResult {
@@ -174,14 +174,6 @@ async function settledCount(pool: pg.Pool, sql: string): Promise<number> {
   }
 }
 
-/** Idle CPU share of the whole machine over `ms`: other work on the box skews every figure. */
-async function idleShare(ms = 1000): Promise<number> {
-  const sum = () => cpus().reduce((a, c) => ({ idle: a.idle + c.times.idle, all: a.all + Object.values(c.times).reduce((x, y) => x + y, 0) }), { idle: 0, all: 0 });
-  const a = sum();
-  await new Promise((r) => setTimeout(r, ms));
-  const b = sum();
-  return (b.idle - a.idle) / (b.all - a.all);
-}
 
 /** CPU time (ms) this process and the server child used so far, and all Postgres processes (Linux /proc; 0 elsewhere). */
 async function cpuSnapshot(child: ChildProcess): Promise<{ server: number; postgres: number; client: number }> {
@@ -189,19 +181,8 @@ async function cpuSnapshot(child: ChildProcess): Promise<{ server: number; postg
     child.once("message", (m: { cpu: NodeJS.CpuUsage }) => resolve(m.cpu));
     child.send({ cpu: true });
   });
-  let ticks = 0;
-  for (const pid of existsSync("/proc") ? readdirSync("/proc").filter((d) => /^\d+$/.test(d)) : []) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      if (!stat.includes("(postgres)")) continue;
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15 of proc(5))
-    } catch {
-      // the process ended between readdir and read
-    }
-  }
   const self = process.cpuUsage();
-  return { server: (server.user + server.system) / 1000, postgres: ticks * 10, client: (self.user + self.system) / 1000 }; // USER_HZ is 100 on Linux
+  return { server: (server.user + server.system) / 1000, postgres: postgresCpuMs(), client: (self.user + self.system) / 1000 }; // USER_HZ is 100 on Linux
 }
 
 interface Figures {

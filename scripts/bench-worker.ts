@@ -20,7 +20,7 @@
 // concurrency / 0.1 s whatever the worker does.
 import { fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -44,6 +44,7 @@ import { attemptDelivery } from "../src/worker/smtp-attempt.ts";
 import { SmtpSessionPool } from "../src/worker/smtp-pool.ts";
 import { createWorker, deliverySettings, withPool, type WorkerHandle } from "../src/worker/worker.ts";
 import { startFakeDns } from "../test/helpers/fake-dns.ts";
+import { idleShare, postgresCpuMs } from "./bench-common.ts";
 
 const ADMIN_URL = process.env.BENCH_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 const DOMAIN = "example.com";
@@ -130,34 +131,11 @@ const sinkStats = (child: ChildProcess) =>
 
 // ---------------------------------------------------------------- parent
 
-/** CPU ms used so far by every Postgres process (Linux /proc, USER_HZ 100; 0 elsewhere). */
-function postgresCpuMs(): number {
-  let ticks = 0;
-  for (const pid of existsSync("/proc") ? readdirSync("/proc").filter((d) => /^\d+$/.test(d)) : []) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      if (!stat.includes("(postgres)")) continue;
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15 of proc(5))
-    } catch {
-      // the process ended between readdir and read
-    }
-  }
-  return ticks * 10;
-}
 const ownCpuMs = () => {
   const c = process.cpuUsage();
   return (c.user + c.system) / 1000;
 };
 
-/** Idle CPU share of the whole machine over `ms`: other work on the box skews every figure. */
-async function idleShare(ms = 1000): Promise<number> {
-  const sum = () => cpus().reduce((a, c) => ({ idle: a.idle + c.times.idle, all: a.all + Object.values(c.times).reduce((x, y) => x + y, 0) }), { idle: 0, all: 0 });
-  const a = sum();
-  await new Promise((r) => setTimeout(r, ms));
-  const b = sum();
-  return (b.idle - a.idle) / (b.all - a.all);
-}
 
 async function main(): Promise<void> {
   const { values: a } = parseArgs({

@@ -4,7 +4,7 @@
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
 import type pg from "pg";
-import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
+import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type RecipientStatus } from "../domain/message.ts";
 import { AppError } from "../domain/errors.ts";
 import { strictest } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
