@@ -4,8 +4,9 @@ WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json prisma.config.ts ./
 COPY prisma ./prisma
-# npm ci runs the package's postinstall, which generates the Prisma client.
-RUN npm ci --include=dev && npm cache clean --force
+# npm ci runs the package's postinstall, which generates the Prisma client (offline:
+# generate never runs the schema engine). tsx and prisma are runtime dependencies.
+RUN npm ci --omit=dev && npm cache clean --force
 COPY tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
