@@ -218,19 +218,46 @@ async function refreshMessageStatus(client: pg.PoolClient, messageId: string): P
 }
 
 /**
- * Give back leases (graceful shutdown): the rows become due at once. With `ids`, only
- * those rows, which were claimed but never attempted, so their attempt count goes back.
+ * Give back leases (graceful shutdown): the rows become due at once. With `notStarted`,
+ * only those rows, which were claimed but never attempted: their attempt count, their
+ * recipients' and their message's statuses go back too. Returns how many rows (or,
+ * with `notStarted`, messages) were handed back.
  */
 export async function releaseLeases(pool: pg.Pool, workerId: string, notStarted?: ClaimedDelivery[]): Promise<number> {
   if (notStarted) {
     if (notStarted.length === 0) return 0;
-    const r = await pool.query(
-      `UPDATE deliveries d SET lease_owner = NULL, next_attempt_at = now(), attempts = d.attempts - 1
-         FROM unnest($2::bigint[], $3::int[]) AS u(id, attempts)
-        WHERE d.id = u.id AND d.attempts = u.attempts AND d.lease_owner = $1 AND d.state = 'pending'`,
+    // The claim marked these recipients and their messages 'sending'; nothing was sent,
+    // so they go back to what they were (queued, or deferred after an earlier attempt),
+    // which also lets a queued message be cancelled again.
+    const { rows } = await pool.query<{ message_id: string }>(
+      `WITH released AS (
+         UPDATE deliveries d SET lease_owner = NULL, next_attempt_at = now(), attempts = d.attempts - 1
+           FROM unnest($2::bigint[], $3::int[]) AS u(id, attempts)
+          WHERE d.id = u.id AND d.attempts = u.attempts AND d.lease_owner = $1 AND d.state = 'pending'
+         RETURNING d.id, d.message_id
+       ), rcpt AS (
+         UPDATE recipients r SET status = CASE WHEN r.attempts > 0 THEN 'deferred' ELSE 'queued' END, updated_at = now()
+           FROM released WHERE r.delivery_id = released.id AND r.status = 'sending'
+         RETURNING r.id
+       )
+       SELECT DISTINCT message_id::text AS message_id FROM released`,
       [workerId, notStarted.map((d) => String(d.id)), notStarted.map((d) => d.attempt)],
     );
-    return r.rowCount ?? 0;
+    for (const { message_id } of rows) {
+      const client = await pool.connect();
+      try {
+        await client.query("BEGIN");
+        await client.query(`SELECT 1 FROM messages WHERE id = $1::uuid FOR NO KEY UPDATE`, [message_id]);
+        await refreshMessageStatus(client, message_id);
+        await client.query("COMMIT");
+      } catch (err) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    }
+    return rows.length;
   }
   const r = await pool.query(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = now() WHERE lease_owner = $1 AND state = 'pending'`, [workerId]);
   return r.rowCount ?? 0;

@@ -197,3 +197,28 @@ test("stop() whose grace period runs out hands the lease back; the late result i
   assert.equal(m.recipients[0]!.attempts, 1);
   assert.equal(slow.received.filter((r) => r.to.includes("impatient@slow.test")).length, 2, "at-least-once: a duplicate, not a loss");
 });
+
+test("stop() hands back deliveries it claimed but never started, as they were: queued and cancellable", async (t) => {
+  // One slot, so of two claimed deliveries one is in flight and one waits in the backlog.
+  const w = startTestWorker(app.tdb, { ...workerEnv(), WORKER_CONCURRENCY: "1", WORKER_BATCH_SIZE: "5" }, logs);
+  let stopped = false;
+  t.after(() => (stopped ? undefined : w.stop(5000)));
+  const before = slow.received.length;
+  const first = await send({ to: "one@slow.test" });
+  const second = await send({ to: "two@slow.test" });
+  await waitFor(() => slow.received.length === before + 1, { what: "the first message to reach the slow peer" });
+  assert.equal((await deliveryRow(second)).leaseOwner, w.id, "the second is claimed, waiting in the backlog");
+  assert.equal((await getMessage(app, key, second)).status, "sending");
+
+  await w.stop(10_000);
+  stopped = true;
+  assert.equal((await getMessage(app, key, first)).status, "delivered");
+  const d = await deliveryRow(second);
+  assert.deepEqual({ lease: d.leaseOwner, attempts: d.attempts, state: d.state }, { lease: null, attempts: 0, state: "pending" });
+  const m = await getMessage(app, key, second);
+  assert.equal(m.status, "queued");
+  assert.equal(m.recipients[0]!.status, "queued");
+  assert.equal(slow.received.length, before + 1, "the second was never sent");
+  const cancel = await app.call("POST", `/messages/${second}/cancel`, { key });
+  assert.equal(cancel.status, 200, cancel.body);
+});
