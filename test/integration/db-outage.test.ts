@@ -105,6 +105,7 @@ test("database stopped: 503 within 3 s on every database route, liveness stays u
     ["GET /messages/{id}", () => t.call("GET", `/messages/${known.json().id}`, { key })],
     ["GET /messages", () => t.call("GET", "/messages", { key })],
     ["POST /send again", () => t.call("POST", "/send", { key, body: validSend({ subject: "during the outage" }) })],
+    ["POST /send/batch", () => t.call("POST", "/send/batch", { key, body: { messages: [validSend(), validSend()] } })],
   ];
   for (const [what, call] of calls) {
     const { r, ms } = await timed(call());

@@ -31,7 +31,7 @@ export default defineRoute({
   url: "/send/batch",
   summary: `Accept up to ${MAX_BATCH} messages in one call, with a result per message`,
   description:
-    "Each message is validated and stored on its own, exactly as POST /send would, so valid messages are accepted even when others are rejected. " +
+    "Each message is validated and stored as POST /send would store it, so valid messages are accepted even when others are rejected. " +
     "The answer is 200 with one result per message; an accepted item has the fields of a 202 from POST /send. Idempotency-Key is not supported on batches.",
   scope: "send",
   tags: ["messages"],
@@ -45,27 +45,30 @@ export default defineRoute({
       });
     const now = deps.now?.() ?? new Date();
     const ctx = { db: deps.db.prisma, ...(deps.writer ? { writer: deps.writer } : {}), cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now };
-    const data: Array<z.infer<typeof BatchItem>> = [];
-    for (const [index, item] of body.messages.entries()) {
-      try {
+    // All items are validated first, then written together: the message writer puts
+    // them in as few statements as it can, and each item still gets its own result.
+    const outcomes = await Promise.allSettled(
+      body.messages.map(async (item) => {
         const parsed = SendRequestSchema.safeParse(item);
         if (!parsed.success) throw new AppError("invalid_request", "the message is not valid", { errors: zodIssues(parsed.error) });
         const message = prepareMessage(parsed.data, attachmentLimits(deps.config), now);
-        const r = await acceptMessage(ctx, request.apiKey!, message);
-        data.push({ index, ...r.body });
-      } catch (err) {
-        if (err instanceof AppError && !isDatabaseUnavailable(err)) {
-          data.push({ index, error: problem(err.code, err.message, request.id, { status: err.status, ...(err.errors ? { errors: err.errors } : {}) }) });
-          continue;
-        }
-        if (!isDatabaseUnavailable(err) || data.every((d) => "error" in d)) throw err;
-        // An outage after some items were accepted: answer what happened to each, so
-        // the client resends only the rest (resending everything would duplicate).
-        for (let i = index; i < body.messages.length; i++)
-          data.push({ index: i, error: problem("service_unavailable", "the database became unavailable; this message was not accepted", request.id) });
-        break;
-      }
-    }
+        return (await acceptMessage(ctx, request.apiKey!, message)).body;
+      }),
+    );
+    const failures = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected").map((o) => o.reason as unknown);
+    const unexpected = failures.find((e) => !(e instanceof AppError) && !isDatabaseUnavailable(e));
+    if (unexpected) throw unexpected;
+    // Nothing accepted and the database is down: one 503 for the call, so it is retried whole.
+    if (failures.length === outcomes.length && failures.some(isDatabaseUnavailable)) throw failures.find(isDatabaseUnavailable);
+    // Otherwise each item says what happened to it, so a client resends only what was not
+    // accepted (resending everything would duplicate the accepted ones).
+    const data: Array<z.infer<typeof BatchItem>> = outcomes.map((o, index) => {
+      if (o.status === "fulfilled") return { index, ...o.value };
+      const err = o.reason as unknown;
+      if (err instanceof AppError && !isDatabaseUnavailable(err))
+        return { index, error: problem(err.code, err.message, request.id, { status: err.status, ...(err.errors ? { errors: err.errors } : {}) }) };
+      return { index, error: problem("service_unavailable", "the database was unavailable; this message was not accepted", request.id) };
+    });
     const accepted = data.filter((d) => !("error" in d)).length;
     return { accepted, rejected: data.length - accepted, data };
   },
