@@ -56,7 +56,8 @@ WITH due AS (
 SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy,
        COALESCE((SELECT json_agg(json_build_object('id', r.id::text, 'address', r.address) ORDER BY r.position)
                    FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS recipients
-  FROM claimed c JOIN messages m ON m.id = c.message_id`;
+  FROM claimed c JOIN messages m ON m.id = c.message_id
+ ORDER BY c.created_at, c.id`;
 
 export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
   const { rows } = await pool.query<{

@@ -199,13 +199,14 @@ test("stop() whose grace period runs out hands the lease back; the late result i
 });
 
 test("stop() hands back deliveries it claimed but never started, as they were: queued and cancellable", async (t) => {
-  // One slot, so of two claimed deliveries one is in flight and one waits in the backlog.
-  const w = startTestWorker(app.tdb, { ...workerEnv(), WORKER_CONCURRENCY: "1", WORKER_BATCH_SIZE: "5" }, logs);
-  let stopped = false;
-  t.after(() => (stopped ? undefined : w.stop(5000)));
+  // Both queued before the worker starts, and one slot: its first claim takes both, one
+  // goes in flight and the other waits in the backlog.
   const before = slow.received.length;
   const first = await send({ to: "one@slow.test" });
   const second = await send({ to: "two@slow.test" });
+  const w = startTestWorker(app.tdb, { ...workerEnv(), WORKER_CONCURRENCY: "1", WORKER_BATCH_SIZE: "5" }, logs);
+  let stopped = false;
+  t.after(() => (stopped ? undefined : w.stop(5000)));
   await waitFor(() => slow.received.length === before + 1, { what: "the first message to reach the slow peer" });
   assert.equal((await deliveryRow(second)).leaseOwner, w.id, "the second is claimed, waiting in the backlog");
   assert.equal((await getMessage(app, key, second)).status, "sending");
