@@ -10,7 +10,7 @@ import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
-import { setTimeout as delay } from "node:timers/promises";
+import { waitFor } from "../helpers/wait.ts";
 import { serverTlsOptions } from "../../src/api/tls-options.ts";
 import { ensureDevCertificates, loadPem, watchCertificates, type CertPaths } from "../../src/api/certificates.ts";
 import { createCa, issueCertificate, type Pem } from "../../src/tls/certificates.ts";
@@ -150,15 +150,6 @@ async function servedFingerprint(port: number): Promise<string> {
   return r.fingerprint256;
 }
 
-/** Poll `condition` until it holds, failing after 5 s. */
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!(await condition())) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await delay(20);
-  }
-}
-
 async function watchedServer(t: TestContext, opts: { signal?: boolean } = { signal: false }) {
   const dir = tempDir(t);
   const paths = { certFile: path.join(dir, "server.crt"), keyFile: path.join(dir, "server.key") };
@@ -201,7 +192,7 @@ test("the directory watcher reloads replaced files by itself", async (t) => {
   const { port, paths } = await watchedServer(t);
   const next = issueCertificate({ names: NAMES, ca });
   writePair(paths, next);
-  await waitFor(async () => (await servedFingerprint(port)) === fingerprint(next), "watcher reload");
+  await waitFor(async () => (await servedFingerprint(port)) === fingerprint(next), { what: "watcher reload", timeoutMs: 5000, intervalMs: 20 });
 });
 
 test("SIGHUP reloads", async (t) => {
@@ -209,7 +200,7 @@ test("SIGHUP reloads", async (t) => {
   const next = issueCertificate({ names: NAMES, ca });
   writePair(paths, next);
   process.kill(process.pid, "SIGHUP");
-  await waitFor(() => log.entries.some((e) => e.msg.startsWith("SIGHUP")), "SIGHUP handled");
+  await waitFor(() => log.entries.some((e) => e.msg.startsWith("SIGHUP")), { what: "SIGHUP handled", timeoutMs: 5000, intervalMs: 20 });
   assert.equal(await servedFingerprint(port), fingerprint(next));
 });
 
