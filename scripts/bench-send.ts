@@ -34,6 +34,7 @@ import { parseDataKeys } from "../src/security/data-keys.ts";
 import { ApiKeyVerifier, createApiKey } from "../src/services/api-keys.ts";
 import { createCa, issueCertificate } from "../src/tls/certificates.ts";
 import { request } from "../test/helpers/https-client.ts";
+import { createEmptyDatabase } from "../test/helpers/db.ts";
 import { idleShare, postgresCpuMs } from "./bench-common.ts";
 
 // autocannon ships no types; this is the part of its result we read.
@@ -58,7 +59,6 @@ interface Setup {
 }
 
 const PROFILE_DIR = join(tmpdir(), "sealpost-bench-profiles");
-const ADMIN_URL = process.env.BENCH_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 const SCRATCH = `CREATE SCHEMA bench_scratch;
 CREATE TABLE bench_scratch.requests (id uuid PRIMARY KEY, body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`;
 
@@ -259,13 +259,8 @@ async function main(): Promise<void> {
   const targets: Target[] = a.only === "baseline" || a.only === "sealpost" ? [a.only] : ["baseline", "sealpost"];
 
   const idle = await idleShare(); // before our own setup (CREATE DATABASE checkpoints) adds load
-  const name = `sp_bench_${randomBytes(5).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE "${name}"`);
-  const u = new URL(ADMIN_URL);
-  u.pathname = `/${name}`;
-  const databaseUrl = u.toString();
+  const scratch = await createEmptyDatabase("sp_bench");
+  const { name, url: databaseUrl } = scratch;
   const db = openDatabase({ url: databaseUrl, poolMax: 2, statementTimeoutMs: 30_000, connectTimeoutMs: 5000 });
   try {
     await migrate(databaseUrl);
@@ -304,8 +299,7 @@ async function main(): Promise<void> {
     if (lost) process.exitCode = 1;
   } finally {
     await db.close();
-    await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 

@@ -2,7 +2,7 @@
 // N queued messages, one recipient each, all for one domain whose MX is a local
 // smtp-server STARTTLS sink with a certificate from a private CA that the worker trusts
 // through SMTP_CA_FILE, under policy `required` (TLS 1.2+, verified certificate). The
-// real worker (createWorker + SmtpSessionPool, as startWorker builds it) delivers them;
+// real worker (createDeliveryWorker, as `sealpost worker` builds it) delivers them;
 // the figure is messages/s from the first claim until every recipient is `delivered`.
 //
 //   npm run bench:worker -- [--messages 5000] [--concurrency 8] [--batch 50]
@@ -26,7 +26,6 @@ import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import pino from "pino";
 import { SMTPServer } from "smtp-server";
 import { loadConfig } from "../src/config.ts";
@@ -39,14 +38,12 @@ import { parseDataKeys } from "../src/security/data-keys.ts";
 import { createApiKey } from "../src/services/api-keys.ts";
 import { acceptMessage } from "../src/services/send-message.ts";
 import { createCa, issueCertificate, type Pem } from "../src/tls/certificates.ts";
-import { cachingResolver, createMxResolver } from "../src/worker/mx.ts";
 import { attemptDelivery } from "../src/worker/smtp-attempt.ts";
-import { SmtpSessionPool } from "../src/worker/smtp-pool.ts";
-import { createWorker, deliverySettings, withPool, type WorkerHandle } from "../src/worker/worker.ts";
+import { createDeliveryWorker, type WorkerHandle } from "../src/worker/worker.ts";
 import { startFakeDns } from "../test/helpers/fake-dns.ts";
+import { createEmptyDatabase } from "../test/helpers/db.ts";
 import { idleShare, postgresCpuMs } from "./bench-common.ts";
 
-const ADMIN_URL = process.env.BENCH_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 const DOMAIN = "example.com";
 const MX_HOST = "mx.example.test";
 // Issue 3, measured on these two cores against the same kind of loopback sink.
@@ -154,13 +151,8 @@ async function main(): Promise<void> {
   const pooled = !a["no-pool"];
 
   const idle = await idleShare(); // before our own setup (CREATE DATABASE checkpoints) adds load
-  const name = `sp_bench_${randomBytes(5).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE "${name}"`);
-  const u = new URL(ADMIN_URL);
-  u.pathname = `/${name}`;
-  const databaseUrl = u.toString();
+  const scratch = await createEmptyDatabase("sp_bench");
+  const { name, url: databaseUrl } = scratch;
   let sink: Awaited<ReturnType<typeof startSink>> | null = null;
   let worker: WorkerHandle | null = null;
   const dataKey = randomBytes(32).toString("base64");
@@ -180,8 +172,7 @@ async function main(): Promise<void> {
       SMTP_CA_FILE: caFile,
       SMTP_HELO_NAME: "bench.sealpost.test",
       WORKER_CONCURRENCY: a.concurrency,
-      // The loop claims min(free slots, batch): once all slots are busy, each finished
-      // delivery frees one slot and the next claim takes one row, whatever this says.
+      // The claim fills a local backlog of min(batch, 2 x concurrency) deliveries.
       WORKER_BATCH_SIZE: a.batch,
       WORKER_POLL_MS: "100",
       ...(mode === "relay" ? { SMTP_RELAY_URL: `smtp://127.0.0.1:${sink.port}` } : { DNS_SERVERS: sink.dns, SMTP_MX_PORT: String(sink.port) }),
@@ -219,26 +210,20 @@ async function main(): Promise<void> {
     // The worker gets its own database pool, as `sealpost worker` would.
     const db = openDatabase({ url: databaseUrl, poolMax: config.DATABASE_POOL_MAX, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS });
     const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: "/dev/null", sync: true }) as unknown as NodeJS.WritableStream);
-    const resolver = createMxResolver(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {});
-    const pool = new SmtpSessionPool({ maxIdlePerDestination: config.WORKER_CONCURRENCY });
     const sinkCpu0 = (await sinkStats(sink.child)).cpuMs;
     const cpu0 = { worker: ownCpuMs(), postgres: postgresCpuMs() };
     const t0 = performance.now();
-    const w = createWorker(
-      { pool: db.pool, cipher, settings: deliverySettings(config), resolveMx: cachingResolver((d) => resolver.resolve(d), config.DNS_CACHE_TTL), attempt: pooled ? (o) => pool.attempt(o) : attemptDelivery },
-      { concurrency: config.WORKER_CONCURRENCY, batchSize: config.WORKER_BATCH_SIZE, leaseMs: config.WORKER_LEASE_MS, pollMs: config.WORKER_POLL_MS },
-      logger,
-    );
-    worker = withPool(w, pool);
+    const w = createDeliveryWorker({ config, pool: db.pool, cipher, logger, ...(pooled ? {} : { attempt: attemptDelivery }) });
+    worker = w;
     // idle(): nothing in flight and the last claim found nothing due, i.e. every
     // delivery was recorded (or deferred to later, which the counts below would show).
     const finished = await Promise.race([
-      worker.idle().then(() => true),
+      w.idle().then(() => true),
       new Promise<boolean>((r) => setTimeout(() => r(false), Number(a.timeout) * 1000).unref()),
     ]);
     const seconds = (performance.now() - t0) / 1000;
     const cpu1 = { worker: ownCpuMs(), postgres: postgresCpuMs() };
-    await worker.stop();
+    await w.stop();
     worker = null;
     await db.close();
 
@@ -268,8 +253,7 @@ async function main(): Promise<void> {
       await new Promise<void>((r) => { c.once("exit", () => r()); c.send({ stop: true }); });
     }
     await db0.close();
-    await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-    await admin.end();
+    await scratch.drop();
     rmSync(dirname(caFile), { recursive: true, force: true });
   }
 }

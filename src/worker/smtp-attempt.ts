@@ -95,25 +95,29 @@ const QUIT_TIMEOUT_MS = 5_000;
 export async function attemptDelivery(opts: AttemptOptions): Promise<AttemptResult> {
   const startedAt = new Date();
   const opened = await openSession(opts);
-  let tlsEvidence: TlsEvidence;
-  let recipients: RecipientOutcome[];
-  let tryNextHost: boolean;
-  if ("failure" in opened) {
-    const { evidence, ...status } = opened.failure;
-    tlsEvidence = evidence;
-    recipients = opts.envelope.to.map((address) => ({ address, outcome: "deferred", ...status }));
-    tryNextHost = true;
-  } else {
-    tlsEvidence = opened.session.evidence;
-    try {
-      ({ recipients, tryNextHost } = await opened.session.send(opts.envelope, opts.message));
-    } finally {
-      await opened.session.close();
-    }
+  if ("failure" in opened) return failedAttempt(opened.failure, opts, startedAt);
+  try {
+    const { recipients, tryNextHost } = await opened.session.send(opts.envelope, opts.message);
+    return { evidence: attemptEvidence(opened.session.evidence, opts, startedAt), recipients, tryNextHost };
+  } finally {
+    await opened.session.close();
   }
+}
+
+/** The evidence of one attempt: the session's TLS, where it went, under which policy, and when. */
+export function attemptEvidence(tls: TlsEvidence, opts: SessionOptions, startedAt: Date): AttemptResult["evidence"] {
   const { host: mxHost, ip, port } = opts.target;
-  const durationMs = Date.now() - startedAt.getTime();
-  return { evidence: { ...tlsEvidence, mxHost, ip, port, policy: opts.policy, startedAt, durationMs }, recipients, tryNextHost };
+  return { ...tls, mxHost, ip, port, policy: opts.policy, startedAt, durationMs: Date.now() - startedAt.getTime() };
+}
+
+/** A session that could not be opened defers every recipient; the next host may take them. */
+export function failedAttempt(failure: SessionFailure, opts: AttemptOptions, startedAt: Date): AttemptResult {
+  const { evidence, ...status } = failure;
+  return {
+    evidence: attemptEvidence(evidence, opts, startedAt),
+    recipients: opts.envelope.to.map((address) => ({ address, outcome: "deferred", ...status })),
+    tryNextHost: true,
+  };
 }
 
 /** Connects, negotiates TLS as the policy says, checks it, and authenticates if asked to. */

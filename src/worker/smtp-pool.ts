@@ -4,7 +4,7 @@
 // session's TLS is copied into each message's attempt. Opening a STARTTLS session costs
 // several round trips and a handshake; reusing it is what lets one worker outrun a
 // connection per message by about five times.
-import { openSession, type AttemptOptions, type AttemptResult, type SmtpSession } from "./smtp-attempt.ts";
+import { attemptEvidence, failedAttempt, openSession, type AttemptOptions, type AttemptResult, type SmtpSession } from "./smtp-attempt.ts";
 
 export interface PoolOptions {
   /** Idle sessions kept per destination. */
@@ -49,28 +49,17 @@ export class SmtpSessionPool {
       const r = await this.#sendOn(reused.session, reused.messages, key, opts);
       // A cached connection the server had already dropped: try once on a fresh one, as
       // Postfix does, instead of deferring every recipient for a stale socket.
-      if (!(r.staleReuse)) return r.result;
+      if (!r.staleReuse) return r.result;
     }
     const startedAt = new Date();
     const opened = await this.#open(opts);
-    if ("failure" in opened) {
-      const { evidence, ...status } = opened.failure;
-      return {
-        evidence: { ...evidence, mxHost: opts.target.host, ip: opts.target.ip, port: opts.target.port, policy: opts.policy, startedAt, durationMs: Date.now() - startedAt.getTime() },
-        recipients: opts.envelope.to.map((address) => ({ address, outcome: "deferred", ...status })),
-        tryNextHost: true,
-      };
-    }
+    if ("failure" in opened) return failedAttempt(opened.failure, opts, startedAt);
     return (await this.#sendOn(opened.session, 0, key, opts, startedAt)).result;
   }
 
   async #sendOn(session: SmtpSession, used: number, key: string, opts: AttemptOptions, startedAt = new Date()): Promise<{ result: AttemptResult; staleReuse: boolean }> {
     const { recipients, tryNextHost } = await session.send(opts.envelope, opts.message);
-    const result: AttemptResult = {
-      evidence: { ...session.evidence, mxHost: opts.target.host, ip: opts.target.ip, port: opts.target.port, policy: opts.policy, startedAt, durationMs: Date.now() - startedAt.getTime() },
-      recipients,
-      tryNextHost,
-    };
+    const result: AttemptResult = { evidence: attemptEvidence(session.evidence, opts, startedAt), recipients, tryNextHost };
     const staleReuse = used > 0 && !session.usable && recipients.every((r) => r.outcome === "deferred" && r.replyCode === null);
     if (session.usable && used + 1 < this.#maxMessages && !this.#closed) this.#put(key, session, used + 1);
     else await session.close();

@@ -10,7 +10,9 @@ import type { Runtime } from "../runtime.ts";
 import type { Config } from "../config.ts";
 import { claimDeliveries, completeDelivery, releaseLeases, type ClaimedDelivery } from "./queue.ts";
 import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
-import { cachingResolver, createMxResolver } from "./mx.ts";
+import type pg from "pg";
+import type { ContentCipher } from "../security/content-cipher.ts";
+import { cachingResolver, createMxResolver, type MxResolverOptions } from "./mx.ts";
 import { SmtpSessionPool } from "./smtp-pool.ts";
 import { purgeExpired } from "../services/retention.ts";
 
@@ -182,28 +184,53 @@ export function startRetentionSweep(db: Runtime["db"]["prisma"], config: Config,
   return () => clearInterval(timer);
 }
 
-export function startWorker(rt: Runtime): WorkerHandle {
-  const c = rt.config;
-  const stopSweep = startRetentionSweep(rt.db.prisma, c, rt.logger);
-  const resolver = createMxResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {});
-  const pool = new SmtpSessionPool({ maxIdlePerDestination: c.WORKER_CONCURRENCY });
-  const w = createWorker(
-    { pool: rt.db.pool, cipher: rt.cipher, settings: deliverySettings(c), resolveMx: cachingResolver((d) => resolver.resolve(d), c.DNS_CACHE_TTL), attempt: (o) => pool.attempt(o) },
-    { concurrency: c.WORKER_CONCURRENCY, batchSize: c.WORKER_BATCH_SIZE, leaseMs: c.WORKER_LEASE_MS, pollMs: c.WORKER_POLL_MS, ...(c.WORKER_ID ? { id: c.WORKER_ID } : {}) },
-    rt.logger,
-  );
-  const handle = withPool(w, pool);
-  return { ...handle, stop: async (graceMs?: number) => { stopSweep(); await handle.stop(graceMs); } };
+export interface DeliveryWorkerOptions {
+  config: Config;
+  /** The process's pool (shared with Prisma). */
+  pool: pg.Pool;
+  cipher: ContentCipher;
+  logger: Logger;
+  /** Resolver tuning beyond DNS_SERVERS (tests shorten timeouts). */
+  resolver?: Omit<MxResolverOptions, "servers">;
+  /** One SMTP attempt; by default over an SmtpSessionPool with an idle session per slot. */
+  attempt?: DeliveryDeps["attempt"];
 }
 
-/** Closes the pool's idle SMTP sessions after the worker stopped. */
-export function withPool(w: WorkerHandle, pool: SmtpSessionPool): WorkerHandle {
+/** A worker wired from the configuration as `sealpost worker` runs it; stop() also closes its SMTP sessions. */
+export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
+  const c = o.config;
+  const resolver = createMxResolver({ ...o.resolver, ...(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {}) });
+  const sessions = new SmtpSessionPool({ maxIdlePerDestination: c.WORKER_CONCURRENCY });
+  const w = createWorker(
+    {
+      pool: o.pool,
+      cipher: o.cipher,
+      settings: deliverySettings(c),
+      resolveMx: cachingResolver((d) => resolver.resolve(d), c.DNS_CACHE_TTL),
+      attempt: o.attempt ?? ((a) => sessions.attempt(a)),
+    },
+    { concurrency: c.WORKER_CONCURRENCY, batchSize: c.WORKER_BATCH_SIZE, leaseMs: c.WORKER_LEASE_MS, pollMs: c.WORKER_POLL_MS, ...(c.WORKER_ID ? { id: c.WORKER_ID } : {}) },
+    o.logger,
+  );
   return {
     id: w.id,
     idle: () => w.idle(),
     async stop(graceMs?: number) {
       await w.stop(graceMs);
-      await pool.close();
+      await sessions.close();
+    },
+  };
+}
+
+/** `sealpost worker`: the delivery worker and the retention sweep. */
+export function startWorker(rt: Runtime): WorkerHandle {
+  const stopSweep = startRetentionSweep(rt.db.prisma, rt.config, rt.logger);
+  const w = createDeliveryWorker({ config: rt.config, pool: rt.db.pool, cipher: rt.cipher, logger: rt.logger });
+  return {
+    ...w,
+    async stop(graceMs?: number) {
+      stopSweep();
+      await w.stop(graceMs);
     },
   };
 }

@@ -8,20 +8,31 @@ import { loadConfig, type Config } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { ContentCipher } from "../../src/security/content-cipher.ts";
 import { ApiKeyVerifier, createApiKey, type NewKeyInput } from "../../src/services/api-keys.ts";
-import { createCa, issueCertificate, type Pem } from "../../src/tls/certificates.ts";
+import { issueCertificate, type Pem } from "../../src/tls/certificates.ts";
+import { testCa } from "./smtp-peers.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 import { request, type Response } from "./https-client.ts";
 
-let caCache: { ca: Pem; leaf: Pem } | null = null;
+let leaf: Pem | undefined;
+/** The API's certificate for localhost and 127.0.0.1, from the same test CA as the SMTP peers. */
 export function testServerCertificates(): { ca: Pem; leaf: Pem } {
-  caCache ??= (() => {
-    const ca = createCa("sealpost test CA");
-    return { ca, leaf: issueCertificate({ names: ["localhost", "127.0.0.1"], ca }) };
-  })();
-  return caCache;
+  leaf ??= issueCertificate({ names: ["localhost", "127.0.0.1"], ca: testCa() });
+  return { ca: testCa(), leaf };
 }
 
 export const TEST_DATA_KEY = Buffer.alloc(32, 7).toString("base64");
+export const testCipher = () => new ContentCipher([{ id: "k1", key: Buffer.from(TEST_DATA_KEY, "base64") }]);
+
+/** A logger whose lines land in `logs`, for tests that assert on them. */
+export function captureLogger(logs: string[], level: string) {
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(String(chunk));
+      cb();
+    },
+  });
+  return createLogger(level, sink);
+}
 
 export interface TestApp {
   app: FastifyInstance;
@@ -51,14 +62,8 @@ export async function startTestApp(env: Record<string, string> = {}, opts: { tdb
     ...env,
   });
   const logs: string[] = [];
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      logs.push(String(chunk));
-      cb();
-    },
-  });
-  const logger = createLogger(config.LOG_LEVEL, sink);
-  const cipher = new ContentCipher([{ id: "k1", key: Buffer.from(TEST_DATA_KEY, "base64") }]);
+  const logger = captureLogger(logs, config.LOG_LEVEL);
+  const cipher = testCipher();
   const certs = testServerCertificates();
   const app = await buildApp(
     { config, db: tdb.db, cipher, keys: new ApiKeyVerifier(tdb.db.prisma, config.API_KEY_CACHE_TTL_MS), logger },
