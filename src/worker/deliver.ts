@@ -112,15 +112,16 @@ async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets
   return { targets: r.hosts.flatMap((h) => h.addresses.map((ip) => ({ host: h.host, ip, port: deps.settings.mxPort }))) };
 }
 
+type Outcome = { outcome: "delivered" | "deferred" | "bounced"; replyCode: number | null; enhancedCode: string | null; replyText: string | null };
+
 /** Runs one attempt of a claimed delivery and returns what to record. */
 export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
   const now = deps.now ?? (() => new Date());
-  const recipients = d.recipients;
   const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
   const results = new Map<bigint, RecipientResult>(
-    recipients.map((r) => [r.id, { recipientId: r.id, status: "deferred", replyCode: null, enhancedCode: null, replyText: null, attempts: [] }]),
+    d.recipients.map((r) => [r.id, { recipientId: r.id, status: "deferred", replyCode: null, enhancedCode: null, replyText: null, attempts: [] }]),
   );
-  const record = (rid: bigint, evidence: AttemptEvidence, o: { outcome: "delivered" | "deferred" | "bounced"; replyCode: number | null; enhancedCode: string | null; replyText: string | null }) => {
+  const record = (rid: bigint, evidence: AttemptEvidence, o: Outcome) => {
     const r = results.get(rid)!;
     r.status = o.outcome;
     r.replyCode = o.replyCode;
@@ -128,63 +129,60 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
     r.replyText = o.replyText;
     r.attempts.push({ evidence, ...o });
   };
-  const localEvidence = (startedAt: Date): AttemptEvidence => ({
-    ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
-  });
+  /** The same outcome for every recipient, decided here: no SMTP peer, no TLS behind it. */
+  const decideAll = (outcome: Outcome["outcome"], enhancedCode: string, replyText: string, startedAt = now()) => {
+    const evidence: AttemptEvidence = {
+      ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
+    };
+    for (const r of d.recipients) record(r.id, evidence, { outcome, replyCode: null, enhancedCode, replyText });
+  };
+
+  /** Hosts in order until one takes the message; RFC 5321 5.1. */
+  const deliver = async (loaded: NonNullable<Awaited<ReturnType<typeof loadMessage>>>) => {
+    const startedAt = now();
+    const raw = await composeMessage(loaded.content);
+    const found = await targetsFor(deps, d.domain);
+    if ("fail" in found) return decideAll(found.fail.outcome, found.fail.enhancedCode, found.fail.reason, startedAt);
+    if (found.targets.length === 0) return decideAll("deferred", "4.4.4", `no address to deliver to for ${d.domain}`, startedAt);
+    let remaining = d.recipients;
+    for (const target of found.targets.slice(0, deps.settings.maxHostsPerAttempt)) {
+      const result = await deps.attempt({
+        target,
+        policy,
+        ...(deps.settings.relay?.implicitTls ? { implicitTls: true } : {}),
+        ...(deps.settings.relay?.auth ? { auth: deps.settings.relay.auth } : {}),
+        heloName: deps.settings.heloName,
+        ca: deps.settings.ca,
+        connectTimeoutMs: deps.settings.connectTimeoutMs,
+        envelope: { from: loaded.fromAddress, to: remaining.map((r) => r.address) },
+        message: raw,
+      });
+      remaining.forEach((r, i) => record(r.id, result.evidence, result.recipients[i]!));
+      // The next MX only when this one could not take the message at all; never after
+      // a 5xx to RCPT/DATA or once the data was handed over.
+      if (!result.tryNextHost) break;
+      remaining = remaining.filter((r) => results.get(r.id)!.status === "deferred");
+      if (remaining.length === 0) break;
+    }
+  };
 
   let loaded: Awaited<ReturnType<typeof loadMessage>> = null;
   let unreadable: string | null = null;
   try {
-    loaded = recipients.length > 0 ? await loadMessage(deps, d.messageId) : null;
+    loaded = d.recipients.length > 0 ? await loadMessage(deps, d.messageId) : null;
   } catch (err) {
-    // Content that fails authentication is never sent (no garbage delivered); the
-    // recipients fail at once with the reason instead of retrying until the lifetime ends.
     if (!(err instanceof AppError)) throw err;
     unreadable = err.message;
   }
   if (unreadable !== null) {
-    const ev = localEvidence(now());
-    for (const r of recipients) record(r.id, ev, { outcome: "bounced", replyCode: null, enhancedCode: "5.3.0", replyText: `not sent: ${unreadable}` });
+    // Content that fails authentication is never sent (no garbage delivered); the
+    // recipients fail at once with the reason instead of retrying until the lifetime ends.
+    decideAll("bounced", "5.3.0", `not sent: ${unreadable}`);
     for (const r of results.values()) r.status = "failed";
-  } else if (recipients.length > 0 && !loaded) {
-    // Content was purged before delivery finished: nothing left to send.
-    const ev = localEvidence(now());
-    for (const r of recipients) record(r.id, ev, { outcome: "bounced", replyCode: null, enhancedCode: "5.3.0", replyText: "message content was purged before delivery" });
   } else if (loaded) {
-    const startedAt = now();
-    const raw = await composeMessage(loaded.content);
-    const found = await targetsFor(deps, d.domain);
-    if ("fail" in found) {
-      const ev = localEvidence(startedAt);
-      for (const r of recipients) record(r.id, ev, { outcome: found.fail.outcome, replyCode: null, enhancedCode: found.fail.enhancedCode, replyText: found.fail.reason });
-    } else {
-      let remaining = recipients;
-      let tried = 0;
-      for (const target of found.targets) {
-        if (remaining.length === 0 || tried >= deps.settings.maxHostsPerAttempt) break;
-        tried++;
-        const result = await deps.attempt({
-          target,
-          policy,
-          ...(deps.settings.relay?.implicitTls ? { implicitTls: true } : {}),
-          ...(deps.settings.relay?.auth ? { auth: deps.settings.relay.auth } : {}),
-          heloName: deps.settings.heloName,
-          ca: deps.settings.ca,
-          connectTimeoutMs: deps.settings.connectTimeoutMs,
-          envelope: { from: loaded.fromAddress, to: remaining.map((r) => r.address) },
-          message: raw,
-        });
-        remaining.forEach((r, i) => record(r.id, result.evidence, result.recipients[i]!));
-        // RFC 5321 5.1: the next MX only when this one could not take the message at
-        // all; never after a 5xx to RCPT/DATA or once the data was handed over.
-        if (!result.tryNextHost) break;
-        remaining = remaining.filter((r) => results.get(r.id)!.status === "deferred");
-      }
-      if (found.targets.length === 0) {
-        const ev = localEvidence(startedAt);
-        for (const r of recipients) record(r.id, ev, { outcome: "deferred", replyCode: null, enhancedCode: "4.4.4", replyText: `no address to deliver to for ${d.domain}` });
-      }
-    }
+    await deliver(loaded);
+  } else if (d.recipients.length > 0) {
+    decideAll("bounced", "5.3.0", "message content was purged before delivery");
   }
 
   // SMTP_MAX_RETRY (Postfix maximal_queue_lifetime): past it, a deferral is final.

@@ -183,22 +183,29 @@ export async function completeDelivery(pool: pg.Pool, c: Completion): Promise<bo
     const { rows } = await pool.query<{ fenced: number }>(COMPLETE_SQL, params);
     return rows[0]?.fenced === 1;
   }
+  return underMessageLock(pool, c.delivery.messageId, async (client) => {
+    const { rows } = await client.query<{ fenced: number }>(COMPLETE_SQL, params);
+    if (rows[0]?.fenced !== 1) return false; // rolled back: nothing written
+    await refreshMessageStatus(client, c.delivery.messageId);
+    return true;
+  });
+}
+
+/**
+ * Runs `fn` in a transaction holding the message row's lock, so two workers finishing two
+ * domains of one message serialise. FOR NO KEY UPDATE, not FOR UPDATE: an evidence insert
+ * takes a FOR KEY SHARE lock on this row (its foreign key), and FOR UPDATE would conflict
+ * with the other worker's, so both would wait for each other (deadlock 40P01). Commits
+ * when `fn` returns true, rolls back when it returns false or throws.
+ */
+async function underMessageLock(pool: pg.Pool, messageId: string, fn: (client: pg.PoolClient) => Promise<boolean>): Promise<boolean> {
   const client = await pool.connect();
   try {
     await client.query("BEGIN");
-    // Lock the message row first so two workers finishing two domains of one message
-    // serialise here. FOR NO KEY UPDATE, not FOR UPDATE: the evidence insert below takes
-    // a FOR KEY SHARE lock on this row (its foreign key), and FOR UPDATE would conflict
-    // with the other worker's, so both would wait for each other (deadlock 40P01).
-    await client.query(`SELECT 1 FROM messages WHERE id = $1::uuid FOR NO KEY UPDATE`, [c.delivery.messageId]);
-    const { rows } = await client.query<{ fenced: number }>(COMPLETE_SQL, params);
-    if (rows[0]?.fenced !== 1) {
-      await client.query("ROLLBACK");
-      return false;
-    }
-    await refreshMessageStatus(client, c.delivery.messageId);
-    await client.query("COMMIT");
-    return true;
+    await client.query(`SELECT 1 FROM messages WHERE id = $1::uuid FOR NO KEY UPDATE`, [messageId]);
+    const ok = await fn(client);
+    await client.query(ok ? "COMMIT" : "ROLLBACK");
+    return ok;
   } catch (err) {
     await client.query("ROLLBACK").catch(() => {});
     throw err;
@@ -218,48 +225,39 @@ async function refreshMessageStatus(client: pg.PoolClient, messageId: string): P
   );
 }
 
-/**
- * Give back leases (graceful shutdown): the rows become due at once. With `notStarted`,
- * only those rows, which were claimed but never attempted: their attempt count, their
- * recipients' and their message's statuses go back too. Returns how many rows (or,
- * with `notStarted`, messages) were handed back.
- */
-export async function releaseLeases(pool: pg.Pool, workerId: string, notStarted?: ClaimedDelivery[]): Promise<number> {
-  if (notStarted) {
-    if (notStarted.length === 0) return 0;
-    // The claim marked these recipients and their messages 'sending'; nothing was sent,
-    // so they go back to what they were (queued, or deferred after an earlier attempt),
-    // which also lets a queued message be cancelled again.
-    const { rows } = await pool.query<{ message_id: string }>(
-      `WITH released AS (
-         UPDATE deliveries d SET lease_owner = NULL, next_attempt_at = now(), attempts = d.attempts - 1
-           FROM unnest($2::bigint[], $3::int[]) AS u(id, attempts)
-          WHERE d.id = u.id AND d.attempts = u.attempts AND d.lease_owner = $1 AND d.state = 'pending'
-         RETURNING d.id, d.message_id
-       ), rcpt AS (
-         UPDATE recipients r SET status = CASE WHEN r.attempts > 0 THEN 'deferred' ELSE 'queued' END, updated_at = now()
-           FROM released WHERE r.delivery_id = released.id AND r.status = 'sending'
-         RETURNING r.id
-       )
-       SELECT DISTINCT message_id::text AS message_id FROM released`,
-      [workerId, notStarted.map((d) => String(d.id)), notStarted.map((d) => d.attempt)],
-    );
-    for (const { message_id } of rows) {
-      const client = await pool.connect();
-      try {
-        await client.query("BEGIN");
-        await client.query(`SELECT 1 FROM messages WHERE id = $1::uuid FOR NO KEY UPDATE`, [message_id]);
-        await refreshMessageStatus(client, message_id);
-        await client.query("COMMIT");
-      } catch (err) {
-        await client.query("ROLLBACK").catch(() => {});
-        throw err;
-      } finally {
-        client.release();
-      }
-    }
-    return rows.length;
-  }
+/** Give back every lease this worker holds (graceful shutdown ran out of time): the rows become due at once. */
+export async function releaseLeases(pool: pg.Pool, workerId: string): Promise<number> {
   const r = await pool.query(`UPDATE deliveries SET lease_owner = NULL, next_attempt_at = now() WHERE lease_owner = $1 AND state = 'pending'`, [workerId]);
   return r.rowCount ?? 0;
+}
+
+/**
+ * Give back deliveries that were claimed but never attempted. The claim counted an
+ * attempt and marked their recipients and messages 'sending'; nothing was sent, so all
+ * of that goes back (queued, or deferred after an earlier attempt), which also lets a
+ * queued message be cancelled again. Returns the number of messages touched.
+ */
+export async function returnUnstarted(pool: pg.Pool, workerId: string, deliveries: ClaimedDelivery[]): Promise<number> {
+  if (deliveries.length === 0) return 0;
+  const { rows } = await pool.query<{ message_id: string }>(
+    `WITH released AS (
+       UPDATE deliveries d SET lease_owner = NULL, next_attempt_at = now(), attempts = d.attempts - 1
+         FROM unnest($2::bigint[], $3::int[]) AS u(id, attempts)
+        WHERE d.id = u.id AND d.attempts = u.attempts AND d.lease_owner = $1 AND d.state = 'pending'
+       RETURNING d.id, d.message_id
+     ), rcpt AS (
+       UPDATE recipients r SET status = CASE WHEN r.attempts > 0 THEN 'deferred' ELSE 'queued' END, updated_at = now()
+         FROM released WHERE r.delivery_id = released.id AND r.status = 'sending'
+       RETURNING r.id
+     )
+     SELECT DISTINCT message_id::text AS message_id FROM released`,
+    [workerId, deliveries.map((d) => String(d.id)), deliveries.map((d) => d.attempt)],
+  );
+  for (const { message_id } of rows) {
+    await underMessageLock(pool, message_id, async (client) => {
+      await refreshMessageStatus(client, message_id);
+      return true;
+    });
+  }
+  return rows.length;
 }

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
 import type { Config } from "../config.ts";
-import { claimDeliveries, completeDelivery, releaseLeases, type ClaimedDelivery } from "./queue.ts";
+import { claimDeliveries, completeDelivery, releaseLeases, returnUnstarted, type ClaimedDelivery } from "./queue.ts";
 import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
 import type pg from "pg";
 import type { ContentCipher } from "../security/content-cipher.ts";
@@ -154,7 +154,7 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
       await running;
       // Deliveries claimed but never started go back to the queue at once.
       const notStarted = backlog.splice(0);
-      if (notStarted.length > 0) await releaseLeases(deps.pool, id, notStarted).catch(() => 0);
+      await returnUnstarted(deps.pool, id, notStarted).catch(() => 0);
       const all = Promise.allSettled([...inFlight]);
       const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
       if (timedOut) {
