@@ -31,12 +31,13 @@ import { SMTPServer } from "smtp-server";
 import { loadConfig } from "../src/config.ts";
 import { openDatabase } from "../src/db/client.ts";
 import { migrate } from "../src/db/migrate.ts";
-import { normalizeSendRequest, SendRequestSchema } from "../src/domain/message.ts";
+import { SendRequestSchema } from "../src/domain/message.ts";
 import { createLogger } from "../src/logger.ts";
 import { ContentCipher } from "../src/security/content-cipher.ts";
 import { parseDataKeys } from "../src/security/data-keys.ts";
 import { createApiKey } from "../src/services/api-keys.ts";
 import { acceptMessage } from "../src/services/send-message.ts";
+import { MessageWriter } from "../src/services/message-writer.ts";
 import { createCa, issueCertificate, type Pem } from "../src/tls/certificates.ts";
 import { attemptDelivery } from "../src/worker/smtp-attempt.ts";
 import { createDeliveryWorker, type WorkerHandle } from "../src/worker/worker.ts";
@@ -183,6 +184,13 @@ async function main(): Promise<void> {
     const { record: key } = await createApiKey(db0.prisma, { name: "bench", domains: ["shop.example"] });
     const ins0 = performance.now();
     let next = 0;
+    const ctx = {
+      db: db0.prisma,
+      writer: new MessageWriter(db0.prisma),
+      cipher,
+      serverTlsPolicy: config.SMTP_TLS_POLICY,
+      limits: { attachmentMaxBytes: config.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: config.ATTACHMENTS_TOTAL_MAX_BYTES },
+    };
     const insertOne = async (i: number) => {
       const req = SendRequestSchema.parse({
         from: "Acme Shop <no-reply@shop.example>",
@@ -192,9 +200,7 @@ async function main(): Promise<void> {
         tags: ["receipt"],
         tls: "required",
       });
-      const m = normalizeSendRequest(req, { attachmentMaxBytes: config.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: config.ATTACHMENTS_TOTAL_MAX_BYTES }, new Date());
-      if (!m.ok) throw new Error(JSON.stringify(m.errors));
-      await acceptMessage({ db: db0.prisma, cipher, serverTlsPolicy: config.SMTP_TLS_POLICY }, key, m.value);
+      await acceptMessage(ctx, key, req);
     };
     await Promise.all(Array.from({ length: 10 }, async () => { while (next < n) await insertOne(next++); }));
     const insMs = performance.now() - ins0;

@@ -13,7 +13,7 @@ import { ROUTES } from "./routes/index.ts";
 import { openApiYaml } from "./openapi.ts";
 import { MessageWriter } from "../services/message-writer.ts";
 
-export async function buildApp(given: AppDeps, https: SecureContextOptions): Promise<FastifyInstance> {
+export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: MessageWriter }, https: SecureContextOptions): Promise<FastifyInstance> {
   const deps: AppDeps = { ...given, writer: given.writer ?? new MessageWriter(given.db.prisma) };
   const app = Fastify({
     https,

@@ -13,6 +13,6 @@ export interface AppDeps {
   keys: ApiKeyVerifier;
   logger: Logger;
   now?: () => Date;
-  /** Built by buildApp when not given: groups concurrent sends into one statement. */
-  writer?: MessageWriter;
+  /** Groups concurrent sends into one statement; buildApp makes one when not given. */
+  writer: MessageWriter;
 }

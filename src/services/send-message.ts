@@ -10,7 +10,7 @@ import { normalizeSendRequest, type Limits, type NewMessage, type SendRequest } 
 import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyRecord } from "./api-keys.ts";
-import { insertMessages, type MessageRow, type MessageWriter } from "./message-writer.ts";
+import type { MessageRow, MessageWriter } from "./message-writer.ts";
 
 export const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
 
@@ -24,17 +24,17 @@ export interface SendResponse {
 
 export interface SendContext {
   db: Db;
-  /** Groups concurrent sends into one statement; without it each send is its own statement. */
-  writer?: MessageWriter;
+  /** Writes messages, grouping concurrent ones into one statement. */
+  writer: MessageWriter;
   cipher: ContentCipher;
   serverTlsPolicy: TlsPolicy;
+  limits: Limits;
   now?: () => Date;
 }
 
 export interface AcceptOptions {
+  /** The same key with the same request replays the first response for 24 h. */
   idempotencyKey?: string | undefined;
-  /** Canonical request body, hashed to tell a replay from a conflicting reuse of the key. */
-  requestBody?: unknown;
 }
 
 export type AcceptResult = { replayed: boolean; statusCode: number; body: SendResponse };
@@ -47,7 +47,7 @@ export function checkSenderAllowed(key: ApiKeyRecord, fromAddress: string): void
 }
 
 /** Cross-field checks of a schema-valid request; throws the 413/422 AppError a client should see. */
-export function prepareMessage(body: SendRequest, limits: Limits, now: Date): NewMessage {
+function prepareMessage(body: SendRequest, limits: Limits, now: Date): NewMessage {
   const n = normalizeSendRequest(body, limits, now);
   if (n.ok) return n.value;
   const tooBig = n.errors.some((e) => e.path.startsWith("attachments"));
@@ -56,18 +56,20 @@ export function prepareMessage(body: SendRequest, limits: Limits, now: Date): Ne
   });
 }
 
-export function requestHash(body: unknown): string {
-  return createHash("sha256").update(JSON.stringify(body ?? null)).digest("hex");
+/** Hash of the request, to tell a replay from a conflicting reuse of an Idempotency-Key. */
+export function requestHash(req: SendRequest): string {
+  return createHash("sha256").update(JSON.stringify(req)).digest("hex");
 }
 
-export async function acceptMessage(
-  ctx: SendContext,
-  key: ApiKeyRecord,
-  msg: NewMessage,
-  opts: AcceptOptions = {},
-): Promise<AcceptResult> {
-  checkSenderAllowed(key, msg.from.address);
+/**
+ * Accepts one schema-valid send request for `key`: 413/422 for cross-field problems, 403
+ * for a sender domain the key may not use, then stored; a reused Idempotency-Key replays
+ * the first response or is refused (409) for a different request.
+ */
+export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: SendRequest, opts: AcceptOptions = {}): Promise<AcceptResult> {
   const now = (ctx.now ?? (() => new Date()))();
+  const msg = prepareMessage(req, ctx.limits, now);
+  checkSenderAllowed(key, msg.from.address);
   const id = randomUUID();
   const policy = strictest(ctx.serverTlsPolicy, key.tlsPolicy, msg.tls);
   const status = msg.sendAt ? "scheduled" : "queued";
@@ -77,7 +79,7 @@ export async function acceptMessage(
   const enc = (column: string, value: string | null) =>
     value === null ? null : ctx.cipher.encrypt(value, contentAad(id, column));
   const idemKey = opts.idempotencyKey ?? null;
-  const hash = idemKey ? requestHash(opts.requestBody) : null;
+  const hash = idemKey ? requestHash(req) : null;
   const row: MessageRow = {
     id,
     apiKeyId: key.id,
@@ -102,7 +104,7 @@ export async function acceptMessage(
     sendAt: msg.sendAt,
     recipients: msg.recipients.map((r) => ({ kind: r.kind, address: r.address, name: r.name, domain: r.domain })),
   };
-  const created = ctx.writer ? await ctx.writer.write(row) : (await insertMessages(ctx.db, [row])).has(id);
+  const created = await ctx.writer.write(row);
   if (created) return { replayed: false, statusCode: 202, body };
   // The key was used before: replay the first response, or refuse a different body.
   const prior = await ctx.db.idempotencyRecord.findUnique({ where: { apiKeyId_key: { apiKeyId: key.id, key: idemKey! } } });

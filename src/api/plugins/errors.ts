@@ -4,7 +4,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { ZodError } from "zod";
 import { AppError, type ErrorCode, type FieldError } from "../../domain/errors.ts";
-import { problem } from "../problem.ts";
+import { problem, type Problem } from "../problem.ts";
 import { isDatabaseUnavailable } from "../../db/errors.ts";
 
 export function zodIssues(err: ZodError): FieldError[] {
@@ -43,9 +43,14 @@ function classify(err: FastifyError | Error): { code: ErrorCode; status?: number
   return { code: "internal", detail: "an internal error occurred" };
 }
 
-export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: Error): FastifyReply {
+/** The problem document for any error, as the API would answer it. */
+export function problemFor(err: Error, requestId: string): Problem {
   const c = classify(err);
-  const body = problem(c.code, c.detail, request.id, { ...(c.status ? { status: c.status } : {}), ...(c.errors ? { errors: c.errors } : {}) });
+  return problem(c.code, c.detail, requestId, { ...(c.status ? { status: c.status } : {}), ...(c.errors ? { errors: c.errors } : {}) });
+}
+
+export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: Error): FastifyReply {
+  const body = problemFor(err, request.id);
   if (err instanceof AppError && err.headers) reply.headers(err.headers);
   if (body.status === 401) reply.header("www-authenticate", 'Bearer realm="sealpost"');
   if (body.status === 503) reply.header("retry-after", "5");

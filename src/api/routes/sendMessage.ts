@@ -1,14 +1,25 @@
 import { z } from "zod";
 import { AppError } from "../../domain/errors.ts";
 import { SendRequestSchema } from "../../domain/message.ts";
-import { acceptMessage, prepareMessage } from "../../services/send-message.ts";
-import type { Config } from "../../config.ts";
+import { acceptMessage, type SendContext } from "../../services/send-message.ts";
+import type { AppDeps } from "../deps.ts";
 import { defineRoute } from "../route.ts";
 import { SendResponseSchema } from "../schemas.ts";
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
-export const attachmentLimits = (c: Config) => ({ attachmentMaxBytes: c.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: c.ATTACHMENTS_TOTAL_MAX_BYTES });
+/** What accepting a message needs from the app, shared by /send and /send/batch. */
+export function sendContext(deps: AppDeps): SendContext {
+  const c = deps.config;
+  return {
+    db: deps.db.prisma,
+    writer: deps.writer,
+    cipher: deps.cipher,
+    serverTlsPolicy: c.SMTP_TLS_POLICY,
+    limits: { attachmentMaxBytes: c.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: c.ATTACHMENTS_TOTAL_MAX_BYTES },
+    ...(deps.now ? { now: deps.now } : {}),
+  };
+}
 
 export default defineRoute({
   operationId: "sendMessage",
@@ -37,14 +48,7 @@ export default defineRoute({
       throw new AppError("invalid_request", "Idempotency-Key must be 1-255 visible ASCII characters", {
         errors: [{ path: "headers.idempotency-key", message: "1-255 visible ASCII characters" }],
       });
-    const now = deps.now?.() ?? new Date();
-    const message = prepareMessage(body, attachmentLimits(deps.config), now);
-    const result = await acceptMessage(
-      { db: deps.db.prisma, ...(deps.writer ? { writer: deps.writer } : {}), cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now },
-      request.apiKey!,
-      message,
-      { idempotencyKey: idem, requestBody: body },
-    );
+    const result = await acceptMessage(sendContext(deps), request.apiKey!, body, { idempotencyKey: idem });
     if (result.replayed) reply.header("idempotent-replayed", "true");
     return reply.code(result.statusCode).send(result.body);
   },

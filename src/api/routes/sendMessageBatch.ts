@@ -1,17 +1,16 @@
 import { z } from "zod";
 import { AppError } from "../../domain/errors.ts";
 import { SendRequestSchema } from "../../domain/message.ts";
-import { acceptMessage, prepareMessage } from "../../services/send-message.ts";
-import { problem } from "../problem.ts";
-import { zodIssues } from "../plugins/errors.ts";
+import { acceptMessage } from "../../services/send-message.ts";
+import { problemFor, zodIssues } from "../plugins/errors.ts";
 import { isDatabaseUnavailable } from "../../db/errors.ts";
 import { defineRoute } from "../route.ts";
 import { ProblemSchema, SendResponseSchema } from "../schemas.ts";
-import { attachmentLimits } from "./sendMessage.ts";
+import { sendContext } from "./sendMessage.ts";
 
 export const MAX_BATCH = 100;
 
-// Items are validated one by one so that one bad message does not sink the others;
+// Items are validated each on its own so that one bad message does not sink the others;
 // the envelope itself (an array of 1-100 objects) must be valid.
 const BatchRequest = z
   .strictObject({ messages: z.array(z.looseObject({})).min(1).max(MAX_BATCH) })
@@ -43,32 +42,27 @@ export default defineRoute({
       throw new AppError("invalid_request", "Idempotency-Key is not supported on /send/batch; use it per message with POST /send", {
         errors: [{ path: "headers.idempotency-key", message: "not supported on batches" }],
       });
-    const now = deps.now?.() ?? new Date();
-    const ctx = { db: deps.db.prisma, ...(deps.writer ? { writer: deps.writer } : {}), cipher: deps.cipher, serverTlsPolicy: deps.config.SMTP_TLS_POLICY, now: () => now };
-    // All items are validated first, then written together: the message writer puts
-    // them in as few statements as it can, and each item still gets its own result.
+    const ctx = sendContext(deps);
+    // All items are checked and written concurrently: the message writer puts them in as
+    // few statements as it can, and each item still gets its own result.
     const outcomes = await Promise.allSettled(
       body.messages.map(async (item) => {
         const parsed = SendRequestSchema.safeParse(item);
         if (!parsed.success) throw new AppError("invalid_request", "the message is not valid", { errors: zodIssues(parsed.error) });
-        const message = prepareMessage(parsed.data, attachmentLimits(deps.config), now);
-        return (await acceptMessage(ctx, request.apiKey!, message)).body;
+        return (await acceptMessage(ctx, request.apiKey!, parsed.data)).body;
       }),
     );
-    const failures = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected").map((o) => o.reason as unknown);
+    const failures = outcomes.flatMap((o) => (o.status === "rejected" ? [o.reason as Error] : []));
     const unexpected = failures.find((e) => !(e instanceof AppError) && !isDatabaseUnavailable(e));
     if (unexpected) throw unexpected;
     // Nothing accepted and the database is down: one 503 for the call, so it is retried whole.
-    if (failures.length === outcomes.length && failures.some(isDatabaseUnavailable)) throw failures.find(isDatabaseUnavailable);
+    const outage = failures.find(isDatabaseUnavailable);
+    if (outage && failures.length === outcomes.length) throw outage;
     // Otherwise each item says what happened to it, so a client resends only what was not
     // accepted (resending everything would duplicate the accepted ones).
-    const data: Array<z.infer<typeof BatchItem>> = outcomes.map((o, index) => {
-      if (o.status === "fulfilled") return { index, ...o.value };
-      const err = o.reason as unknown;
-      if (err instanceof AppError && !isDatabaseUnavailable(err))
-        return { index, error: problem(err.code, err.message, request.id, { status: err.status, ...(err.errors ? { errors: err.errors } : {}) }) };
-      return { index, error: problem("service_unavailable", "the database was unavailable; this message was not accepted", request.id) };
-    });
+    const data: Array<z.infer<typeof BatchItem>> = outcomes.map((o, index) =>
+      o.status === "fulfilled" ? { index, ...o.value } : { index, error: problemFor(o.reason as Error, request.id) },
+    );
     const accepted = data.filter((d) => !("error" in d)).length;
     return { accepted, rejected: data.length - accepted, data };
   },
