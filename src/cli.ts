@@ -3,9 +3,8 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createLogger } from "./logger.ts";
-import { openRuntime, type Runtime } from "./runtime.ts";
+import { databaseFor, openRuntime, type Runtime } from "./runtime.ts";
 import { migrate, resolveRolledBack } from "./db/migrate.ts";
-import { startEmbeddedDatabase } from "./db/embedded.ts";
 import { countActiveKeys, createApiKey, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
 import { parseDomain } from "./domain/address.ts";
 import { isPermissionDenied } from "./db/errors.ts";
@@ -93,8 +92,7 @@ async function keysCommand(config: Config, args: string[]): Promise<number> {
 
 async function migrateCommand(config: Config, args: string[]): Promise<number> {
   const logger = createLogger(config.LOG_LEVEL, process.stderr);
-  const embedded = config.DATABASE_URL ? null : await startEmbeddedDatabase(config.DATA_DIR);
-  const url = config.DATABASE_URL ?? embedded!.url;
+  const { url, embedded } = await databaseFor(config, logger);
   try {
     if (args[0] === "resolve") {
       const { values } = parseArgs({ args: args.slice(1), options: { "rolled-back": { type: "string" } }, strict: true });

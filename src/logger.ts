@@ -40,3 +40,9 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
     destination as pino.DestinationStream | undefined,
   );
 }
+
+/** What of an error goes into a log line: its message and code, never the object (causes may carry data). */
+export function errorFields(err: unknown): { message: string; code?: string } {
+  const e = err as { message?: unknown; code?: unknown };
+  return { message: typeof e?.message === "string" ? e.message : String(err), ...(typeof e?.code === "string" ? { code: e.code } : {}) };
+}

@@ -7,6 +7,7 @@ import { startEmbeddedDatabase, type EmbeddedDatabase } from "./db/embedded.ts";
 import { migrate } from "./db/migrate.ts";
 import { ContentCipher } from "./security/content-cipher.ts";
 import { loadDataKeys } from "./security/data-keys.ts";
+import { errorFields } from "./logger.ts";
 
 export interface Runtime {
   config: Config;
@@ -18,19 +19,21 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export async function openRuntime(config: Config, logger: Logger, opts: { migrate?: boolean } = {}): Promise<Runtime> {
+/** DATABASE_URL, or the embedded database under DATA_DIR (opened here, or joined if another sealpost process has it). */
+export async function databaseFor(config: Config, logger: Logger): Promise<{ url: string; embedded: EmbeddedDatabase | null }> {
+  if (config.DATABASE_URL) return { url: config.DATABASE_URL, embedded: null };
+  const embedded = await startEmbeddedDatabase(config.DATA_DIR);
+  logger.info({ dataDir: embedded.dataDir }, "DATABASE_URL is not set: using the embedded database");
+  return { url: embedded.url, embedded };
+}
+
+export async function openRuntime(config: Config, logger: Logger): Promise<Runtime> {
   const cipher = new ContentCipher(
     loadDataKeys({ value: config.SEALPOST_DATA_KEY, production: config.NODE_ENV === "production", dataDir: config.DATA_DIR }, logger),
   );
-  let embedded: EmbeddedDatabase | null = null;
-  let url = config.DATABASE_URL;
-  if (!url) {
-    embedded = await startEmbeddedDatabase(config.DATA_DIR);
-    url = embedded.url;
-    logger.info({ dataDir: embedded.dataDir }, "DATABASE_URL is not set: using the embedded database");
-  }
+  const { url, embedded } = await databaseFor(config, logger);
   try {
-    if (opts.migrate !== false && config.MIGRATE_ON_START) {
+    if (config.MIGRATE_ON_START) {
       const r = await migrate(url, { log: logger });
       if (r.applied.length > 0) logger.info({ applied: r.applied }, "database migrated");
     }
@@ -43,7 +46,7 @@ export async function openRuntime(config: Config, logger: Logger, opts: { migrat
     poolMax: embedded ? Math.min(config.DATABASE_POOL_MAX, 8) : config.DATABASE_POOL_MAX,
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
     connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
-    onPoolError: (err) => logger.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, "database connection lost"),
+    onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });
   return {
     config, logger, db, databaseUrl: url, cipher, embedded,

@@ -91,13 +91,17 @@ export function watchCertificates(
   server: tls.Server,
   paths: CertPaths,
   log: CertLog,
-  opts: { signal?: boolean } = {},
+  opts: { signal?: boolean; served?: { cert: Buffer; key: Buffer } } = {},
 ): { reload(): boolean; stop(): void } {
-  let applied: { cert: Buffer; key: Buffer } | undefined;
-  try {
-    applied = loadPem(paths);
-  } catch {
-    // Nothing to compare with yet; the first successful reload sets it.
+  // What the server serves now: given by the caller that just loaded it, so a change
+  // between loading and watching is not missed, or read here.
+  let applied: { cert: Buffer; key: Buffer } | undefined = opts.served;
+  if (!applied) {
+    try {
+      applied = loadPem(paths);
+    } catch {
+      // Nothing to compare with yet; the first successful reload sets it.
+    }
   }
 
   function reload(): boolean {

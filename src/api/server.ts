@@ -31,12 +31,13 @@ export function resolveCertificates(config: Config, log: CertLog): CertPaths {
 
 export async function startServer(rt: Runtime): Promise<RunningServer> {
   const paths = resolveCertificates(rt.config, rt.logger);
+  const served = loadPem(paths);
   const app = await buildApp(
     { config: rt.config, db: rt.db, cipher: rt.cipher, keys: new ApiKeyVerifier(rt.db.prisma, rt.config.API_KEY_CACHE_TTL_MS), logger: rt.logger },
-    serverTlsOptions(loadPem(paths)),
+    serverTlsOptions(served),
   );
   await app.listen({ host: rt.config.HOST, port: rt.config.PORT });
-  const watcher = watchCertificates(app.server as unknown as TlsServer, paths, rt.logger);
+  const watcher = watchCertificates(app.server as unknown as TlsServer, paths, rt.logger, { served });
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : rt.config.PORT;
   const url = `https://localhost:${port}`;

@@ -11,31 +11,34 @@ const UNAVAILABLE_CODES = new Set([
 ]);
 const UNAVAILABLE_KINDS = new Set(["DatabaseNotReachable", "ConnectionClosed", "SocketTimeout", "TooManyConnections", "DatabaseDoesNotExist"]);
 
-export function isDatabaseUnavailable(err: unknown): boolean {
+type ErrorLike = { code?: unknown; kind?: unknown; cause?: unknown; message?: unknown; originalCode?: unknown };
+
+/** The error and its causes (Prisma and the driver adapter wrap the pg error), each once. */
+function* causeChain(err: unknown): Generator<ErrorLike> {
   const seen = new Set<unknown>();
-  let e: unknown = err;
-  while (e && typeof e === "object" && !seen.has(e)) {
+  for (let e = err; e && typeof e === "object" && !seen.has(e); e = (e as ErrorLike).cause) {
     seen.add(e);
-    const o = e as { code?: unknown; kind?: unknown; cause?: unknown; message?: unknown; originalCode?: unknown };
-    if (typeof o.code === "string" && UNAVAILABLE_CODES.has(o.code)) return true;
-    if (typeof o.originalCode === "string" && UNAVAILABLE_CODES.has(o.originalCode)) return true;
+    yield e as ErrorLike;
+  }
+}
+
+const hasCode = (o: ErrorLike, codes: ReadonlySet<string>) =>
+  (typeof o.code === "string" && codes.has(o.code)) || (typeof o.originalCode === "string" && codes.has(o.originalCode));
+
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (const o of causeChain(err)) {
+    if (hasCode(o, UNAVAILABLE_CODES)) return true;
     if (typeof o.kind === "string" && UNAVAILABLE_KINDS.has(o.kind)) return true;
     // node-postgres reports its own pool and connect timeouts only as messages.
     if (typeof o.message === "string" && /timeout exceeded when trying to connect|Connection terminated|Query read timeout/.test(o.message)) return true;
-    e = o.cause;
   }
   return false;
 }
 
+const PERMISSION_DENIED = new Set(["42501"]);
+
 /** SQLSTATE 42501: the database role lacks a privilege (least-privilege deployments). */
 export function isPermissionDenied(err: unknown): boolean {
-  const seen = new Set<unknown>();
-  let e: unknown = err;
-  while (e && typeof e === "object" && !seen.has(e)) {
-    seen.add(e);
-    const o = e as { code?: unknown; originalCode?: unknown; cause?: unknown };
-    if (o.code === "42501" || o.originalCode === "42501") return true;
-    e = o.cause;
-  }
+  for (const o of causeChain(err)) if (hasCode(o, PERMISSION_DENIED)) return true;
   return false;
 }

@@ -15,6 +15,7 @@ import type { ContentCipher } from "../security/content-cipher.ts";
 import { cachingResolver, createMxResolver, type MxResolverOptions } from "./mx.ts";
 import { SmtpSessionPool } from "./smtp-pool.ts";
 import { purgeExpired } from "../services/retention.ts";
+import { errorFields } from "../logger.ts";
 
 export function relayFromUrl(url: string | undefined): RelaySettings | null {
   if (!url) return null;
@@ -52,7 +53,7 @@ async function recordWithRetries(write: () => Promise<boolean>, stopping: () => 
       return await write();
     } catch (err) {
       if (attempt >= 6 || stopping()) throw err;
-      log.warn({ attempt, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "recording a delivery result failed; retrying");
+      log.warn({ attempt, err: errorFields(err) }, "recording a delivery result failed; retrying");
       await new Promise((r) => setTimeout(r, 500 * 2 ** (attempt - 1)));
     }
   }
@@ -90,7 +91,7 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
       else log.warn({ delivery: String(d.id), attempt: d.attempt }, "lease lost before the result was recorded; the newer attempt wins");
     } catch (err) {
       // Leave the row leased: it becomes due again when the lease expires.
-      log.error({ delivery: String(d.id), err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "delivery attempt failed");
+      log.error({ delivery: String(d.id), err: errorFields(err) }, "delivery attempt failed");
     }
   };
 
@@ -117,7 +118,7 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
           backlog.push(...got);
           claimed = got.length;
         } catch (err) {
-          log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "claiming failed; retrying after the poll interval");
+          log.warn({ err: errorFields(err) }, "claiming failed; retrying after the poll interval");
         }
       }
       while (!stopping && inFlight.size < opts.concurrency && backlog.length > 0) startDelivery(backlog.shift()!);
@@ -175,7 +176,7 @@ export function startRetentionSweep(db: Runtime["db"]["prisma"], config: Config,
       const r = await purgeExpired(db, { retentionDays: config.RETENTION_DAYS, now: new Date() });
       if (r.messagesPurged || r.idempotencyRecordsDeleted) log.info(r, "expired content purged");
     } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, "retention sweep failed; will retry");
+      log.warn({ err: errorFields(err) }, "retention sweep failed; will retry");
     }
   };
   void sweep();

@@ -9,10 +9,10 @@ import { createLogger } from "../../src/logger.ts";
 import { openRuntime } from "../../src/runtime.ts";
 import { startWorker } from "../../src/worker/worker.ts";
 
-const config = loadConfig();
-const logger = createLogger(config.LOG_LEVEL, process.stderr);
 // The test database is migrated already; migrating again would only add start-up time.
-const rt = await openRuntime(config, logger, { migrate: false });
+const config = loadConfig({ ...process.env, MIGRATE_ON_START: "false" });
+const logger = createLogger(config.LOG_LEVEL, process.stderr);
+const rt = await openRuntime(config, logger);
 const worker = startWorker(rt);
 process.stdout.write(`ready ${worker.id}\n`);
 
