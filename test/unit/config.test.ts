@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import { resolveCertificates } from "../../src/api/server.ts";
-import { DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
+import { createOnce, DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
 
 const quiet = { warn() {} };
 
@@ -66,4 +66,14 @@ test("data key: production without SEALPOST_DATA_KEY is an error; development cr
   assert.equal(warnings.length, 1, "no second warning: the file is reused");
   assert.deepEqual(again[0]!.key, first[0]!.key);
   assert.match(readFileSync(join(dir, "data-key"), "utf8"), /^k1:[A-Za-z0-9+/=]{44}\n$/);
+});
+
+test("data key: a key file another process created in the meantime is never replaced", () => {
+  // API and worker starting together both see no key file; the second must not swap its
+  // own key in under the first, which may already be encrypting with it.
+  const file = join(mkdtempSync(join(tmpdir(), "sp-key-race-")), "data-key");
+  assert.equal(createOnce(file, "k1:first\n"), true);
+  assert.equal(createOnce(file, "k1:second\n"), false);
+  assert.equal(readFileSync(file, "utf8"), "k1:first\n");
+  assert.equal(statSync(file).mode & 0o777, 0o600);
 });
