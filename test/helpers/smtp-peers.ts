@@ -5,6 +5,7 @@
 import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerSession } from "smtp-server";
 import { createCa, issueCertificate, type Pem } from "../../src/tls/certificates.ts";
+import type { AttemptOptions, TlsPolicy } from "../../src/worker/smtp-attempt.ts";
 
 /** The MX host name tests use: certificates name it, target.host is it, the IP is 127.0.0.x. */
 export const TEST_MX_HOST = "mx.example.test";
@@ -35,6 +36,20 @@ export function peerCertificate(kind: CertificateKind, host = TEST_MX_HOST): Pem
     certificates.set(key, pem);
   }
   return pem;
+}
+
+/** AttemptOptions aimed at `peer` as TEST_MX_HOST, trusting the test CA; `extra` overrides any field. */
+export function attemptOptionsFor(peer: { host: string; port: number }, policy: TlsPolicy, extra: Partial<AttemptOptions> = {}): AttemptOptions {
+  return {
+    target: { host: TEST_MX_HOST, ip: peer.host, port: peer.port },
+    policy,
+    heloName: "sender.test",
+    ca: [testCa().cert],
+    connectTimeoutMs: 5000,
+    envelope: { from: "bounces@sender.test", to: ["rcpt@example.test"] },
+    message: Buffer.from("From: bounces@sender.test\r\nTo: rcpt@example.test\r\nSubject: test\r\n\r\nhello\r\n"),
+    ...extra,
+  };
 }
 
 export interface ScriptedReply {

@@ -5,7 +5,7 @@ import { describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { attemptDelivery, openSession, type AttemptOptions, type AttemptResult, type TlsPolicy } from "../../src/worker/smtp-attempt.ts";
-import { peerCertificate, startPeer, testCa, TEST_MX_HOST, type PeerOptions, type SmtpPeer } from "../helpers/smtp-peers.ts";
+import { attemptOptionsFor, peerCertificate, startPeer, TEST_MX_HOST, type PeerOptions, type SmtpPeer } from "../helpers/smtp-peers.ts";
 
 const MESSAGE = Buffer.from(
   "From: Shop <noreply@sender.test>\r\nTo: rcpt@example.test\r\nSubject: Your receipt\r\n" +
@@ -19,18 +19,7 @@ async function peer(t: TestContext, opts: PeerOptions = {}): Promise<SmtpPeer> {
   return p;
 }
 
-function optionsFor(p: SmtpPeer, policy: TlsPolicy, extra: Partial<AttemptOptions> = {}): AttemptOptions {
-  return {
-    target: { host: TEST_MX_HOST, ip: p.host, port: p.port },
-    policy,
-    heloName: "sender.test",
-    ca: [testCa().cert],
-    connectTimeoutMs: 5000,
-    envelope: { from: "bounces@sender.test", to: ["rcpt@example.test"] },
-    message: MESSAGE,
-    ...extra,
-  };
-}
+const optionsFor = (p: SmtpPeer, policy: TlsPolicy, extra: Partial<AttemptOptions> = {}) => attemptOptionsFor(p, policy, { message: MESSAGE, ...extra });
 
 /** One attempt; then the peer must have no connection left open (no leaks). */
 async function deliver(p: SmtpPeer, policy: TlsPolicy, extra: Partial<AttemptOptions> = {}): Promise<AttemptResult> {

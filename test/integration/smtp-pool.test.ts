@@ -3,25 +3,18 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { SmtpSessionPool } from "../../src/worker/smtp-pool.ts";
-import { startPeer, testCa, TEST_MX_HOST, type SmtpPeer } from "../helpers/smtp-peers.ts";
-import type { AttemptOptions } from "../../src/worker/smtp-attempt.ts";
+import { attemptOptionsFor, startPeer, type SmtpPeer } from "../helpers/smtp-peers.ts";
 
 const peers: SmtpPeer[] = [];
 after(async () => {
   await Promise.all(peers.map((p) => p.close()));
 });
 
-function options(peer: SmtpPeer, to: string, policy: "required" | "opportunistic" = "required"): AttemptOptions {
-  return {
-    target: { host: TEST_MX_HOST, ip: peer.host, port: peer.port },
-    policy,
-    heloName: "sealpost.test",
-    ca: [testCa().cert],
-    connectTimeoutMs: 2000,
+const options = (peer: SmtpPeer, to: string, policy: "required" | "opportunistic" = "required") =>
+  attemptOptionsFor(peer, policy, {
     envelope: { from: "noreply@shop.example", to: [to] },
     message: Buffer.from(`From: noreply@shop.example\r\nTo: ${to}\r\nSubject: pooled\r\n\r\nhello\r\n`),
-  };
-}
+  });
 
 test("five messages in a row use one TLS session, each with the session's evidence", async () => {
   const peer = await startPeer({ ip: "127.0.0.5" });
