@@ -30,20 +30,17 @@ BEGIN;
 -- Roles are cluster-wide and may exist already (another database, an earlier run). The
 -- handler covers two runs racing each other (unique_violation on pg_authid).
 DO $$
+DECLARE
+  r text;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sealpost_api') THEN
-    CREATE ROLE sealpost_api NOLOGIN;
-  END IF;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-END
-$$;
-
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sealpost_worker') THEN
-    CREATE ROLE sealpost_worker NOLOGIN;
-  END IF;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+  FOREACH r IN ARRAY ARRAY['sealpost_api', 'sealpost_worker'] LOOP
+    BEGIN
+      IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+      END IF;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+  END LOOP;
 END
 $$;
 
