@@ -99,7 +99,7 @@ export async function migrate(
   }
 }
 
-export async function migrateWithClient(
+async function migrateWithClient(
   client: Client,
   opts: { dir?: string; log?: Logger } = {},
 ): Promise<MigrateResult> {

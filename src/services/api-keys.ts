@@ -120,8 +120,7 @@ export class ApiKeyVerifier {
       if (this.ttlMs > 0) this.#cache.set(id, entry);
       if (this.#cache.size > 10_000) this.#cache.delete(this.#cache.keys().next().value!);
     }
-    const presentedHash = createHash("sha256").update(secret, "utf8").digest();
-    if (!timingSafeEqual(presentedHash, entry.hash)) throw new AppError("unauthorized", "the API key is not valid");
+    if (!timingSafeEqual(Buffer.from(hashSecret(secret), "hex"), entry.hash)) throw new AppError("unauthorized", "the API key is not valid");
     if (entry.record.revokedAt) throw new AppError("unauthorized", "the API key has been revoked");
     return entry.record;
   }

@@ -2,9 +2,8 @@
 // api_key_id, so another key's message is simply "not found".
 import type { Db } from "../db/client.ts";
 import { AppError } from "../domain/errors.ts";
-import type { MessageStatus, RecipientStatus } from "../domain/message.ts";
+import { CANCELLABLE_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
-import { CANCELLABLE_STATUSES } from "../domain/message.ts";
 
 type AttemptRow = {
   attempt: number; startedAt: Date; durationMs: number; outcome: string; mxHost: string | null; ip: string | null;
