@@ -109,7 +109,7 @@ interface Pending {
 }
 
 export class MessageWriter {
-  readonly #queue: Pending[] = [];
+  #queue: Pending[] = [];
   #inFlight = 0;
 
   /**
@@ -131,18 +131,17 @@ export class MessageWriter {
       // Two uses of one Idempotency-Key must not share a statement (ON CONFLICT cannot
       // touch a row twice); the later one waits for the next statement.
       const batch: Pending[] = [];
+      const rest: Pending[] = [];
       const keys = new Set<string>();
-      for (let i = 0; i < this.#queue.length && batch.length < this.maxBatch; ) {
-        const p = this.#queue[i]!;
+      for (const p of this.#queue) {
         const k = p.row.idempotencyKey === null ? null : `${p.row.apiKeyId}\n${p.row.idempotencyKey}`;
-        if (k !== null && keys.has(k)) {
-          i++;
-          continue;
+        if (batch.length >= this.maxBatch || (k !== null && keys.has(k))) rest.push(p);
+        else {
+          if (k !== null) keys.add(k);
+          batch.push(p);
         }
-        if (k !== null) keys.add(k);
-        batch.push(p);
-        this.#queue.splice(i, 1);
       }
+      this.#queue = rest;
       this.#inFlight++;
       insertMessages(this.db, batch.map((p) => p.row)).then(
         (created) => batch.forEach((p) => p.resolve(created.has(p.row.id))),
