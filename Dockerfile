@@ -1,16 +1,18 @@
-# sealpost image: the same TypeScript sources run through tsx, as in development.
-FROM node:20-bookworm-slim
+# sealpost image: Node 24 LTS runs the TypeScript sources itself (erasable syntax only),
+# so the container's PID 1 is the sealpost process and receives SIGTERM from `docker stop`.
+FROM node:24-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json prisma.config.ts ./
 COPY prisma ./prisma
 # npm ci runs the package's postinstall, which generates the Prisma client (offline:
-# generate never runs the schema engine). tsx and prisma are runtime dependencies.
+# generate never runs the schema engine). prisma is a runtime dependency for that.
 RUN npm ci --omit=dev && npm cache clean --force
 COPY tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
 COPY openapi.yaml ./
 USER node
+# exec form without a shell or wrapper: node is PID 1 and handles SIGTERM itself.
 ENTRYPOINT ["node", "bin/sealpost.js"]
 CMD ["start"]

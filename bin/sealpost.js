@@ -1,11 +1,6 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx (the generated Prisma client is .ts with .ts imports).
-import { spawnSync } from "node:child_process";
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
+// The sealpost command. Node >= 22.18 runs the TypeScript sources itself, so the CLI
+// runs in this very process: signals reach the process that serves.
+import { runCli } from "../src/cli.ts";
 
-const require = createRequire(import.meta.url);
-const cli = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
-const tsx = require.resolve("tsx");
-const r = spawnSync(process.execPath, ["--import", tsx, cli, ...process.argv.slice(2)], { stdio: "inherit" });
-process.exit(r.status ?? 1);
+runCli();

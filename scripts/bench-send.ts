@@ -143,8 +143,7 @@ function runChild(): void {
 // ---------------------------------------------------------------- parent
 
 function startServer(setup: Setup, cpuProf: boolean): Promise<{ child: ChildProcess; port: number }> {
-  // No --cpu-prof-name: tsx's loader thread writes a profile too and must not overwrite the main one.
-  const execArgv = ["--import", "tsx", ...(cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${join(PROFILE_DIR, setup.target)}`] : [])];
+  const execArgv = [...(cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${join(PROFILE_DIR, setup.target)}`] : [])];
   const child = fork(fileURLToPath(import.meta.url), ["--child"], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
   return new Promise((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`server child exited early (${code})`)));

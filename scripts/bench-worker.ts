@@ -11,7 +11,7 @@
 // --mode mx (default) resolves MX/A through a fake DNS server (DNS_SERVERS, SMTP_MX_PORT);
 // --mode relay sends everything to SMTP_RELAY_URL=smtp://127.0.0.1:<sink>. --no-pool
 // opens a new connection per message (attemptDelivery) for comparison. Profile with
-// `node --cpu-prof --import tsx scripts/bench-worker.ts`.
+// `node --cpu-prof scripts/bench-worker.ts`.
 //
 // Process layout: the sink and the fake DNS run in a child process, the worker in this
 // one, so the peer's SMTP parsing and TLS work do not share the worker's event loop (on a
@@ -110,7 +110,7 @@ async function runSink(pem: Pem): Promise<void> {
 }
 
 function startSink(pem: Pem): Promise<{ child: ChildProcess; port: number; dns: string }> {
-  const child = fork(fileURLToPath(import.meta.url), ["--sink"], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const child = fork(fileURLToPath(import.meta.url), ["--sink"], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
   return new Promise((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`sink exited early (${code})`)));
     child.once("message", (m: { port: number; dns: string }) => {

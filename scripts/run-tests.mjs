@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Runs every test/**/*.test.ts with node's test runner through tsx (the generated
-// Prisma client is .ts with .ts imports). Each test file makes its own database,
+// Runs every test/**/*.test.ts with node's test runner; Node >= 22.18 runs the
+// TypeScript itself (erasable syntax only, see tsconfig.json). Each test file makes its own database,
 // so files run in parallel. Extra arguments narrow the set: `npm test -- smtp`.
 import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -24,7 +24,7 @@ if (files.length === 0) {
 }
 const res = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=4", "--test-reporter=spec", ...files],
+  ["--test", "--test-concurrency=4", "--test-reporter=spec", ...files],
   { stdio: "inherit", env: { ...process.env, NODE_ENV: "test" } },
 );
 process.exit(res.status ?? 1);

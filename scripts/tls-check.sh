@@ -17,7 +17,7 @@ trap cleanup EXIT
 
 start=$SECONDS
 DATA_DIR="$work/data" CERTS_DIR="$work/certs" HOST=127.0.0.1 PORT=$port LOG_LEVEL=warn \
-  node --import tsx src/cli.ts serve >"$work/sealpost.log" 2>&1 &
+  node src/cli.ts serve >"$work/sealpost.log" 2>&1 &
 pid=$!
 deadline=$((SECONDS + 90))
 until curl -sf --cacert "$work/certs/ca.crt" "https://localhost:$port/healthz" >/dev/null 2>&1; do

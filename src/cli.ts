@@ -194,7 +194,8 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("cli.ts")) {
+/** Runs the CLI in this process and exits with its status (bin/sealpost.js and `node src/cli.ts`). */
+export function runCli(): void {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err) => {
@@ -203,3 +204,5 @@ if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith
     },
   );
 }
+
+if (import.meta.url === `file://${process.argv[1]}`) runCli();

@@ -102,7 +102,15 @@ function toRecord(row: {
  */
 export class ApiKeyVerifier {
   readonly #cache = new Map<string, { hash: Buffer; record: ApiKeyRecord; expires: number }>();
-  constructor(private readonly db: Db, private readonly ttlMs: number, private readonly now: () => number = Date.now) {}
+  readonly #db: Db;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+
+  constructor(db: Db, ttlMs: number, now: () => number = Date.now) {
+    this.#db = db;
+    this.#ttlMs = ttlMs;
+    this.#now = now;
+  }
 
   /** Returns the key's record, or throws AppError('unauthorized'). Database errors propagate. */
   async verify(presented: string): Promise<ApiKeyRecord> {
@@ -110,14 +118,14 @@ export class ApiKeyVerifier {
     if (!m) throw new AppError("unauthorized", "the API key is malformed");
     const [, id, secret] = m as unknown as [string, string, string];
     let entry = this.#cache.get(id);
-    if (!entry || entry.expires <= this.now()) {
-      const row = await this.db.apiKey.findUnique({ where: { id } });
+    if (!entry || entry.expires <= this.#now()) {
+      const row = await this.#db.apiKey.findUnique({ where: { id } });
       if (!row) {
         this.#cache.delete(id);
         throw new AppError("unauthorized", "the API key is not valid");
       }
-      entry = { hash: Buffer.from(row.secretHash, "hex"), record: toRecord(row), expires: this.now() + this.ttlMs };
-      if (this.ttlMs > 0) this.#cache.set(id, entry);
+      entry = { hash: Buffer.from(row.secretHash, "hex"), record: toRecord(row), expires: this.#now() + this.#ttlMs };
+      if (this.#ttlMs > 0) this.#cache.set(id, entry);
       if (this.#cache.size > 10_000) this.#cache.delete(this.#cache.keys().next().value!);
     }
     if (!timingSafeEqual(Buffer.from(hashSecret(secret), "hex"), entry.hash)) throw new AppError("unauthorized", "the API key is not valid");

@@ -116,7 +116,15 @@ export class MessageWriter {
    * @param maxBatch messages per statement at most
    * @param maxInFlight statements running at once; while they run, new messages queue up
    */
-  constructor(private readonly db: Db, private readonly maxBatch = 64, private readonly maxInFlight = 2) {}
+  readonly #db: Db;
+  readonly #maxBatch: number;
+  readonly #maxInFlight: number;
+
+  constructor(db: Db, maxBatch = 64, maxInFlight = 2) {
+    this.#db = db;
+    this.#maxBatch = maxBatch;
+    this.#maxInFlight = maxInFlight;
+  }
 
   /** Resolves true once the message is committed, false if its Idempotency-Key was already used. */
   write(row: MessageRow): Promise<boolean> {
@@ -127,7 +135,7 @@ export class MessageWriter {
   }
 
   #pump(): void {
-    while (this.#inFlight < this.maxInFlight && this.#queue.length > 0) {
+    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
       // Two uses of one Idempotency-Key must not share a statement (ON CONFLICT cannot
       // touch a row twice); the later one waits for the next statement.
       const batch: Pending[] = [];
@@ -135,7 +143,7 @@ export class MessageWriter {
       const keys = new Set<string>();
       for (const p of this.#queue) {
         const k = p.row.idempotencyKey === null ? null : `${p.row.apiKeyId}\n${p.row.idempotencyKey}`;
-        if (batch.length >= this.maxBatch || (k !== null && keys.has(k))) rest.push(p);
+        if (batch.length >= this.#maxBatch || (k !== null && keys.has(k))) rest.push(p);
         else {
           if (k !== null) keys.add(k);
           batch.push(p);
@@ -143,7 +151,7 @@ export class MessageWriter {
       }
       this.#queue = rest;
       this.#inFlight++;
-      insertMessages(this.db, batch.map((p) => p.row)).then(
+      insertMessages(this.#db, batch.map((p) => p.row)).then(
         (created) => batch.forEach((p) => p.resolve(created.has(p.row.id))),
         (err) => batch.forEach((p) => p.reject(err)),
       ).finally(() => {

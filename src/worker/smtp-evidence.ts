@@ -95,7 +95,7 @@ export function evidenceOf(socket: Socket | false | null, established: boolean, 
   return { ...cleartextEvidence(reason), ...certificateFields(peerCertificate(socket)) };
 }
 
-// Only the legacy getPeerCertificate() is used: on Node 20 a client socket's
+// Only the legacy getPeerCertificate() is used: on Node 20 (and possibly later) a client socket's
 // getPeerX509Certificate() answers once, after which both it and getPeerCertificate()
 // return nothing. The X509Certificate is rebuilt from the DER bytes instead.
 function peerCertificate(socket: TLSSocket): tls.PeerCertificate | null {

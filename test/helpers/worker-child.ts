@@ -1,7 +1,7 @@
 // A delivery worker in a process of its own, configured only from the environment and
 // built by startWorker() exactly as `sealpost worker` builds it, for tests that must kill
 // a worker for real (SIGKILL leaves no chance to clean up, unlike anything in-process).
-// Run: node --import tsx test/helpers/worker-child.ts with DATABASE_URL, WORKER_ID ... set.
+// Run: node test/helpers/worker-child.ts with DATABASE_URL, WORKER_ID ... set.
 // Prints "ready <worker id>" on stdout once it polls; logs go to stderr. SIGTERM stops it
 // gracefully.
 import { loadConfig } from "../../src/config.ts";

@@ -14,7 +14,7 @@ before(async () => {
 after(() => tdb.drop());
 
 function cli(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+  const r = spawnSync(process.execPath, ["src/cli.ts", ...args], {
     env: { PATH: process.env.PATH ?? "", DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: TEST_DATA_KEY, LOG_LEVEL: "warn", ...env },
     encoding: "utf8",
     timeout: 60_000,

@@ -59,7 +59,7 @@ function cliEnv(port: number): NodeJS.ProcessEnv {
 
 async function startCli(): Promise<Cli> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "serve"], { cwd: ROOT, env: cliEnv(port), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["src/cli.ts", "serve"], { cwd: ROOT, env: cliEnv(port), stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let stdout = "";
   let stderr = "";
@@ -131,7 +131,7 @@ test("without DATABASE_URL the CLI runs on the embedded database and keeps data 
   // (PGlite must never be opened twice) and the new key works at once.
   const lock = JSON.parse(readFileSync(join(DATA_DIR, "pglite.lock"), "utf8"));
   assert.equal(lock.pid, second.child.pid);
-  const created = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", "keys", "create", "--name", "second"], {
+  const created = spawnSync(process.execPath, ["src/cli.ts", "keys", "create", "--name", "second"], {
     cwd: ROOT, env: cliEnv(0), encoding: "utf8", timeout: 60_000,
   });
   assert.equal(created.status, 0, created.stderr);

@@ -102,7 +102,7 @@ test("a worker killed with SIGKILL mid-delivery loses nothing: another finishes 
   const output: string[] = [];
   // A separate process, built by startWorker() from the environment like `sealpost worker`,
   // with a short lease so the test need not wait minutes for it to run out.
-  const child = spawn(process.execPath, ["--import", "tsx", CHILD], {
+  const child = spawn(process.execPath, [CHILD], {
     cwd: REPO,
     stdio: ["ignore", "pipe", "pipe"],
     env: {
