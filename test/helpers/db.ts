@@ -1,12 +1,11 @@
 // Each test file gets its own Postgres database, cloned from a migrated template so
 // files can run in parallel and start fast. Dropped when the file ends.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import pg from "pg";
 import { migrate } from "../../src/db/migrate.ts";
 import { openDatabase, type Database } from "../../src/db/client.ts";
 
 export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
-const TEMPLATE = "sealpost_test_template";
 
 export function urlFor(dbName: string): string {
   const u = new URL(ADMIN_URL);
@@ -35,24 +34,26 @@ export async function dropDatabase(name: string): Promise<void> {
   await admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
 }
 
-let templateReady: Promise<void> | null = null;
+let templateReady: Promise<string> | null = null;
 
-// The template is rebuilt once per test process when the migrations changed: a
-// lock serialises parallel test files, and a comment on the database records the
-// checksum set it was built from.
-async function ensureTemplate(): Promise<void> {
+// One template per set of migrations, named after their checksums, so checkouts with
+// different migrations (branches tested side by side) never drop each other's. A lock
+// serialises parallel test files, and a comment records the set it was built from.
+async function ensureTemplate(): Promise<string> {
   const { readMigrations } = await import("../../src/db/migrate.ts");
   const signature = readMigrations().map((m) => `${m.name}:${m.checksum}`).join(",");
-  await admin(async (c) => {
+  const TEMPLATE = `sealpost_test_template_${createHash("sha256").update(signature).digest("hex").slice(0, 12)}`;
+  return admin(async (c) => {
     await c.query("SELECT pg_advisory_lock(7270736901)");
     try {
       const r = await c.query<{ comment: string | null }>(
         `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`, [TEMPLATE]);
-      if (r.rows[0]?.comment === signature) return;
+      if (r.rows[0]?.comment === signature) return TEMPLATE;
       await c.query(`DROP DATABASE IF EXISTS "${TEMPLATE}" WITH (FORCE)`);
       await c.query(`CREATE DATABASE "${TEMPLATE}"`);
       await migrate(urlFor(TEMPLATE));
       await c.query(`COMMENT ON DATABASE "${TEMPLATE}" IS '${signature.replace(/'/g, "''")}'`);
+      return TEMPLATE;
     } finally {
       await c.query("SELECT pg_advisory_unlock(7270736901)");
     }
@@ -69,7 +70,7 @@ export interface TestDatabase {
 /** A migrated database of its own for one test file. Call `drop()` in `after`. */
 export async function createTestDatabase(opts: { poolMax?: number; statementTimeoutMs?: number } = {}): Promise<TestDatabase> {
   templateReady ??= ensureTemplate();
-  await templateReady;
+  const TEMPLATE = await templateReady;
   const name = `sp_test_${randomBytes(6).toString("hex")}`;
   // CREATE DATABASE ... TEMPLATE fails while another session is connected to the template.
   for (let i = 0; ; i++) {
