@@ -4,8 +4,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { ZodError } from "zod";
 import { AppError, type ErrorCode, type FieldError } from "../../domain/errors.ts";
-import { problem, type Problem } from "../problem.ts";
-import { isDatabaseUnavailable } from "../../db/errors.ts";
+import { problem, SERVICE_UNAVAILABLE_RETRY_AFTER_S, type Problem } from "../problem.ts";
+import { databaseUnavailableReason, isDatabaseUnavailable } from "../../db/errors.ts";
 
 export function zodIssues(err: ZodError): FieldError[] {
   return err.issues.map((i) => ({
@@ -53,8 +53,11 @@ export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: E
   const body = problemFor(err, request.id);
   if (err instanceof AppError && err.headers) reply.headers(err.headers);
   if (body.status === 401) reply.header("www-authenticate", 'Bearer realm="sealpost"');
-  if (body.status === 503) reply.header("retry-after", "5");
-  if (body.status >= 500) request.log.error({ err: { type: err.name, message: err.message, code: (err as FastifyError).code } }, "request failed");
+  if (body.status === 503) reply.header("retry-after", String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
+  if (body.status >= 500) {
+    const db = databaseUnavailableReason(err); // the SQLSTATE or driver condition that made it a 503
+    request.log.error({ err: { type: err.name, message: err.message, code: (err as FastifyError).code }, ...(db ? { db } : {}) }, "request failed");
+  }
   return reply.code(body.status).type("application/problem+json; charset=utf-8").send(body);
 }
 
