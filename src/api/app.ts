@@ -11,10 +11,11 @@ import { registerSecurityHeaders } from "./plugins/security-headers.ts";
 import { registerRoute } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
 import { openApiYaml } from "./openapi.ts";
-import { MessageWriter } from "../services/message-writer.ts";
+import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
 
 export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: MessageWriter }, https: SecureContextOptions): Promise<FastifyInstance> {
-  const deps: AppDeps = { ...given, writer: given.writer ?? new MessageWriter(given.db.prisma) };
+  const writer = given.writer ?? new MessageWriter(given.db.prisma, { maxQueueWaitMs: maxQueueWaitFor(given.config.DATABASE_STATEMENT_TIMEOUT_MS) });
+  const deps: AppDeps = { ...given, writer };
   const app = Fastify({
     https,
     loggerInstance: deps.logger.child({ component: "api" }),

@@ -7,19 +7,20 @@
 // the request gets past authentication and meets the outage in the message writer).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { openDatabase } from "../../src/db/client.ts";
+import { openDatabase, QUERY_TIMEOUT_SLACK_MS } from "../../src/db/client.ts";
 import { SERVICE_UNAVAILABLE_RETRY_AFTER_S } from "../../src/api/problem.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
 import type { Response } from "../helpers/https-client.ts";
+import { assertAcceptedOrUnavailable, sendConcurrently, summary } from "../helpers/outage.ts";
 
 const CONNECT_TIMEOUT_MS = 1000;
 const STATEMENT_TIMEOUT_MS = 2000;
-// node-postgres gives up on an unanswered query at statement timeout + 1 s
+// node-postgres gives up on an unanswered query a little after the statement timeout
 // (query_timeout in src/db/client.ts): the server-side statement_timeout cannot fire
 // when the server never receives the query.
-const CLIENT_QUERY_TIMEOUT_MS = STATEMENT_TIMEOUT_MS + 1000;
+const CLIENT_QUERY_TIMEOUT_MS = STATEMENT_TIMEOUT_MS + QUERY_TIMEOUT_SLACK_MS;
 
 let real: TestDatabase;
 let proxy: TcpProxy;
@@ -191,5 +192,34 @@ test("database stopped while the API key is cached: the message writer meets the
   assert.equal(await messageCount(), before, "nothing was accepted during the outage");
   await waitReady(10_000);
   const after = await cached.call("POST", "/send", { key, body: validSend({ subject: "after the outage" }) });
+  assert.equal(after.status, 202, after.body);
+});
+
+test("black hole under 20 concurrent senders with a cached key: every answer a 503 within the statement timeout + 1.5 s", async (ctx) => {
+  // Open connections in the pool for the writer's statements to get stuck on.
+  const warm = await sendConcurrently(cached, key, { senders: 6, tag: "warm" });
+  assert.ok(warm.every((a) => a.status === 202), summary(warm));
+  const before = await messageCount();
+  await proxy.blackHole();
+  let answers;
+  try {
+    answers = await sendConcurrently(cached, key, { senders: 20, batches: 2, tag: "black-hole" });
+  } finally {
+    await proxy.restore();
+  }
+  assertAcceptedOrUnavailable(answers, "black hole");
+  assert.ok(answers.every((a) => a.status === 503), summary(answers));
+  const slowest = Math.max(...answers.map((a) => a.ms));
+  ctx.diagnostic(`black hole: ${summary(answers)}, statement timeout ${STATEMENT_TIMEOUT_MS} ms`);
+  // The statements that hold the writer's two slots wait out query_timeout (statement
+  // timeout + slack); the messages queued behind them are answered unsent after the
+  // queue wait, instead of waiting for those statements and then for their own.
+  assert.ok(slowest <= STATEMENT_TIMEOUT_MS + 1500, `slowest answer in the black hole: ${slowest} ms (${summary(answers)})`);
+  // The proxy swallowed every byte, so nothing reached the database. (A database that
+  // freezes after receiving a statement may still commit it when it resumes: a 503 does
+  // not promise "not stored", which is why retries carry an Idempotency-Key.)
+  assert.equal(await messageCount(), before);
+  await waitReady(10_000);
+  const after = await cached.call("POST", "/send", { key, body: validSend({ subject: "after the black hole" }) });
   assert.equal(after.status, 202, after.body);
 });

@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { createApiKey } from "../../src/services/api-keys.ts";
 import { MessageWriter, type MessageRow } from "../../src/services/message-writer.ts";
+import { DatabaseUnavailableError, isDatabaseUnavailable } from "../../src/db/errors.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 
 let tdb: TestDatabase;
@@ -37,7 +38,7 @@ const counts = async () => ({
 });
 
 test("200 concurrent writes share statements and all commit with their recipients and queue rows", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, 64, 2);
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 2 });
   let statements = 0;
   const spy = tdb.db.prisma.$queryRawUnsafe.bind(tdb.db.prisma);
   (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = ((...a: Parameters<typeof spy>) => (statements++, spy(...a))) as typeof spy;
@@ -57,7 +58,7 @@ test("200 concurrent writes share statements and all commit with their recipient
 });
 
 test("a statement that fails writes nothing for any message in it, and every caller hears of it", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, 64, 1);
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
   const before = await counts();
   // The first write occupies the only statement slot; the next three queue and share one.
   const first = writer.write(row());
@@ -71,7 +72,7 @@ test("a statement that fails writes nothing for any message in it, and every cal
 });
 
 test("two writes with one Idempotency-Key go into separate statements: one creates, one does not", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, 64, 1);
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
   const a = row({ idempotencyKey: "same", requestHash: "h" });
   const b = row({ idempotencyKey: "same", requestHash: "h" });
   const blocker = writer.write(row());
@@ -94,4 +95,26 @@ test("through the API: 60 concurrent sends are all answered 202 and all stored",
   } finally {
     await t.close();
   }
+});
+
+test("a message no statement can take within the queue wait is answered unavailable, and is never written later", async () => {
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1, maxQueueWaitMs: 200 });
+  const locker = await tdb.db.pool.connect();
+  await locker.query("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE");
+  let stuck: Promise<boolean>;
+  const late = row();
+  try {
+    stuck = writer.write(row()); // takes the only slot and waits on the lock
+    const started = Date.now();
+    const err = await writer.write(late).then(() => assert.fail("the queued message was written"), (e: unknown) => e);
+    const waited = Date.now() - started;
+    assert.ok(err instanceof DatabaseUnavailableError && isDatabaseUnavailable(err), String(err));
+    assert.ok(waited >= 190 && waited < 2000, `answered after ${waited} ms`);
+  } finally {
+    await locker.query("ROLLBACK");
+    locker.release();
+  }
+  assert.equal(await stuck, true, "the statement that held the slot commits once the lock is gone");
+  assert.equal(await writer.write(row()), true, "the writer carries on");
+  assert.equal(await tdb.db.prisma.message.count({ where: { id: late.id } }), 0, "the message answered unavailable was never written");
 });
