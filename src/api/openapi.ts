@@ -85,12 +85,13 @@ export function buildOpenApi(routes: AnyRoute[] = ROUTES): Json {
     }
     for (const status of r.errors) {
       responses[String(status)] = {
-        description: STATUS_TEXT[status] ?? "Error",
+        description: r.errorDescriptions?.[status] ?? STATUS_TEXT[status] ?? "Error",
         content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } },
         ...(status === 401 ? { headers: { "WWW-Authenticate": { schema: { type: "string" }, description: "Bearer" } } } : {}),
         ...(status === 429
           ? { headers: { "Retry-After": { schema: { type: "integer" } }, "RateLimit-Limit": { schema: { type: "integer" } }, "RateLimit-Remaining": { schema: { type: "integer" } }, "RateLimit-Reset": { schema: { type: "integer" } } } }
           : {}),
+        ...(status === 503 ? { headers: { "Retry-After": { schema: { type: "integer" }, description: "seconds to wait before retrying" } } } : {}),
       };
     }
     responses.default = { description: "Unexpected error", content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } } };

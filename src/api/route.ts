@@ -22,6 +22,8 @@ export interface RouteSpec<B extends z.ZodType | undefined, Q extends z.ZodType 
   headers?: Array<{ name: string; description: string; required?: boolean; schema: z.ZodType }>;
   responses: Record<number, { description: string; schema?: z.ZodType; contentType?: string }>;
   errors: number[]; // problem+json statuses this route can answer
+  /** What an error status means for this route, where it says more than the shared text. */
+  errorDescriptions?: Partial<Record<number, string>>;
   handler: (
     input: {
       body: B extends z.ZodType ? z.infer<B> : undefined;

@@ -37,6 +37,13 @@ export default defineRoute({
   body: BatchRequest,
   responses: { 200: { description: "Per-message results", schema: BatchResponse } },
   errors: [400, 401, 403, 413, 415, 422, 429, 503],
+  errorDescriptions: {
+    503:
+      "No message of the batch was accepted because the database is unavailable or too slow to answer in time; retry after Retry-After " +
+      "seconds. As with POST /send, a 503 does not always mean nothing was stored: a statement the database had already received may " +
+      "still commit after the answer, so resending the batch may store some messages twice. Where duplicates matter, send each message " +
+      "with POST /send and an Idempotency-Key. (When only some messages meet the outage, the answer is 200 and those items carry a 503 problem, with the same meaning.)",
+  },
   async handler({ body, request }, deps) {
     if (request.headers["idempotency-key"] !== undefined)
       throw new AppError("invalid_request", "Idempotency-Key is not supported on /send/batch; use it per message with POST /send", {
