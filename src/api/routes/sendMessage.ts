@@ -8,8 +8,8 @@ import { SendResponseSchema } from "../schemas.ts";
 
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 
-/** What a 503 from POST /send means; POST /send/batch says the same of its messages. */
-export const SEND_UNAVAILABLE =
+/** What a 503 from POST /send means (the contract's text; README says the same). */
+const SEND_UNAVAILABLE =
   "The database is unavailable or too slow to answer in time (an outage, a failover, a lock held past the statement timeout, a full disk); " +
   "retry after Retry-After seconds. A 503 does not always mean the message was not stored: a statement the database had already " +
   "received may still commit after the answer. Retrying with the same Idempotency-Key is safe (it replays the first 202 if the message " +
