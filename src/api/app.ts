@@ -5,6 +5,7 @@ import Fastify, { LogController, type FastifyInstance } from "fastify";
 import type { SecureContextOptions } from "node:tls";
 import type { AppDeps } from "./deps.ts";
 import { registerErrorHandling } from "./plugins/errors.ts";
+import { registerJsonBody } from "./plugins/json-body.ts";
 import { registerAuth } from "./plugins/auth.ts";
 import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits.ts";
 import { registerSecurityHeaders } from "./plugins/security-headers.ts";
@@ -50,6 +51,7 @@ export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: Messa
   });
   // Only JSON bodies: text/plain would let a browser form post cross-origin without preflight.
   app.removeContentTypeParser("text/plain");
+  registerJsonBody(app);
   registerErrorHandling(app);
   await registerSecurityHeaders(app);
   await registerIpRateLimit(app, deps.config);

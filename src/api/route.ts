@@ -3,8 +3,8 @@
 // contract cannot drift from what the code accepts.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
-import { AppError } from "../domain/errors.ts";
-import { zodIssues } from "./plugins/errors.ts";
+import { AppError, summarizeFieldErrors } from "../domain/errors.ts";
+import { fieldErrors } from "./field-errors.ts";
 import type { Scope } from "../services/api-keys.ts";
 import type { AppDeps } from "./deps.ts";
 
@@ -47,10 +47,10 @@ export function defineRoute<B extends z.ZodType | undefined = undefined, Q exten
 
 function parse<T extends z.ZodType>(schema: T | undefined, value: unknown, where: string): unknown {
   if (!schema) return undefined;
-  const r = schema.safeParse(value);
+  const r = schema.safeParse(value, { reportInput: true });
   if (!r.success) {
-    const errors = zodIssues(r.error).map((e) => ({ ...e, path: where === "body" ? e.path : `${where}.${e.path}` }));
-    throw new AppError("invalid_request", `the request ${where} is not valid`, { errors });
+    const errors = fieldErrors(r.error, schema).map((e) => ({ ...e, path: where === "body" ? e.path : `${where}.${e.path}` }));
+    throw new AppError("invalid_request", summarizeFieldErrors(errors, `the request ${where} is not valid`), { errors });
   }
   return r.data;
 }

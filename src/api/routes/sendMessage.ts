@@ -55,8 +55,9 @@ export default defineRoute({
   async handler({ body, request, reply }, deps) {
     const idem = request.headers["idempotency-key"];
     if (idem !== undefined && (typeof idem !== "string" || !IDEMPOTENCY_KEY.test(idem)))
-      throw new AppError("invalid_request", "Idempotency-Key must be 1-255 visible ASCII characters", {
-        errors: [{ path: "headers.idempotency-key", message: "1-255 visible ASCII characters" }],
+      throw new AppError("invalid_request", "Idempotency-Key: must be 1-255 visible ASCII characters without spaces, such as a UUID", {
+        // A request header, not a field of the body: named as the header is.
+        errors: [{ path: "Idempotency-Key", message: "must be 1-255 visible ASCII characters without spaces, such as a UUID" }],
       });
     const result = await acceptMessage(sendContext(deps), request.apiKey!, body, { idempotencyKey: idem });
     if (result.replayed) reply.header("idempotent-replayed", "true");
