@@ -15,21 +15,21 @@ import pg from "pg";
 import { openDatabase, type Database } from "../../src/db/client.ts";
 import { migrate } from "../../src/db/migrate.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
-import { startPgCluster, type PgCluster } from "../helpers/pg-cluster.ts";
+import { createPrivateCluster, type PrivateCluster } from "../helpers/pg-cluster.ts";
 import { assertAcceptedOrUnavailable, sendConcurrently, summary, type Answer } from "../helpers/outage.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const STATEMENT_TIMEOUT_MS = 1500;
 const CONNECT_TIMEOUT_MS = 1000;
 
-let cluster: PgCluster;
+let cluster: PrivateCluster;
 let db: Database;
 let t: TestApp;
 let key: string;
 let admin: pg.Client;
 
 before(async () => {
-  cluster = await startPgCluster();
+  cluster = await createPrivateCluster();
   const boot = new pg.Client({ connectionString: cluster.url() });
   await boot.connect();
   await boot.query("CREATE DATABASE sealpost");
