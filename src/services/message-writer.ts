@@ -39,8 +39,8 @@ export interface MessageRow {
 const SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[],
-                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::bytea[], $15::bytea[],
-                       $16::bytea[], $17::bytea[], $18::bytea[], $19::jsonb[], $20::jsonb[], $21::timestamptz[])
+                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
+                       $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[])
     AS u(id, api_key_id, idem_key, request_hash, response, created_at, expires_at, status, tls_policy, message_id_header,
          from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at)
 ), idem AS (
@@ -55,7 +55,8 @@ WITH input AS (
   INSERT INTO messages (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
                         subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
   SELECT id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
-         subject, text_body, html_body, headers, attachments, ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
+         decode(subject, 'base64'), decode(text_body, 'base64'), decode(html_body, 'base64'), decode(headers, 'base64'),
+         decode(attachments, 'base64'), ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
          send_at, created_at, created_at
     FROM input WHERE idem_key IS NULL OR id IN (SELECT message_id FROM idem)
   RETURNING id
@@ -77,6 +78,12 @@ WITH input AS (
 )
 SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients FROM msg m`;
 
+// Content travels as base64 text and is decoded by the statement. Passed as bytea[],
+// an array whose first element is null made the driver adapter take the later Buffers
+// for text: they were stored as their base64 characters, and the worker could not read
+// what the API had accepted.
+const b64 = (b: Buffer | null): string | null => (b === null ? null : b.toString("base64"));
+
 function params(rows: MessageRow[]): unknown[] {
   const col = <T>(f: (r: MessageRow) => T) => rows.map(f);
   const dlv = rows.flatMap((r) => [...new Set(r.recipients.map((x) => x.domain))].map((domain) => ({ id: r.id, domain })));
@@ -84,8 +91,8 @@ function params(rows: MessageRow[]): unknown[] {
   return [
     col((r) => r.id), col((r) => r.apiKeyId), col((r) => r.idempotencyKey), col((r) => r.requestHash), col((r) => r.response),
     col((r) => r.createdAt), col((r) => r.expiresAt), col((r) => r.status), col((r) => r.tlsPolicy), col((r) => r.messageIdHeader),
-    col((r) => r.fromAddress), col((r) => r.fromName), col((r) => r.replyTo), col((r) => r.subject), col((r) => r.textBody),
-    col((r) => r.htmlBody), col((r) => r.headers), col((r) => r.attachments), col((r) => JSON.stringify(r.tags)),
+    col((r) => r.fromAddress), col((r) => r.fromName), col((r) => r.replyTo), col((r) => b64(r.subject)), col((r) => b64(r.textBody)),
+    col((r) => b64(r.htmlBody)), col((r) => b64(r.headers)), col((r) => b64(r.attachments)), col((r) => JSON.stringify(r.tags)),
     col((r) => r.metadata), col((r) => r.sendAt),
     dlv.map((d) => d.id), dlv.map((d) => d.domain),
     rcp.map((x) => x.id), rcp.map((x) => x.position), rcp.map((x) => x.kind), rcp.map((x) => x.address),

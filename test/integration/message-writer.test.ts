@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { createApiKey } from "../../src/services/api-keys.ts";
-import { MessageWriter, type MessageRow } from "../../src/services/message-writer.ts";
+import { insertMessages, MessageWriter, type MessageRow } from "../../src/services/message-writer.ts";
 import { DatabaseUnavailableError, isDatabaseUnavailable } from "../../src/db/errors.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 
@@ -31,6 +31,8 @@ function row(over: Partial<MessageRow> = {}): MessageRow {
   };
 }
 
+const insertMessagesForTest = (rows: MessageRow[]) => insertMessages(tdb.db.prisma, rows);
+
 const counts = async () => ({
   messages: await tdb.db.prisma.message.count(),
   recipients: await tdb.db.prisma.recipient.count(),
@@ -54,6 +56,27 @@ test("200 concurrent writes share statements and all commit with their recipient
     assert.deepEqual(tags.tags, ["t"]);
   } finally {
     (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = spy;
+  }
+});
+
+test("content columns keep their bytes whatever the other messages of the statement carry", async () => {
+  // One statement, where the first message lacks the fields the later ones have: the
+  // bytes must come back exactly, nulls stay null.
+  const bytes = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 37 + n) & 0xff));
+  const rows = [
+    row({ subject: null, textBody: null, htmlBody: null, headers: null, attachments: null }),
+    row({ subject: bytes(3), textBody: bytes(40), htmlBody: bytes(41), headers: bytes(42), attachments: bytes(70_000) }),
+    row({ subject: bytes(5), textBody: null, htmlBody: bytes(1), headers: null, attachments: bytes(0) }),
+  ];
+  const created = await insertMessagesForTest(rows);
+  assert.equal(created.size, 3);
+  for (const r of rows) {
+    const got = await tdb.db.prisma.message.findUniqueOrThrow({ where: { id: r.id } });
+    for (const [col, want] of [["subject", r.subject], ["textBody", r.textBody], ["htmlBody", r.htmlBody], ["headers", r.headers], ["attachments", r.attachments]] as const) {
+      const have = got[col] as Uint8Array | null;
+      if (want === null) assert.equal(have, null, `${r.id} ${col}`);
+      else assert.ok(have && Buffer.from(have).equals(want), `${r.id} ${col}: ${have ? Buffer.from(have).toString("hex").slice(0, 20) : "null"} != ${want.toString("hex").slice(0, 20)}`);
+    }
   }
 });
 
