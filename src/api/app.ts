@@ -10,6 +10,7 @@ import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits
 import { registerSecurityHeaders } from "./plugins/security-headers.ts";
 import { registerRoute } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
+import { registerApiReference } from "./routes/getApiReference.ts";
 import { openApiYaml } from "./openapi.ts";
 import { createHttpsServer, type HttpsServerTimeouts } from "./https-server.ts";
 import { MessageWriter } from "../services/message-writer.ts";
@@ -64,5 +65,6 @@ export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: Messa
   for (const route of ROUTES) registerRoute(app, route, deps);
   const spec = openApiYaml();
   app.get("/openapi.yaml", { config: { scope: null } }, async (_req, reply) => reply.type("application/yaml; charset=utf-8").send(spec));
+  registerApiReference(app);
   return app;
 }

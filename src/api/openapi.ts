@@ -128,19 +128,13 @@ export function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<strin
     };
     (paths[path] ??= {})[r.method.toLowerCase()] = op;
   }
-  paths["/openapi.yaml"] = {
+  // The two documents served for people and tools rather than operations of the API:
+  // open to all, limited only by the per-address rate limit.
+  const document = (operationId: string, summary: string, description: string, type: string, example: Example): Record<string, Json> => ({
     get: {
-      operationId: "getOpenApi", summary: "This contract", tags: ["operations"], security: [],
+      operationId, summary, description, tags: ["operations"], security: [],
       responses: {
-        200: {
-          description: "OpenAPI 3.1 document",
-          content: {
-            "application/yaml": {
-              schema: { type: "string" },
-              examples: { document: { summary: "The start of this document", value: "openapi: 3.1.0\ninfo:\n  title: sealpost\n  version: 0.1.0\n" } },
-            },
-          },
-        },
+        200: { description: summary, content: { [type]: { schema: { type: "string" }, examples: { document: example } } } },
         429: {
           description: STATUS_TEXT[429],
           content: problemContent(examplesFor({ responses: {} }, "429", null)),
@@ -149,7 +143,18 @@ export function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<strin
         default: { description: "Unexpected error", content: problemContent(examplesFor({ responses: {} }, "default", null)) },
       },
     },
-  };
+  });
+  paths["/openapi.yaml"] = document("getOpenApi", "This contract", "The OpenAPI 3.1 document, generated from the route schemas.", "application/yaml", {
+    summary: "The start of this document",
+    value: "openapi: 3.1.0\ninfo:\n  title: sealpost\n  version: 0.1.0\n",
+  });
+  paths["/docs"] = document(
+    "getApiReference",
+    "A browsable reference of this contract",
+    "An HTML page that renders /openapi.yaml with Swagger UI. Every file it loads is served by sealpost from the swagger-ui-dist package; nothing comes from another origin.",
+    "text/html",
+    { summary: "The page (abridged)", value: '<!doctype html>\n<html lang="en">\n<head>\n<title>sealpost API reference</title>\n...' },
+  );
   return {
     openapi: "3.1.0",
     info: {
