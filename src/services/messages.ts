@@ -86,19 +86,27 @@ function scheduleView(status: RecipientStatus, d: { state: string; nextAttemptAt
 }
 
 export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string, id: string, schedule: DeliverySchedule) {
-  const m = await db.message.findFirst({
-    where: { id, apiKeyId },
-    select: {
-      ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
-      recipients: {
-        orderBy: { position: "asc" },
-        include: {
-          attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
-          delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
+  // Prisma reads the message, its recipients, their queue rows and attempts in separate
+  // statements; one REPEATABLE READ snapshot keeps them consistent with each other (a
+  // worker finishing or claiming in between would otherwise pair a deferred message with
+  // a recipient already being retried, or a deferred recipient with its lease time).
+  const m = await db.$transaction(
+    (tx) =>
+      tx.message.findFirst({
+        where: { id, apiKeyId },
+        select: {
+          ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
+          recipients: {
+            orderBy: { position: "asc" },
+            include: {
+              attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
+              delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
+            },
+          },
         },
-      },
-    },
-  });
+      }),
+    { isolationLevel: "RepeatableRead" },
+  );
   if (!m) throw new AppError("not_found", "no message with this id");
   return {
     ...summaryView(m, cipher),
