@@ -87,9 +87,11 @@ GRANT UPDATE (status, updated_at, finished_at) ON messages TO sealpost_api;
 -- The queue rows of a new message (one per recipient domain), and cancel: it counts a
 -- message's rows and moves the untouched ones (attempts = 0) to 'cancelled'. The lease
 -- and scheduling columns are the worker's: the API writes next_attempt_at only in the
--- INSERT, and lease_owner only because the cancel statement clears it. It cannot read
--- either (no SELECT on lease_owner, next_attempt_at, created_at): it never looks at the queue.
-GRANT SELECT (id, message_id, domain, state, attempts) ON deliveries TO sealpost_api;
+-- INSERT, and lease_owner only because the cancel statement clears it. It reads
+-- next_attempt_at and created_at only to show, in GET /messages/:id, when a recipient is
+-- tried next and when retrying ends (created_at + SMTP_MAX_RETRY); it never reads the
+-- lease (no SELECT on lease_owner).
+GRANT SELECT (id, message_id, domain, state, attempts, next_attempt_at, created_at) ON deliveries TO sealpost_api;
 GRANT INSERT (message_id, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api;
 GRANT UPDATE (state, lease_owner) ON deliveries TO sealpost_api;
 GRANT USAGE ON SEQUENCE deliveries_id_seq TO sealpost_api; -- BIGSERIAL default (nextval)

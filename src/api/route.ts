@@ -45,7 +45,8 @@ export function defineRoute<B extends z.ZodType | undefined = undefined, Q exten
   return spec;
 }
 
-function parse<T extends z.ZodType>(schema: T | undefined, value: unknown, where: string): unknown {
+/** The parsed input, or the AppError (422 with field errors) the route answers for it. */
+export function parseInput<T extends z.ZodType>(schema: T | undefined, value: unknown, where: string): unknown {
   if (!schema) return undefined;
   const r = schema.safeParse(value, { reportInput: true });
   if (!r.success) {
@@ -61,9 +62,9 @@ export function registerRoute(app: FastifyInstance, route: AnyRoute, deps: AppDe
     url: route.url,
     config: { scope: route.scope },
     handler: async (request, reply) => {
-      const params = parse(route.params, request.params, "params");
-      const query = parse(route.query, request.query, "query");
-      const body = parse(route.body, request.body, "body");
+      const params = parseInput(route.params, request.params, "params");
+      const query = parseInput(route.query, request.query, "query");
+      const body = parseInput(route.body, request.body, "body");
       return route.handler({ body, query, params, request, reply } as never, deps);
     },
   });

@@ -67,6 +67,16 @@ export const RecipientSchema = z
     last_response: z
       .object({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() })
       .nullable(),
+    next_attempt_at: z.iso.datetime().nullable().meta({
+      description:
+        "When the next delivery attempt is due, for a queued, scheduled or deferred recipient (it may be in the past when workers are busy); " +
+        "null while an attempt is under way and once the recipient is final.",
+    }),
+    expires_at: z.iso.datetime().nullable().meta({
+      description:
+        "When retrying ends: SMTP_MAX_RETRY after the message first became due (accepted, or send_at). " +
+        "The first attempt at or after this time that is deferred fails the recipient with the last reason. Null once the recipient is final.",
+    }),
     delivery_attempts: z.array(AttemptSchema),
   })
   .meta({ id: "Recipient" });

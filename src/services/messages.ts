@@ -2,7 +2,8 @@
 // api_key_id, so another key's message is simply "not found".
 import type { Db } from "../db/client.ts";
 import { AppError } from "../domain/errors.ts";
-import { CANCELLABLE_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
+import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
+import { lifetimeEnd } from "../domain/retry-lifetime.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 
 type AttemptRow = {
@@ -62,14 +63,50 @@ const summarySelect = {
   metadata: true, createdAt: true, sendAt: true, contentPurgedAt: true,
 } as const;
 
-export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string, id: string) {
-  const m = await db.message.findFirst({
-    where: { id, apiKeyId },
-    select: {
-      ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
-      recipients: { orderBy: { position: "asc" }, include: { attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] } } },
-    },
-  });
+/** What the message view needs from the delivery settings. */
+export interface DeliverySchedule {
+  /** SMTP_MAX_RETRY: how long a delivery is retried, counted from when it first became due. */
+  maxRetryMs: number;
+}
+
+const WAITING_STATUSES: ReadonlySet<RecipientStatus> = new Set(["queued", "scheduled", "deferred"]);
+
+/**
+ * When a recipient's next attempt is due and when its retries end. The queue row holds
+ * both inputs: next_attempt_at (while it is pending and not leased, which is when its
+ * recipients are queued, scheduled or deferred) and created_at, from which the worker
+ * counts SMTP_MAX_RETRY. Both are null once the recipient is final.
+ */
+function scheduleView(status: RecipientStatus, d: { state: string; nextAttemptAt: Date; createdAt: Date }, s: DeliverySchedule) {
+  if (FINAL_RECIPIENT_STATUSES.has(status)) return { next_attempt_at: null, expires_at: null };
+  return {
+    next_attempt_at: WAITING_STATUSES.has(status) && d.state === "pending" ? d.nextAttemptAt.toISOString() : null,
+    expires_at: lifetimeEnd(d.createdAt, s.maxRetryMs).toISOString(),
+  };
+}
+
+export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string, id: string, schedule: DeliverySchedule) {
+  // Prisma reads the message, its recipients, their queue rows and attempts in separate
+  // statements; one REPEATABLE READ snapshot keeps them consistent with each other (a
+  // worker finishing or claiming in between would otherwise pair a deferred message with
+  // a recipient already being retried, or a deferred recipient with its lease time).
+  const m = await db.$transaction(
+    (tx) =>
+      tx.message.findFirst({
+        where: { id, apiKeyId },
+        select: {
+          ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
+          recipients: {
+            orderBy: { position: "asc" },
+            include: {
+              attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
+              delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
+            },
+          },
+        },
+      }),
+    { isolationLevel: "RepeatableRead" },
+  );
   if (!m) throw new AppError("not_found", "no message with this id");
   return {
     ...summaryView(m, cipher),
@@ -83,6 +120,7 @@ export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string
       status: r.status as RecipientStatus,
       attempts: r.attempts,
       last_response: r.lastCode !== null || r.lastReply !== null ? { code: r.lastCode, enhanced_code: r.lastEnhanced, text: r.lastReply } : null,
+      ...scheduleView(r.status as RecipientStatus, r.delivery, schedule),
       delivery_attempts: r.attemptLog.map(attemptView),
     })),
   };

@@ -9,6 +9,7 @@ import { AppError } from "../domain/errors.ts";
 import { strictest } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
+import { isPastLifetime } from "../domain/retry-lifetime.ts";
 import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
 import { type AttemptEvidence, type ClaimedDelivery, type Completion, type RecipientResult } from "./queue.ts";
@@ -186,11 +187,11 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
   }
 
   // SMTP_MAX_RETRY (Postfix maximal_queue_lifetime): past it, a deferral is final.
-  const age = now().getTime() - d.createdAt.getTime();
+  const expired = isPastLifetime(d.createdAt, deps.settings.maxRetryMs, now());
   let anyDeferred = false;
   for (const r of results.values()) {
     if (r.status !== "deferred") continue;
-    if (age >= deps.settings.maxRetryMs) {
+    if (expired) {
       r.status = "failed";
       r.replyText = `gave up after ${d.attempt} attempts: ${r.replyText ?? "deferred"}`;
     } else anyDeferred = true;

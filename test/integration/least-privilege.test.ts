@@ -175,6 +175,7 @@ test("the API under sealpost_api accepts, replays, reads, lists and cancels", as
   assert.equal(got.status, 200, got.body);
   assert.equal(got.json().subject, "Reset your password");
   assert.equal(got.json().recipients[0].address, "alice@good.test");
+  assert.ok(got.json().recipients[0].expires_at, "the view reads the queue row's schedule, not its lease");
 
   const later = await t.call("POST", "/send", { key, body: validSend({ to: "bob@good.test", send_at: new Date(Date.now() + 86_400_000).toISOString() }) });
   assert.equal(later.status, 202, later.body);
