@@ -22,7 +22,9 @@ export interface Runtime {
 /** DATABASE_URL, or the embedded database under DATA_DIR (opened here, or joined if another sealpost process has it). */
 export async function databaseFor(config: Config, logger: Logger): Promise<{ url: string; embedded: EmbeddedDatabase | null }> {
   if (config.DATABASE_URL) return { url: config.DATABASE_URL, embedded: null };
-  const embedded = await startEmbeddedDatabase(config.DATA_DIR);
+  const embedded = await startEmbeddedDatabase(config.DATA_DIR, {
+    onError: (err) => logger.error({ err: errorFields(err) }, "embedded database session failed"),
+  });
   logger.info({ dataDir: embedded.dataDir }, "DATABASE_URL is not set: using the embedded database");
   return { url: embedded.url, embedded };
 }
