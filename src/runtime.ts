@@ -1,5 +1,6 @@
 // Opens what every process needs: logger, database (embedded when DATABASE_URL is
-// unset), migrations, content cipher. Closed in reverse order on shutdown.
+// unset), migrations, content cipher, and for serving processes the check that the data
+// keys can read what is stored. Closed in reverse order on shutdown.
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { openDatabase, type Database } from "./db/client.ts";
@@ -7,6 +8,7 @@ import { startEmbeddedDatabase, type EmbeddedDatabase } from "./db/embedded.ts";
 import { migrate } from "./db/migrate.ts";
 import { ContentCipher } from "./security/content-cipher.ts";
 import { loadDataKeys } from "./security/data-keys.ts";
+import { checkDataKeys, type DataKeyRole } from "./security/data-key-check.ts";
 import { errorFields } from "./logger.ts";
 
 export interface Runtime {
@@ -29,7 +31,17 @@ export async function databaseFor(config: Config, logger: Logger): Promise<{ url
   return { url: embedded.url, embedded };
 }
 
-export async function openRuntime(config: Config, logger: Logger): Promise<Runtime> {
+export interface RuntimeOptions {
+  /**
+   * Check the data keys against the database before anything else runs
+   * (security/data-key-check.ts): "encrypts" for a process that writes content (serve,
+   * start), "decrypts" for one that only reads it (worker). "none" for commands that do
+   * not touch content, or check on their own terms (keys rotate-data).
+   */
+  dataKeys?: DataKeyRole | "none";
+}
+
+export async function openRuntime(config: Config, logger: Logger, opts: RuntimeOptions = {}): Promise<Runtime> {
   const cipher = new ContentCipher(
     loadDataKeys({ value: config.SEALPOST_DATA_KEY, production: config.NODE_ENV === "production", dataDir: config.DATA_DIR }, logger),
   );
@@ -50,6 +62,15 @@ export async function openRuntime(config: Config, logger: Logger): Promise<Runti
     connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
     onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });
+  if (opts.dataKeys && opts.dataKeys !== "none") {
+    try {
+      await checkDataKeys(db.prisma, cipher, opts.dataKeys);
+    } catch (err) {
+      await db.close();
+      await embedded?.stop();
+      throw err;
+    }
+  }
   return {
     config, logger, db, databaseUrl: url, cipher, embedded,
     async close() {
