@@ -11,6 +11,8 @@ import { loadDataKeys } from "./security/data-keys.ts";
 import { checkDataKeys, type DataKeyRole } from "./security/data-key-check.ts";
 import { errorFields } from "./logger.ts";
 
+const EMBEDDED_MIN_STATEMENT_TIMEOUT_MS = 60_000;
+
 export interface Runtime {
   config: Config;
   logger: Logger;
@@ -58,7 +60,11 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
   const db = openDatabase({
     url,
     poolMax: embedded ? Math.min(config.DATABASE_POOL_MAX, 8) : config.DATABASE_POOL_MAX,
-    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+    // The embedded database is one session: a query waits its turn behind every query
+    // ahead of it (a batch of large messages takes seconds on a busy laptop), and the
+    // client-side timeout counts that wait. There is no network to fail, so the timeout
+    // that turns an outage into a fast 503 would only turn a queue into 503s there.
+    statementTimeoutMs: embedded ? Math.max(config.DATABASE_STATEMENT_TIMEOUT_MS, EMBEDDED_MIN_STATEMENT_TIMEOUT_MS) : config.DATABASE_STATEMENT_TIMEOUT_MS,
     connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
     onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });

@@ -97,8 +97,8 @@ async function stop(cli: Cli): Promise<void> {
   assert.equal(code, 0, `exit code after SIGTERM:\n${cli.output().stderr}`);
 }
 
-const call = (cli: Cli, ca: string, method: string, path: string, key: string, body?: unknown): Promise<Response> =>
-  request(`https://127.0.0.1:${cli.port}${path}`, { method, ca, body, headers: { authorization: `Bearer ${key}` } });
+const call = (cli: Cli, ca: string, method: string, path: string, key: string, body?: unknown, timeoutMs?: number): Promise<Response> =>
+  request(`https://127.0.0.1:${cli.port}${path}`, { method, ca, body, headers: { authorization: `Bearer ${key}` }, ...(timeoutMs ? { timeoutMs } : {}) });
 
 test("without DATABASE_URL the CLI runs on the embedded database and keeps data across a restart", { timeout: 180_000 }, async () => {
   // First start: everything is created.
@@ -162,7 +162,7 @@ test("20 concurrent sends of about 1 MB each on the embedded database are all ac
       call(cli, ca, "POST", "/send", key, validSend({
         subject: `Concurrent ${i}`,
         attachments: [{ filename: `f${i}.bin`, content: attachment(i), content_type: "application/octet-stream" }],
-      })),
+      }), 120_000), // 20 MB through one database session: seconds on a busy machine
     ),
   );
   assert.deepEqual(sends.map((r) => r.status), Array(20).fill(202), sends.filter((r) => r.status !== 202).map((r) => r.body).join("\n"));
