@@ -25,6 +25,7 @@
 import type { Db } from "../db/client.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "./content-cipher.ts";
 import { DataKeyError } from "./data-keys.ts";
+import { MigrationError } from "../db/migrate.ts";
 
 /** "encrypts": a process that writes content (serve, start); "decrypts": one that only reads it (worker). */
 export type DataKeyRole = "encrypts" | "decrypts";
@@ -84,6 +85,17 @@ async function problemsWith(db: Db, cipher: ContentCipher, rows: Row[]): Promise
   return { problems, proven };
 }
 
+/** The recorded keys; a database that was not migrated to this version is an operator's one-line error, not a crash. */
+async function recordedKeys(db: Db): Promise<Row[]> {
+  try {
+    return await db.dataKey.findMany();
+  } catch (err) {
+    if ((err as { code?: string }).code === "P2021") // Prisma: the table does not exist
+      throw new MigrationError("the database has no data_keys table: it is not migrated to this version of sealpost; run `sealpost migrate` as the database owner");
+    throw err;
+  }
+}
+
 /** The key that encrypts in the deployment as recorded: the latest to start encrypting, not retired. */
 function deployedKey(rows: Row[]): Row | undefined {
   return rows.filter((r) => r.encryptingSince && !r.retiredAt).sort((a, b) => b.encryptingSince!.getTime() - a.encryptingSince!.getTime())[0];
@@ -95,7 +107,7 @@ function deployedKey(rows: Row[]): Row | undefined {
  * records the held keys' check values and, for a process that encrypts, its first key.
  */
 export async function checkDataKeys(db: Db, cipher: ContentCipher, role: DataKeyRole): Promise<void> {
-  const rows: Row[] = await db.dataKey.findMany();
+  const rows = await recordedKeys(db);
   const { problems, proven } = await problemsWith(db, cipher, rows);
   const current = cipher.currentKeyId;
   if (role === "encrypts" && rows.length > 0 && !rows.some((r) => r.id === current)) {
@@ -129,7 +141,7 @@ export async function checkDataKeys(db: Db, cipher: ContentCipher, role: DataKey
  * read what the rotation writes.
  */
 export async function assertRotationAllowed(db: Db, cipher: ContentCipher): Promise<void> {
-  const rows: Row[] = await db.dataKey.findMany();
+  const rows = await recordedKeys(db);
   const { problems } = await problemsWith(db, cipher, rows);
   if (problems.length > 0) throw new DataKeyError(`keys rotate-data: ${problems.join("; ")}`);
   const current = cipher.currentKeyId;

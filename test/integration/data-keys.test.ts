@@ -194,6 +194,15 @@ test("a new key cannot encrypt before it was introduced; keys rotate-data refuse
   await checkDataKeys(db, cipherOf(`k2:${K2}`), "encrypts");
 });
 
+test("a process on a database not migrated to this version says so in one line", async (t) => {
+  const tdb = await createTestDatabase();
+  t.after(() => tdb.drop());
+  await tdb.db.pool.query("DROP TABLE data_keys"); // as if the code was upgraded and `migrate` not run
+  const r = cli(["serve"], { DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: `k1:${K1}`, MIGRATE_ON_START: "false" });
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stderr.trim(), "sealpost: the database has no data_keys table: it is not migrated to this version of sealpost; run `sealpost migrate` as the database owner");
+});
+
 test("content stored before the data_keys table existed: its key ids are required, and the key is proven against it", async (t) => {
   // A database at the first migration, with a message stored under k1.
   const empty = await createEmptyDatabase();
