@@ -7,11 +7,12 @@ import { openDatabase, type Database } from "./db/client.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./db/embedded.ts";
 import { migrate } from "./db/migrate.ts";
 import { ContentCipher } from "./security/content-cipher.ts";
-import { loadDataKeys } from "./security/data-keys.ts";
+import { join } from "node:path";
+import { DataKeyError, loadDataKeys } from "./security/data-keys.ts";
 import { checkDataKeys, type DataKeyRole } from "./security/data-key-check.ts";
 import { errorFields } from "./logger.ts";
 
-const EMBEDDED_MIN_STATEMENT_TIMEOUT_MS = 60_000;
+const EMBEDDED_MIN_TIMEOUT_MS = 60_000;
 
 export interface Runtime {
   config: Config;
@@ -60,12 +61,13 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
   const db = openDatabase({
     url,
     poolMax: embedded ? Math.min(config.DATABASE_POOL_MAX, 8) : config.DATABASE_POOL_MAX,
-    // The embedded database is one session: a query waits its turn behind every query
-    // ahead of it (a batch of large messages takes seconds on a busy laptop), and the
-    // client-side timeout counts that wait. There is no network to fail, so the timeout
-    // that turns an outage into a fast 503 would only turn a queue into 503s there.
-    statementTimeoutMs: embedded ? Math.max(config.DATABASE_STATEMENT_TIMEOUT_MS, EMBEDDED_MIN_STATEMENT_TIMEOUT_MS) : config.DATABASE_STATEMENT_TIMEOUT_MS,
-    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
+    // The embedded database is one session: a query, and a new connection's startup,
+    // wait their turn behind everything ahead of them (a batch of large messages takes
+    // seconds on a busy laptop), and the client-side timeouts count that wait. There is
+    // no network to fail, so timeouts that turn an outage into a fast 503 would only turn
+    // a queue into 503s there.
+    statementTimeoutMs: embedded ? Math.max(config.DATABASE_STATEMENT_TIMEOUT_MS, EMBEDDED_MIN_TIMEOUT_MS) : config.DATABASE_STATEMENT_TIMEOUT_MS,
+    connectTimeoutMs: embedded ? Math.max(config.DATABASE_CONNECT_TIMEOUT_MS, EMBEDDED_MIN_TIMEOUT_MS) : config.DATABASE_CONNECT_TIMEOUT_MS,
     onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });
   if (opts.dataKeys && opts.dataKeys !== "none") {
@@ -74,6 +76,9 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
     } catch (err) {
       await db.close();
       await embedded?.stop();
+      // Outside production the key may come from a generated file: say so, it is what changed.
+      if (err instanceof DataKeyError && !config.SEALPOST_DATA_KEY)
+        throw new DataKeyError(`${err.message} (SEALPOST_DATA_KEY is not set: the key came from ${join(config.DATA_DIR, "data-key")})`);
       throw err;
     }
   }

@@ -14,6 +14,10 @@ import { PGlite } from "@electric-sql/pglite";
 import { PGliteSessionServer } from "../../src/db/pglite-server.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "../../src/db/embedded.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { Writable } from "node:stream";
+import { loadConfig } from "../../src/config.ts";
+import { createLogger } from "../../src/logger.ts";
+import { openRuntime } from "../../src/runtime.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "sealpost-sessions-"));
 let embedded: EmbeddedDatabase;
@@ -183,6 +187,24 @@ test("a connection idle inside a transaction past the timeout is ended with 25P0
     await a.end().catch(() => {});
     await server.stop();
     await db.close();
+  }
+});
+
+test("a statement that holds the session for seconds does not time out the connections waiting for it", { timeout: 120_000 }, async () => {
+  // PGlite runs in this process and blocks it while a statement executes; a client
+  // timer (connect, query) that expires meanwhile fires before the answer is read. The
+  // runtime's embedded pool must not turn such a wait into "database unavailable".
+  const logger = createLogger("silent", new Writable({ write: (_c, _e, cb) => cb() }));
+  const rt = await openRuntime(loadConfig({ NODE_ENV: "test", DATA_DIR: join(tmp, "runtime"), SEALPOST_DATA_KEY: Buffer.alloc(32, 1).toString("base64") }), logger);
+  try {
+    assert.ok(rt.embedded?.owner, "the runtime opened the embedded database");
+    await rt.db.pool.query("SELECT 1"); // one idle connection: the sleep starts at once on it
+    const slow = rt.db.pool.query("SELECT pg_sleep(3)");
+    // A second pool connection is made, and a query sent, while the sleep holds the session.
+    const [, count] = await Promise.all([slow, rt.db.prisma.apiKey.count()]);
+    assert.equal(count, 0);
+  } finally {
+    await rt.close();
   }
 });
 

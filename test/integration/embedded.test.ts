@@ -6,7 +6,8 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -165,7 +166,8 @@ test("20 concurrent sends of about 1 MB each on the embedded database are all ac
       }), 120_000), // 20 MB through one database session: seconds on a busy machine
     ),
   );
-  assert.deepEqual(sends.map((r) => r.status), Array(20).fill(202), sends.filter((r) => r.status !== 202).map((r) => r.body).join("\n"));
+  const logged = () => (cli.output().stdout + cli.output().stderr).split("\n").filter((l) => /"level":(40|50|60)/.test(l)).join("\n");
+  assert.deepEqual(sends.map((r) => r.status), Array(20).fill(202), `${sends.filter((r) => r.status !== 202).map((r) => r.body).join("\n")}\n${logged()}`);
   const ids = sends.map((r) => r.json().id as string);
   assert.equal(new Set(ids).size, 20);
   for (const [i, id] of ids.entries()) {
@@ -175,4 +177,21 @@ test("20 concurrent sends of about 1 MB each on the embedded database are all ac
   }
   assert.ok(!/08P01|prepared statement/.test(cli.output().stdout + cli.output().stderr), "no protocol error was logged");
   await stop(cli);
+});
+
+test("a data key file that cannot read the embedded database is refused at start, in one line", { timeout: 120_000 }, async () => {
+  // The data directory of the first test, whose content is under its data-key file; a
+  // new key file (the old one lost) must not start serving and fail every read later.
+  const saved = readFileSync(join(DATA_DIR, "data-key"), "utf8");
+  writeFileSync(join(DATA_DIR, "data-key"), `k1:${randomBytes(32).toString("base64")}\n`, { mode: 0o600 });
+  try {
+    const r = spawnSync(process.execPath, ["src/cli.ts", "serve"], { cwd: ROOT, env: cliEnv(await freePort()), encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 1, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /^sealpost: SEALPOST_DATA_KEY holds a different key under id k1 .* \(SEALPOST_DATA_KEY is not set: the key came from .*data-key\)$/);
+    assert.ok(!existsSync(join(DATA_DIR, "pglite.lock")), "the embedded database was closed");
+  } finally {
+    writeFileSync(join(DATA_DIR, "data-key"), saved, { mode: 0o600 });
+  }
 });
