@@ -111,7 +111,7 @@ export async function checkDataKeys(db: Db, cipher: ContentCipher, role: DataKey
   const { problems, proven } = await problemsWith(db, cipher, rows);
   const current = cipher.currentKeyId;
   if (role === "encrypts" && rows.length > 0 && !rows.some((r) => r.id === current)) {
-    const deployed = deployedKey(rows)?.id ?? "the current key";
+    const deployed = deployedKey(rows)?.id ?? "<current id>";
     problems.push(`data key ${current} is first in SEALPOST_DATA_KEY, so it would encrypt new content, but no sealpost process has held it yet: first restart every process with it listed after ${deployed} (SEALPOST_DATA_KEY=${deployed}:...,${current}:...) so all of them can read it, then put it first (README, "Rotating the data key")`);
   }
   if (problems.length > 0) throw new DataKeyError(problems.join("; "));
