@@ -115,6 +115,14 @@ GRANT INSERT (api_key_id, key, request_hash, status_code, response, message_id, 
 GRANT UPDATE (request_hash, status_code, response, message_id, created_at, expires_at)
   ON idempotency_records TO sealpost_api;
 
+-- Data keys (src/security/data-key-check.ts): at start `serve` reads the recorded keys,
+-- records the check values of keys it holds (and fills one recorded by the migration
+-- without a value, once its key proved itself against stored content), and marks its
+-- first key as encrypting. Retiring keys is `keys rotate-data`'s, run as the owner.
+GRANT SELECT ON data_keys TO sealpost_api;
+GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_api;
+GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpost_api;
+
 -- ---------------------------------------------------------------------------------
 -- sealpost_worker: `sealpost worker`. Claims due deliveries, loads and decrypts the
 -- message, records each attempt's evidence, derives statuses, and runs retention.
@@ -154,5 +162,11 @@ GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 -- read by the worker.
 GRANT SELECT (api_key_id, key, expires_at) ON idempotency_records TO sealpost_worker;
 GRANT DELETE ON idempotency_records TO sealpost_worker;
+
+-- Data keys: the same start check as the API's, except that the worker writes no
+-- content, so it never marks a key as encrypting.
+GRANT SELECT ON data_keys TO sealpost_worker;
+GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_worker;
+GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;
 
 COMMIT;

@@ -187,6 +187,7 @@ const summary = {
   created_at: CREATED,
   send_at: null,
   content_purged: false,
+  content_unreadable: null,
 } satisfies z.output<typeof MessageSummarySchema>;
 
 const deliveredAttempt = {

@@ -93,6 +93,19 @@ export const MessageSummarySchema = z
     created_at: z.iso.datetime(),
     send_at: z.iso.datetime().nullable(),
     content_purged: z.boolean(),
+    content_unreadable: z
+      .object({
+        reason: z.enum(["unknown_data_key", "failed_authentication"]),
+        data_key_id: z.string().nullable().meta({ description: "The data key id the stored content names" }),
+        detail: z.string(),
+      })
+      .nullable()
+      .meta({
+        description:
+          "Set when this server cannot decrypt the stored content (then `subject` is null): it is under a data key the server does not hold " +
+          "(`unknown_data_key`: the operator adds that key to SEALPOST_DATA_KEY), or it was changed in storage (`failed_authentication`). " +
+          "Null when the content was read or has been purged.",
+      }),
   })
   .meta({ id: "MessageSummary" });
 

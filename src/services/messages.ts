@@ -4,7 +4,7 @@ import type { Db } from "../db/client.ts";
 import { AppError } from "../domain/errors.ts";
 import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import { lifetimeEnd } from "../domain/retry-lifetime.ts";
-import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
+import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 
 type AttemptRow = {
   attempt: number; startedAt: Date; durationMs: number; outcome: string; mxHost: string | null; ip: string | null;
@@ -43,18 +43,41 @@ type MessageRow = {
   tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null;
 };
 
+/**
+ * The subject, decrypted; or, when this server cannot decrypt it, null and why. The rest
+ * of the view (addresses, statuses, evidence) is not encrypted and is still shown, so a
+ * message under a key this process lacks, or a damaged value, never hides the others.
+ */
+function readSubject(m: MessageRow, cipher: ContentCipher) {
+  if (!m.subject) return { subject: null, content_unreadable: null };
+  try {
+    return { subject: cipher.decrypt(m.subject, contentAad(m.id, "subject")).toString("utf8"), content_unreadable: null };
+  } catch (err) {
+    if (!(err instanceof ContentDecryptError)) throw err;
+    const content_unreadable =
+      err.reason === "unknown_key"
+        ? { reason: "unknown_data_key" as const, data_key_id: err.keyId,
+            detail: `the content is encrypted under data key ${err.keyId}, which this server does not hold (the operator adds it to SEALPOST_DATA_KEY)` }
+        : { reason: "failed_authentication" as const, data_key_id: err.keyId,
+            detail: "the stored content failed authentication: it was changed or damaged in storage and is not shown" };
+    return { subject: null, content_unreadable };
+  }
+}
+
 function summaryView(m: MessageRow, cipher: ContentCipher) {
+  const { subject, content_unreadable } = readSubject(m, cipher);
   return {
     id: m.id,
     status: m.status as MessageStatus,
     tls_policy: m.tlsPolicy as "opportunistic" | "required",
     from: { address: m.fromAddress, name: m.fromName },
-    subject: m.subject ? cipher.decrypt(m.subject, contentAad(m.id, "subject")).toString("utf8") : null,
+    subject,
     tags: m.tags,
     metadata: (m.metadata as Record<string, string> | null) ?? null,
     created_at: m.createdAt.toISOString(),
     send_at: m.sendAt?.toISOString() ?? null,
     content_purged: m.contentPurgedAt !== null,
+    content_unreadable,
   };
 }
 
