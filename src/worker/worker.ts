@@ -157,7 +157,9 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
       const notStarted = backlog.splice(0);
       await returnUnstarted(deps.pool, id, notStarted).catch(() => 0);
       const all = Promise.allSettled([...inFlight]);
-      const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
+      let grace: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (grace = setTimeout(() => r(true), graceMs).unref()))]);
+      clearTimeout(grace); // else it outlives the worker by graceMs (25 s by default)
       if (timedOut) {
         const n = await releaseLeases(deps.pool, id).catch(() => 0);
         log.warn({ released: n }, "stopped with deliveries in flight; their leases were handed back");
