@@ -12,6 +12,7 @@ import { issueCertificate, type Pem } from "../../src/tls/certificates.ts";
 import { testCa } from "./smtp-peers.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
 import { request, type Response } from "./https-client.ts";
+import { trackOpen } from "./leak-guard.ts";
 
 let leaf: Pem | undefined;
 /** The API's certificate for localhost and 127.0.0.1, from the same test CA as the SMTP peers. */
@@ -73,6 +74,7 @@ export async function startTestApp(env: Record<string, string> = {}, opts: { tdb
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : 0;
   const url = `https://127.0.0.1:${port}`;
+  const closed = trackOpen(`app on ${url}`, "startTestApp");
   return {
     app, tdb, url, ca: certs.ca.cert, config, cipher, logs,
     call(method, path, o = {}) {
@@ -86,6 +88,7 @@ export async function startTestApp(env: Record<string, string> = {}, opts: { tdb
     async close() {
       await app.close();
       if (!opts.tdb) await tdb.drop();
+      closed();
     },
   };
 }

@@ -4,6 +4,7 @@ import { createHash, randomBytes } from "node:crypto";
 import pg from "pg";
 import { migrate } from "../../src/db/migrate.ts";
 import { openDatabase, type Database } from "../../src/db/client.ts";
+import { trackOpen } from "./leak-guard.ts";
 
 export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 
@@ -27,7 +28,15 @@ async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
 export async function createEmptyDatabase(prefix = "sp_test"): Promise<{ name: string; url: string; drop(): Promise<void> }> {
   const name = `${prefix}_${randomBytes(6).toString("hex")}`;
   await admin((c) => c.query(`CREATE DATABASE "${name}"`));
-  return { name, url: urlFor(name), drop: () => dropDatabase(name) };
+  const dropped = trackOpen(`database ${name}`, "createEmptyDatabase", "drop()");
+  return {
+    name,
+    url: urlFor(name),
+    async drop() {
+      await dropDatabase(name);
+      dropped();
+    },
+  };
 }
 
 export async function dropDatabase(name: string): Promise<void> {
@@ -84,6 +93,7 @@ export async function createTestDatabase(opts: { poolMax?: number; statementTime
   }
   const url = urlFor(name);
   const db = openDatabase({ url, poolMax: opts.poolMax ?? 5, statementTimeoutMs: opts.statementTimeoutMs ?? 5000, connectTimeoutMs: 2000 });
+  const dropped = trackOpen(`database ${name} and its pool`, "createTestDatabase", "drop()");
   return {
     name,
     url,
@@ -91,6 +101,7 @@ export async function createTestDatabase(opts: { poolMax?: number; statementTime
     async drop() {
       await db.close();
       await dropDatabase(name);
+      dropped();
     },
   };
 }

@@ -5,6 +5,7 @@
 import { createSocket, type RemoteInfo } from "node:dgram";
 import dnsPacket from "dns-packet";
 import type { Answer, DecodedPacket, Question } from "dns-packet";
+import { trackOpen } from "./leak-guard.ts";
 
 export interface FakeRecords {
   MX?: { preference: number; exchange: string }[];
@@ -97,6 +98,7 @@ export async function startFakeDns(initial: FakeZone = {}): Promise<FakeDns> {
     });
   });
   const { port } = socket.address();
+  const closed = trackOpen(`fake DNS server on 127.0.0.1:${port}`, "startFakeDns");
 
   return {
     address: `127.0.0.1:${port}`,
@@ -104,6 +106,6 @@ export async function startFakeDns(initial: FakeZone = {}): Promise<FakeDns> {
     setZone(next) {
       zone = indexZone(next);
     },
-    close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+    close: () => new Promise<void>((resolve) => socket.close(() => resolve())).then(closed),
   };
 }

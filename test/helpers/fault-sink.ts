@@ -19,6 +19,7 @@ import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerSession } from "smtp-server";
 import { issueCertificate } from "../../src/tls/certificates.ts";
 import { testCa } from "./smtp-peers.ts";
+import { trackOpen } from "./leak-guard.ts";
 
 export const FAULT_HEADER = "X-Fault";
 
@@ -224,6 +225,7 @@ export async function startFaultSink(listeners: SinkListener[], opts: { port?: n
     }
   }
 
+  const closed = trackOpen(`fault sink on port ${port}`, "startFaultSink");
   const keptByMessageId = () => {
     const m = new Map<string, number>();
     for (const c of copies) if (c.kept && c.messageId) m.set(c.messageId, (m.get(c.messageId) ?? 0) + 1);
@@ -253,6 +255,7 @@ export async function startFaultSink(listeners: SinkListener[], opts: { port?: n
             }),
         ),
       );
+      closed();
     },
   };
 }

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
+import { trackOpen } from "./leak-guard.ts";
 
 const run = promisify(execFile);
 
@@ -189,15 +190,18 @@ export async function createPrivateCluster(opts: { port?: number; settings?: Rec
     async destroy() {
       if (destroyed) return;
       destroyed = true;
+      destroyedNow();
       if (frozen) cluster.thaw();
       if (cluster.running()) await cluster.stop("immediate").catch(() => undefined);
       for (const m of mounts) await run("umount", [m]).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  const destroyedNow = trackOpen(`private Postgres cluster on port ${port} in ${dir}`, "createPrivateCluster", "destroy()");
   try {
     await cluster.start();
   } catch (err) {
+    destroyedNow();
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }

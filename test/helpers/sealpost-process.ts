@@ -6,6 +6,7 @@ import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { trackOpen } from "./leak-guard.ts";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const CLI = join(REPO, "src", "cli.ts");
@@ -47,8 +48,10 @@ export function spawnSealpost(command: "serve" | "worker" | "start", env: Record
   };
   child.stdout!.on("data", onData);
   child.stderr!.on("data", onData);
+  const gone = trackOpen(`sealpost ${command} process ${opts.name} (pid ${child.pid})`, "spawnSealpost", "terminate() or kill()");
   const exited = once(child, "exit").then(([code, signal]) => {
     log.end();
+    gone();
     return { code: code as number | null, signal: signal as NodeJS.Signals | null };
   });
   const running = () => child.exitCode === null && child.signalCode === null;

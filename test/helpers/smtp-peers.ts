@@ -5,6 +5,7 @@
 import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerSession } from "smtp-server";
 import { createCa, issueCertificate, type Pem } from "../../src/tls/certificates.ts";
+import { trackOpen } from "./leak-guard.ts";
 import type { AttemptOptions, TlsPolicy } from "../../src/worker/smtp-attempt.ts";
 
 /** The MX host name tests use: certificates name it, target.host is it, the IP is 127.0.0.x. */
@@ -286,6 +287,7 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
   if (!address || typeof address === "string") throw new Error("peer did not bind a TCP port");
 
   const openConnections = () => server.connections.size;
+  const closed = trackOpen(`SMTP peer on ${address.address}:${address.port}`, "startPeer");
   return {
     host: address.address,
     port: address.port,
@@ -302,7 +304,7 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
     close: () => {
       for (const timer of delayedReplies) clearTimeout(timer);
       delayedReplies.clear();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
+      return new Promise<void>((resolve) => server.close(() => resolve())).then(closed);
     },
   };
 }

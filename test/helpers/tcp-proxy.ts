@@ -9,6 +9,7 @@
 //                 bytes mid-protocol, so they are dropped (as TCP keepalive eventually
 //                 would); clients must reconnect.
 import net from "node:net";
+import { trackOpen } from "./leak-guard.ts";
 
 export type ProxyMode = "forward" | "refused" | "blackhole";
 
@@ -77,6 +78,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
 
   await listen(0);
   const port = (server.address() as net.AddressInfo).port;
+  const closed = trackOpen(`TCP proxy on ${host}:${port} to ${target.host}:${target.port}`, "startTcpProxy");
 
   return {
     host,
@@ -111,6 +113,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       mode = "refused";
       await stopListening();
       dropAll();
+      closed();
     },
   };
 }

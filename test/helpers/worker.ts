@@ -8,6 +8,7 @@ import { createDeliveryWorker, type WorkerHandle } from "../../src/worker/worker
 import type { TestDatabase } from "./db.ts";
 import { captureLogger, TEST_DATA_KEY, testCipher } from "./app.ts";
 import { testCa } from "./smtp-peers.ts";
+import { trackOpen } from "./leak-guard.ts";
 
 let caFile: string | undefined;
 /** The test CA as a file, for SMTP_CA_FILE; written once per process. */
@@ -38,5 +39,7 @@ export function workerConfig(tdb: TestDatabase, env: Record<string, string>): Co
 export function startTestWorker(tdb: TestDatabase, env: Record<string, string>, logs: string[] = []): WorkerHandle & { config: Config } {
   const config = workerConfig(tdb, env);
   const w = createDeliveryWorker({ config, pool: tdb.db.pool, cipher: testCipher(), logger: captureLogger(logs, "info"), resolver: { timeoutMs: 500, tries: 1 } });
-  return Object.assign(w, { config });
+  const stopped = trackOpen(`delivery worker ${w.id}`, "startTestWorker", "stop()");
+  const stop = w.stop.bind(w);
+  return Object.assign(w, { config, stop: (graceMs?: number) => stop(graceMs).then(stopped) });
 }
