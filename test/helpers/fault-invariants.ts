@@ -9,6 +9,7 @@
 //   - the sink holds a copy of every message the database calls delivered.
 import type { SentMessage } from "./senders.ts";
 import type { SinkCopy } from "./fault-sink.ts";
+import { waitFor } from "./wait.ts";
 
 export const FINAL = ["delivered", "bounced", "failed"] as const;
 
@@ -60,8 +61,6 @@ export interface InvariantReport {
   failures: string[];
 }
 
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export async function checkInvariants(input: InvariantInput): Promise<InvariantReport> {
   const { db, sent } = input;
   const keyField = input.keyField ?? "fault_key";
@@ -94,11 +93,10 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
   // Every recipient ends final: wait for it, with a deadline.
   const nonFinal = async () =>
     (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM recipients WHERE status <> ALL($1::text[])`, [FINAL])).rows[0]!.n;
-  const deadline = Date.now() + input.settleMs;
   let open = await nonFinal();
-  while (open > 0 && Date.now() < deadline) {
-    await pause(200);
-    open = await nonFinal();
+  if (open > 0) {
+    // A timeout is reported below with the count, as one failure among the others.
+    await waitFor(async () => (open = await nonFinal()) === 0, { timeoutMs: input.settleMs, intervalMs: 200 }).catch(() => undefined);
   }
   if (open > 0) failures.push(`${open} recipients not delivered, bounced or failed after ${(input.settleMs / 1000).toFixed(1)} s`);
 

@@ -7,6 +7,7 @@ import { createWriteStream } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { trackOpen } from "./leak-guard.ts";
+import { waitFor } from "./wait.ts";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const CLI = join(REPO, "src", "cli.ts");
@@ -63,16 +64,16 @@ export function spawnSealpost(command: "serve" | "worker" | "start", env: Record
     lines,
     exited,
     running,
-    async waitForLine(pattern, timeoutMs = 30_000) {
-      // Not waitFor(): an exit must fail at once, not after the deadline.
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const hit = lines.find((l) => pattern.test(l));
-        if (hit) return hit;
-        if (!running()) throw new Error(`${opts.name} exited before printing ${pattern}:\n${p.tail(5)}`);
-        if (Date.now() > deadline) throw new Error(`${opts.name} did not print ${pattern} within ${timeoutMs} ms:\n${p.tail(5)}`);
-        await new Promise((r) => setTimeout(r, 50)); // poll interval on the output
-      }
+    waitForLine(pattern, timeoutMs = 30_000) {
+      return waitFor(() => lines.find((l) => pattern.test(l)), {
+        timeoutMs,
+        intervalMs: 50,
+        what: () => `${opts.name} to print ${pattern} (${timeoutMs} ms):\n${p.tail(5)}`,
+        // An exit fails at once, not after the deadline.
+        failFast: () => {
+          if (!running()) throw new Error(`${opts.name} exited before printing ${pattern}:\n${p.tail(5)}`);
+        },
+      });
     },
     async terminate(timeoutMs = 40_000) {
       if (!running()) return;

@@ -6,6 +6,7 @@ import type { TLSSocket } from "node:tls";
 import { SMTPServer, type SMTPServerSession } from "smtp-server";
 import { createCa, issueCertificate, type Pem } from "../../src/tls/certificates.ts";
 import { trackOpen } from "./leak-guard.ts";
+import { waitFor } from "./wait.ts";
 import type { AttemptOptions, TlsPolicy } from "../../src/worker/smtp-attempt.ts";
 
 /** The MX host name tests use: certificates name it, target.host is it, the IP is 127.0.0.x. */
@@ -295,11 +296,11 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
     sessions,
     openConnections,
     async waitForIdle(timeoutMs = 5000) {
-      const deadline = Date.now() + timeoutMs;
-      while (openConnections() > 0) {
-        if (Date.now() > deadline) throw new Error(`peer still has ${openConnections()} open connection(s)`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await waitFor(() => openConnections() === 0, {
+        timeoutMs,
+        intervalMs: 10,
+        what: () => `the peer to have no open connection (still ${openConnections()})`,
+      });
     },
     close: () => {
       for (const timer of delayedReplies) clearTimeout(timer);

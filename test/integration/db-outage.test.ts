@@ -14,6 +14,7 @@ import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
 import type { Response } from "../helpers/https-client.ts";
 import { assertAcceptedOrUnavailable, sendConcurrently, summary } from "../helpers/outage.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const CONNECT_TIMEOUT_MS = 1000;
 const STATEMENT_TIMEOUT_MS = 2000;
@@ -86,13 +87,12 @@ function assertUnavailable(r: Response, what: string): void {
 const messageCount = () => real.db.prisma.message.count();
 
 async function waitReady(deadlineMs: number): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const r = await t.call("GET", "/readyz");
-    if (r.status === 200) return;
-    assert.ok(Date.now() < deadline, `/readyz still ${r.status} after the database came back: ${r.body}`);
-    await new Promise((res) => setTimeout(res, 100)); // poll interval until the pool reconnects
-  }
+  let r: Response | undefined;
+  await waitFor(async () => (r = await t.call("GET", "/readyz")).status === 200, {
+    timeoutMs: deadlineMs,
+    intervalMs: 100, // until the pool reconnects
+    what: () => `/readyz to answer 200 after the database came back (still ${r?.status}: ${r?.body})`,
+  });
 }
 
 async function sendAndRead(subject: string): Promise<void> {

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { request, type Response } from "../helpers/https-client.ts";
 import { validSend } from "../helpers/app.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const KEY_RE = /sp_[0-9a-f]{16}_[a-z2-7]{52}/g;
@@ -72,12 +73,11 @@ async function startCli(dataDir = DATA_DIR): Promise<Cli> {
 
 /** Poll /healthz until it answers over TLS verified by the CA the CLI generated. */
 async function waitHealthy(cli: Cli, deadlineMs = 60_000): Promise<string> {
-  const deadline = Date.now() + deadlineMs;
   const caFile = join(CERTS_DIR, "ca.crt");
-  let last = "";
-  for (;;) {
-    assert.equal(cli.child.exitCode, null, `the CLI exited early:\n${cli.output().stdout}\n${cli.output().stderr}`);
-    if (existsSync(caFile)) {
+  let last = "no CA file yet";
+  return waitFor(
+    async () => {
+      if (!existsSync(caFile)) return null;
       const ca = readFileSync(caFile, "utf8");
       try {
         const r = await request(`https://127.0.0.1:${cli.port}/healthz`, { ca, timeoutMs: 2000 });
@@ -86,10 +86,15 @@ async function waitHealthy(cli: Cli, deadlineMs = 60_000): Promise<string> {
       } catch (err) {
         last = String(err);
       }
-    }
-    assert.ok(Date.now() < deadline, `/healthz never answered (${last}):\n${cli.output().stdout}\n${cli.output().stderr}`);
-    await new Promise((r) => setTimeout(r, 100)); // poll interval while the CLI starts
-  }
+      return null;
+    },
+    {
+      timeoutMs: deadlineMs,
+      intervalMs: 100, // while the CLI starts
+      what: () => `/healthz to answer (${last}):\n${cli.output().stdout}\n${cli.output().stderr}`,
+      failFast: () => assert.equal(cli.child.exitCode, null, `the CLI exited early:\n${cli.output().stdout}\n${cli.output().stderr}`),
+    },
+  );
 }
 
 async function stop(cli: Cli): Promise<void> {

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { createEmptyDatabase } from "../helpers/db.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { DEFAULT_MIGRATIONS_DIR, MIGRATION_LOCK_KEY, MigrationError, migrate, readMigrations, resolveRolledBack } from "../../src/db/migrate.ts";
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -183,18 +184,16 @@ test("a runner waits on Prisma's advisory lock 72707369 before touching anything
 
   const running = migrate(url);
   // A bigint advisory key shows in pg_locks as classid (high 32 bits) and objid (low 32 bits).
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const waiting = await query(
-      url,
-      `SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND NOT granted
-          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-      [72707369],
-    );
-    if (waiting.length > 0) break;
-    assert.ok(Date.now() < deadline, "the runner never waited on the advisory lock");
-    await new Promise((r) => setTimeout(r, 20)); // poll interval while waiting for the runner to block
-  }
+  await waitFor(
+    async () =>
+      (await query(
+        url,
+        `SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND NOT granted
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+        [72707369],
+      )).length > 0,
+    { timeoutMs: 5000, intervalMs: 20, what: "the runner to wait on the advisory lock" },
+  );
   assert.equal(await tableExists(url, "_prisma_migrations"), false, "nothing is created before the lock is held");
   await holder.query("SELECT pg_advisory_unlock($1)", [72707369]);
   assert.deepEqual((await running).applied, MIGRATIONS);
