@@ -43,6 +43,44 @@ export async function dropDatabase(name: string): Promise<void> {
   await admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
 }
 
+/** Drops a role a test made: roles belong to the server, so they outlive the test's database. */
+export async function dropRole(name: string): Promise<void> {
+  await admin((c) => c.query(`DROP ROLE IF EXISTS "${name}"`));
+}
+
+export interface RaiseTrigger {
+  /** Runs `fn` while every insert into the table raises SQLSTATE `code`. */
+  raising<T>(code: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/**
+ * Makes inserts into `table` raise a chosen SQLSTATE from inside the statement: the
+ * server's own error, taking the driver's and Prisma's real path, for conditions that
+ * cannot be caused on the shared server (a full disk, a shutdown, an I/O error).
+ * `c` is a session of the test's own (the trigger reads the code from table sp_raise).
+ */
+export async function installRaiseTrigger(c: pg.Client, table: string): Promise<RaiseTrigger> {
+  await c.query(`
+    CREATE TABLE sp_raise (code text);
+    CREATE FUNCTION sp_raise() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE c text := (SELECT code FROM sp_raise LIMIT 1);
+    BEGIN
+      IF c IS NOT NULL THEN RAISE EXCEPTION 'raised for the test' USING ERRCODE = c; END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER sp_raise BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION sp_raise();`);
+  return {
+    async raising(code, fn) {
+      await c.query("INSERT INTO sp_raise VALUES ($1)", [code]);
+      try {
+        return await fn();
+      } finally {
+        await c.query("DELETE FROM sp_raise");
+      }
+    },
+  };
+}
+
 let templateReady: Promise<string> | null = null;
 
 // One template per set of migrations, named after their checksums, so checkouts with

@@ -50,20 +50,21 @@ export async function getMessage(app: TestApp, key: string, id: string): Promise
 }
 
 /**
- * Waits until the message has one of `statuses` (default: any final one). On timeout the
- * error carries the last state and the tail of `logs`, which is what one needs to debug it.
+ * Waits until the message has one of `statuses` (default: any final one), and `until` holds
+ * if given. On timeout the error carries the last state and the tail of `logs`, which is
+ * what one needs to debug it.
  */
 export async function waitForMessage(
   app: TestApp,
   key: string,
   id: string,
   statuses: string[] = FINAL_STATUSES,
-  opts: { timeoutMs?: number; logs?: string[] } = {},
+  opts: { timeoutMs?: number; logs?: string[]; until?: (m: MessageView) => boolean } = {},
 ): Promise<MessageView> {
   return waitFor(
     async () => {
       const m = await getMessage(app, key, id);
-      return statuses.includes(m.status) ? m : null;
+      return statuses.includes(m.status) && (opts.until?.(m) ?? true) ? m : null;
     },
     { what: `message ${id} to be ${statuses.join(" or ")}`, timeoutMs: opts.timeoutMs ?? 15_000 },
   ).catch(async (err: Error) => {

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { createDeliveryWorker, type WorkerHandle } from "../../src/worker/worker.ts";
 import type { TestDatabase } from "./db.ts";
+import type { ContentCipher } from "../../src/security/content-cipher.ts";
 import { captureLogger, TEST_DATA_KEY, testCipher } from "./app.ts";
 import { testCa } from "./smtp-peers.ts";
 import { trackOpen } from "./leak-guard.ts";
@@ -20,8 +21,9 @@ export function testCaFile(): string {
   return caFile;
 }
 
-export function workerConfig(tdb: TestDatabase, env: Record<string, string>): Config {
-  return loadConfig({
+/** The environment of a test worker on `tdb` (also for a worker in a child process), `env` last. */
+export function testWorkerEnv(tdb: TestDatabase, env: Record<string, string>): Record<string, string> {
+  return {
     NODE_ENV: "test",
     DATABASE_URL: tdb.url,
     SEALPOST_DATA_KEY: TEST_DATA_KEY,
@@ -33,13 +35,28 @@ export function workerConfig(tdb: TestDatabase, env: Record<string, string>): Co
     SMTP_RETRY_MIN: "50ms",
     SMTP_RETRY_MAX: "200ms",
     ...env,
-  });
+  };
 }
 
-export function startTestWorker(tdb: TestDatabase, env: Record<string, string>, logs: string[] = []): WorkerHandle & { config: Config } {
+export function workerConfig(tdb: TestDatabase, env: Record<string, string>): Config {
+  return loadConfig(testWorkerEnv(tdb, env));
+}
+
+/**
+ * A worker on `tdb` (content key TEST_DATA_KEY unless `cipher` is given). `stop` may be
+ * called more than once (early in a test, and again when it ends): the first call's grace
+ * applies and every call waits for the same stop.
+ */
+export function startTestWorker(
+  tdb: TestDatabase,
+  env: Record<string, string>,
+  logs: string[] = [],
+  opts: { cipher?: ContentCipher } = {},
+): WorkerHandle & { config: Config } {
   const config = workerConfig(tdb, env);
-  const w = createDeliveryWorker({ config, pool: tdb.db.pool, cipher: testCipher(), logger: captureLogger(logs, "info"), resolver: { timeoutMs: 500, tries: 1 } });
+  const w = createDeliveryWorker({ config, pool: tdb.db.pool, cipher: opts.cipher ?? testCipher(), logger: captureLogger(logs, "info"), resolver: { timeoutMs: 500, tries: 1 } });
   const stopped = trackOpen(`delivery worker ${w.id}`, "startTestWorker", "stop()");
   const stop = w.stop.bind(w);
-  return Object.assign(w, { config, stop: (graceMs?: number) => stop(graceMs).then(stopped) });
+  let stopping: Promise<void> | undefined;
+  return Object.assign(w, { config, stop: (graceMs?: number) => (stopping ??= stop(graceMs).then(stopped)) });
 }

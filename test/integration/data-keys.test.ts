@@ -10,11 +10,11 @@ import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { captureLogger, startTestApp, TEST_DATA_KEY, type TestApp } from "../helpers/app.ts";
+import { startTestApp, TEST_DATA_KEY, type TestApp } from "../helpers/app.ts";
 import { createEmptyDatabase, createTestDatabase } from "../helpers/db.ts";
 import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { startPeer, TEST_MX_HOST, type SmtpPeer } from "../helpers/smtp-peers.ts";
-import { workerConfig } from "../helpers/worker.ts";
+import { startTestWorker } from "../helpers/worker.ts";
 import { sendMessage, waitForMessage } from "../helpers/messages.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { openDatabase } from "../../src/db/client.ts";
@@ -23,7 +23,6 @@ import { ContentCipher, contentAad } from "../../src/security/content-cipher.ts"
 import { parseDataKeys } from "../../src/security/data-keys.ts";
 import { checkDataKeys } from "../../src/security/data-key-check.ts";
 import { rotateDataKey } from "../../src/services/rotate-data-key.ts";
-import { createDeliveryWorker } from "../../src/worker/worker.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "sealpost-data-keys-"));
 const K1 = TEST_DATA_KEY; // what the test app encrypts with, as k1
@@ -49,9 +48,9 @@ after(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-function useWorker(t: TestContext, dataKey: string) {
-  const config = workerConfig(app.tdb, { DNS_SERVERS: dns.address, SMTP_MX_PORT: String(peer.port), SEALPOST_DATA_KEY: dataKey });
-  const w = createDeliveryWorker({ config, pool: app.tdb.db.pool, cipher: cipherOf(dataKey), logger: captureLogger(logs, "info"), resolver: { timeoutMs: 500, tries: 1 } });
+function useWorker(t: TestContext, dataKey: string, extra: Record<string, string> = {}) {
+  const env = { DNS_SERVERS: dns.address, SMTP_MX_PORT: String(peer.port), SEALPOST_DATA_KEY: dataKey, ...extra };
+  const w = startTestWorker(app.tdb, env, logs, { cipher: cipherOf(dataKey) });
   t.after(() => w.stop(5000));
   return w;
 }
@@ -117,9 +116,7 @@ test("a deferral for a missing key still ends at SMTP_MAX_RETRY", async (t) => {
   const other = cipherOf(`k7:${randomBytes(32).toString("base64")}`);
   const row = await app.tdb.db.prisma.message.findUniqueOrThrow({ where: { id } });
   await app.tdb.db.prisma.message.update({ where: { id }, data: { subject: new Uint8Array(other.encrypt(String(row.id), contentAad(id, "subject"))) } });
-  const config = workerConfig(app.tdb, { DNS_SERVERS: dns.address, SMTP_MX_PORT: String(peer.port), SMTP_MAX_RETRY: "1s" });
-  const w = createDeliveryWorker({ config, pool: app.tdb.db.pool, cipher: cipherOf(`k2:${K2},k1:${K1}`), logger: captureLogger(logs, "info"), resolver: { timeoutMs: 500, tries: 1 } });
-  t.after(() => w.stop(5000));
+  useWorker(t, `k2:${K2},k1:${K1}`, { SMTP_MAX_RETRY: "1s" });
   const m = await waitForMessage(app, key, id, ["failed"], { logs, timeoutMs: 20_000 });
   assert.match(m.recipients[0]!.last_response!.text!, /^gave up after \d+ attempts: not sent yet: the content is encrypted under data key k7/);
   assert.ok(m.recipients[0]!.delivery_attempts.every((a) => a.outcome === "deferred"), "every attempt was a deferral");

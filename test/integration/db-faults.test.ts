@@ -12,7 +12,7 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { openDatabase } from "../../src/db/client.ts";
 import { startTestApp, type TestApp } from "../helpers/app.ts";
-import { ADMIN_URL, createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { createTestDatabase, dropRole, installRaiseTrigger, type RaiseTrigger, type TestDatabase } from "../helpers/db.ts";
 import { assertAcceptedOrUnavailable, sendConcurrently, summary, type Answer } from "../helpers/outage.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -24,6 +24,7 @@ let t: TestApp;
 let key: string;
 let admin: pg.Client; // holds locks and alters the database, as another session
 let watcher: pg.Client; // reads pg_stat_activity outside admin's transaction (which sees a snapshot)
+let raise: RaiseTrigger;
 
 before(async () => {
   tdb = await createTestDatabase({ statementTimeoutMs: STATEMENT_TIMEOUT_MS });
@@ -32,16 +33,7 @@ before(async () => {
   admin = new pg.Client({ connectionString: tdb.url });
   watcher = new pg.Client({ connectionString: tdb.url });
   await Promise.all([admin.connect(), watcher.connect()]);
-  // Raises the SQLSTATE in sp_raise.code, if any, from inside the writer's INSERT.
-  await admin.query(`
-    CREATE TABLE sp_raise (code text);
-    CREATE FUNCTION sp_raise() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE c text := (SELECT code FROM sp_raise LIMIT 1);
-    BEGIN
-      IF c IS NOT NULL THEN RAISE EXCEPTION 'raised for the test' USING ERRCODE = c; END IF;
-      RETURN NEW;
-    END $$;
-    CREATE TRIGGER sp_raise BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION sp_raise();`);
+  raise = await installRaiseTrigger(admin, "messages"); // from inside the writer's INSERT
   await expectAccepted("before the faults"); // and the key is cached from here on
 });
 
@@ -50,10 +42,7 @@ after(async () => {
   await admin?.end();
   await watcher?.end();
   await tdb?.drop();
-  const c = new pg.Client({ connectionString: ADMIN_URL });
-  await c.connect();
-  await c.query(`DROP ROLE IF EXISTS "${ROLE}"`);
-  await c.end();
+  await dropRole(ROLE);
 });
 
 const stored = (tag: string, db = tdb.db) => db.prisma.message.count({ where: { tags: { has: tag } } });
@@ -170,12 +159,8 @@ test("the role out of connections (53300): 503, then it recovers", async () => {
 for (const [code, what] of [["53100", "a full disk"], ["57P03", "a server shutting down"], ["40P01", "a deadlock"]] as const) {
   test(`${what} (${code}) raised inside the writer's statement: 503, nothing stored`, async () => {
     const tag = newTag();
-    await admin.query("INSERT INTO sp_raise VALUES ($1)", [code]);
-    try {
-      await expectAllUnavailable(await sendConcurrently(t, key, { senders: 4, batches: 1, tag }), tag, what, new RegExp(`^${code}$`));
-    } finally {
-      await admin.query("DELETE FROM sp_raise");
-    }
+    await raise.raising(code, async () =>
+      expectAllUnavailable(await sendConcurrently(t, key, { senders: 4, batches: 1, tag }), tag, what, new RegExp(`^${code}$`)));
     await expectAccepted(`after ${what}`);
   });
 }

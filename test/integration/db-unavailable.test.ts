@@ -14,7 +14,7 @@ import pg from "pg";
 import { openDatabase, type Database } from "../../src/db/client.ts";
 import { databaseUnavailableReason, DatabaseUnavailableError, isDatabaseUnavailable, isPermissionDenied } from "../../src/db/errors.ts";
 import { AppError } from "../../src/domain/errors.ts";
-import { ADMIN_URL, createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { createTestDatabase, dropRole, installRaiseTrigger, type RaiseTrigger, type TestDatabase } from "../helpers/db.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -24,6 +24,7 @@ const LIMITED_ROLE = `sp_test_limited_${randomBytes(4).toString("hex")}`;
 let tdb: TestDatabase;
 let db: Database; // short statement timeout, own pool
 let admin: pg.Client; // another session: holds locks, terminates backends, alters the database
+let raise: RaiseTrigger;
 const closers: Array<() => Promise<unknown>> = [];
 
 before(async () => {
@@ -31,17 +32,8 @@ before(async () => {
   db = openDatabase({ url: tdb.url, poolMax: 4, statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: 500 });
   admin = new pg.Client({ connectionString: tdb.url });
   await admin.connect();
-  // Raises the SQLSTATE in sp_raise.code, if any, on every insert into api_keys: the
-  // server's own error, reaching Prisma through a model query.
-  await admin.query(`
-    CREATE TABLE sp_raise (code text);
-    CREATE FUNCTION sp_raise() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE c text := (SELECT code FROM sp_raise LIMIT 1);
-    BEGIN
-      IF c IS NOT NULL THEN RAISE EXCEPTION 'raised for the test' USING ERRCODE = c; END IF;
-      RETURN NEW;
-    END $$;
-    CREATE TRIGGER sp_raise BEFORE INSERT ON api_keys FOR EACH ROW EXECUTE FUNCTION sp_raise();`);
+  // On inserts into api_keys: the server's own error, reaching Prisma through a model query.
+  raise = await installRaiseTrigger(admin, "api_keys");
 });
 
 after(async () => {
@@ -49,10 +41,7 @@ after(async () => {
   await db?.close();
   await admin?.end();
   await tdb?.drop();
-  const c = new pg.Client({ connectionString: ADMIN_URL });
-  await c.connect();
-  await c.query(`DROP ROLE IF EXISTS "${LIMITED_ROLE}"`);
-  await c.end();
+  await dropRole(LIMITED_ROLE);
 });
 
 /** The error `p` rejects with (the test fails if it resolves). */
@@ -206,13 +195,7 @@ const RAISED: Array<[string, string]> = [
 for (const [code, what] of RAISED) {
   test(`${what} (${code}) raised by the server: raw query and model query`, async () => {
     const raw = await failure(db.prisma.$executeRawUnsafe(`DO $$ BEGIN RAISE EXCEPTION 'raised for the test' USING ERRCODE = '${code}'; END $$`));
-    await admin.query("INSERT INTO sp_raise VALUES ($1)", [code]);
-    let model: unknown;
-    try {
-      model = await failure(modelInsert(db));
-    } finally {
-      await admin.query("DELETE FROM sp_raise");
-    }
+    const model = await raise.raising(code, () => failure(modelInsert(db)));
     for (const [how, err] of [["raw", raw], ["model", model]] as const) {
       assert.equal(sqlState(err), code, `${how}: ${String(err)}`);
       assert.ok(isDatabaseUnavailable(err), `${how}: ${String(err)}`);

@@ -8,11 +8,11 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { request, type Response } from "../helpers/https-client.ts";
 import { validSend } from "../helpers/app.ts";
+import { freePort } from "../helpers/pg-cluster.ts"; // the CLI prints its URL, but PORT=0 would leave us parsing it
 import { waitFor } from "../helpers/wait.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -33,18 +33,6 @@ after(async () => {
   }
   rmSync(tmp, { recursive: true, force: true });
 });
-
-/** A port that was free a moment ago (the CLI prints its URL but PORT=0 would leave us parsing it). */
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => res(port));
-    });
-  });
-}
 
 interface Cli {
   child: ChildProcess;

@@ -8,10 +8,10 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
-import { startTestApp, TEST_DATA_KEY, type TestApp } from "../helpers/app.ts";
+import { startTestApp, type TestApp } from "../helpers/app.ts";
 import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { startPeer, type SmtpPeer } from "../helpers/smtp-peers.ts";
-import { startTestWorker, testCaFile } from "../helpers/worker.ts";
+import { startTestWorker, testWorkerEnv } from "../helpers/worker.ts";
 import { getMessage, sendMessage, waitForMessage } from "../helpers/messages.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -56,8 +56,7 @@ const workerEnv = () => ({ DNS_SERVERS: dns.address, SMTP_MX_PORT: String(port) 
 /** A worker for this test; `stop` may be called early, and is called again at the end. */
 function useWorker(t: TestContext) {
   const w = startTestWorker(app.tdb, workerEnv(), logs);
-  let stopped: Promise<void> | null = null;
-  const stop = (graceMs = 5000) => (stopped ??= w.stop(graceMs));
+  const stop = (graceMs = 5000) => w.stop(graceMs);
   t.after(() => stop());
   return { id: w.id, stop };
 }
@@ -107,17 +106,8 @@ test("a worker killed with SIGKILL mid-delivery loses nothing: another finishes 
     stdio: ["ignore", "pipe", "pipe"],
     env: {
       PATH: process.env.PATH ?? "",
-      NODE_ENV: "test",
       LOG_LEVEL: "info",
-      DATABASE_URL: app.tdb.url,
-      SEALPOST_DATA_KEY: TEST_DATA_KEY,
-      SMTP_CA_FILE: testCaFile(),
-      SMTP_HELO_NAME: "sealpost.test",
-      SMTP_CONNECT_TIMEOUT_MS: "2000",
-      WORKER_ID: "doomed-worker",
-      WORKER_LEASE_MS: "1500",
-      WORKER_POLL_MS: "25",
-      ...workerEnv(),
+      ...testWorkerEnv(app.tdb, { WORKER_ID: "doomed-worker", WORKER_LEASE_MS: "1500", ...workerEnv() }),
     },
   });
   child.stdout.on("data", (c: Buffer) => output.push(String(c)));

@@ -47,8 +47,7 @@ function relayUrl(scheme: "smtp" | "smtps", peer: SmtpPeer): string {
 /** A worker for this test only; `stop` may be called early and again at the end. */
 function useWorker(t: TestContext, env: Record<string, string>) {
   const w = startTestWorker(app.tdb, env, logs);
-  let stopped: Promise<void> | null = null;
-  const stop = () => (stopped ??= w.stop(5000));
+  const stop = () => w.stop(5000);
   t.after(stop);
   return { ...w, stop };
 }

@@ -3,11 +3,11 @@
 // evidence read back through the API.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
+import { startTestApp, type TestApp } from "../helpers/app.ts";
 import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { startPeer, TEST_MX_HOST, type SmtpPeer } from "../helpers/smtp-peers.ts";
 import { startTestWorker } from "../helpers/worker.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { sendMessage, waitForMessage } from "../helpers/messages.ts";
 import type { WorkerHandle } from "../../src/worker/worker.ts";
 
 let t: TestApp;
@@ -51,22 +51,11 @@ after(async () => {
   await t?.close();
 });
 
-async function send(body: Record<string, unknown>): Promise<string> {
-  const r = await t.call("POST", "/send", { key, body: validSend(body) });
-  assert.equal(r.status, 202, r.body);
-  return r.json().id;
-}
+const send = (body: Record<string, unknown>) => sendMessage(t, key, body);
 
-async function settled(id: string, final: string[] = ["delivered", "partially_delivered", "bounced", "failed", "deferred"]) {
-  return waitFor(async () => {
-    const r = await t.call("GET", `/messages/${id}`, { key });
-    const m = r.json();
-    return final.includes(m.status) && m.recipients.every((x: { attempts: number }) => x.attempts > 0) ? m : null;
-  }, { what: `message ${id} to settle`, timeoutMs: 15_000 }).catch(async (err) => {
-    const r = await t.call("GET", `/messages/${id}`, { key });
-    throw new Error(`${err.message}; last state: ${r.body}; worker log: ${workerLogs.slice(-5).join("")}`);
-  });
-}
+/** Untyped: the tests below index the view freely. */
+const settled = (id: string, final = ["delivered", "partially_delivered", "bounced", "failed", "deferred"]): Promise<any> =>
+  waitForMessage(t, key, id, final, { logs: workerLogs, until: (m) => m.recipients.every((x) => x.attempts > 0) });
 
 test("delivers over verified TLS 1.3 and shows the evidence", async () => {
   const id = await send({ to: "alice@good.test", tls: "required" });
