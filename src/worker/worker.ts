@@ -3,11 +3,11 @@
 // polls again. SIGTERM (stop()) stops claiming, lets in-flight deliveries finish for
 // a grace period, then hands back the leases it still holds.
 import { hostname } from "node:os";
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
-import type { Config } from "../config.ts";
+import { ConfigError, type Config } from "../config.ts";
 import { claimDeliveries, completeDelivery, releaseLeases, returnUnstarted, type ClaimedDelivery } from "./queue.ts";
 import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
 import type pg from "pg";
@@ -26,13 +26,28 @@ export function relayFromUrl(url: string | undefined): RelaySettings | null {
   return relay;
 }
 
+function readCaFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw ConfigError.unreadableFile("SMTP_CA_FILE", file, err);
+  }
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    throw new ConfigError(`SMTP_CA_FILE: ${file} is not a PEM certificate: point it at the CA certificate to trust for SMTP peers, or unset it`, { cause: err });
+  }
+  return pem;
+}
+
 export function deliverySettings(config: Config): DeliverySettings {
   return {
     serverPolicy: config.SMTP_TLS_POLICY,
     relay: relayFromUrl(config.SMTP_RELAY_URL),
     mxPort: config.SMTP_MX_PORT,
     heloName: config.SMTP_HELO_NAME ?? hostname(),
-    ca: config.SMTP_CA_FILE ? [readFileSync(config.SMTP_CA_FILE, "utf8")] : [],
+    ca: config.SMTP_CA_FILE ? [readCaFile(config.SMTP_CA_FILE)] : [],
     connectTimeoutMs: config.SMTP_CONNECT_TIMEOUT_MS,
     maxRetryMs: config.SMTP_MAX_RETRY,
     retryMinMs: config.SMTP_RETRY_MIN,
