@@ -238,10 +238,35 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
   };
 }
 
+/**
+ * What the worker will do, for its start-up line: where mail goes, what it trusts, under
+ * which policy. Built from the parsed settings, never from SMTP_RELAY_URL itself, so the
+ * relay password cannot reach the log.
+ */
+export function describeDelivery(config: Config): { summary: string; fields: Record<string, unknown> } {
+  const relay = relayFromUrl(config.SMTP_RELAY_URL);
+  const route = relay
+    ? `through the relay ${relay.host}:${relay.port} (${relay.implicitTls ? "implicit TLS" : "STARTTLS"}, ${relay.auth ? "AUTH configured" : "no AUTH"})`
+    : `direct to each domain's MX on port ${config.SMTP_MX_PORT} (${config.DNS_SERVERS ? `DNS servers ${config.DNS_SERVERS.join(", ")}` : "system DNS resolvers"})`;
+  const ca = config.SMTP_CA_FILE ? `extra trusted CA ${config.SMTP_CA_FILE}` : "no extra CA (system roots)";
+  return {
+    summary: `mail goes ${route}; ${ca}; server TLS policy ${config.SMTP_TLS_POLICY}; up to ${config.WORKER_CONCURRENCY} deliveries at once`,
+    fields: {
+      route: relay ? "relay" : "mx",
+      ...(relay ? { relay: `${relay.host}:${relay.port}`, relayAuth: Boolean(relay.auth) } : { mxPort: config.SMTP_MX_PORT, dnsServers: config.DNS_SERVERS ?? "system" }),
+      smtpCaFile: config.SMTP_CA_FILE ?? null,
+      tlsPolicy: config.SMTP_TLS_POLICY,
+      concurrency: config.WORKER_CONCURRENCY,
+    },
+  };
+}
+
 /** `sealpost worker`: the delivery worker and the retention sweep. */
 export function startWorker(rt: Runtime): WorkerHandle {
-  const stopSweep = startRetentionSweep(rt.db.prisma, rt.config, rt.logger);
   const w = createDeliveryWorker({ config: rt.config, pool: rt.db.pool, cipher: rt.cipher, logger: rt.logger });
+  const stopSweep = startRetentionSweep(rt.db.prisma, rt.config, rt.logger);
+  const what = describeDelivery(rt.config);
+  rt.logger.info({ component: "worker", worker: w.id, ...what.fields }, `delivery worker started: ${what.summary}`);
   return {
     ...w,
     async stop(graceMs?: number) {

@@ -1,6 +1,6 @@
 // The CLI as users run it: keys create/list/revoke/rotate-data and migrate, against a
 // real database, in child processes.
-import { test, before, after } from "node:test";
+import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -10,8 +10,9 @@ import { join } from "node:path";
 import pg from "pg";
 import { createEmptyDatabase, createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { TEST_DATA_KEY, testServerCertificates } from "../helpers/app.ts";
-import { freePort, stackFrames } from "../helpers/cli-process.ts";
+import { exitWithin, freePort, spawnCli, stackFrames } from "../helpers/cli-process.ts";
 import { startPrivatePostgres } from "../helpers/private-postgres.ts";
+import { testCaFile } from "../helpers/worker.ts";
 import { ApiKeyVerifier } from "../../src/services/api-keys.ts";
 
 let tdb: TestDatabase;
@@ -227,4 +228,42 @@ test("without DATABASE_URL, keys create and keys list say they use the embedded 
   assert.match(listed.stderr, /using the embedded database in .* \(DATABASE_URL is not set\)/);
   // With DATABASE_URL, nothing extra is said.
   assert.equal(cli(["keys", "list"]).stderr, "");
+});
+
+// ---------------------------------------------------------------------------------------
+// The worker's start-up line (issue 7, finding 8): where mail goes, what it trusts, under
+// which policy, in one line, without the relay password.
+
+async function workerStartLine(t: TestContext, env: Record<string, string>): Promise<{ line: string; output: string }> {
+  const p = spawnCli(process.execPath, ["src/cli.ts", "worker"], { DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: TEST_DATA_KEY, MIGRATE_ON_START: "false", ...env });
+  t.after(() => p.kill());
+  const line = await p.waitForLine(/delivery worker started/, "the worker's start-up line", 30_000);
+  p.child.kill("SIGTERM");
+  const r = await exitWithin(p, 10_000, "the worker after SIGTERM");
+  assert.equal(r.code, 0, p.output());
+  return { line, output: p.output() };
+}
+
+test("the worker says at start where mail goes: a relay with AUTH, never its password", async (t) => {
+  const { line, output } = await workerStartLine(t, {
+    SMTP_RELAY_URL: "smtp://mailer:s3cret%2Fpass@relay.example.net:2525",
+    SMTP_CA_FILE: testCaFile(),
+    SMTP_TLS_POLICY: "required",
+    WORKER_CONCURRENCY: "3",
+  });
+  const msg = JSON.parse(line).msg as string;
+  assert.match(msg, /through the relay relay\.example\.net:2525 \(STARTTLS, AUTH configured\)/);
+  assert.ok(msg.includes(`extra trusted CA ${testCaFile()}`), msg);
+  assert.match(msg, /server TLS policy required/);
+  assert.match(msg, /up to 3 deliveries at once/);
+  for (const secret of ["s3cret", "s3cret%2Fpass", "s3cret/pass"]) assert.ok(!output.includes(secret), `the relay password never appears (${secret})`);
+});
+
+test("the worker says at start where mail goes: direct MX, its port and DNS servers", async (t) => {
+  const { line } = await workerStartLine(t, { SMTP_MX_PORT: "2526", DNS_SERVERS: "127.0.0.1:5399" });
+  const msg = JSON.parse(line).msg as string;
+  assert.match(msg, /direct to each domain's MX on port 2526 \(DNS servers 127\.0\.0\.1:5399\)/);
+  assert.match(msg, /no extra CA \(system roots\)/);
+  assert.match(msg, /server TLS policy opportunistic/);
+  assert.match(msg, /up to 8 deliveries at once/);
 });
