@@ -451,15 +451,13 @@ async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<
     await checkReachable(rt);
     stop.signal.throwIfAborted();
     if (mode !== "worker") {
+      await ensureFirstKey(rt);
+      stop.signal.throwIfAborted();
       const { startServer } = await import("./api/server.ts");
       const server = await startServer(rt);
       parts.push(server.close);
       stop.signal.throwIfAborted();
       if (server.caFile) process.stdout.write(`HTTPS on ${server.url}; trust the development CA with: curl --cacert ${resolve(server.caFile)} ${server.url}/healthz\n`);
-      // Only once the API is up: a key printed by a start that then fails (a certificate
-      // file, a port in use) would scroll away, and the next start prints none.
-      await ensureFirstKey(rt);
-      stop.signal.throwIfAborted();
     }
     if (mode !== "serve") {
       const { startWorker } = await import("./worker/worker.ts");

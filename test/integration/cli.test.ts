@@ -201,7 +201,6 @@ test("a port in use, a missing certificate file, an unreadable SMTP_CA_FILE: one
   const port = (taken.address() as net.AddressInfo).port;
   const inUse = cli(["serve"], { ...tlsEnv, PORT: String(port) });
   assertOneLine(inUse, new RegExp(`^sealpost: port ${port} is in use: set PORT or stop the other process$`), "port in use");
-  assert.ok(!inUse.stdout.includes("sp_"), "no key is printed by a start that failed");
 
   const missingCert = join(tmp, "missing.crt");
   assertOneLine(
