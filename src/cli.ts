@@ -495,13 +495,15 @@ function* causes(err: unknown): Generator<ErrorLike> {
  * 28000) and Prisma's (P1000-P1017, which replace the driver's error).
  */
 export function explainDatabaseError(err: unknown, config: Config): string | null {
+  let server = "";
   let where = `the embedded database in ${resolve(config.DATA_DIR)}`;
   let user = "";
   let name = "";
   let fix = "check DATA_DIR, or set DATABASE_URL";
   if (config.DATABASE_URL) {
     const u = new URL(config.DATABASE_URL);
-    where = `the database at ${u.hostname || "localhost"}:${u.port || "5432"}`;
+    server = `${u.hostname || "localhost"}:${u.port || "5432"}`;
+    where = `the database at ${server}`;
     user = decodeURIComponent(u.username);
     name = decodeURIComponent(u.pathname.slice(1)) || user;
     fix = "check DATABASE_URL";
@@ -530,7 +532,7 @@ export function explainDatabaseError(err: unknown, config: Config): string | nul
         return cannotConnect("");
       case "3D000":
       case "P1003":
-        return `the database "${name}" does not exist on ${where.replace(/^the database at /, "")}: create it, or fix its name in DATABASE_URL`;
+        return `the database "${name}" does not exist on ${server || where}: create it, or fix its name in DATABASE_URL`;
       case "28P01":
       case "P1000":
         return refused("password authentication failed");
