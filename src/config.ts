@@ -70,11 +70,14 @@ const EnvSchema = z
     WORKER_LEASE_MS: int(1000, 86_400_000).default(5 * 60_000),
     WORKER_POLL_MS: int(10, 600_000).default(500),
     WORKER_ID: z.string().min(1).optional(),
+    SHUTDOWN_GRACE: duration.default(8_000),
     SEALPOST_DATA_KEY: z.string().min(1).optional(),
     RETENTION_DAYS: int(0, 36500).default(30),
     RETENTION_SWEEP_INTERVAL: duration.default(3_600_000),
   })
   .refine((e) => e.SMTP_RETRY_MIN <= e.SMTP_RETRY_MAX, { message: "SMTP_RETRY_MIN must not exceed SMTP_RETRY_MAX", path: ["SMTP_RETRY_MIN"] })
+  // The process exits on its own 30 s after a stop signal whatever happens (cli.ts).
+  .refine((e) => e.SHUTDOWN_GRACE <= 25_000, { message: "must be at most 25s (a stop is forced after 30 s)", path: ["SHUTDOWN_GRACE"] })
   .refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {
     message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together",
     path: ["TLS_CERT_FILE"],
@@ -86,8 +89,24 @@ const EnvSchema = z
 
 export type Config = Readonly<z.infer<typeof EnvSchema>>;
 
+/**
+ * A setting that is invalid, or that does not work on this host (a file that cannot be
+ * read, a port in use, a database that refuses): the message says what is wrong and
+ * which variable to change, and the CLI prints it as it is, without a stack trace.
+ */
 export class ConfigError extends Error {
   override name = "ConfigError";
+
+  /** `variable` names `file`, which cannot be read. */
+  static unreadableFile(variable: string, file: string, err: unknown): ConfigError {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" || code === "EPERM" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (code ?? String(err));
+    const fix =
+      code === "EACCES" || code === "EPERM"
+        ? `make it readable by the user sealpost runs as${typeof process.getuid === "function" ? ` (uid ${process.getuid()})` : ""}, or change ${variable}`
+        : `fix the path in ${variable}`;
+    return new ConfigError(`${variable}: cannot read ${file} (${why}): ${fix}`, { cause: err });
+  }
 }
 
 /** Parse an environment (process.env by default). Throws ConfigError naming each bad variable. */

@@ -3,11 +3,11 @@
 // polls again. SIGTERM (stop()) stops claiming, lets in-flight deliveries finish for
 // a grace period, then hands back the leases it still holds.
 import { hostname } from "node:os";
-import { randomBytes } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
-import type { Config } from "../config.ts";
+import { ConfigError, type Config } from "../config.ts";
 import { claimDeliveries, completeDelivery, releaseLeases, returnUnstarted, type ClaimedDelivery } from "./queue.ts";
 import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
 import type pg from "pg";
@@ -26,13 +26,28 @@ export function relayFromUrl(url: string | undefined): RelaySettings | null {
   return relay;
 }
 
+function readCaFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw ConfigError.unreadableFile("SMTP_CA_FILE", file, err);
+  }
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    throw new ConfigError(`SMTP_CA_FILE: ${file} is not a PEM certificate: point it at the CA certificate to trust for SMTP peers, or unset it`, { cause: err });
+  }
+  return pem;
+}
+
 export function deliverySettings(config: Config): DeliverySettings {
   return {
     serverPolicy: config.SMTP_TLS_POLICY,
     relay: relayFromUrl(config.SMTP_RELAY_URL),
     mxPort: config.SMTP_MX_PORT,
     heloName: config.SMTP_HELO_NAME ?? hostname(),
-    ca: config.SMTP_CA_FILE ? [readFileSync(config.SMTP_CA_FILE, "utf8")] : [],
+    ca: config.SMTP_CA_FILE ? [readCaFile(config.SMTP_CA_FILE)] : [],
     connectTimeoutMs: config.SMTP_CONNECT_TIMEOUT_MS,
     maxRetryMs: config.SMTP_MAX_RETRY,
     retryMinMs: config.SMTP_RETRY_MIN,
@@ -223,10 +238,35 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
   };
 }
 
+/**
+ * What the worker will do, for its start-up line: where mail goes, what it trusts, under
+ * which policy. Built from the parsed settings, never from SMTP_RELAY_URL itself, so the
+ * relay password cannot reach the log.
+ */
+export function describeDelivery(config: Config): { summary: string; fields: Record<string, unknown> } {
+  const relay = relayFromUrl(config.SMTP_RELAY_URL);
+  const route = relay
+    ? `through the relay ${relay.host}:${relay.port} (${relay.implicitTls ? "implicit TLS" : "STARTTLS"}, ${relay.auth ? "AUTH configured" : "no AUTH"})`
+    : `direct to each domain's MX on port ${config.SMTP_MX_PORT} (${config.DNS_SERVERS ? `DNS servers ${config.DNS_SERVERS.join(", ")}` : "system DNS resolvers"})`;
+  const ca = config.SMTP_CA_FILE ? `extra trusted CA ${config.SMTP_CA_FILE}` : "no extra CA (system roots)";
+  return {
+    summary: `mail goes ${route}; ${ca}; server TLS policy ${config.SMTP_TLS_POLICY}; up to ${config.WORKER_CONCURRENCY} deliveries at once`,
+    fields: {
+      route: relay ? "relay" : "mx",
+      ...(relay ? { relay: `${relay.host}:${relay.port}`, relayAuth: Boolean(relay.auth) } : { mxPort: config.SMTP_MX_PORT, dnsServers: config.DNS_SERVERS ?? "system" }),
+      smtpCaFile: config.SMTP_CA_FILE ?? null,
+      tlsPolicy: config.SMTP_TLS_POLICY,
+      concurrency: config.WORKER_CONCURRENCY,
+    },
+  };
+}
+
 /** `sealpost worker`: the delivery worker and the retention sweep. */
 export function startWorker(rt: Runtime): WorkerHandle {
-  const stopSweep = startRetentionSweep(rt.db.prisma, rt.config, rt.logger);
   const w = createDeliveryWorker({ config: rt.config, pool: rt.db.pool, cipher: rt.cipher, logger: rt.logger });
+  const stopSweep = startRetentionSweep(rt.db.prisma, rt.config, rt.logger);
+  const what = describeDelivery(rt.config);
+  rt.logger.info({ component: "worker", worker: w.id, ...what.fields }, `delivery worker started: ${what.summary}`);
   return {
     ...w,
     async stop(graceMs?: number) {
