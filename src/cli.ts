@@ -48,7 +48,7 @@ const DATABASE = `Uses DATABASE_URL, or without it the embedded database in DATA
 const COMMANDS: Record<string, CommandSpec> = {
   "": {
     path: "",
-    sub: ["start", "serve", "worker", "migrate", "keys", "help"],
+    sub: ["start", "serve", "worker", "migrate", "keys", "healthcheck", "help"],
     usage: `usage: sealpost <command> [options]
 
   start                 API and delivery worker in one process (what npm start runs)
@@ -61,6 +61,8 @@ const COMMANDS: Record<string, CommandSpec> = {
   keys list
   keys revoke <id>
   keys rotate-data      re-encrypt stored content under the first SEALPOST_DATA_KEY
+  healthcheck serve|worker
+                        exit 0 when the API on this host answers /readyz, or the worker's loop runs
 
 Every command takes -h or --help. Settings come from environment variables (README.md).`,
   },
@@ -161,6 +163,20 @@ list). Servers stop accepting it within API_KEY_CACHE_TTL_MS. ${DATABASE}`,
 Re-encrypts stored content under the first key of SEALPOST_DATA_KEY; every key listed
 there may still decrypt. ${DATABASE}`,
   },
+  healthcheck: {
+    path: "healthcheck",
+    sub: ["serve", "worker"],
+    usage: `usage: sealpost healthcheck <serve|worker>
+
+For container health checks, with the same environment as the process checked.
+  healthcheck serve     GET /readyz on this host's PORT over HTTPS, verifying the certificate
+                        against the name in TLS_CERT_FILE (or the development CA); exit 0 on 200
+  healthcheck worker    the worker's heartbeat file in DATA_DIR shows its delivery loop went round
+                        in the last two minutes; exit 0 if so
+Prints one line saying what it found.`,
+  },
+  "healthcheck serve": { path: "healthcheck serve", usage: "usage: sealpost healthcheck serve\n\nExit 0 when GET /readyz on this host's PORT answers 200 over verified HTTPS." },
+  "healthcheck worker": { path: "healthcheck worker", usage: "usage: sealpost healthcheck worker\n\nExit 0 when the worker's heartbeat file in DATA_DIR is fresh." },
   help: {
     path: "help",
     usage: `usage: sealpost help [command]
@@ -277,11 +293,7 @@ function sayWhichDatabase(config: Config): void {
   if (!config.DATABASE_URL) process.stderr.write(`sealpost: using the embedded database in ${resolve(config.DATA_DIR)} (DATABASE_URL is not set)\n`);
 }
 
-/**
- * One query through the pool before anything else: a wrong DATABASE_URL then fails
- * with node-postgres' own error (Prisma's replaces the reason with a code of its own),
- * and a worker that does not migrate stops at start instead of retrying claims forever.
- */
+/** A one-off command on the runtime (openRuntime checks the database answers first). */
 async function withRuntime<T>(config: Config, fn: (rt: Runtime) => Promise<T>): Promise<T> {
   sayWhichDatabase(config);
   const { openRuntime } = await runtime();
@@ -414,6 +426,12 @@ function watchStopSignals(logger: Logger): { signal: AbortSignal; requested: Pro
 
 async function ensureFirstKey(rt: Runtime): Promise<void> {
   if ((await countActiveKeys(rt.db.prisma)) > 0) return;
+  // In production a process's output goes to a log collector: a key printed there would
+  // be a secret in the logs. The operator creates the first one with the CLI instead.
+  if (rt.config.NODE_ENV === "production") {
+    rt.logger.warn({}, "no API key exists yet: create one with `sealpost keys create --name NAME` (it is shown once, on your terminal)");
+    return;
+  }
   try {
     const { key, record } = await createApiKey(rt.db.prisma, { name: "initial" });
     // Printed once to the terminal, never logged.
@@ -583,6 +601,13 @@ export async function main(argv: string[]): Promise<number> {
       case "migrate":
       case "migrate resolve":
         return await migrateCommand(config, cmd);
+      case "healthcheck serve":
+      case "healthcheck worker": {
+        const { checkServe, checkWorkerHeartbeat } = await import("./healthcheck.ts");
+        const r = cmd.path === "healthcheck serve" ? await checkServe(config) : checkWorkerHeartbeat(config);
+        out(`sealpost: ${r.ok ? "healthy" : "unhealthy"}: ${r.detail}`);
+        return r.ok ? 0 : 1;
+      }
       default:
         return await keysCommand(config, cmd);
     }
