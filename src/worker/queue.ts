@@ -105,12 +105,13 @@ RETURNING d.id::text AS id`;
  */
 export async function renewLeases(pool: pg.Pool, workerId: string, leases: Array<{ delivery: ClaimedDelivery; leaseMs: number }>): Promise<Set<bigint>> {
   if (leases.length === 0) return new Set();
-  const { rows } = await pool.query<{ id: string }>(RENEW_SQL, [
-    workerId,
-    leases.map((l) => String(l.delivery.id)),
-    leases.map((l) => l.delivery.attempt),
-    leases.map((l) => l.leaseMs),
-  ]);
+  // A named (prepared) statement: it runs once per delivery started, so it is parsed and
+  // planned once per connection instead of every time.
+  const { rows } = await pool.query<{ id: string }>({
+    name: "sealpost_renew_leases",
+    text: RENEW_SQL,
+    values: [workerId, leases.map((l) => String(l.delivery.id)), leases.map((l) => l.delivery.attempt), leases.map((l) => l.leaseMs)],
+  });
   return new Set(rows.map((r) => BigInt(r.id)));
 }
 
