@@ -91,10 +91,11 @@ const EnvSchema = z
   // need not outlast the SMTP timeouts (RFC 5321 4.5.3.2 lets a server take 10 minutes
   // to answer the final dot): it only bounds how long a dead worker's rows wait, and how
   // long a database outage may last before an in-flight delivery's lease can run out.
-  // The rule: renewal interval <= a third of the claim lease <= a third of the lease, so
-  // two renewals in a row can fail without any lease running out.
+  // The rule: renewal interval <= a third of the claim lease, and claim lease <= lease, so
+  // two renewals in a row can fail without any lease running out. By default the claim
+  // lease is a third of the lease, between 1 s and 15 s.
   .transform((e) => {
-    const claimLease = e.WORKER_CLAIM_LEASE_MS ?? Math.min(30_000, e.WORKER_LEASE_MS);
+    const claimLease = e.WORKER_CLAIM_LEASE_MS ?? Math.max(1000, Math.min(15_000, Math.floor(e.WORKER_LEASE_MS / 3)));
     return { ...e, WORKER_CLAIM_LEASE_MS: claimLease, WORKER_LEASE_RENEW_MS: e.WORKER_LEASE_RENEW_MS ?? Math.floor(claimLease / 3) };
   })
   .refine((e) => e.WORKER_CLAIM_LEASE_MS <= e.WORKER_LEASE_MS, {

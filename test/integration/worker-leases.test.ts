@@ -89,7 +89,7 @@ function proxiedWorker(t: TestContext, env: Record<string, string>, logs: string
 
 test("a peer that answers the final dot after longer than the lease gets one copy, and the message is delivered", async (t) => {
   const logs: string[] = [];
-  // Lease 2 s (claim lease 2 s, renewed every 666 ms); the peer answers after 5 s.
+  // Lease 2 s (claim lease 1 s, renewals every 333 ms); the peer answers after 5 s.
   const w = startTestWorker(app.tdb, { ...workerEnv(), WORKER_LEASE_MS: "2000" }, logs);
   t.after(() => w.stop(10_000));
   const id = await send({ to: "patient@slower.test" });
