@@ -87,9 +87,11 @@ GRANT UPDATE (status, updated_at, finished_at) ON messages TO sealpost_api;
 -- The queue rows of a new message (one per recipient domain), and cancel: it counts a
 -- message's rows and moves the untouched ones (attempts = 0) to 'cancelled'. The lease
 -- and scheduling columns are the worker's: the API writes next_attempt_at only in the
--- INSERT, and lease_owner only because the cancel statement clears it. It cannot read
--- either (no SELECT on lease_owner, next_attempt_at, created_at): it never looks at the queue.
-GRANT SELECT (id, message_id, domain, state, attempts) ON deliveries TO sealpost_api;
+-- INSERT, and lease_owner only because the cancel statement clears it. It reads
+-- next_attempt_at and created_at only to show, in GET /messages/:id, when a recipient is
+-- tried next and when retrying ends (created_at + SMTP_MAX_RETRY); it never reads the
+-- lease (no SELECT on lease_owner).
+GRANT SELECT (id, message_id, domain, state, attempts, next_attempt_at, created_at) ON deliveries TO sealpost_api;
 GRANT INSERT (message_id, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api;
 GRANT UPDATE (state, lease_owner) ON deliveries TO sealpost_api;
 GRANT USAGE ON SEQUENCE deliveries_id_seq TO sealpost_api; -- BIGSERIAL default (nextval)
@@ -112,6 +114,14 @@ GRANT INSERT (api_key_id, key, request_hash, status_code, response, message_id, 
   ON idempotency_records TO sealpost_api;
 GRANT UPDATE (request_hash, status_code, response, message_id, created_at, expires_at)
   ON idempotency_records TO sealpost_api;
+
+-- Data keys (src/security/data-key-check.ts): at start `serve` reads the recorded keys,
+-- records the check values of keys it holds (and fills one recorded by the migration
+-- without a value, once its key proved itself against stored content), and marks its
+-- first key as encrypting. Retiring keys is `keys rotate-data`'s, run as the owner.
+GRANT SELECT ON data_keys TO sealpost_api;
+GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_api;
+GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpost_api;
 
 -- ---------------------------------------------------------------------------------
 -- sealpost_worker: `sealpost worker`. Claims due deliveries, loads and decrypts the
@@ -152,5 +162,11 @@ GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 -- read by the worker.
 GRANT SELECT (api_key_id, key, expires_at) ON idempotency_records TO sealpost_worker;
 GRANT DELETE ON idempotency_records TO sealpost_worker;
+
+-- Data keys: the same start check as the API's, except that the worker writes no
+-- content, so it never marks a key as encrypting.
+GRANT SELECT ON data_keys TO sealpost_worker;
+GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_worker;
+GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;
 
 COMMIT;

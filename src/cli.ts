@@ -81,6 +81,8 @@ async function keysCommand(config: Config, args: string[]): Promise<number> {
       keyId: rt.cipher.currentKeyId,
     }));
     out(`re-encrypted ${r.rewritten} messages under data key ${keyId}`);
+    if (r.retired.length > 0)
+      out(`no stored content uses data key ${r.retired.join(", ")} any more: remove ${r.retired.length > 1 ? "them" : "it"} from SEALPOST_DATA_KEY once every process runs with ${keyId} first`);
     if (r.unreadable.length > 0) {
       out(`${r.unreadable.length} messages could not be decrypted and were left as they are: ${r.unreadable.join(", ")}`);
       return 1;
@@ -111,7 +113,7 @@ async function migrateCommand(config: Config, args: string[]): Promise<number> {
 
 async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<number> {
   const logger = createLogger(config.LOG_LEVEL);
-  const rt = await openRuntime(config, logger);
+  const rt = await openRuntime(config, logger, { dataKeys: mode === "worker" ? "decrypts" : "encrypts" });
   const stops: Array<() => Promise<void>> = [];
   try {
     if (mode !== "worker" && (await countActiveKeys(rt.db.prisma)) === 0) {

@@ -5,18 +5,26 @@ import Fastify, { LogController, type FastifyInstance } from "fastify";
 import type { SecureContextOptions } from "node:tls";
 import type { AppDeps } from "./deps.ts";
 import { registerErrorHandling } from "./plugins/errors.ts";
+import { registerJsonBody } from "./plugins/json-body.ts";
 import { registerAuth } from "./plugins/auth.ts";
 import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits.ts";
 import { registerSecurityHeaders } from "./plugins/security-headers.ts";
 import { registerRoute } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
+import { registerApiReference } from "./routes/getApiReference.ts";
 import { openApiYaml } from "./openapi.ts";
-import { MessageWriter } from "../services/message-writer.ts";
+import { createHttpsServer, type HttpsServerTimeouts } from "./https-server.ts";
+import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
+
+const TIMEOUTS: HttpsServerTimeouts = { keepAliveTimeoutMs: 72_000, requestTimeoutMs: 60_000, connectionTimeoutMs: 30_000 };
 
 export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: MessageWriter }, https: SecureContextOptions): Promise<FastifyInstance> {
-  const deps: AppDeps = { ...given, writer: given.writer ?? new MessageWriter(given.db.prisma) };
+  const writer = given.writer ?? new MessageWriter(given.db.prisma, { maxQueueWaitMs: maxQueueWaitFor(given.config.DATABASE_STATEMENT_TIMEOUT_MS) });
+  const deps: AppDeps = { ...given, writer };
   const app = Fastify({
     https,
+    // Our https.Server: the same as Fastify's, plus a 400 for plain HTTP sent to this port.
+    serverFactory: (handler: Parameters<typeof createHttpsServer>[1]) => createHttpsServer(https, handler, TIMEOUTS),
     loggerInstance: deps.logger.child({ component: "api" }),
     bodyLimit: deps.config.BODY_LIMIT_BYTES,
     trustProxy: deps.config.TRUST_PROXY,
@@ -31,8 +39,9 @@ export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: Messa
     // One log line per request (the onResponse hook below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
-    connectionTimeout: 30_000,
-    requestTimeout: 60_000,
+    connectionTimeout: TIMEOUTS.connectionTimeoutMs,
+    requestTimeout: TIMEOUTS.requestTimeoutMs,
+    keepAliveTimeout: TIMEOUTS.keepAliveTimeoutMs,
     http2: false,
   } as never) as unknown as FastifyInstance;
 
@@ -49,6 +58,7 @@ export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: Messa
   });
   // Only JSON bodies: text/plain would let a browser form post cross-origin without preflight.
   app.removeContentTypeParser("text/plain");
+  registerJsonBody(app);
   registerErrorHandling(app);
   await registerSecurityHeaders(app);
   await registerIpRateLimit(app, deps.config);
@@ -58,5 +68,6 @@ export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: Messa
   for (const route of ROUTES) registerRoute(app, route, deps);
   const spec = openApiYaml();
   app.get("/openapi.yaml", { config: { scope: null } }, async (_req, reply) => reply.type("application/yaml; charset=utf-8").send(spec));
+  registerApiReference(app);
   return app;
 }

@@ -6,6 +6,7 @@ import { ERROR_CODES } from "../domain/errors.ts";
 import type { AnyRoute } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
 import { ProblemSchema } from "./schemas.ts";
+import { EXAMPLES, genericProblem, type Example, type OperationExamples } from "./examples.ts";
 
 const STATUS_TEXT: Record<number, string> = {
   400: "Malformed request (bad JSON)", 401: "Missing, invalid or revoked API key", 403: "The key lacks the scope or sender domain",
@@ -36,7 +37,22 @@ function retarget(value: unknown): unknown {
   return out;
 }
 
-export function buildOpenApi(routes: AnyRoute[] = ROUTES): Json {
+/** The examples of one status: the operation's own, else the generic problem for an error status. */
+function examplesFor(ex: OperationExamples, status: string, scope: string | null): Record<string, Example> | undefined {
+  const own = ex.responses[status];
+  if (own) return own;
+  if (status === "default" || Number(status) >= 400) {
+    const generic = genericProblem(status === "default" ? "default" : Number(status), scope);
+    return { [(generic.value as { code: string }).code]: generic };
+  }
+  return undefined;
+}
+
+const problemContent = (examples: Record<string, Example> | undefined): Json => ({
+  "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" }, ...(examples ? { examples } : {}) },
+});
+
+export function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, OperationExamples> = EXAMPLES): Json {
   const components: Record<string, Json> = {};
   const addComponent = (name: string, json: Json): void => {
     const prior = components[name];
@@ -67,6 +83,8 @@ export function buildOpenApi(routes: AnyRoute[] = ROUTES): Json {
   if (problem.$ref !== "#/components/schemas/Problem") addComponent("Problem", problem);
   const paths: Record<string, Record<string, Json>> = {};
   for (const r of routes) {
+    const ex = examples[r.operationId];
+    if (!ex) throw new Error(`openapi: no examples for ${r.operationId} (src/api/examples.ts)`);
     const path = r.url.replace(/:(\w+)/g, "{$1}");
     const parameters: Json[] = [];
     for (const [where, schema] of [["path", r.params], ["query", r.query]] as const) {
@@ -78,22 +96,25 @@ export function buildOpenApi(routes: AnyRoute[] = ROUTES): Json {
     for (const h of r.headers ?? []) parameters.push({ name: h.name, in: "header", required: h.required ?? false, description: h.description, schema: hoist(toSchema(h.schema, "input")) });
     const responses: Record<string, Json> = {};
     for (const [status, resp] of Object.entries(r.responses)) {
+      const shown = examplesFor(ex, status, r.scope);
+      if (!shown && resp.schema) throw new Error(`openapi: no example of the ${status} answer of ${r.operationId}`);
       responses[status] = {
         description: resp.description,
-        ...(resp.schema ? { content: { [resp.contentType ?? "application/json"]: { schema: ref(resp.schema, "output") } } } : {}),
+        ...(resp.schema ? { content: { [resp.contentType ?? "application/json"]: { schema: ref(resp.schema, "output"), examples: shown } } } : {}),
       };
     }
     for (const status of r.errors) {
       responses[String(status)] = {
-        description: STATUS_TEXT[status] ?? "Error",
-        content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } },
+        description: r.errorDescriptions?.[status] ?? STATUS_TEXT[status] ?? "Error",
+        content: problemContent(examplesFor(ex, String(status), r.scope)),
         ...(status === 401 ? { headers: { "WWW-Authenticate": { schema: { type: "string" }, description: "Bearer" } } } : {}),
         ...(status === 429
           ? { headers: { "Retry-After": { schema: { type: "integer" } }, "RateLimit-Limit": { schema: { type: "integer" } }, "RateLimit-Remaining": { schema: { type: "integer" } }, "RateLimit-Reset": { schema: { type: "integer" } } } }
           : {}),
+        ...(status === 503 ? { headers: { "Retry-After": { schema: { type: "integer" }, description: "seconds to wait before retrying" } } } : {}),
       };
     }
-    responses.default = { description: "Unexpected error", content: { "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" } } } };
+    responses.default = { description: "Unexpected error", content: problemContent(examplesFor(ex, "default", r.scope)) };
     const op: Json = {
       operationId: r.operationId,
       summary: r.summary,
@@ -101,17 +122,40 @@ export function buildOpenApi(routes: AnyRoute[] = ROUTES): Json {
       tags: r.tags,
       security: r.scope ? [{ bearer: [r.scope] }] : [],
       ...(parameters.length ? { parameters } : {}),
-      ...(r.body ? { requestBody: { required: true, content: { "application/json": { schema: ref(r.body, "input") } } } } : {}),
+      ...(r.body
+        ? { requestBody: { required: true, content: { "application/json": { schema: ref(r.body, "input"), ...(ex.request ? { examples: ex.request } : {}) } } } }
+        : {}),
       responses,
     };
     (paths[path] ??= {})[r.method.toLowerCase()] = op;
   }
-  paths["/openapi.yaml"] = {
+  // The two documents served for people and tools rather than operations of the API:
+  // open to all, limited only by the per-address rate limit.
+  const document = (operationId: string, summary: string, description: string, type: string, example: Example): Record<string, Json> => ({
     get: {
-      operationId: "getOpenApi", summary: "This contract", tags: ["operations"], security: [],
-      responses: { 200: { description: "OpenAPI 3.1 document", content: { "application/yaml": { schema: { type: "string" } } } } },
+      operationId, summary, description, tags: ["operations"], security: [],
+      responses: {
+        200: { description: summary, content: { [type]: { schema: { type: "string" }, examples: { document: example } } } },
+        429: {
+          description: STATUS_TEXT[429],
+          content: problemContent(examplesFor({ responses: {} }, "429", null)),
+          headers: { "Retry-After": { schema: { type: "integer" } } },
+        },
+        default: { description: "Unexpected error", content: problemContent(examplesFor({ responses: {} }, "default", null)) },
+      },
     },
-  };
+  });
+  paths["/openapi.yaml"] = document("getOpenApi", "This contract", "The OpenAPI 3.1 document, generated from the route schemas.", "application/yaml", {
+    summary: "The start of this document",
+    value: "openapi: 3.1.0\ninfo:\n  title: sealpost\n  version: 0.1.0\n",
+  });
+  paths["/docs"] = document(
+    "getApiReference",
+    "A browsable reference of this contract",
+    "An HTML page that renders /openapi.yaml with Swagger UI. Every file it loads is served by sealpost from the swagger-ui-dist package; nothing comes from another origin.",
+    "text/html",
+    { summary: "The page (abridged)", value: '<!doctype html>\n<html lang="en">\n<head>\n<title>sealpost API reference</title>\n...' },
+  );
   return {
     openapi: "3.1.0",
     info: {

@@ -13,6 +13,13 @@ export interface Problem {
 
 export const PROBLEM_TYPE_BASE = "https://sealpost.dev/problems/";
 
+/**
+ * Retry-After (RFC 9110 section 10.2.3) of every 503 service_unavailable, in seconds.
+ * Short: a failover, a restart or a lock held past the statement timeout lasts seconds,
+ * and a request that meets the outage again costs at most about the statement timeout.
+ */
+export const SERVICE_UNAVAILABLE_RETRY_AFTER_S = 2;
+
 export function problem(code: ErrorCode, detail: string, requestId: string, extra: { status?: number; errors?: FieldError[] } = {}): Problem {
   const p: Problem = {
     type: PROBLEM_TYPE_BASE + code.replace(/_/g, "-"),

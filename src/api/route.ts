@@ -3,8 +3,8 @@
 // contract cannot drift from what the code accepts.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { z } from "zod";
-import { AppError } from "../domain/errors.ts";
-import { zodIssues } from "./plugins/errors.ts";
+import { AppError, summarizeFieldErrors } from "../domain/errors.ts";
+import { fieldErrors } from "./field-errors.ts";
 import type { Scope } from "../services/api-keys.ts";
 import type { AppDeps } from "./deps.ts";
 
@@ -22,6 +22,8 @@ export interface RouteSpec<B extends z.ZodType | undefined, Q extends z.ZodType 
   headers?: Array<{ name: string; description: string; required?: boolean; schema: z.ZodType }>;
   responses: Record<number, { description: string; schema?: z.ZodType; contentType?: string }>;
   errors: number[]; // problem+json statuses this route can answer
+  /** What an error status means for this route, where it says more than the shared text. */
+  errorDescriptions?: Partial<Record<number, string>>;
   handler: (
     input: {
       body: B extends z.ZodType ? z.infer<B> : undefined;
@@ -43,12 +45,13 @@ export function defineRoute<B extends z.ZodType | undefined = undefined, Q exten
   return spec;
 }
 
-function parse<T extends z.ZodType>(schema: T | undefined, value: unknown, where: string): unknown {
+/** The parsed input, or the AppError (422 with field errors) the route answers for it. */
+export function parseInput<T extends z.ZodType>(schema: T | undefined, value: unknown, where: string): unknown {
   if (!schema) return undefined;
-  const r = schema.safeParse(value);
+  const r = schema.safeParse(value, { reportInput: true });
   if (!r.success) {
-    const errors = zodIssues(r.error).map((e) => ({ ...e, path: where === "body" ? e.path : `${where}.${e.path}` }));
-    throw new AppError("invalid_request", `the request ${where} is not valid`, { errors });
+    const errors = fieldErrors(r.error, schema).map((e) => ({ ...e, path: where === "body" ? e.path : `${where}.${e.path}` }));
+    throw new AppError("invalid_request", summarizeFieldErrors(errors, `the request ${where} is not valid`), { errors });
   }
   return r.data;
 }
@@ -59,9 +62,9 @@ export function registerRoute(app: FastifyInstance, route: AnyRoute, deps: AppDe
     url: route.url,
     config: { scope: route.scope },
     handler: async (request, reply) => {
-      const params = parse(route.params, request.params, "params");
-      const query = parse(route.query, request.query, "query");
-      const body = parse(route.body, request.body, "body");
+      const params = parseInput(route.params, request.params, "params");
+      const query = parseInput(route.query, request.query, "query");
+      const body = parseInput(route.body, request.body, "body");
       return route.handler({ body, query, params, request, reply } as never, deps);
     },
   });

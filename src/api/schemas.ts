@@ -67,6 +67,16 @@ export const RecipientSchema = z
     last_response: z
       .object({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() })
       .nullable(),
+    next_attempt_at: z.iso.datetime().nullable().meta({
+      description:
+        "When the next delivery attempt is due, for a queued, scheduled or deferred recipient (it may be in the past when workers are busy); " +
+        "null while an attempt is under way and once the recipient is final.",
+    }),
+    expires_at: z.iso.datetime().nullable().meta({
+      description:
+        "When retrying ends: SMTP_MAX_RETRY after the message first became due (accepted, or send_at). " +
+        "The first attempt at or after this time that is deferred fails the recipient with the last reason. Null once the recipient is final.",
+    }),
     delivery_attempts: z.array(AttemptSchema),
   })
   .meta({ id: "Recipient" });
@@ -83,6 +93,19 @@ export const MessageSummarySchema = z
     created_at: z.iso.datetime(),
     send_at: z.iso.datetime().nullable(),
     content_purged: z.boolean(),
+    content_unreadable: z
+      .object({
+        reason: z.enum(["unknown_data_key", "failed_authentication"]),
+        data_key_id: z.string().nullable().meta({ description: "The data key id the stored content names" }),
+        detail: z.string(),
+      })
+      .nullable()
+      .meta({
+        description:
+          "Set when this server cannot decrypt the stored content (then `subject` is null): it is under a data key the server does not hold " +
+          "(`unknown_data_key`: the operator adds that key to SEALPOST_DATA_KEY), or it was changed in storage (`failed_authentication`). " +
+          "Null when the content was read or has been purged.",
+      }),
   })
   .meta({ id: "MessageSummary" });
 

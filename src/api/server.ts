@@ -1,6 +1,6 @@
 // The HTTPS listener: certificates (real ones, or a generated development CA),
 // listen, hot certificate reload and graceful shutdown. There is no plaintext
-// listener at all.
+// listener at all (plain HTTP sent to the port gets a 400 naming https://: https-server.ts).
 import type { FastifyInstance } from "fastify";
 import type { Server as TlsServer } from "node:tls";
 import type { Runtime } from "../runtime.ts";

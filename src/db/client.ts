@@ -7,6 +7,15 @@ import { PrismaClient } from "../generated/prisma/client.ts";
 
 export type Db = InstanceType<typeof PrismaClient>;
 
+/**
+ * How long past the statement timeout node-postgres waits for an answer before giving
+ * up on its own (query_timeout): the server cancels a slow statement itself at the
+ * statement timeout, so this only fires when the server cannot answer at all (a frozen
+ * host, a partition). Short, because a request waits it out in full; long enough for the
+ * server's own cancellation to arrive over any sane network first.
+ */
+export const QUERY_TIMEOUT_SLACK_MS = 500;
+
 export interface DatabaseOptions {
   url: string;
   poolMax: number;
@@ -25,12 +34,15 @@ export function openDatabase(opts: DatabaseOptions): Database {
   const pool = new pg.Pool({
     connectionString: opts.url,
     max: opts.poolMax,
+    // Bounds both opening a connection and waiting for a free one when all are busy
+    // ("timeout exceeded when trying to connect"): a request never queues for the pool
+    // longer than this.
     connectionTimeoutMillis: opts.connectTimeoutMs,
     idleTimeoutMillis: 30_000,
     // statement_timeout bounds every query; lock_timeout keeps a blocked row lock
     // from holding a request longer than the client would wait anyway.
     options: `-c statement_timeout=${opts.statementTimeoutMs} -c lock_timeout=${opts.statementTimeoutMs}`,
-    query_timeout: opts.statementTimeoutMs + 1000,
+    query_timeout: opts.statementTimeoutMs + QUERY_TIMEOUT_SLACK_MS,
     keepAlive: true,
   });
   // An idle client losing its connection (database restart) emits 'error' on the

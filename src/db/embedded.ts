@@ -1,11 +1,12 @@
 // Embedded Postgres for `npm start` on a machine with nothing installed: PGlite
 // (Postgres compiled to WASM) with its data under DATA_DIR, exposed on a loopback
-// port by pglite-socket so that the same pg.Pool + adapter-pg path serves it.
+// port by PGliteSessionServer (pglite-server.ts) so that the same pg.Pool + adapter-pg
+// path serves it.
 //
-// PGlite is a single session: pglite-socket queues statements from all connections
-// and, while one connection is inside a transaction, runs only that connection's
-// statements. Code must therefore never wait on another connection's query while it
-// holds a transaction open (it would wait forever).
+// PGlite is a single session: the server gives it to one client connection at a time,
+// from a query's first message to the ReadyForQuery that ends it, and for the whole of
+// a transaction block. Code must therefore never wait on another connection's query
+// while it holds a transaction open (that query cannot run until the transaction ends).
 //
 // Only one process may open a PGlite data directory. The process that opens it writes
 // DATA_DIR/pglite.lock with its pid and port; another sealpost process (say `keys
@@ -14,7 +15,7 @@
 import { mkdirSync, openSync, readFileSync, rmSync, writeSync, closeSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
-import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
+import { PGliteSessionServer } from "./pglite-server.ts";
 
 export interface EmbeddedDatabase {
   url: string;
@@ -44,7 +45,10 @@ function readLock(file: string): { pid: number; port: number | null } | null {
   }
 }
 
-export async function startEmbeddedDatabase(dataDir: string, maxConnections = 16): Promise<EmbeddedDatabase> {
+export async function startEmbeddedDatabase(
+  dataDir: string,
+  opts: { maxConnections?: number; onError?: (err: Error) => void } = {},
+): Promise<EmbeddedDatabase> {
   const root = resolve(dataDir);
   const dir = join(root, "pglite");
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -71,9 +75,8 @@ export async function startEmbeddedDatabase(dataDir: string, maxConnections = 16
     closeSync(fd);
     try {
       const db = await PGlite.create({ dataDir: dir });
-      const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections });
-      await server.start();
-      const port = Number(server.getServerConn().split(":").pop());
+      const server = new PGliteSessionServer(db, { maxConnections: opts.maxConnections ?? 64, onError: opts.onError });
+      const port = await server.listen("127.0.0.1", 0);
       writeFileSync(lockFile, JSON.stringify({ pid: process.pid, port }), { mode: 0o600 });
       return {
         url: urlFor(port),

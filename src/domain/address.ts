@@ -9,7 +9,8 @@ export interface Mailbox {
   name: string | null;
 }
 
-export type ParseResult<T> = { ok: true; value: T } | { ok: false; message: string };
+/** `list`: the input held several addresses, here one per item, so callers can show the array form. */
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; message: string; list?: string[] };
 
 // RFC 5322 section 3.2.3 atext, used for dot-atom local parts.
 const ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-";
@@ -66,6 +67,8 @@ export function parseMailbox(input: string | { name?: string | null; address: st
     return { ok: true, value: { address: address.value, name } };
   }
   if (CONTROL_CHARS.test(input)) return fail("must not contain control characters or line breaks");
+  const list = splitList(input);
+  if (list) return { ok: false, message: "must be one address; several addresses in one string are not accepted", list };
   if (!input.includes("<")) {
     const a = parseAddress(input.trim());
     return a.ok ? { ok: true, value: { address: a.value, name: null } } : a;
@@ -81,6 +84,38 @@ export function parseMailbox(input: string | { name?: string | null; address: st
     if (!n.ok) return n;
   }
   return { ok: true, value: { address: address.value, name } };
+}
+
+const MAX_LIST_SHOWN = 5;
+
+/**
+ * The addresses of a string that holds several ("a@x.example, b@y.example", or separated
+ * by ";" or spaces), or null when it does not look like a list. Commas inside a quoted
+ * display name ("Smith, Alice" <alice@example.com>) do not separate; a ":" (group syntax)
+ * or parentheses (a comment) mean something else, which has its own message.
+ */
+function splitList(input: string): string[] | null {
+  const unquoted = input.replace(/"(?:[^"\\]|\\.)*"/g, '""');
+  if (/[:()]/.test(unquoted) || unquoted.split("@").length < 3) return null;
+  const separator = /[,;]/.test(unquoted) ? /[,;]/ : unquoted.includes("<") ? null : /\s+/;
+  if (!separator) return null;
+  const parts: string[] = [];
+  let current = "";
+  let quoted = false;
+  for (let i = 0; i < input.length; i++) {
+    const c = input[i]!;
+    if (c === "\\" && quoted) {
+      current += c + (input[++i] ?? "");
+      continue;
+    }
+    if (c === '"') quoted = !quoted;
+    if (!quoted && separator.test(c)) {
+      if (current.trim()) parts.push(current.trim());
+      current = "";
+    } else current += c;
+  }
+  if (current.trim()) parts.push(current.trim());
+  return parts.length > 1 ? parts.slice(0, MAX_LIST_SHOWN) : null;
 }
 
 function checkName(name: string): ParseResult<string> {

@@ -44,3 +44,14 @@ export class AppError extends Error {
     if (opts.headers) this.headers = opts.headers;
   }
 }
+
+/**
+ * A problem's detail from its field errors: the first two as "path: message", then how
+ * many more the errors list holds.
+ */
+export function summarizeFieldErrors(errors: readonly FieldError[], fallback = "the request is not valid"): string {
+  if (errors.length === 0) return fallback;
+  const shown = errors.slice(0, 2).map((e) => `${e.path}: ${e.message}`);
+  const more = errors.length - shown.length;
+  return shown.join(". ") + (more > 0 ? `. ${more} more ${more === 1 ? "problem is" : "problems are"} listed in errors` : "");
+}

@@ -1,7 +1,14 @@
 // The send request (SPEC section 2), its normalised form, and message/recipient
 // statuses. Pure: no HTTP, no database.
+//
+// Each field's description says what is expected in words a new user understands: the
+// same text is the field's documentation in openapi.yaml and the "expected" part of a
+// validation error (src/api/field-errors.ts), so the two cannot disagree. Messages given
+// to checks below are written to follow the field's path ("subject: must not ...").
 import { z } from "zod";
 import { CONTROL_CHARS, domainOf, parseMailbox, type Mailbox } from "./address.ts";
+import { base64Size, checkBase64 } from "./base64.ts";
+import type { FieldError } from "./errors.ts";
 import { TLS_POLICIES, type TlsPolicy } from "./tls-policy.ts";
 
 export const MAX_RECIPIENTS = 50;
@@ -11,33 +18,53 @@ export const MAX_HEADERS = 30;
 export const MAX_TAGS = 10;
 export const MAX_METADATA_KEYS = 20;
 export const MAX_SCHEDULE_AHEAD_MS = 30 * 86_400_000;
+export const MAX_SUBJECT = 998; // RFC 5322 section 2.1.1: a line is at most 998 characters
+export const MAX_BODY_CHARS = 5_000_000;
 
-const noControl = (what: string) => (v: string) => !CONTROL_CHARS.test(v) || `${what} must not contain control characters or line breaks`;
-const line = (max: number, what: string) =>
-  z.string().max(max).refine((v) => noControl(what)(v) === true, { message: `${what} must not contain control characters or line breaks` });
+const NO_BREAKS = "must not contain line breaks or other control characters";
+const line = (max: number) => z.string().max(max).refine((v) => !CONTROL_CHARS.test(v), { message: NO_BREAKS });
 
-const MailboxInput = z
-  .union([
-    z.string().max(320),
-    z.strictObject({ name: z.string().max(200).optional(), address: z.string().max(254) }),
-  ])
-  .superRefine((v, ctx) => {
-    const r = parseMailbox(v);
-    if (!r.ok) ctx.addIssue({ code: "custom", message: r.message });
-  })
-  .meta({ description: 'An address: "local@domain", "Name <local@domain>" or {name, address}.' });
+const ADDRESS_EXAMPLE = '"Shop <noreply@shop.example>" or {"name": "Shop", "address": "noreply@shop.example"}';
 
-const MailboxList = z.union([MailboxInput, z.array(MailboxInput).max(MAX_RECIPIENTS)]);
+/** One mailbox; `several` is what to say when a string holds a list of addresses. */
+const mailbox = (several: (addresses: string[]) => string, description: string) =>
+  z
+    .union([
+      z.string().max(320),
+      z.strictObject({
+        name: z.string().max(200).meta({ description: 'The display name, such as "Shop"' }).optional(),
+        address: z.string().max(254).meta({ description: 'The address alone, such as "noreply@shop.example"' }),
+      }),
+    ])
+    .superRefine((v, ctx) => {
+      const r = parseMailbox(v);
+      if (!r.ok) ctx.addIssue({ code: "custom", message: r.list ? several(r.list) : r.message });
+    })
+    .meta({ description });
+
+const asArray = (addresses: string[]) => `[${addresses.map((a) => JSON.stringify(a)).join(", ")}]`;
+const RecipientInput = mailbox(
+  (list) => `one address per string; for several recipients use an array with one address per item: ${asArray(list)}`,
+  `An address such as ${ADDRESS_EXAMPLE}`,
+);
+const SenderInput = mailbox(() => `one sender address only, such as ${ADDRESS_EXAMPLE}`, `An address such as ${ADDRESS_EXAMPLE}`);
+const ReplyToInput = mailbox(
+  (list) => `one address per string; for several reply-to addresses use an array: ${asArray(list)}`,
+  `An address such as ${ADDRESS_EXAMPLE}`,
+);
+
+const recipientList = (kind: string) =>
+  z
+    .union([RecipientInput, z.array(RecipientInput).max(MAX_RECIPIENTS, { error: `at most ${MAX_RECIPIENTS} recipients in to, cc and bcc together` })])
+    .meta({
+      description:
+        `One address or an array of addresses (${kind}; at most ${MAX_RECIPIENTS} recipients in to, cc and bcc together), ` +
+        'such as "alice@example.com" or ["alice@example.com", "Bob <bob@example.com>"]',
+    });
 
 const HEADER_NAME = /^X-[A-Za-z0-9][A-Za-z0-9-]{0,76}$/;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const CONTENT_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/i;
 const CONTENT_ID = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@]{1,200}$/;
-
-export function base64DecodedLength(b64: string): number {
-  const pad = b64.endsWith("==") ? 2 : b64.endsWith("=") ? 1 : 0;
-  return (b64.length / 4) * 3 - pad;
-}
 
 /** Strip directories and characters that mean something to file systems or headers. */
 export function sanitizeFilename(name: string): string {
@@ -47,45 +74,97 @@ export function sanitizeFilename(name: string): string {
   return cleaned.slice(0, 255);
 }
 
-export const AttachmentInput = z.strictObject({
-  filename: z
-    .string()
-    .min(1)
-    .max(255)
-    .refine((v) => !CONTROL_CHARS.test(v), { message: "filename must not contain control characters or line breaks" })
-    .refine((v) => sanitizeFilename(v).length > 0, { message: "filename has no usable characters" }),
-  content: z.string().min(1).regex(BASE64, "content must be standard base64"),
-  content_type: z.string().regex(CONTENT_TYPE, "content_type must be type/subtype"),
-  content_id: z.string().regex(CONTENT_ID, "content_id must be plain characters without spaces or angle brackets").optional(),
-});
+export const AttachmentInput = z
+  .strictObject({
+    filename: z
+      .string()
+      .min(1)
+      .max(255)
+      .refine((v) => !CONTROL_CHARS.test(v), { message: NO_BREAKS })
+      .refine((v) => v.length === 0 || sanitizeFilename(v).length > 0, { message: 'has no usable characters once directories are removed; give a name such as "receipt.pdf"' })
+      .meta({ description: 'The file name shown to the recipient, such as "receipt.pdf" (1-255 characters; directories are removed)' }),
+    // The size limits are the server's (ATTACHMENT_MAX_BYTES, ATTACHMENTS_TOTAL_MAX_BYTES)
+    // and are checked after the schema, in normalizeSendRequest, to answer 413.
+    content: z
+      .string()
+      .min(1)
+      .superRefine((v, ctx) => {
+        if (v.length === 0) return; // min(1) has said it
+        const r = checkBase64(v);
+        if (!r.ok) ctx.addIssue({ code: "custom", message: r.message });
+      })
+      .meta({
+        description:
+          "The file's bytes in standard base64 (RFC 4648 section 4: A-Z a-z 0-9 + / with = padding), on one line without spaces or line breaks",
+      }),
+    content_type: z
+      .string()
+      .regex(CONTENT_TYPE, 'must be a media type such as "application/pdf" or "image/png", without parameters or spaces')
+      .meta({ description: 'The media type, such as "application/pdf" or "image/png", without parameters' }),
+    content_id: z
+      .string()
+      .regex(CONTENT_ID, 'must be 1-200 plain characters without spaces or angle brackets, such as "logo@shop.example"')
+      .optional()
+      .meta({ description: 'Makes the attachment inline: the html refers to it as "cid:" followed by this id, such as "logo@shop.example"' }),
+  })
+  .meta({ description: 'A file: {"filename": "receipt.pdf", "content": "<base64>", "content_type": "application/pdf"}' });
 
 export const TAG = /^[A-Za-z0-9_.:-]{1,64}$/;
+const TAG_TEXT = "1-64 characters from A-Z a-z 0-9 _ . : -";
 
 export const SendRequestSchema = z
   .strictObject({
-    from: MailboxInput,
-    to: MailboxList.optional(),
-    cc: MailboxList.optional(),
-    bcc: MailboxList.optional(),
-    reply_to: z.union([MailboxInput, z.array(MailboxInput).max(MAX_REPLY_TO)]).optional(),
-    subject: line(998, "subject").min(1),
-    text: z.string().max(5_000_000).optional(),
-    html: z.string().max(5_000_000).optional(),
+    from: SenderInput,
+    to: recipientList("the main recipients").optional(),
+    cc: recipientList("copied recipients").optional(),
+    bcc: recipientList("blind-copied recipients, never shown in the headers").optional(),
+    reply_to: z
+      .union([ReplyToInput, z.array(ReplyToInput).max(MAX_REPLY_TO, { error: `at most ${MAX_REPLY_TO} reply-to addresses` })])
+      .meta({ description: `One address or an array of at most ${MAX_REPLY_TO}, where replies go instead of from` })
+      .optional(),
+    subject: line(MAX_SUBJECT).min(1).meta({ description: `A string of 1 to ${MAX_SUBJECT} characters without line breaks` }),
+    text: z
+      .string()
+      .max(MAX_BODY_CHARS)
+      .meta({ description: `The plain-text body, a string of at most ${MAX_BODY_CHARS} characters; text, html or both are required` })
+      .optional(),
+    html: z
+      .string()
+      .max(MAX_BODY_CHARS)
+      .meta({ description: `The HTML body, a string of at most ${MAX_BODY_CHARS} characters; text, html or both are required` })
+      .optional(),
     headers: z
       .record(
-        z.string().regex(HEADER_NAME, "custom header names must start with X- and use letters, digits and hyphens"),
-        line(998, "header value"),
+        z.string().regex(HEADER_NAME, "is not a custom header name: names start with X- and use letters, digits and hyphens, such as X-Order-Id"),
+        line(998),
       )
       .refine((h) => Object.keys(h).length <= MAX_HEADERS, { message: `at most ${MAX_HEADERS} headers` })
+      .meta({
+        description: `Custom headers as an object of at most ${MAX_HEADERS}, such as {"X-Order-Id": "4711"}: names start with X-, values are strings without line breaks`,
+      })
       .optional(),
-    attachments: z.array(AttachmentInput).max(MAX_ATTACHMENTS).optional(),
-    tags: z.array(z.string().regex(TAG, "tags are 1-64 of A-Z a-z 0-9 _ . : -")).max(MAX_TAGS).optional(),
+    attachments: z
+      .array(AttachmentInput)
+      .max(MAX_ATTACHMENTS, { error: `at most ${MAX_ATTACHMENTS} attachments` })
+      .meta({ description: `An array of at most ${MAX_ATTACHMENTS} files, each {"filename", "content" (base64), "content_type", "content_id" (optional)}` })
+      .optional(),
+    tags: z
+      .array(z.string().regex(TAG, `must be ${TAG_TEXT}`))
+      .max(MAX_TAGS, { error: `at most ${MAX_TAGS} tags` })
+      .meta({ description: `An array of at most ${MAX_TAGS} tags, each ${TAG_TEXT}, such as ["receipt"]` })
+      .optional(),
     metadata: z
-      .record(z.string().regex(/^[A-Za-z0-9_.-]{1,40}$/, "metadata keys are 1-40 of A-Z a-z 0-9 _ . -"), line(500, "metadata value"))
+      .record(z.string().regex(/^[A-Za-z0-9_.-]{1,40}$/, "is not a valid metadata key: keys are 1-40 characters from A-Z a-z 0-9 _ . -"), line(500))
       .refine((m) => Object.keys(m).length <= MAX_METADATA_KEYS, { message: `at most ${MAX_METADATA_KEYS} metadata keys` })
+      .meta({
+        description: `Your own data as an object of at most ${MAX_METADATA_KEYS} string values, such as {"order": "4711"}; keys are 1-40 characters from A-Z a-z 0-9 _ . -`,
+      })
       .optional(),
-    tls: z.enum(TLS_POLICIES).optional(),
-    send_at: z.iso.datetime({ offset: true }).optional(),
+    tls: z.enum(TLS_POLICIES).meta({ description: '"opportunistic" or "required": the STARTTLS policy for this message (the strictest setting wins)' }).optional(),
+    send_at: z.iso
+      .datetime({ offset: true, error: 'must be an ISO 8601 time with a time zone, such as "2030-01-01T09:00:00Z"' })
+      .meta({ description: 'When to send: an ISO 8601 time with a time zone, such as "2030-01-01T09:00:00Z", at most 30 days ahead' })
+      .optional(),
   })
   .meta({ id: "SendRequest" });
 
@@ -125,19 +204,33 @@ export interface Limits {
   attachmentsTotalMaxBytes: number;
 }
 
-export type Normalized = { ok: true; value: NewMessage } | { ok: false; errors: Array<{ path: string; message: string }> };
+/**
+ * `errors` name fields by JSON path (`to[1]`, `attachments[0].content`); `tooLarge`: some
+ * attachment is over a size limit (413), and the size problems come first.
+ */
+export type Normalized = { ok: true; value: NewMessage } | { ok: false; tooLarge: boolean; errors: FieldError[] };
 
 const asList = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 
+/** "5242880 bytes (5 MiB)": the exact figure, and one a person reads at a glance. */
+export function formatBytes(n: number): string {
+  const round = (x: number) => String(Math.round(x * 100) / 100);
+  if (n >= 1024 * 1024) return `${n} bytes (${round(n / (1024 * 1024))} MiB)`;
+  if (n >= 1024) return `${n} bytes (${round(n / 1024)} KiB)`;
+  return `${n} bytes`;
+}
+
 /** Cross-field rules and normalisation after the schema accepted the shape. */
 export function normalizeSendRequest(req: SendRequest, limits: Limits, now: Date): Normalized {
-  const errors: Array<{ path: string; message: string }> = [];
+  const errors: FieldError[] = [];
+  const tooLarge: FieldError[] = [];
   const mb = (v: Parameters<typeof parseMailbox>[0]): Mailbox => {
     const r = parseMailbox(v);
     if (!r.ok) throw new Error("schema admitted an invalid mailbox"); // unreachable: the schema ran parseMailbox
     return r.value;
   };
-  if (req.text === undefined && req.html === undefined) errors.push({ path: "text", message: "text or html is required" });
+  if (req.text === undefined && req.html === undefined)
+    errors.push({ path: "text", message: "text or html is required: send the plain-text body as text, the HTML body as html, or both" });
 
   const recipients: RecipientSpec[] = [];
   const seen = new Set<string>();
@@ -151,28 +244,38 @@ export function normalizeSendRequest(req: SendRequest, limits: Limits, now: Date
     }
   }
   const total = asList(req.to).length + asList(req.cc).length + asList(req.bcc).length;
-  if (recipients.length === 0) errors.push({ path: "to", message: "at least one recipient in to, cc or bcc is required" });
-  if (total > MAX_RECIPIENTS) errors.push({ path: "to", message: `at most ${MAX_RECIPIENTS} recipients in to, cc and bcc together` });
+  if (recipients.length === 0)
+    errors.push({ path: "to", message: 'required: at least one recipient in to, cc or bcc, such as "alice@example.com"' });
+  if (total > MAX_RECIPIENTS)
+    errors.push({ path: "to", message: `at most ${MAX_RECIPIENTS} recipients in to, cc and bcc together; this message has ${total}` });
 
+  // The schema checked every content is canonical base64, so its decoded size follows
+  // from its length without decoding it.
   let totalBytes = 0;
   const attachments: Attachment[] = (req.attachments ?? []).map((a, i) => {
-    const size = base64DecodedLength(a.content);
+    const size = base64Size(a.content);
     totalBytes += size;
     if (size > limits.attachmentMaxBytes)
-      errors.push({ path: `attachments.${i}.content`, message: `attachment is ${size} bytes; the limit is ${limits.attachmentMaxBytes}` });
+      tooLarge.push({
+        path: `attachments[${i}].content`,
+        message: `the file is ${formatBytes(size)} once decoded; the limit for one attachment is ${formatBytes(limits.attachmentMaxBytes)}`,
+      });
     return { filename: sanitizeFilename(a.filename), contentType: a.content_type.toLowerCase(), contentId: a.content_id ?? null, content: a.content };
   });
   if (totalBytes > limits.attachmentsTotalMaxBytes)
-    errors.push({ path: "attachments", message: `attachments total ${totalBytes} bytes; the limit is ${limits.attachmentsTotalMaxBytes}` });
+    tooLarge.push({
+      path: "attachments",
+      message: `the files total ${formatBytes(totalBytes)} once decoded; the limit for all attachments of a message together is ${formatBytes(limits.attachmentsTotalMaxBytes)}`,
+    });
 
   let sendAt: Date | null = null;
   if (req.send_at !== undefined) {
     sendAt = new Date(req.send_at);
     if (sendAt.getTime() - now.getTime() > MAX_SCHEDULE_AHEAD_MS)
-      errors.push({ path: "send_at", message: "send_at must be at most 30 days ahead" });
+      errors.push({ path: "send_at", message: "must be at most 30 days ahead" });
     if (sendAt.getTime() <= now.getTime()) sendAt = null; // a time already passed means "now"
   }
-  if (errors.length > 0) return { ok: false, errors };
+  if (tooLarge.length > 0 || errors.length > 0) return { ok: false, tooLarge: tooLarge.length > 0, errors: [...tooLarge, ...errors] };
   return {
     ok: true,
     value: {

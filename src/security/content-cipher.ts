@@ -5,7 +5,6 @@
 //
 // Stored layout (bytea): version(1)=1 | keyIdLength(1) | keyId | nonce(12) | tag(16) | ciphertext
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { AppError } from "../domain/errors.ts";
 
 export interface DataKey {
   id: string;
@@ -13,6 +12,30 @@ export interface DataKey {
 }
 
 const VERSION = 1;
+
+/**
+ * Stored content that cannot be decrypted. `reason` says whether it can get better:
+ * `unknown_key` is content under a key id this process was not given (deploying the
+ * key fixes it); `authentication_failed` and `unknown_format` are bytes that will never
+ * decrypt under the keys held (tampered, moved to another row, or damaged).
+ */
+export class ContentDecryptError extends Error {
+  override name = "ContentDecryptError";
+  readonly reason: "unknown_key" | "authentication_failed" | "unknown_format";
+  /** The key id written in the stored value, or null when the value is not in our format. */
+  readonly keyId: string | null;
+
+  constructor(reason: ContentDecryptError["reason"], keyId: string | null, message: string, opts: { cause?: unknown } = {}) {
+    super(message, opts);
+    this.reason = reason;
+    this.keyId = keyId;
+  }
+}
+
+// The check value of a data key (stored in data_keys, see data-key-check.ts): this
+// constant encrypted under the key, bound to its id. It decrypts only under the same key.
+const CHECK_PLAINTEXT = "sealpost data key check";
+const checkAad = (keyId: string) => `sealpost:data_keys:${keyId}`;
 
 // Nonces are drawn from the CSPRNG 4 KiB at a time and handed out 12 bytes each: still
 // uniformly random 96-bit nonces (NIST SP 800-38D 8.2.2), one system call per 341
@@ -40,6 +63,28 @@ export class ContentCipher {
     return this.#current.id;
   }
 
+  /** Every key id held, the encrypting one first. */
+  get keyIds(): string[] {
+    return [...this.#keys.keys()];
+  }
+
+  /** A fresh check value for the held key `keyId`. */
+  checkValue(keyId: string): Buffer {
+    const key = this.#keys.get(keyId);
+    if (!key) throw new Error(`no data key ${keyId}`);
+    return this.#encryptWith({ id: keyId, key }, CHECK_PLAINTEXT, checkAad(keyId));
+  }
+
+  /** Whether `stored` is the check value of the key this process holds under `keyId`. */
+  matchesCheckValue(keyId: string, stored: Buffer | Uint8Array): boolean {
+    try {
+      return this.decrypt(stored, checkAad(keyId)).toString("utf8") === CHECK_PLAINTEXT && this.keyIdOf(stored) === keyId;
+    } catch (err) {
+      if (err instanceof ContentDecryptError) return false;
+      throw err;
+    }
+  }
+
   #nextNonce(): Buffer {
     if (this.#nonceOffset + 12 > this.#nonces.length) {
       this.#nonces = randomBytes(NONCE_POOL_BYTES);
@@ -53,22 +98,27 @@ export class ContentCipher {
   }
 
   encrypt(plain: Buffer | string, aad: string): Buffer {
+    return this.#encryptWith(this.#current, plain, aad);
+  }
+
+  #encryptWith(k: DataKey, plain: Buffer | string, aad: string): Buffer {
     const nonce = this.#nextNonce();
-    const cipher = createCipheriv("aes-256-gcm", this.#current.key, nonce);
+    const cipher = createCipheriv("aes-256-gcm", k.key, nonce);
     cipher.setAAD(Buffer.from(aad, "utf8"));
     const ct = Buffer.concat([cipher.update(typeof plain === "string" ? Buffer.from(plain, "utf8") : plain), cipher.final()]);
-    const id = Buffer.from(this.#current.id, "ascii");
+    const id = Buffer.from(k.id, "ascii");
     return Buffer.concat([Buffer.from([VERSION, id.length]), id, nonce, cipher.getAuthTag(), ct]);
   }
 
-  /** Throws AppError('internal') on any tampering or unknown key: never returns garbage. */
+  /** Throws ContentDecryptError on any tampering or unknown key: never returns garbage. */
   decrypt(stored: Buffer | Uint8Array, aad: string): Buffer {
     const buf = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength);
-    if (buf.length < 2 + 12 + 16 || buf[0] !== VERSION) throw new AppError("internal", "stored content has an unknown format");
+    if (buf.length < 2 + 12 + 16 || buf[0] !== VERSION || buf.length < 2 + buf[1]! + 28)
+      throw new ContentDecryptError("unknown_format", null, "stored content has an unknown format");
     const idLen = buf[1]!;
     const keyId = buf.subarray(2, 2 + idLen).toString("ascii");
     const key = this.#keys.get(keyId);
-    if (!key) throw new AppError("internal", `stored content is encrypted under unknown data key "${keyId}"`);
+    if (!key) throw new ContentDecryptError("unknown_key", keyId, `stored content is encrypted under unknown data key "${keyId}"`);
     const off = 2 + idLen;
     const nonce = buf.subarray(off, off + 12);
     const tag = buf.subarray(off + 12, off + 28);
@@ -78,7 +128,7 @@ export class ContentCipher {
     try {
       return Buffer.concat([decipher.update(buf.subarray(off + 28)), decipher.final()]);
     } catch (cause) {
-      throw new AppError("internal", "stored content failed authentication (tampered or wrong key)", { cause });
+      throw new ContentDecryptError("authentication_failed", keyId, `stored content failed authentication under data key "${keyId}" (tampered or wrong key)`, { cause });
     }
   }
 

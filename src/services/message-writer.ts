@@ -9,6 +9,7 @@
 // message has committed. Measured on two cores, this is what lets POST /send scale
 // with concurrency instead of paying a full round trip, plan and commit per request.
 import type { Db } from "../db/client.ts";
+import { DatabaseUnavailableError } from "../db/errors.ts";
 
 export interface MessageRow {
   id: string;
@@ -38,8 +39,8 @@ export interface MessageRow {
 const SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[],
-                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::bytea[], $15::bytea[],
-                       $16::bytea[], $17::bytea[], $18::bytea[], $19::jsonb[], $20::jsonb[], $21::timestamptz[])
+                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
+                       $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[])
     AS u(id, api_key_id, idem_key, request_hash, response, created_at, expires_at, status, tls_policy, message_id_header,
          from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at)
 ), idem AS (
@@ -54,7 +55,8 @@ WITH input AS (
   INSERT INTO messages (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
                         subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
   SELECT id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
-         subject, text_body, html_body, headers, attachments, ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
+         decode(subject, 'base64'), decode(text_body, 'base64'), decode(html_body, 'base64'), decode(headers, 'base64'),
+         decode(attachments, 'base64'), ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
          send_at, created_at, created_at
     FROM input WHERE idem_key IS NULL OR id IN (SELECT message_id FROM idem)
   RETURNING id
@@ -76,6 +78,12 @@ WITH input AS (
 )
 SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients FROM msg m`;
 
+// Content travels as base64 text and is decoded by the statement. Passed as bytea[],
+// an array whose first element is null made the driver adapter take the later Buffers
+// for text: they were stored as their base64 characters, and the worker could not read
+// what the API had accepted.
+const b64 = (b: Buffer | null): string | null => (b === null ? null : b.toString("base64"));
+
 function params(rows: MessageRow[]): unknown[] {
   const col = <T>(f: (r: MessageRow) => T) => rows.map(f);
   const dlv = rows.flatMap((r) => [...new Set(r.recipients.map((x) => x.domain))].map((domain) => ({ id: r.id, domain })));
@@ -83,8 +91,8 @@ function params(rows: MessageRow[]): unknown[] {
   return [
     col((r) => r.id), col((r) => r.apiKeyId), col((r) => r.idempotencyKey), col((r) => r.requestHash), col((r) => r.response),
     col((r) => r.createdAt), col((r) => r.expiresAt), col((r) => r.status), col((r) => r.tlsPolicy), col((r) => r.messageIdHeader),
-    col((r) => r.fromAddress), col((r) => r.fromName), col((r) => r.replyTo), col((r) => r.subject), col((r) => r.textBody),
-    col((r) => r.htmlBody), col((r) => r.headers), col((r) => r.attachments), col((r) => JSON.stringify(r.tags)),
+    col((r) => r.fromAddress), col((r) => r.fromName), col((r) => r.replyTo), col((r) => b64(r.subject)), col((r) => b64(r.textBody)),
+    col((r) => b64(r.htmlBody)), col((r) => b64(r.headers)), col((r) => b64(r.attachments)), col((r) => JSON.stringify(r.tags)),
     col((r) => r.metadata), col((r) => r.sendAt),
     dlv.map((d) => d.id), dlv.map((d) => d.domain),
     rcp.map((x) => x.id), rcp.map((x) => x.position), rcp.map((x) => x.kind), rcp.map((x) => x.address),
@@ -104,52 +112,104 @@ export async function insertMessages(db: Db, rows: MessageRow[]): Promise<Set<st
 
 interface Pending {
   row: MessageRow;
+  /** performance.now() after which the message may no longer be sent: it is answered 503 instead. */
+  sendBy: number;
+  timer: NodeJS.Timeout | undefined;
   resolve(created: boolean): void;
   reject(err: unknown): void;
+}
+
+/**
+ * How long a message may wait in the writer's queue for a statement slot: a fifth of the
+ * statement timeout, at most 1 s. Its own statement then runs for the statement timeout
+ * at most, so a request is answered within about the statement timeout even when the
+ * statements ahead of it are stuck on a lock or a silent database (they hold the slots
+ * until their own timeout). Healthy queues drain in milliseconds; a queue this slow
+ * means the database cannot keep up, and answering 503 at once is better than later.
+ */
+export function maxQueueWaitFor(statementTimeoutMs: number): number {
+  return Math.min(1000, Math.ceil(statementTimeoutMs / 5));
+}
+
+export interface MessageWriterOptions {
+  /** Messages per statement at most. */
+  maxBatch?: number;
+  /** Statements running at once; while they run, new messages queue up. */
+  maxInFlight?: number;
+  /** Longest wait in the queue before a message is answered 503 unsent (see maxQueueWaitFor). */
+  maxQueueWaitMs?: number;
 }
 
 export class MessageWriter {
   #queue: Pending[] = [];
   #inFlight = 0;
-
-  /**
-   * @param maxBatch messages per statement at most
-   * @param maxInFlight statements running at once; while they run, new messages queue up
-   */
   readonly #db: Db;
   readonly #maxBatch: number;
   readonly #maxInFlight: number;
+  readonly #maxQueueWaitMs: number;
 
-  constructor(db: Db, maxBatch = 64, maxInFlight = 2) {
+  constructor(db: Db, opts: MessageWriterOptions = {}) {
     this.#db = db;
-    this.#maxBatch = maxBatch;
-    this.#maxInFlight = maxInFlight;
+    this.#maxBatch = opts.maxBatch ?? 64;
+    this.#maxInFlight = opts.maxInFlight ?? 2;
+    this.#maxQueueWaitMs = opts.maxQueueWaitMs ?? maxQueueWaitFor(5000);
   }
 
-  /** Resolves true once the message is committed, false if its Idempotency-Key was already used. */
+  /**
+   * Resolves true once the message is committed, false if its Idempotency-Key was already
+   * used. Rejects with the statement's error, or with DatabaseUnavailableError when no
+   * statement could take the message within the queue wait: then it was never sent to
+   * the database, and never will be.
+   */
   write(row: MessageRow): Promise<boolean> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ row, resolve, reject });
+      const p: Pending = { row, sendBy: performance.now() + this.#maxQueueWaitMs, timer: undefined, resolve, reject };
+      this.#queue.push(p);
       this.#pump();
+      // Still queued (then it is the last one): answer it unsent if no statement takes it in time.
+      if (this.#queue.at(-1) === p) p.timer = setTimeout(() => this.#expire(p), this.#maxQueueWaitMs);
     });
+  }
+
+  /** Takes a message that waited too long out of the queue, then answers it: it can no longer be sent. */
+  #expire(p: Pending): void {
+    const i = this.#queue.indexOf(p);
+    if (i < 0) return; // already in a statement
+    this.#queue.splice(i, 1);
+    p.reject(this.#notSent());
+  }
+
+  #notSent(): DatabaseUnavailableError {
+    return new DatabaseUnavailableError(`no database statement could take the message within ${this.#maxQueueWaitMs} ms; it was not sent`);
   }
 
   #pump(): void {
     while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
       // Two uses of one Idempotency-Key must not share a statement (ON CONFLICT cannot
       // touch a row twice); the later one waits for the next statement.
+      const now = performance.now();
       const batch: Pending[] = [];
       const rest: Pending[] = [];
+      const late: Pending[] = [];
       const keys = new Set<string>();
       for (const p of this.#queue) {
         const k = p.row.idempotencyKey === null ? null : `${p.row.apiKeyId}\n${p.row.idempotencyKey}`;
-        if (batch.length >= this.#maxBatch || (k !== null && keys.has(k))) rest.push(p);
+        // A message past its deadline whose timer has not run yet (a busy event loop):
+        // the deadline decides, not the timer.
+        if (p.sendBy <= now) late.push(p);
+        else if (batch.length >= this.#maxBatch || (k !== null && keys.has(k))) rest.push(p);
         else {
           if (k !== null) keys.add(k);
           batch.push(p);
         }
       }
       this.#queue = rest;
+      for (const p of late) {
+        clearTimeout(p.timer);
+        p.reject(this.#notSent());
+      }
+      if (batch.length === 0) return;
+      for (const p of batch) clearTimeout(p.timer);
       this.#inFlight++;
       insertMessages(this.#db, batch.map((p) => p.row)).then(
         (created) => batch.forEach((p) => p.resolve(created.has(p.row.id))),

@@ -2,8 +2,9 @@
 // api_key_id, so another key's message is simply "not found".
 import type { Db } from "../db/client.ts";
 import { AppError } from "../domain/errors.ts";
-import { CANCELLABLE_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
-import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
+import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
+import { lifetimeEnd } from "../domain/retry-lifetime.ts";
+import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 
 type AttemptRow = {
   attempt: number; startedAt: Date; durationMs: number; outcome: string; mxHost: string | null; ip: string | null;
@@ -42,18 +43,41 @@ type MessageRow = {
   tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null;
 };
 
+/**
+ * The subject, decrypted; or, when this server cannot decrypt it, null and why. The rest
+ * of the view (addresses, statuses, evidence) is not encrypted and is still shown, so a
+ * message under a key this process lacks, or a damaged value, never hides the others.
+ */
+function readSubject(m: MessageRow, cipher: ContentCipher) {
+  if (!m.subject) return { subject: null, content_unreadable: null };
+  try {
+    return { subject: cipher.decrypt(m.subject, contentAad(m.id, "subject")).toString("utf8"), content_unreadable: null };
+  } catch (err) {
+    if (!(err instanceof ContentDecryptError)) throw err;
+    const content_unreadable =
+      err.reason === "unknown_key"
+        ? { reason: "unknown_data_key" as const, data_key_id: err.keyId,
+            detail: `the content is encrypted under data key ${err.keyId}, which this server does not hold (the operator adds it to SEALPOST_DATA_KEY)` }
+        : { reason: "failed_authentication" as const, data_key_id: err.keyId,
+            detail: "the stored content failed authentication: it was changed or damaged in storage and is not shown" };
+    return { subject: null, content_unreadable };
+  }
+}
+
 function summaryView(m: MessageRow, cipher: ContentCipher) {
+  const { subject, content_unreadable } = readSubject(m, cipher);
   return {
     id: m.id,
     status: m.status as MessageStatus,
     tls_policy: m.tlsPolicy as "opportunistic" | "required",
     from: { address: m.fromAddress, name: m.fromName },
-    subject: m.subject ? cipher.decrypt(m.subject, contentAad(m.id, "subject")).toString("utf8") : null,
+    subject,
     tags: m.tags,
     metadata: (m.metadata as Record<string, string> | null) ?? null,
     created_at: m.createdAt.toISOString(),
     send_at: m.sendAt?.toISOString() ?? null,
     content_purged: m.contentPurgedAt !== null,
+    content_unreadable,
   };
 }
 
@@ -62,14 +86,50 @@ const summarySelect = {
   metadata: true, createdAt: true, sendAt: true, contentPurgedAt: true,
 } as const;
 
-export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string, id: string) {
-  const m = await db.message.findFirst({
-    where: { id, apiKeyId },
-    select: {
-      ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
-      recipients: { orderBy: { position: "asc" }, include: { attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] } } },
-    },
-  });
+/** What the message view needs from the delivery settings. */
+export interface DeliverySchedule {
+  /** SMTP_MAX_RETRY: how long a delivery is retried, counted from when it first became due. */
+  maxRetryMs: number;
+}
+
+const WAITING_STATUSES: ReadonlySet<RecipientStatus> = new Set(["queued", "scheduled", "deferred"]);
+
+/**
+ * When a recipient's next attempt is due and when its retries end. The queue row holds
+ * both inputs: next_attempt_at (while it is pending and not leased, which is when its
+ * recipients are queued, scheduled or deferred) and created_at, from which the worker
+ * counts SMTP_MAX_RETRY. Both are null once the recipient is final.
+ */
+function scheduleView(status: RecipientStatus, d: { state: string; nextAttemptAt: Date; createdAt: Date }, s: DeliverySchedule) {
+  if (FINAL_RECIPIENT_STATUSES.has(status)) return { next_attempt_at: null, expires_at: null };
+  return {
+    next_attempt_at: WAITING_STATUSES.has(status) && d.state === "pending" ? d.nextAttemptAt.toISOString() : null,
+    expires_at: lifetimeEnd(d.createdAt, s.maxRetryMs).toISOString(),
+  };
+}
+
+export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string, id: string, schedule: DeliverySchedule) {
+  // Prisma reads the message, its recipients, their queue rows and attempts in separate
+  // statements; one REPEATABLE READ snapshot keeps them consistent with each other (a
+  // worker finishing or claiming in between would otherwise pair a deferred message with
+  // a recipient already being retried, or a deferred recipient with its lease time).
+  const m = await db.$transaction(
+    (tx) =>
+      tx.message.findFirst({
+        where: { id, apiKeyId },
+        select: {
+          ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
+          recipients: {
+            orderBy: { position: "asc" },
+            include: {
+              attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
+              delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
+            },
+          },
+        },
+      }),
+    { isolationLevel: "RepeatableRead" },
+  );
   if (!m) throw new AppError("not_found", "no message with this id");
   return {
     ...summaryView(m, cipher),
@@ -83,6 +143,7 @@ export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string
       status: r.status as RecipientStatus,
       attempts: r.attempts,
       last_response: r.lastCode !== null || r.lastReply !== null ? { code: r.lastCode, enhanced_code: r.lastEnhanced, text: r.lastReply } : null,
+      ...scheduleView(r.status as RecipientStatus, r.delivery, schedule),
       delivery_attempts: r.attemptLog.map(attemptView),
     })),
   };

@@ -1,9 +1,12 @@
 // Re-encrypts stored content under the newest data key (the first of
 // SEALPOST_DATA_KEY), a batch at a time, so an old key can then be removed. Each row
 // is rewritten only if it still holds the ciphertext that was read (a concurrent purge
-// wins), and reads go on working throughout because every configured key decrypts.
+// wins). It runs only once the serving processes encrypt with that key themselves
+// (assertRotationAllowed), so they can read every row it rewrites; afterwards the keys
+// no stored value uses any more are marked retired and are no longer required at start.
 import type { Db } from "../db/client.ts";
-import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
+import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
+import { assertRotationAllowed, retireUnusedKeys } from "../security/data-key-check.ts";
 
 const COLUMNS = ["subject", "text_body", "html_body", "headers", "attachments"] as const;
 
@@ -14,9 +17,12 @@ export interface RotationResult {
   rewritten: number;
   /** Rows whose content did not authenticate (tampered, or under a key no longer configured): left as they are. */
   unreadable: string[];
+  /** Key ids that no stored value uses any more: they may be removed from SEALPOST_DATA_KEY once no process encrypts with them. */
+  retired: string[];
 }
 
 export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batchSize?: number; onBatch?: (done: number) => void } = {}): Promise<RotationResult> {
+  await assertRotationAllowed(db, cipher);
   const current = cipher.currentKeyId;
   const batch = opts.batchSize ?? 200;
   const stale = COLUMNS.map((c) => `(${c} IS NOT NULL AND ${keyIdOf(c)} <> convert_to($1, 'SQL_ASCII'))`).join(" OR ");
@@ -41,7 +47,8 @@ export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batch
           params.push(cipher.encrypt(plain, contentAad(row.id, col)), Buffer.from(v));
           sets.push(`${col} = CASE WHEN ${col} = $${params.length} THEN $${params.length - 1} ELSE ${col} END`);
         }
-      } catch {
+      } catch (err) {
+        if (!(err instanceof ContentDecryptError)) throw err;
         unreadable.push(row.id);
         continue;
       }
@@ -51,5 +58,5 @@ export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batch
     lastId = rows[rows.length - 1]!.id;
     opts.onBatch?.(rewritten);
   }
-  return { rewritten, unreadable };
+  return { rewritten, unreadable, retired: await retireUnusedKeys(db, current) };
 }

@@ -4,7 +4,7 @@
 // and idempotency record in one statement.
 import { createHash, randomUUID } from "node:crypto";
 import type { Db } from "../db/client.ts";
-import { AppError } from "../domain/errors.ts";
+import { AppError, summarizeFieldErrors } from "../domain/errors.ts";
 import { domainOf } from "../domain/address.ts";
 import { normalizeSendRequest, type Limits, type NewMessage, type SendRequest } from "../domain/message.ts";
 import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
@@ -50,10 +50,7 @@ export function checkSenderAllowed(key: ApiKeyRecord, fromAddress: string): void
 function prepareMessage(body: SendRequest, limits: Limits, now: Date): NewMessage {
   const n = normalizeSendRequest(body, limits, now);
   if (n.ok) return n.value;
-  const tooBig = n.errors.some((e) => e.path.startsWith("attachments"));
-  throw new AppError(tooBig ? "payload_too_large" : "invalid_request", tooBig ? "attachments exceed the size limit" : "the request is not valid", {
-    errors: n.errors,
-  });
+  throw new AppError(n.tooLarge ? "payload_too_large" : "invalid_request", summarizeFieldErrors(n.errors), { errors: n.errors });
 }
 
 /** Hash of the request, to tell a replay from a conflicting reuse of an Idempotency-Key. */

@@ -5,10 +5,10 @@ import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
 import type pg from "pg";
 import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type RecipientStatus } from "../domain/message.ts";
-import { AppError } from "../domain/errors.ts";
 import { strictest } from "../domain/tls-policy.ts";
-import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
+import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
+import { isPastLifetime } from "../domain/retry-lifetime.ts";
 import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
 import { type AttemptEvidence, type ClaimedDelivery, type Completion, type RecipientResult } from "./queue.ts";
@@ -167,17 +167,24 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
   };
 
   let loaded: Awaited<ReturnType<typeof loadMessage>> = null;
-  let unreadable: string | null = null;
+  let unreadable: ContentDecryptError | null = null;
   try {
     loaded = d.recipients.length > 0 ? await loadMessage(deps, d.messageId) : null;
   } catch (err) {
-    if (!(err instanceof AppError)) throw err;
-    unreadable = err.message;
+    if (!(err instanceof ContentDecryptError)) throw err;
+    unreadable = err;
   }
-  if (unreadable !== null) {
-    // Content that fails authentication is never sent (no garbage delivered); the
-    // recipients fail at once with the reason instead of retrying until the lifetime ends.
-    decideAll("bounced", "5.3.0", `not sent: ${unreadable}`);
+  if (unreadable?.reason === "unknown_key") {
+    // Content under a key this worker was not given: it will be readable once the key is
+    // deployed (a rotation that ran ahead of this process), so the delivery waits like
+    // any temporary failure, and SMTP_MAX_RETRY still ends it. RFC 3463 X.3.5: the
+    // system is not configured in a manner that will permit it to accept this message.
+    decideAll("deferred", "4.3.5", `not sent yet: the content is encrypted under data key ${unreadable.keyId}, which this worker does not hold; add it to SEALPOST_DATA_KEY`);
+  } else if (unreadable) {
+    // Content that fails authentication under a key we hold (its check value proved the
+    // key at start) was changed or damaged in storage: no retry can make it readable, and
+    // garbage is never sent. The recipients fail at once with the reason.
+    decideAll("bounced", "5.3.0", `not sent: ${unreadable.message}`);
     for (const r of results.values()) r.status = "failed";
   } else if (loaded) {
     await deliver(loaded);
@@ -186,11 +193,11 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
   }
 
   // SMTP_MAX_RETRY (Postfix maximal_queue_lifetime): past it, a deferral is final.
-  const age = now().getTime() - d.createdAt.getTime();
+  const expired = isPastLifetime(d.createdAt, deps.settings.maxRetryMs, now());
   let anyDeferred = false;
   for (const r of results.values()) {
     if (r.status !== "deferred") continue;
-    if (age >= deps.settings.maxRetryMs) {
+    if (expired) {
       r.status = "failed";
       r.replyText = `gave up after ${d.attempt} attempts: ${r.replyText ?? "deferred"}`;
     } else anyDeferred = true;

@@ -21,12 +21,15 @@ export interface RecipientView {
   status: string;
   attempts: number;
   last_response: { code: number | null; enhanced_code: string | null; text: string | null } | null;
+  next_attempt_at: string | null;
+  expires_at: string | null;
   delivery_attempts: AttemptView[];
 }
 export interface MessageView {
   id: string;
   status: string;
   message_id: string;
+  created_at: string;
   send_at: string | null;
   recipients: RecipientView[];
 }

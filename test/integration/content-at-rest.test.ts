@@ -9,6 +9,7 @@ import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { ContentCipher, contentAad } from "../../src/security/content-cipher.ts";
 import { parseDataKeys } from "../../src/security/data-keys.ts";
 import { rotateDataKey } from "../../src/services/rotate-data-key.ts";
+import { checkDataKeys } from "../../src/security/data-key-check.ts";
 import { purgeExpired } from "../../src/services/retention.ts";
 import { getMessage } from "../../src/services/messages.ts";
 
@@ -57,14 +58,28 @@ test("a raw SELECT sees ciphertext in every content column, the API sees plainte
   assert.equal(got.json().subject, SUBJECT);
 });
 
-test("a tampered value fails loudly instead of returning garbage", async () => {
+test("a tampered value is reported as unreadable instead of returning garbage", async () => {
   const id = await sendFull();
   await t.tdb.db.pool.query(`UPDATE messages SET subject = set_byte(subject, length(subject) - 1, (get_byte(subject, length(subject) - 1) + 1) % 256) WHERE id = $1`, [id]);
   const got = await t.call("GET", `/messages/${id}`, { key });
-  assert.equal(got.status, 500);
-  assert.equal(got.json().code, "internal");
+  // The rest of the message (addresses, statuses, evidence) is not encrypted and is still shown.
+  assert.equal(got.status, 200, got.body);
+  assert.equal(got.json().subject, null);
+  assert.deepEqual(got.json().content_unreadable, {
+    reason: "failed_authentication", data_key_id: "k1",
+    detail: "the stored content failed authentication: it was changed or damaged in storage and is not shown",
+  });
+  assert.equal(got.json().recipients[0].address, "alice@example.com");
   assert.doesNotMatch(got.body, /secret|receipt/);
-  await assert.rejects(getMessage(t.tdb.db.prisma, t.cipher, keyId, id), /failed authentication/);
+  const view = await getMessage(t.tdb.db.prisma, t.cipher, keyId, id, { maxRetryMs: t.config.SMTP_MAX_RETRY });
+  assert.equal(view.subject, null);
+  assert.equal(view.content_unreadable?.reason, "failed_authentication");
+  // The list shows it the same way, and the other messages normally.
+  const list = await t.call("GET", "/messages?limit=100", { key });
+  assert.equal(list.status, 200, list.body);
+  const items: Array<{ id: string; subject: string | null; content_unreadable: unknown }> = list.json().data;
+  assert.equal(items.find((m) => m.id === id)?.content_unreadable !== null, true);
+  assert.ok(items.some((m) => m.subject === SUBJECT && m.content_unreadable === null));
 });
 
 test("a ciphertext copied into another row does not decrypt there", async () => {
@@ -73,7 +88,22 @@ test("a ciphertext copied into another row does not decrypt there", async () => 
   const bId = b.json().id;
   await t.tdb.db.pool.query(`UPDATE messages SET subject = (SELECT subject FROM messages WHERE id = $1) WHERE id = $2`, [a, bId]);
   const got = await t.call("GET", `/messages/${bId}`, { key });
-  assert.equal(got.status, 500);
+  assert.equal(got.status, 200, got.body);
+  assert.equal(got.json().subject, null);
+  assert.equal(got.json().content_unreadable.reason, "failed_authentication");
+});
+
+test("content under a data key this server does not hold: the view names the key id", async () => {
+  const id = await sendFull();
+  const other = new ContentCipher(parseDataKeys(`k9:${randomBytes(32).toString("base64")}`));
+  await t.tdb.db.prisma.message.update({ where: { id }, data: { subject: new Uint8Array(other.encrypt("x", contentAad(id, "subject"))) } });
+  const got = await t.call("GET", `/messages/${id}`, { key });
+  assert.equal(got.status, 200, got.body);
+  assert.equal(got.json().subject, null);
+  assert.equal(got.json().content_unreadable.reason, "unknown_data_key");
+  assert.equal(got.json().content_unreadable.data_key_id, "k9");
+  assert.match(got.json().content_unreadable.detail, /data key k9, which this server does not hold .*SEALPOST_DATA_KEY/);
+  await t.tdb.db.pool.query(`UPDATE messages SET content_purged_at = now(), subject = NULL WHERE id = $1`, [id]); // out of the rotation test's way
 });
 
 test("rotation: with a new first key, old rows still read and rotate-data re-encrypts them under it", async () => {
@@ -83,10 +113,20 @@ test("rotation: with a new first key, old rows still read and rotate-data re-enc
   const rotated = new ContentCipher(parseDataKeys(`k2:${newKey},k1:${oldKey}`));
   const before = await t.tdb.db.prisma.message.findUniqueOrThrow({ where: { id } });
   assert.equal(rotated.keyIdOf(before.subject!), "k1");
-  const r = await rotateDataKey(t.tdb.db.prisma, rotated, { batchSize: 2 });
+  // The procedure (README, "Rotating the data key"): the processes run with k1 first,
+  // then with k2 listed after it, then with k2 first; only then may the rotation run.
+  const db = t.tdb.db.prisma;
+  await checkDataKeys(db, t.cipher, "encrypts");
+  await assert.rejects(rotateDataKey(db, rotated), /keys rotate-data: data key k2 does not encrypt new content yet/);
+  await checkDataKeys(db, new ContentCipher(parseDataKeys(`k1:${oldKey},k2:${newKey}`)), "encrypts");
+  await assert.rejects(rotateDataKey(db, rotated), /data key k2 does not encrypt new content yet/);
+  await checkDataKeys(db, rotated, "encrypts");
+  const r = await rotateDataKey(db, rotated, { batchSize: 2 });
   assert.ok(r.rewritten >= 1);
-  // The two rows the earlier tests tampered with are reported, not rewritten.
+  // The two rows the earlier tests tampered with are reported, not rewritten; they
+  // still name k1, so k1 stays required.
   assert.equal(r.unreadable.length, 2);
+  assert.deepEqual(r.retired, []);
   const after = await t.tdb.db.prisma.message.findUniqueOrThrow({ where: { id } });
   for (const col of ["subject", "textBody", "htmlBody", "headers", "attachments"] as const) assert.equal(rotated.keyIdOf(after[col]!), "k2", col);
   assert.equal(rotated.decrypt(after.subject!, contentAad(id, "subject")).toString(), SUBJECT);
@@ -94,6 +134,14 @@ test("rotation: with a new first key, old rows still read and rotate-data re-enc
   assert.throws(() => t.cipher.decrypt(after.subject!, contentAad(id, "subject")), /unknown data key "k2"/);
   const again = await rotateDataKey(t.tdb.db.prisma, rotated);
   assert.equal(again.rewritten, 0, "a second run has nothing left to do");
+  // Once no stored value names k1, the rotation retires it: processes no longer need it.
+  await t.tdb.db.pool.query(
+    `UPDATE messages SET subject = NULL, text_body = NULL, html_body = NULL, headers = NULL, attachments = NULL, content_purged_at = now()
+      WHERE id = ANY($1::uuid[])`, [r.unreadable]);
+  const last = await rotateDataKey(db, rotated);
+  assert.deepEqual(last.retired, ["k1"]);
+  await checkDataKeys(db, new ContentCipher(parseDataKeys(`k2:${newKey}`)), "encrypts");
+  await assert.rejects(checkDataKeys(db, t.cipher, "decrypts"), /encrypted under data key k2, which SEALPOST_DATA_KEY does not hold/);
 });
 
 test("retention purges content of messages finished long enough ago, keeps addresses and evidence", async () => {

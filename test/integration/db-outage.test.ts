@@ -2,25 +2,31 @@
 // retryable 503 problem (RFC 9457) quickly instead of hanging or crashing, requests
 // that do not need it keep working, and the service recovers on its own when the
 // database comes back. The outage is simulated by a TCP proxy in front of Postgres.
+// Two apps share the proxied pool: one without a key cache (authentication itself meets
+// the outage) and one with it, as in production (the first seconds of every outage:
+// the request gets past authentication and meets the outage in the message writer).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { openDatabase } from "../../src/db/client.ts";
+import { openDatabase, QUERY_TIMEOUT_SLACK_MS } from "../../src/db/client.ts";
+import { SERVICE_UNAVAILABLE_RETRY_AFTER_S } from "../../src/api/problem.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
 import type { Response } from "../helpers/https-client.ts";
+import { assertAcceptedOrUnavailable, sendConcurrently, summary } from "../helpers/outage.ts";
 
 const CONNECT_TIMEOUT_MS = 1000;
 const STATEMENT_TIMEOUT_MS = 2000;
-// node-postgres gives up on an unanswered query at statement timeout + 1 s
+// node-postgres gives up on an unanswered query a little after the statement timeout
 // (query_timeout in src/db/client.ts): the server-side statement_timeout cannot fire
 // when the server never receives the query.
-const CLIENT_QUERY_TIMEOUT_MS = STATEMENT_TIMEOUT_MS + 1000;
+const CLIENT_QUERY_TIMEOUT_MS = STATEMENT_TIMEOUT_MS + QUERY_TIMEOUT_SLACK_MS;
 
 let real: TestDatabase;
 let proxy: TcpProxy;
 let proxied: TestDatabase;
 let t: TestApp;
+let cached: TestApp;
 let key: string;
 
 before(async () => {
@@ -41,11 +47,21 @@ before(async () => {
     },
     { tdb: proxied },
   );
+  cached = await startTestApp(
+    {
+      DATABASE_URL: url,
+      DATABASE_CONNECT_TIMEOUT_MS: String(CONNECT_TIMEOUT_MS),
+      DATABASE_STATEMENT_TIMEOUT_MS: String(STATEMENT_TIMEOUT_MS),
+      API_KEY_CACHE_TTL_MS: "600000",
+    },
+    { tdb: proxied },
+  );
   key = (await t.createKey()).key;
 });
 
 after(async () => {
   await t?.close();
+  await cached?.close();
   await proxied?.drop();
   await proxy?.close();
   await real?.drop();
@@ -64,7 +80,7 @@ function assertUnavailable(r: Response, what: string): void {
   assert.equal(body.code, "service_unavailable", what);
   assert.equal(body.status, 503, what);
   assert.ok(body.request_id, what);
-  assert.ok(r.headers["retry-after"], `${what}: a 503 tells the client when to retry`);
+  assert.equal(r.headers["retry-after"], String(SERVICE_UNAVAILABLE_RETRY_AFTER_S), `${what}: a 503 tells the client when to retry`);
 }
 
 const messageCount = () => real.db.prisma.message.count();
@@ -152,4 +168,58 @@ test("database unreachable but silent (black hole): 503 once the client timeouts
   await proxy.restore();
   await waitReady(10_000);
   await sendAndRead("after the black hole");
+});
+
+test("database stopped while the API key is cached: the message writer meets the outage, and answers 503, not 500", async () => {
+  const warm = await cached.call("POST", "/send", { key, body: validSend({ subject: "caches the key" }) });
+  assert.equal(warm.status, 202, warm.body);
+  const before = await messageCount();
+  await proxy.cut();
+  try {
+    for (const [what, call] of [
+      ["POST /send", () => cached.call("POST", "/send", { key, body: validSend({ subject: "during the outage" }) })],
+      ["POST /send/batch", () => cached.call("POST", "/send/batch", { key, body: { messages: [validSend(), validSend()] } })],
+    ] as Array<[string, () => Promise<Response>]>) {
+      const { r, ms } = await timed(call());
+      assertUnavailable(r, `${what} with a cached key`);
+      assert.ok(ms < 3000, `${what} took ${ms} ms`);
+    }
+    const burst = await Promise.all(Array.from({ length: 8 }, () => cached.call("POST", "/send", { key, body: validSend() })));
+    for (const r of burst) assertUnavailable(r, "concurrent POST /send with a cached key");
+  } finally {
+    await proxy.restore();
+  }
+  assert.equal(await messageCount(), before, "nothing was accepted during the outage");
+  await waitReady(10_000);
+  const after = await cached.call("POST", "/send", { key, body: validSend({ subject: "after the outage" }) });
+  assert.equal(after.status, 202, after.body);
+});
+
+test("black hole under 20 concurrent senders with a cached key: every answer a 503 within the statement timeout + 1.5 s", async (ctx) => {
+  // Open connections in the pool for the writer's statements to get stuck on.
+  const warm = await sendConcurrently(cached, key, { senders: 6, tag: "warm" });
+  assert.ok(warm.every((a) => a.status === 202), summary(warm));
+  const before = await messageCount();
+  await proxy.blackHole();
+  let answers;
+  try {
+    answers = await sendConcurrently(cached, key, { senders: 20, batches: 2, tag: "black-hole" });
+  } finally {
+    await proxy.restore();
+  }
+  assertAcceptedOrUnavailable(answers, "black hole");
+  assert.ok(answers.every((a) => a.status === 503), summary(answers));
+  const slowest = Math.max(...answers.map((a) => a.ms));
+  ctx.diagnostic(`black hole: ${summary(answers)}, statement timeout ${STATEMENT_TIMEOUT_MS} ms`);
+  // The statements that hold the writer's two slots wait out query_timeout (statement
+  // timeout + slack); the messages queued behind them are answered unsent after the
+  // queue wait, instead of waiting for those statements and then for their own.
+  assert.ok(slowest <= STATEMENT_TIMEOUT_MS + 1500, `slowest answer in the black hole: ${slowest} ms (${summary(answers)})`);
+  // The proxy swallowed every byte, so nothing reached the database. (A database that
+  // freezes after receiving a statement may still commit it when it resumes: a 503 does
+  // not promise "not stored", which is why retries carry an Idempotency-Key.)
+  assert.equal(await messageCount(), before);
+  await waitReady(10_000);
+  const after = await cached.call("POST", "/send", { key, body: validSend({ subject: "after the black hole" }) });
+  assert.equal(after.status, 202, after.body);
 });

@@ -6,7 +6,8 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -51,15 +52,15 @@ interface Cli {
   exited: Promise<number | null>;
 }
 
-function cliEnv(port: number): NodeJS.ProcessEnv {
+function cliEnv(port: number, dataDir = DATA_DIR): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of ["DATABASE_URL", "SEALPOST_DATA_KEY", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE", "NODE_TEST_CONTEXT"]) delete env[k];
-  return Object.assign(env, { NODE_ENV: "development", DATA_DIR, CERTS_DIR, HOST: "127.0.0.1", PORT: String(port), LOG_LEVEL: "info" });
+  return Object.assign(env, { NODE_ENV: "development", DATA_DIR: dataDir, CERTS_DIR, HOST: "127.0.0.1", PORT: String(port), LOG_LEVEL: "info" });
 }
 
-async function startCli(): Promise<Cli> {
+async function startCli(dataDir = DATA_DIR): Promise<Cli> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["src/cli.ts", "serve"], { cwd: ROOT, env: cliEnv(port), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["src/cli.ts", "serve"], { cwd: ROOT, env: cliEnv(port, dataDir), stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let stdout = "";
   let stderr = "";
@@ -97,8 +98,8 @@ async function stop(cli: Cli): Promise<void> {
   assert.equal(code, 0, `exit code after SIGTERM:\n${cli.output().stderr}`);
 }
 
-const call = (cli: Cli, ca: string, method: string, path: string, key: string, body?: unknown): Promise<Response> =>
-  request(`https://127.0.0.1:${cli.port}${path}`, { method, ca, body, headers: { authorization: `Bearer ${key}` } });
+const call = (cli: Cli, ca: string, method: string, path: string, key: string, body?: unknown, timeoutMs?: number): Promise<Response> =>
+  request(`https://127.0.0.1:${cli.port}${path}`, { method, ca, body, headers: { authorization: `Bearer ${key}` }, ...(timeoutMs ? { timeoutMs } : {}) });
 
 test("without DATABASE_URL the CLI runs on the embedded database and keeps data across a restart", { timeout: 180_000 }, async () => {
   // First start: everything is created.
@@ -146,4 +147,51 @@ test("without DATABASE_URL the CLI runs on the embedded database and keeps data 
   assert.equal(second.output().stdout.match(KEY_RE), null, `no second key printed:\n${second.output().stdout}`);
   assert.ok(!/No API keys existed/.test(second.output().stdout));
   assert.ok(!existsSync(join(DATA_DIR, "pglite.lock")), "a clean stop releases the embedded database");
+});
+
+test("20 concurrent sends of about 1 MB each on the embedded database are all accepted and stored", { timeout: 300_000 }, async () => {
+  // Every pool connection shares the one PGlite session: a 1 MB insert arrives in many
+  // TCP pieces while other connections send theirs, and no statement may run against
+  // another connection's prepared statement (this used to answer 500 with 08P01).
+  const cli = await startCli(join(tmp, "data-concurrent"));
+  const ca = await waitHealthy(cli);
+  const key = cli.output().stdout.match(KEY_RE)?.[0];
+  assert.ok(key, cli.output().stdout);
+  const attachment = (i: number) => Buffer.alloc(760 * 1024, i).toString("base64"); // ~1 MB of JSON per request
+  const sends = await Promise.all(
+    Array.from({ length: 20 }, (_, i) =>
+      call(cli, ca, "POST", "/send", key, validSend({
+        subject: `Concurrent ${i}`,
+        attachments: [{ filename: `f${i}.bin`, content: attachment(i), content_type: "application/octet-stream" }],
+      }), 120_000), // 20 MB through one database session: seconds on a busy machine
+    ),
+  );
+  const logged = () => (cli.output().stdout + cli.output().stderr).split("\n").filter((l) => /"level":(40|50|60)/.test(l)).join("\n");
+  assert.deepEqual(sends.map((r) => r.status), Array(20).fill(202), `${sends.filter((r) => r.status !== 202).map((r) => r.body).join("\n")}\n${logged()}`);
+  const ids = sends.map((r) => r.json().id as string);
+  assert.equal(new Set(ids).size, 20);
+  for (const [i, id] of ids.entries()) {
+    const got = await call(cli, ca, "GET", `/messages/${id}`, key);
+    assert.equal(got.status, 200, got.body);
+    assert.equal(got.json().subject, `Concurrent ${i}`, "stored, and decrypts to what was sent");
+  }
+  assert.ok(!/08P01|prepared statement/.test(cli.output().stdout + cli.output().stderr), "no protocol error was logged");
+  await stop(cli);
+});
+
+test("a data key file that cannot read the embedded database is refused at start, in one line", { timeout: 120_000 }, async () => {
+  // The data directory of the first test, whose content is under its data-key file; a
+  // new key file (the old one lost) must not start serving and fail every read later.
+  const saved = readFileSync(join(DATA_DIR, "data-key"), "utf8");
+  writeFileSync(join(DATA_DIR, "data-key"), `k1:${randomBytes(32).toString("base64")}\n`, { mode: 0o600 });
+  try {
+    const r = spawnSync(process.execPath, ["src/cli.ts", "serve"], { cwd: ROOT, env: cliEnv(await freePort()), encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 1, r.stderr);
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /^sealpost: SEALPOST_DATA_KEY holds a different key under id k1 .* \(SEALPOST_DATA_KEY is not set: the key came from .*data-key\)$/);
+    assert.ok(!existsSync(join(DATA_DIR, "pglite.lock")), "the embedded database was closed");
+  } finally {
+    writeFileSync(join(DATA_DIR, "data-key"), saved, { mode: 0o600 });
+  }
 });

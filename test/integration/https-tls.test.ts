@@ -1,20 +1,24 @@
-// The HTTPS listener's TLS policy, probed with real handshakes on loopback, and the
-// certificate files behind it: development certificates and reload without restart.
+// The HTTPS listener's TLS policy, probed with real handshakes on loopback against the
+// server the API uses (createHttpsServer: TLS with the plain-HTTP answer in front), and
+// the certificate files behind it: development certificates and reload without restart.
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
-import https from "node:https";
+import type https from "node:https";
 import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { waitFor } from "../helpers/wait.ts";
 import { serverTlsOptions } from "../../src/api/tls-options.ts";
+import { createHttpsServer } from "../../src/api/https-server.ts";
 import { ensureDevCertificates, loadPem, watchCertificates, type CertPaths } from "../../src/api/certificates.ts";
 import { createCa, issueCertificate, type Pem } from "../../src/tls/certificates.ts";
 import { rawTlsProbe, request } from "../helpers/https-client.ts";
+import { startTestApp, validSend } from "../helpers/app.ts";
 
 const ca = createCa("sealpost https test CA");
 const NAMES = ["localhost", "127.0.0.1"];
@@ -22,7 +26,11 @@ const first = issueCertificate({ names: NAMES, ca });
 const trust = { ca: ca.cert, servername: "localhost" };
 
 async function startServer(t: TestContext, pem: { cert: string | Buffer; key: string | Buffer }) {
-  const server = https.createServer(serverTlsOptions(pem), (_req, res) => res.end("ok"));
+  const server = createHttpsServer(serverTlsOptions(pem), (_req, res) => res.end("ok"), {
+    keepAliveTimeoutMs: 5000,
+    requestTimeoutMs: 5000,
+    connectionTimeoutMs: 5000,
+  });
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   t.after(async () => {
@@ -108,17 +116,130 @@ test("TLS 1.2 renegotiation is refused", async (t) => {
   assert.equal(outcome, "ERR_SSL_NO_RENEGOTIATION");
 });
 
-test("a plaintext HTTP request gets no HTTP response", async (t) => {
+/** Writes `data` on a plain TCP connection and returns everything the server sent until it closed. */
+async function plainExchange(port: number, data: string | Buffer): Promise<string> {
+  const socket = net.connect(port, "127.0.0.1");
+  const chunks: Buffer[] = [];
+  socket.on("data", (c: Buffer) => chunks.push(c));
+  const closed = once(socket, "close");
+  socket.write(data);
+  await closed;
+  return Buffer.concat(chunks).toString("latin1");
+}
+
+/** The answer's status line, headers and JSON body. */
+function parseAnswer(raw: string) {
+  const [head, body] = [raw.slice(0, raw.indexOf("\r\n\r\n")), raw.slice(raw.indexOf("\r\n\r\n") + 4)];
+  const [statusLine, ...lines] = head.split("\r\n");
+  const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
+  return { statusLine, headers, body };
+}
+
+function assertUseHttps(raw: string, what: string) {
+  const a = parseAnswer(raw);
+  assert.equal(a.statusLine, "HTTP/1.1 400 Bad Request", `${what}: ${raw.slice(0, 200)}`);
+  assert.equal(a.headers["connection"], "close", what);
+  assert.match(a.headers["content-type"] ?? "", /^application\/problem\+json/, what);
+  assert.equal(Number(a.headers["content-length"]), Buffer.byteLength(a.body, "latin1"), `${what}: one response, nothing after it`);
+  const p = JSON.parse(a.body);
+  assert.equal(p.status, 400);
+  assert.equal(p.code, "invalid_request");
+  assert.match(p.detail, /use https:\/\//, what);
+}
+
+test("a plain HTTP request on the HTTPS port gets a 400 that says to use https://, and the port still speaks TLS", async (t) => {
+  const { server, port } = await startServer(t, first);
+  let tlsErrors = 0;
+  server.on("tlsClientError", () => tlsErrors++);
+  let requests = 0;
+  server.on("request", () => requests++);
+  assertUseHttps(await plainExchange(port, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"), "GET");
+  // A request with a body larger than one read still gets the answer (not a reset).
+  const big = "x".repeat(512 * 1024);
+  assertUseHttps(await plainExchange(port, `POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: ${big.length}\r\n\r\n${big}`), "POST 512 KiB");
+  assert.equal(requests, 0, "no plain HTTP request reached the handler");
+  assert.equal(tlsErrors, 0, "plain HTTP never reached the TLS layer");
+  // The same port still serves HTTPS.
+  const res = await request(`https://127.0.0.1:${port}/`, { ca: ca.cert, servername: "localhost" });
+  assert.equal(res.status, 200);
+  assert.equal(requests, 1);
+});
+
+test("bytes that are neither HTTP nor TLS still go to TLS and are refused there, with no HTTP answer", async (t) => {
   const { server, port } = await startServer(t, first);
   const serverErr = once(server, "tlsClientError");
   const socket = net.connect(port, "127.0.0.1");
   socket.on("error", () => {}); // a reset is an acceptable way to end; 'close' follows
   const chunks: Buffer[] = [];
   socket.on("data", (c: Buffer) => chunks.push(c));
-  socket.write("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  socket.write(Buffer.from([0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09]));
   await once(socket, "close");
-  assert.ok(!Buffer.concat(chunks).toString("latin1").startsWith("HTTP/"), "server answered plaintext HTTP");
+  assert.ok(!Buffer.concat(chunks).toString("latin1").startsWith("HTTP/"), "server answered in HTTP");
   await serverErr; // the bytes reached the TLS layer and were rejected there
+});
+
+test("a ClientHello whose first byte arrives alone still completes the handshake", async (t) => {
+  const { port } = await startServer(t, first);
+  const raw = net.connect(port, "127.0.0.1");
+  t.after(() => raw.destroy());
+  await once(raw, "connect");
+  raw.setNoDelay(true);
+  // A socket for tls.connect that sends the first byte of the client's first write on its
+  // own, and the rest only once that byte has left, so the server reads it separately.
+  let split = false;
+  const splitter = new Duplex({
+    write(chunk: Buffer, _enc, cb) {
+      if (split) return void raw.write(chunk, cb);
+      split = true;
+      raw.write(chunk.subarray(0, 1), () => setTimeout(() => raw.write(chunk.subarray(1), cb), 50));
+    },
+    read() {},
+  });
+  raw.on("data", (d: Buffer) => splitter.push(d));
+  raw.on("end", () => splitter.push(null));
+  const client = tls.connect({ socket: splitter, ...trust });
+  t.after(() => client.destroy());
+  await once(client, "secureConnect");
+  client.end("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  const chunks: Buffer[] = [];
+  client.on("data", (c: Buffer) => chunks.push(c));
+  await once(client, "end");
+  assert.match(Buffer.concat(chunks).toString("latin1"), /^HTTP\/1\.1 200[\s\S]*\r\n\r\nok$/);
+});
+
+test("close() does not wait for a connection that has not sent its first byte", async (t) => {
+  const { server, port } = await startServer(t, first); // connection timeout 5 s
+  const silent = net.connect(port, "127.0.0.1");
+  t.after(() => silent.destroy());
+  silent.on("error", () => {});
+  await once(silent, "connect");
+  await waitFor(() => new Promise<boolean>((res) => server.getConnections((_e, n) => res(n === 1))), { what: "the server to hold the connection" });
+  const started = Date.now();
+  await new Promise((resolve) => server.close(resolve));
+  assert.ok(Date.now() - started < 2000, `close took ${Date.now() - started} ms`);
+  await once(silent, "close");
+});
+
+test("no API route is reachable over plain HTTP, even with a valid key", async (t) => {
+  const app = await startTestApp();
+  t.after(() => app.close());
+  const { key, id } = await app.createKey();
+  const port = new URL(app.url).port;
+  const body = JSON.stringify(validSend());
+  const attempts = [
+    `GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n`,
+    `GET /openapi.yaml HTTP/1.0\r\n\r\n`,
+    `GET /messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${key}\r\n\r\n`,
+    `POST /send HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    // Pipelined: still one answer, and the second request is not read as one.
+    `GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n`,
+  ];
+  for (const a of attempts) assertUseHttps(await plainExchange(Number(port), a), a.split("\r\n")[0]!);
+  assert.equal(await app.tdb.db.prisma.message.count({ where: { apiKeyId: id } }), 0, "nothing was sent over plain HTTP");
+  assert.ok(!app.logs.some((l) => /"msg":"request"/.test(l)), "no request reached Fastify");
+  // Over HTTPS the same port serves the API.
+  const ok = await app.call("POST", "/send", { key, body: validSend() });
+  assert.equal(ok.status, 202, ok.body);
 });
 
 // ---- certificate files ----

@@ -26,7 +26,7 @@ import { purgeExpired } from "../../src/services/retention.ts";
 import type { WorkerHandle } from "../../src/worker/worker.ts";
 
 const ROLES_SQL = readFileSync(resolve(import.meta.dirname, "../../prisma/roles.sql"), "utf8");
-const TABLES = ["api_keys", "messages", "deliveries", "recipients", "delivery_attempts", "idempotency_records", "_prisma_migrations"];
+const TABLES = ["api_keys", "messages", "deliveries", "recipients", "delivery_attempts", "idempotency_records", "data_keys", "_prisma_migrations"];
 
 // Roles are cluster-wide: a random suffix keeps parallel runs apart, and `after` drops them.
 const suffix = randomBytes(4).toString("hex");
@@ -150,8 +150,17 @@ test("a restricted role starts only with MIGRATE_ON_START=false", async () => {
   const logger = createLogger("silent", new Writable({ write: (_c, _e, cb) => cb() }));
   const env = { NODE_ENV: "test", DATABASE_URL: apiUrl, SEALPOST_DATA_KEY: TEST_DATA_KEY };
   await assert.rejects(openRuntime(loadConfig(env), logger), (err: { code?: string }) => err.code === "42501");
-  const rt = await openRuntime(loadConfig({ ...env, MIGRATE_ON_START: "false" }), logger);
+  // With the data key check each serving process runs at start: the API records its key
+  // and marks it as encrypting, the worker (a process that only reads) checks it.
+  const rt = await openRuntime(loadConfig({ ...env, MIGRATE_ON_START: "false" }), logger, { dataKeys: "encrypts" });
   await rt.close();
+  const wrt = await openRuntime(loadConfig({ ...env, DATABASE_URL: workerUrl, MIGRATE_ON_START: "false" }), logger, { dataKeys: "decrypts" });
+  await wrt.close();
+  const recorded = await owner.db.prisma.dataKey.findMany();
+  assert.deepEqual(recorded.map((r) => [r.id, r.checkValue !== null, r.encryptingSince !== null]), [["k1", true, true]]);
+  // The worker may not mark a key as encrypting or retire one: that is the API's and the owner's.
+  assert.equal(await deniedCode(workerDb, `UPDATE data_keys SET retired_at = now()`), "42501");
+  assert.equal(await deniedCode(apiDb, `DELETE FROM data_keys`), "42501");
 });
 
 test("the API under sealpost_api accepts, replays, reads, lists and cancels", async () => {
@@ -175,6 +184,7 @@ test("the API under sealpost_api accepts, replays, reads, lists and cancels", as
   assert.equal(got.status, 200, got.body);
   assert.equal(got.json().subject, "Reset your password");
   assert.equal(got.json().recipients[0].address, "alice@good.test");
+  assert.ok(got.json().recipients[0].expires_at, "the view reads the queue row's schedule, not its lease");
 
   const later = await t.call("POST", "/send", { key, body: validSend({ to: "bob@good.test", send_at: new Date(Date.now() + 86_400_000).toISOString() }) });
   assert.equal(later.status, 202, later.body);

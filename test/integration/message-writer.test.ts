@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { createApiKey } from "../../src/services/api-keys.ts";
-import { MessageWriter, type MessageRow } from "../../src/services/message-writer.ts";
+import { insertMessages, MessageWriter, type MessageRow } from "../../src/services/message-writer.ts";
+import { DatabaseUnavailableError, isDatabaseUnavailable } from "../../src/db/errors.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 
 let tdb: TestDatabase;
@@ -30,6 +31,8 @@ function row(over: Partial<MessageRow> = {}): MessageRow {
   };
 }
 
+const insertMessagesForTest = (rows: MessageRow[]) => insertMessages(tdb.db.prisma, rows);
+
 const counts = async () => ({
   messages: await tdb.db.prisma.message.count(),
   recipients: await tdb.db.prisma.recipient.count(),
@@ -37,7 +40,7 @@ const counts = async () => ({
 });
 
 test("200 concurrent writes share statements and all commit with their recipients and queue rows", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, 64, 2);
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 2 });
   let statements = 0;
   const spy = tdb.db.prisma.$queryRawUnsafe.bind(tdb.db.prisma);
   (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = ((...a: Parameters<typeof spy>) => (statements++, spy(...a))) as typeof spy;
@@ -56,8 +59,29 @@ test("200 concurrent writes share statements and all commit with their recipient
   }
 });
 
+test("content columns keep their bytes whatever the other messages of the statement carry", async () => {
+  // One statement, where the first message lacks the fields the later ones have: the
+  // bytes must come back exactly, nulls stay null.
+  const bytes = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 37 + n) & 0xff));
+  const rows = [
+    row({ subject: null, textBody: null, htmlBody: null, headers: null, attachments: null }),
+    row({ subject: bytes(3), textBody: bytes(40), htmlBody: bytes(41), headers: bytes(42), attachments: bytes(70_000) }),
+    row({ subject: bytes(5), textBody: null, htmlBody: bytes(1), headers: null, attachments: bytes(0) }),
+  ];
+  const created = await insertMessagesForTest(rows);
+  assert.equal(created.size, 3);
+  for (const r of rows) {
+    const got = await tdb.db.prisma.message.findUniqueOrThrow({ where: { id: r.id } });
+    for (const [col, want] of [["subject", r.subject], ["textBody", r.textBody], ["htmlBody", r.htmlBody], ["headers", r.headers], ["attachments", r.attachments]] as const) {
+      const have = got[col] as Uint8Array | null;
+      if (want === null) assert.equal(have, null, `${r.id} ${col}`);
+      else assert.ok(have && Buffer.from(have).equals(want), `${r.id} ${col}: ${have ? Buffer.from(have).toString("hex").slice(0, 20) : "null"} != ${want.toString("hex").slice(0, 20)}`);
+    }
+  }
+});
+
 test("a statement that fails writes nothing for any message in it, and every caller hears of it", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, 64, 1);
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
   const before = await counts();
   // The first write occupies the only statement slot; the next three queue and share one.
   const first = writer.write(row());
@@ -71,7 +95,7 @@ test("a statement that fails writes nothing for any message in it, and every cal
 });
 
 test("two writes with one Idempotency-Key go into separate statements: one creates, one does not", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, 64, 1);
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
   const a = row({ idempotencyKey: "same", requestHash: "h" });
   const b = row({ idempotencyKey: "same", requestHash: "h" });
   const blocker = writer.write(row());
@@ -94,4 +118,26 @@ test("through the API: 60 concurrent sends are all answered 202 and all stored",
   } finally {
     await t.close();
   }
+});
+
+test("a message no statement can take within the queue wait is answered unavailable, and is never written later", async () => {
+  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1, maxQueueWaitMs: 200 });
+  const locker = await tdb.db.pool.connect();
+  await locker.query("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE");
+  let stuck: Promise<boolean>;
+  const late = row();
+  try {
+    stuck = writer.write(row()); // takes the only slot and waits on the lock
+    const started = Date.now();
+    const err = await writer.write(late).then(() => assert.fail("the queued message was written"), (e: unknown) => e);
+    const waited = Date.now() - started;
+    assert.ok(err instanceof DatabaseUnavailableError && isDatabaseUnavailable(err), String(err));
+    assert.ok(waited >= 190 && waited < 2000, `answered after ${waited} ms`);
+  } finally {
+    await locker.query("ROLLBACK");
+    locker.release();
+  }
+  assert.equal(await stuck, true, "the statement that held the slot commits once the lock is gone");
+  assert.equal(await writer.write(row()), true, "the writer carries on");
+  assert.equal(await tdb.db.prisma.message.count({ where: { id: late.id } }), 0, "the message answered unavailable was never written");
 });

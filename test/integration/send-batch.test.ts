@@ -38,9 +38,11 @@ test("valid items are accepted and invalid ones get their own problem, in order"
   assert.equal(b.data[1].error.code, "invalid_request");
   assert.equal(b.data[1].error.status, 422);
   assert.equal(b.data[1].error.errors[0].path, "subject");
+  assert.equal(b.data[1].error.detail, "subject: must not contain line breaks or other control characters");
   assert.equal(b.data[2].error.code, "forbidden");
   assert.equal(b.data[3].tls_policy, "required");
-  assert.match(b.data[4].error.errors[0].message, /unknown field/);
+  assert.equal(b.data[4].error.errors[0].path, "status");
+  assert.match(b.data[4].error.errors[0].message, /^unknown field; the fields here are from, to, cc/);
   const after = await count();
   assert.equal(after.messages - before.messages, 2);
   assert.equal(after.deliveries - before.deliveries, 2);

@@ -5,10 +5,11 @@
 import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { startTestApp, type TestApp } from "../helpers/app.ts";
+import { isPastLifetime } from "../../src/domain/retry-lifetime.ts";
 import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { startPeer, type PeerOptions, type SmtpPeer } from "../helpers/smtp-peers.ts";
 import { startTestWorker } from "../helpers/worker.ts";
-import { getMessage, messageIdOf, sendMessage, waitForMessage } from "../helpers/messages.ts";
+import { getMessage, messageIdOf, sendMessage, waitForMessage, type MessageView } from "../helpers/messages.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 let app: TestApp;
@@ -33,6 +34,14 @@ const PEERS = {
   alwaysBusy: { ip: "127.0.0.25", greeting: { code: 421, message: "4.3.2 still too busy" } },
   // An ordinary server, for scheduled mail.
   plain: { ip: "127.0.0.26" },
+  // 451 to every RCPT of these addresses: a deferral that lasts.
+  later: {
+    ip: "127.0.0.27",
+    rcpt: {
+      "wait@later.test": { code: 451, message: "mailbox busy, try again later" },
+      "giveup@later.test": { code: 451, message: "mailbox busy, try again later" },
+    },
+  },
 } satisfies Record<string, PeerOptions>;
 type PeerName = keyof typeof PEERS;
 const peers = {} as Record<PeerName, SmtpPeer>;
@@ -166,7 +175,11 @@ test("a scheduled message is not delivered before send_at; a cancelled one is ne
   // Due before the kept one: by the time the kept one is delivered, this one would have
   // been claimed too had the cancel not taken it out of the queue.
   const cancelledId = await send({ to: "never@plain.test", send_at: new Date(sendAt.getTime() - 300).toISOString() });
-  assert.equal((await getMessage(app, key, keptId)).status, "scheduled");
+  const scheduled = await getMessage(app, key, keptId);
+  assert.equal(scheduled.status, "scheduled");
+  // Due at send_at; SMTP_MAX_RETRY counts from then, not from when it was accepted.
+  assert.equal(scheduled.recipients[0]!.next_attempt_at, sendAt.toISOString());
+  assert.equal(scheduled.recipients[0]!.expires_at, new Date(sendAt.getTime() + app.config.SMTP_MAX_RETRY).toISOString());
   const c = await app.call("POST", `/messages/${cancelledId}/cancel`, { key });
   assert.equal(c.status, 200, c.body);
   assert.equal(c.json().status, "cancelled");
@@ -198,4 +211,72 @@ test("a scheduled message is not delivered before send_at; a cancelled one is ne
   assert.equal(d.state, "cancelled");
   assert.equal(d.attempts, 0, "never claimed");
   assert.ok(peers.plain.sessions.every((s) => !s.rcptTo.includes("never@plain.test")), "never offered to the peer");
+});
+
+test("a deferred recipient shows when its next attempt is due and when retrying ends", async (t) => {
+  // The worker's lifetime is the API's (SMTP_MAX_RETRY defaults to 3 days in both); the
+  // next attempt is an hour away.
+  const w = useWorker(t, { SMTP_RETRY_MIN: "1h", SMTP_RETRY_MAX: "1h" });
+  assert.equal(w.config.SMTP_MAX_RETRY, app.config.SMTP_MAX_RETRY);
+  const id = await send({ to: "wait@later.test" });
+  const early = (await getMessage(app, key, id)).recipients[0]!;
+  assert.ok(early.expires_at, `a recipient not yet final (${early.status}) has an end of retries`);
+
+  const m = await settled(id, ["deferred"]);
+  const r = m.recipients[0]!;
+  const seenAt = Date.now();
+  assert.equal(r.status, "deferred");
+  assert.equal(r.last_response?.code, 451);
+  assert.ok(r.next_attempt_at && r.expires_at, JSON.stringify(r));
+  const next = Date.parse(r.next_attempt_at);
+  const expires = Date.parse(r.expires_at);
+  // Both are in the future, the next attempt an hour (+-20% jitter) after the first one.
+  const attemptAt = Date.parse(r.delivery_attempts[0]!.started_at);
+  assert.ok(next > seenAt, `next_attempt_at ${r.next_attempt_at} is in the future`);
+  assert.ok(next >= attemptAt + 0.8 * 3_600_000 && next <= attemptAt + 1.2 * 3_600_000 + 60_000, r.next_attempt_at);
+  assert.ok(expires > next, "retrying ends after the next attempt");
+  // They are what the queue row holds and the rule the worker applies to it.
+  const row = await deliveryRow(id);
+  assert.equal(next, row.nextAttemptAt.getTime());
+  assert.equal(expires, Date.parse(m.created_at) + w.config.SMTP_MAX_RETRY, "SMTP_MAX_RETRY after the message was accepted");
+  assert.equal(isPastLifetime(row.createdAt, w.config.SMTP_MAX_RETRY, new Date(expires - 1)), false);
+  assert.equal(isPastLifetime(row.createdAt, w.config.SMTP_MAX_RETRY, new Date(expires)), true);
+});
+
+test("expires_at is when the worker gives up: deferrals before it are retried, the first one after it fails", async (t) => {
+  // An API and a worker that agree on a short lifetime, over the same database.
+  const lifetime = { SMTP_MAX_RETRY: "1500ms" };
+  const api = await startTestApp(lifetime, { tdb: app.tdb });
+  t.after(() => api.close());
+  useWorker(t, { ...lifetime, SMTP_RETRY_MIN: "300ms", SMTP_RETRY_MAX: "300ms" });
+  const id = await sendMessage(api, key, { to: "giveup@later.test" });
+  const deferredViews: MessageView[] = [];
+  const failed = await waitFor(
+    async () => {
+      const v = await getMessage(api, key, id);
+      if (v.status === "deferred") deferredViews.push(v);
+      return v.status === "failed" ? v : null;
+    },
+    { what: "the recipient to fail", timeoutMs: 15_000 },
+  );
+  assert.ok(deferredViews.length > 0, "the recipient was seen deferred");
+  const expiresAt = Date.parse(deferredViews[0]!.recipients[0]!.expires_at!);
+  assert.equal(expiresAt, Date.parse(failed.created_at) + 1500);
+  for (const v of deferredViews) {
+    const r = v.recipients[0]!;
+    assert.equal(Date.parse(r.expires_at!), expiresAt, "expires_at does not move");
+    const last = r.delivery_attempts.at(-1)!;
+    assert.ok(r.next_attempt_at && Date.parse(r.next_attempt_at) > Date.parse(last.started_at), "a next attempt after the last one");
+  }
+  const r = failed.recipients[0]!;
+  assert.equal(r.next_attempt_at, null);
+  assert.equal(r.expires_at, null);
+  assert.ok(r.delivery_attempts.length >= 2, "retried before giving up");
+  assert.ok(r.delivery_attempts.every((a) => a.outcome === "deferred"));
+  // Every attempt but the last was decided (and so started) before expires_at; the last
+  // one was decided at or after it (the row's updated_at is written after the decision).
+  for (const a of r.delivery_attempts.slice(0, -1)) assert.ok(Date.parse(a.started_at) < expiresAt, `attempt ${a.attempt} at ${a.started_at}`);
+  const row = await app.tdb.db.prisma.recipient.findFirstOrThrow({ where: { messageId: id } });
+  assert.ok(row.updatedAt.getTime() >= expiresAt, `gave up at ${row.updatedAt.toISOString()}, expires_at ${new Date(expiresAt).toISOString()}`);
+  assert.match(r.last_response?.text ?? "", /^gave up after \d+ attempts: /);
 });

@@ -36,6 +36,18 @@ test("the README starts with the run and test commands", () => {
   assert.ok(pkg.scripts.start && pkg.scripts.test);
 });
 
+test("the walk-through sends with a fresh Idempotency-Key each time, says why, and links the API reference", () => {
+  const readme = read("README.md");
+  const walkThrough = readme.slice(readme.indexOf("## Try it"), readme.indexOf("## API"));
+  const keys = [...walkThrough.matchAll(/Idempotency-Key: ([^"'\n]+)/g)].map((m) => m[1]!);
+  assert.ok(keys.length > 0, "the walk-through shows an Idempotency-Key");
+  // The walk-through sends twice (the second time to a self-signed sink): a fixed key
+  // would replay the first message instead of sending a new one.
+  for (const k of keys) assert.match(k, /\$\(/, `Idempotency-Key ${k} is the same on every run`);
+  assert.match(walkThrough, /same key again[\s\S]{0,200}first message/, "the replay is explained");
+  assert.match(readme.slice(readme.indexOf("## API")), /https:\/\/localhost:8443\/docs/, "the API section links the browsable reference");
+});
+
 // The published schema still carries draft-04 `id` keywords, which Ajv refuses.
 function stripLegacyIds(node: unknown): void {
   if (Array.isArray(node)) node.forEach(stripLegacyIds);

@@ -64,7 +64,7 @@ test("every non-2xx response of every operation is a Problem", () => {
         assert.deepEqual(Object.keys(content), ["application/problem+json"], `${op.operationId} ${status}`);
         assert.equal(content["application/problem+json"].schema?.$ref, PROBLEM_REF, `${op.operationId} ${status}`);
         if (status === "401") assert.ok(resp.headers?.["WWW-Authenticate"], `${op.operationId} 401 documents WWW-Authenticate`);
-        if (status === "429") assert.ok(resp.headers?.["Retry-After"], `${op.operationId} 429 documents Retry-After`);
+        if (status === "429" || status === "503") assert.ok(resp.headers?.["Retry-After"], `${op.operationId} ${status} documents Retry-After`);
         checked++;
       }
     }
@@ -72,6 +72,15 @@ test("every non-2xx response of every operation is a Problem", () => {
   assert.ok(checked > ROUTES.length, "error responses were actually checked");
   // The closed code list is in the contract, the same list as in the code.
   assert.deepEqual(doc.components.schemas.Problem.properties.code.enum, Object.keys(ERROR_CODES));
+});
+
+test("a 503 from POST /send and /send/batch says it may have stored the message, and how to retry without duplicates", () => {
+  for (const path of ["/send", "/send/batch"]) {
+    const text: string = doc.paths[path].post.responses["503"].description;
+    assert.match(text, /Retry-After/, path);
+    assert.match(text, /may (still )?commit/, `${path}: a 503 is not a promise that nothing was stored`);
+    assert.match(text, /Idempotency-Key/, `${path}: names the safe way to retry`);
+  }
 });
 
 /** Walk the document, yielding every $ref value with where it was found. */

@@ -3,38 +3,56 @@
 // route) and database outages (503, so clients retry instead of giving up).
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { ZodError } from "zod";
-import { AppError, type ErrorCode, type FieldError } from "../../domain/errors.ts";
-import { problem, type Problem } from "../problem.ts";
-import { isDatabaseUnavailable } from "../../db/errors.ts";
+import { AppError, summarizeFieldErrors, type ErrorCode, type FieldError } from "../../domain/errors.ts";
+import { formatBytes } from "../../domain/message.ts";
+import { fieldErrors } from "../field-errors.ts";
+import { problem, SERVICE_UNAVAILABLE_RETRY_AFTER_S, type Problem } from "../problem.ts";
+import { databaseUnavailableReason, isDatabaseUnavailable } from "../../db/errors.ts";
 
-export function zodIssues(err: ZodError): FieldError[] {
-  return err.issues.map((i) => ({
-    path: i.path.map(String).join(".") || "(body)",
-    message: i.code === "unrecognized_keys" ? `unknown field(s): ${i.keys.join(", ")}` : i.message,
-  }));
+/** What the request said about itself, for the wording of Fastify's own errors. */
+export interface RequestFacts {
+  bodyLimit?: number | undefined;
+  contentType?: string | undefined;
 }
 
-function classify(err: FastifyError | Error): { code: ErrorCode; status?: number; detail: string; errors?: FieldError[] } {
+function tooLarge(facts: RequestFacts): string {
+  if (!facts.bodyLimit) return "the request body is larger than the server's limit";
+  return (
+    `the request body is larger than the limit of ${formatBytes(facts.bodyLimit)}; ` +
+    "attachments count with their base64 encoding, a third larger than the files"
+  );
+}
+
+function unsupportedMediaType(facts: RequestFacts): string {
+  const given = facts.contentType?.split(";")[0]?.trim().slice(0, 100);
+  return given
+    ? `the body must be JSON sent with Content-Type: application/json, not ${given}`
+    : "the body must be JSON sent with Content-Type: application/json; the request has no Content-Type";
+}
+
+function classify(err: FastifyError | Error, facts: RequestFacts): { code: ErrorCode; status?: number; detail: string; errors?: FieldError[] } {
   if (err instanceof AppError) return { code: err.code, status: err.status, detail: err.message, ...(err.errors ? { errors: err.errors } : {}) };
-  if (err instanceof ZodError) return { code: "invalid_request", detail: "the request is not valid", errors: zodIssues(err) };
+  if (err instanceof ZodError) {
+    const errors = fieldErrors(err);
+    return { code: "invalid_request", detail: summarizeFieldErrors(errors), errors };
+  }
   const fe = err as FastifyError;
   switch (fe.code) {
     case "FST_ERR_CTP_BODY_TOO_LARGE":
-      return { code: "payload_too_large", detail: "the request body is larger than the limit" };
+      return { code: "payload_too_large", detail: tooLarge(facts) };
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return { code: "unsupported_media_type", detail: unsupportedMediaType(facts) };
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
-      return fe.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE"
-        ? { code: "unsupported_media_type", detail: "send the body as application/json" }
-        : { code: "invalid_request", status: 400, detail: "the Content-Length does not match the body" };
+      return { code: "invalid_request", status: 400, detail: "the Content-Length header does not match the length of the body" };
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
-      return { code: "invalid_request", status: 400, detail: "the JSON body is empty" };
+      return { code: "invalid_request", status: 400, detail: "the body is empty; send the request as a JSON object" };
     case "FST_ERR_CTP_INVALID_JSON_BODY":
       return { code: "invalid_request", status: 400, detail: "the body is not valid JSON" };
   }
   if (fe.statusCode === 400 && (err instanceof SyntaxError || /JSON|prototype|constructor/i.test(fe.message)))
     return { code: "invalid_request", status: 400, detail: "the body is not valid JSON (or uses __proto__/constructor keys)" };
-  if (fe.statusCode === 413) return { code: "payload_too_large", detail: "the request body is larger than the limit" };
-  if (fe.statusCode === 415) return { code: "unsupported_media_type", detail: "send the body as application/json" };
+  if (fe.statusCode === 413) return { code: "payload_too_large", detail: tooLarge(facts) };
+  if (fe.statusCode === 415) return { code: "unsupported_media_type", detail: unsupportedMediaType(facts) };
   if (fe.statusCode === 429) return { code: "rate_limited", detail: "too many requests" };
   if (fe.statusCode === 404) return { code: "not_found", detail: "not found" };
   if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500)
@@ -44,17 +62,23 @@ function classify(err: FastifyError | Error): { code: ErrorCode; status?: number
 }
 
 /** The problem document for any error, as the API would answer it. */
-export function problemFor(err: Error, requestId: string): Problem {
-  const c = classify(err);
+export function problemFor(err: Error, requestId: string, facts: RequestFacts = {}): Problem {
+  const c = classify(err, facts);
   return problem(c.code, c.detail, requestId, { ...(c.status ? { status: c.status } : {}), ...(c.errors ? { errors: c.errors } : {}) });
 }
 
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: Error): FastifyReply {
-  const body = problemFor(err, request.id);
+  const body = problemFor(err, request.id, {
+    bodyLimit: request.routeOptions?.bodyLimit,
+    contentType: typeof request.headers["content-type"] === "string" ? request.headers["content-type"] : undefined,
+  });
   if (err instanceof AppError && err.headers) reply.headers(err.headers);
   if (body.status === 401) reply.header("www-authenticate", 'Bearer realm="sealpost"');
-  if (body.status === 503) reply.header("retry-after", "5");
-  if (body.status >= 500) request.log.error({ err: { type: err.name, message: err.message, code: (err as FastifyError).code } }, "request failed");
+  if (body.status === 503) reply.header("retry-after", String(SERVICE_UNAVAILABLE_RETRY_AFTER_S));
+  if (body.status >= 500) {
+    const db = databaseUnavailableReason(err); // the SQLSTATE or driver condition that made it a 503
+    request.log.error({ err: { type: err.name, message: err.message, code: (err as FastifyError).code }, ...(db ? { db } : {}) }, "request failed");
+  }
   return reply.code(body.status).type("application/problem+json; charset=utf-8").send(body);
 }
 

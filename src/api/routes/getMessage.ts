@@ -13,6 +13,6 @@ export default defineRoute({
   responses: { 200: { description: "The message", schema: MessageSchema } },
   errors: [401, 403, 404, 422, 429, 503],
   async handler({ params, request }, deps) {
-    return getMessage(deps.db.prisma, deps.cipher, request.apiKey!.id, params.id);
+    return getMessage(deps.db.prisma, deps.cipher, request.apiKey!.id, params.id, { maxRetryMs: deps.config.SMTP_MAX_RETRY });
   },
 });

@@ -8,9 +8,15 @@ const Query = z.strictObject({
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: z.string().max(200).optional(),
   status: z.enum(MESSAGE_STATUSES).optional(),
-  tag: z.string().regex(TAG).optional(),
-  created_after: z.iso.datetime({ offset: true }).optional().meta({ description: "inclusive" }),
-  created_before: z.iso.datetime({ offset: true }).optional().meta({ description: "exclusive" }),
+  tag: z.string().regex(TAG, "must be 1-64 characters from A-Z a-z 0-9 _ . : -").optional(),
+  created_after: z.iso
+    .datetime({ offset: true, error: 'must be an ISO 8601 time with a time zone, such as "2030-01-01T00:00:00Z"' })
+    .optional()
+    .meta({ description: 'An ISO 8601 time with a time zone, such as "2030-01-01T00:00:00Z": messages created at or after it (inclusive)' }),
+  created_before: z.iso
+    .datetime({ offset: true, error: 'must be an ISO 8601 time with a time zone, such as "2030-01-01T00:00:00Z"' })
+    .optional()
+    .meta({ description: 'An ISO 8601 time with a time zone, such as "2030-01-01T00:00:00Z": messages created before it (exclusive)' }),
 });
 
 export default defineRoute({

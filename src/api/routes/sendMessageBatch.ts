@@ -1,8 +1,9 @@
 import { z } from "zod";
-import { AppError } from "../../domain/errors.ts";
+import { AppError, summarizeFieldErrors } from "../../domain/errors.ts";
 import { SendRequestSchema } from "../../domain/message.ts";
 import { acceptMessage } from "../../services/send-message.ts";
-import { problemFor, zodIssues } from "../plugins/errors.ts";
+import { fieldErrors } from "../field-errors.ts";
+import { problemFor } from "../plugins/errors.ts";
 import { isDatabaseUnavailable } from "../../db/errors.ts";
 import { defineRoute } from "../route.ts";
 import { ProblemSchema, SendResponseSchema } from "../schemas.ts";
@@ -37,18 +38,29 @@ export default defineRoute({
   body: BatchRequest,
   responses: { 200: { description: "Per-message results", schema: BatchResponse } },
   errors: [400, 401, 403, 413, 415, 422, 429, 503],
+  errorDescriptions: {
+    503:
+      "No message of the batch was accepted because the database is unavailable or too slow to answer in time; retry after Retry-After " +
+      "seconds. As with POST /send, a 503 does not always mean nothing was stored: a statement the database had already received may " +
+      "still commit after the answer, so resending the batch may store some messages twice. Where duplicates matter, send each message " +
+      "with POST /send and an Idempotency-Key. (When only some messages meet the outage, the answer is 200 and those items carry a 503 problem, with the same meaning.)",
+  },
   async handler({ body, request }, deps) {
     if (request.headers["idempotency-key"] !== undefined)
       throw new AppError("invalid_request", "Idempotency-Key is not supported on /send/batch; use it per message with POST /send", {
-        errors: [{ path: "headers.idempotency-key", message: "not supported on batches" }],
+        errors: [{ path: "Idempotency-Key", message: "is not supported on /send/batch; send each message to POST /send with its own key" }],
       });
     const ctx = sendContext(deps);
     // All items are checked and written concurrently: the message writer puts them in as
     // few statements as it can, and each item still gets its own result.
     const outcomes = await Promise.allSettled(
       body.messages.map(async (item) => {
-        const parsed = SendRequestSchema.safeParse(item);
-        if (!parsed.success) throw new AppError("invalid_request", "the message is not valid", { errors: zodIssues(parsed.error) });
+        const parsed = SendRequestSchema.safeParse(item, { reportInput: true });
+        if (!parsed.success) {
+          // Paths are relative to the item, whose index the result carries.
+          const errors = fieldErrors(parsed.error, SendRequestSchema);
+          throw new AppError("invalid_request", summarizeFieldErrors(errors, "the message is not valid"), { errors });
+        }
         return (await acceptMessage(ctx, request.apiKey!, parsed.data)).body;
       }),
     );

@@ -1,0 +1,351 @@
+// Examples for openapi.yaml: for each operation, request bodies, successful answers and
+// the problems it can answer. They are data checked like code: the typed ones are checked
+// by the compiler against the zod types, every one is validated at test time against
+// both the zod schema the route uses and the JSON Schema published in the contract
+// (test/unit/openapi-examples.test.ts), and the validation problems are not written by
+// hand but produced by the route's own parsing of an invalid input. So an example cannot
+// drift from what the API accepts and answers.
+import type { z } from "zod";
+import { AppError, ERROR_CODES, summarizeFieldErrors, type ErrorCode } from "../domain/errors.ts";
+import { SendRequestSchema } from "../domain/message.ts";
+import { encodeCursor } from "../services/messages.ts";
+import { problemFor } from "./plugins/errors.ts";
+import { problem, type Problem } from "./problem.ts";
+import { parseInput } from "./route.ts";
+import { IdParams, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema } from "./schemas.ts";
+
+export interface Example {
+  summary: string;
+  value: unknown;
+}
+
+export interface OperationExamples {
+  /** Request bodies the operation accepts. */
+  request?: Record<string, Example>;
+  /** Answers by status: successes, and problems that say more than the generic ones. */
+  responses: Record<string, Record<string, Example>>;
+}
+
+const REQUEST_ID = "3f1c2a9e-7b4d-4e8a-9c61-0d5e8b2f4a17";
+const ID = "6c487633-0f7e-4a5c-9d2b-8e1f3a5b7c90";
+const OTHER_ID = "9a2e5d14-3c6b-4f7a-8e90-1b2c3d4e5f60";
+const CREATED = "2026-03-02T09:14:07.512Z";
+
+/** The problem the API answers when parsing `value` as the route's `where` fails. */
+function validationProblem(schema: z.ZodType, value: unknown, where: "body" | "query" | "params"): Problem {
+  try {
+    parseInput(schema, value, where);
+  } catch (err) {
+    if (err instanceof AppError) return problemFor(err, REQUEST_ID);
+    throw err;
+  }
+  throw new Error(`examples: ${JSON.stringify(value)} was expected to be refused`);
+}
+
+const p = (code: ErrorCode, detail: string, extra: { status?: number; errors?: Array<{ path: string; message: string }> } = {}): Problem =>
+  problem(code, detail, REQUEST_ID, extra);
+
+/**
+ * The problem shown for an error status when an operation has nothing more specific. The
+ * details are the API's own wording for the commonest cause of each status.
+ */
+export function genericProblem(status: number | "default", scope: string | null): Example {
+  switch (status) {
+    case 400:
+      return { summary: "The body is not valid JSON", value: p("invalid_request", "the body is not valid JSON", { status: 400 }) };
+    case 401:
+      return { summary: "Missing, invalid or revoked API key", value: p("unauthorized", "the API key is not valid") };
+    case 403:
+      return { summary: "The key lacks the scope", value: p("forbidden", `this API key lacks the "${scope ?? "read"}" scope`) };
+    case 404:
+      return { summary: "No such message for this key", value: p("not_found", "no message with this id") };
+    case 409:
+      return { summary: "Conflict", value: p("conflict", "the request conflicts with the current state") };
+    case 413:
+      return { summary: "Body too large", value: p("payload_too_large", "the request body is larger than the limit") };
+    case 415:
+      return { summary: "Body is not JSON", value: p("unsupported_media_type", "send the body as application/json") };
+    case 429:
+      return { summary: "Rate limited", value: p("rate_limited", `rate limit exceeded for this ${scope ? "API key" : "client address"}; retry in 12 s`) };
+    case 503:
+      return { summary: "Database unavailable", value: p("service_unavailable", "the database is unavailable; retry later") };
+    case "default":
+    case 500:
+      return { summary: "Unexpected error", value: p("internal", "an internal error occurred") };
+    default: {
+      const code = (Object.keys(ERROR_CODES) as ErrorCode[]).find((c) => ERROR_CODES[c].status === status) ?? "invalid_request";
+      return { summary: ERROR_CODES[code].title, value: p(code, ERROR_CODES[code].title.toLowerCase(), { status }) };
+    }
+  }
+}
+
+// ---- POST /send ------------------------------------------------------------------
+
+const passwordReset = {
+  from: "Shop <noreply@shop.example>",
+  to: "alice@example.com",
+  subject: "Reset your password",
+  text: "Follow https://shop.example/reset/abc123 to choose a new password. The link expires in one hour.",
+  tls: "required",
+  tags: ["password-reset"],
+  metadata: { user_id: "4411" },
+} satisfies z.input<typeof SendRequestSchema>;
+
+const receipt = {
+  from: { name: "Shop", address: "receipts@shop.example" },
+  to: [{ name: "Bob Martin", address: "bob@example.net" }],
+  bcc: "archive@shop.example",
+  reply_to: "Shop support <support@shop.example>",
+  subject: "Your receipt for order 1042",
+  text: "Thank you for your order 1042. Your receipt is attached.",
+  html: "<p>Thank you for your order <strong>1042</strong>. Your receipt is attached.</p>",
+  headers: { "X-Order-Id": "1042" },
+  attachments: [
+    { filename: "receipt-1042.txt", content: Buffer.from("Order 1042\nTotal: 42.00 EUR\n").toString("base64"), content_type: "text/plain" },
+  ],
+  tags: ["receipt"],
+} satisfies z.input<typeof SendRequestSchema>;
+
+const scheduled = {
+  from: "Shop <noreply@shop.example>",
+  to: "carol@example.org",
+  subject: "Your trial ends tomorrow",
+  text: "Your trial of Shop Pro ends tomorrow at noon.",
+  send_at: "2026-03-03T08:00:00Z",
+} satisfies z.input<typeof SendRequestSchema>;
+
+/** A first attempt at a send request, with the three commonest mistakes. */
+const invalidSend = { from: "Shop", to: "alice@example.com, bob@example.com", text: "hello" };
+
+const accepted = { id: ID, status: "queued", tls_policy: "required", created_at: CREATED } satisfies z.output<typeof SendResponseSchema>;
+
+const sendMessage: OperationExamples = {
+  request: {
+    "password-reset": { summary: "A password reset that must travel over verified TLS", value: passwordReset },
+    receipt: { summary: "A receipt with an HTML part, an attachment, a custom header and a Bcc", value: receipt },
+    scheduled: { summary: "A reminder scheduled for later", value: scheduled },
+  },
+  responses: {
+    202: {
+      queued: { summary: "Accepted and queued", value: accepted },
+      scheduled: {
+        summary: "Accepted and scheduled",
+        value: { id: OTHER_ID, status: "scheduled", tls_policy: "opportunistic", created_at: CREATED, send_at: "2026-03-03T08:00:00.000Z" } satisfies z.output<
+          typeof SendResponseSchema
+        >,
+      },
+    },
+    403: { domain: { summary: "The key may not send from this domain", value: p("forbidden", "this API key may not send from the domain other.example") } },
+    409: {
+      idempotency: {
+        summary: "Idempotency-Key reused with another body",
+        value: p("idempotency_conflict", "this Idempotency-Key was already used with a different request body"),
+      },
+    },
+    422: {
+      invalid: {
+        summary: "A display name without an address in from, two addresses in one to string, no subject",
+        value: validationProblem(SendRequestSchema, invalidSend, "body"),
+      },
+    },
+  },
+};
+
+// ---- POST /send/batch ------------------------------------------------------------
+
+// /send/batch checks each item on its own and reports the same field errors as /send.
+const batchItemErrors = validationProblem(SendRequestSchema, invalidSend, "body").errors ?? [];
+const batchItemProblem = problemFor(
+  new AppError("invalid_request", summarizeFieldErrors(batchItemErrors, "the message is not valid"), { errors: batchItemErrors }),
+  REQUEST_ID,
+);
+
+const sendMessageBatch: OperationExamples = {
+  request: {
+    mixed: { summary: "Two messages, the second one invalid", value: { messages: [passwordReset, invalidSend] } },
+  },
+  responses: {
+    200: {
+      mixed: {
+        summary: "The first accepted, the second refused with its problem",
+        value: { accepted: 1, rejected: 1, data: [{ index: 0, ...accepted }, { index: 1, error: batchItemProblem }] },
+      },
+    },
+  },
+};
+
+// ---- reading ---------------------------------------------------------------------
+
+const summary = {
+  id: ID,
+  status: "delivered",
+  tls_policy: "required",
+  from: { address: "noreply@shop.example", name: "Shop" },
+  subject: "Reset your password",
+  tags: ["password-reset"],
+  metadata: { user_id: "4411" },
+  created_at: CREATED,
+  send_at: null,
+  content_purged: false,
+  content_unreadable: null,
+} satisfies z.output<typeof MessageSummarySchema>;
+
+const deliveredAttempt = {
+  attempt: 1,
+  started_at: "2026-03-02T09:14:07.931Z",
+  duration_ms: 412,
+  outcome: "delivered",
+  mx_host: "mx1.example.com",
+  ip: "192.0.2.25",
+  port: 25,
+  policy: "required",
+  tls: {
+    used: true,
+    version: "TLSv1.3",
+    cipher: "TLS_AES_256_GCM_SHA384",
+    verified: true,
+    verify_error: null,
+    certificate: {
+      subject: "CN=mx1.example.com",
+      issuer: "CN=R11, O=Let's Encrypt, C=US",
+      not_after: "2026-05-20T11:02:44.000Z",
+      fingerprint_sha256: "CD:53:0E:4A:9B:71:2F:66:18:A0:3C:5D:E2:47:91:0B:6F:84:2A:C3:D9:15:7E:60:B8:4C:21:F9:03:AE:57:DD",
+    },
+  },
+  smtp: { code: 250, enhanced_code: "2.0.0", text: "OK: queued as 4Qk2ZT0y3pz9v" },
+} satisfies z.output<typeof MessageSchema>["recipients"][number]["delivery_attempts"][number];
+
+const deferredAttempt = {
+  ...deliveredAttempt,
+  started_at: "2026-03-02T09:14:08.120Z",
+  duration_ms: 230,
+  outcome: "deferred",
+  mx_host: "mx.example.org",
+  ip: "198.51.100.7",
+  policy: "opportunistic",
+  tls: { ...deliveredAttempt.tls, certificate: { ...deliveredAttempt.tls.certificate, subject: "CN=mx.example.org" } },
+  smtp: { code: 451, enhanced_code: "4.2.1", text: "mailbox busy, try again later" },
+} satisfies z.output<typeof MessageSchema>["recipients"][number]["delivery_attempts"][number];
+
+const deliveredMessage = {
+  ...summary,
+  message_id: `<${ID}@shop.example>`,
+  reply_to: [],
+  updated_at: "2026-03-02T09:14:08.351Z",
+  recipients: [
+    {
+      address: "alice@example.com",
+      name: null,
+      kind: "to",
+      status: "delivered",
+      attempts: 1,
+      last_response: deliveredAttempt.smtp,
+      next_attempt_at: null,
+      expires_at: null,
+      delivery_attempts: [deliveredAttempt],
+    },
+  ],
+} satisfies z.output<typeof MessageSchema>;
+
+const deferredMessage = {
+  ...summary,
+  id: OTHER_ID,
+  status: "deferred",
+  tls_policy: "opportunistic",
+  subject: "Your trial ends tomorrow",
+  tags: [],
+  metadata: null,
+  message_id: `<${OTHER_ID}@shop.example>`,
+  reply_to: [],
+  updated_at: "2026-03-02T09:14:08.350Z",
+  recipients: [
+    {
+      address: "carol@example.org",
+      name: null,
+      kind: "to",
+      status: "deferred",
+      attempts: 1,
+      last_response: deferredAttempt.smtp,
+      next_attempt_at: "2026-03-02T09:15:09.004Z",
+      expires_at: "2026-03-05T09:14:07.512Z",
+      delivery_attempts: [deferredAttempt],
+    },
+  ],
+} satisfies z.output<typeof MessageSchema>;
+
+const getMessage: OperationExamples = {
+  responses: {
+    200: {
+      delivered: { summary: "Delivered over verified TLS, with the evidence of the attempt", value: deliveredMessage },
+      deferred: { summary: "Deferred by the receiving server: when it is tried next and when retrying ends", value: deferredMessage },
+    },
+    422: { id: { summary: "The id is not a message id", value: validationProblem(IdParams, { id: "1042" }, "params") } },
+  },
+};
+
+const listMessages: OperationExamples = {
+  responses: {
+    200: {
+      page: {
+        summary: "A page of two messages, with a cursor for the next one",
+        value: {
+          data: [{ ...summary, id: OTHER_ID, status: "deferred", tls_policy: "opportunistic", subject: "Your trial ends tomorrow", tags: [], metadata: null }, summary],
+          next_cursor: encodeCursor(new Date(CREATED), ID),
+        } satisfies z.output<typeof MessageListSchema>,
+      },
+    },
+    422: {
+      cursor: {
+        summary: "A cursor this API did not return",
+        value: p("invalid_request", "the cursor is not valid", { errors: [{ path: "query.cursor", message: "not a cursor returned by this API" }] }),
+      },
+    },
+  },
+};
+
+const getMessageEvents: OperationExamples = {
+  responses: {
+    200: {
+      log: {
+        summary: "The attempt log: a deferral, then delivery",
+        value: {
+          message_id: OTHER_ID,
+          events: [
+            { ...deferredAttempt, recipient: "carol@example.org" },
+            { ...deferredAttempt, attempt: 2, started_at: "2026-03-02T09:15:09.210Z", outcome: "delivered", smtp: { code: 250, enhanced_code: "2.0.0", text: "OK" }, recipient: "carol@example.org" },
+          ],
+        } satisfies z.output<typeof EventsSchema>,
+      },
+    },
+  },
+};
+
+const cancelMessage: OperationExamples = {
+  responses: {
+    200: { cancelled: { summary: "Cancelled before any attempt", value: { id: OTHER_ID, status: "cancelled" } } },
+    409: {
+      started: { summary: "Too late: sending started", value: p("conflict", "the message is delivered; only queued or scheduled messages can be cancelled") },
+    },
+  },
+};
+
+const health = (what: string): OperationExamples => ({ responses: { 200: { ok: { summary: what, value: { status: "ok" } } } } });
+
+const readyz: OperationExamples = {
+  responses: {
+    200: { ok: { summary: "The database answers", value: { status: "ok" } } },
+    503: { database: { summary: "The database does not answer", value: p("service_unavailable", "the database is not reachable") } },
+  },
+};
+
+/** Examples by operationId; every operation of the contract has an entry (a test checks). */
+export const EXAMPLES: Record<string, OperationExamples> = {
+  sendMessage,
+  sendMessageBatch,
+  listMessages,
+  getMessage,
+  getMessageEvents,
+  cancelMessage,
+  healthz: health("The process answers"),
+  readyz,
+};
