@@ -46,6 +46,20 @@ test("durations and lists parse", () => {
   assert.throws(() => loadConfig({ SMTP_RETRY_MIN: "2h", SMTP_RETRY_MAX: "1h" }), /SMTP_RETRY_MIN must not exceed/);
 });
 
+test("leases: the claim lease and the renewal interval follow the lease, and a renewal slower than a third of a lease is refused", () => {
+  const d = loadConfig({});
+  assert.deepEqual([d.WORKER_LEASE_MS, d.WORKER_CLAIM_LEASE_MS, d.WORKER_LEASE_RENEW_MS], [300_000, 15_000, 5000]);
+  const short = loadConfig({ WORKER_LEASE_MS: "2000" });
+  assert.deepEqual([short.WORKER_CLAIM_LEASE_MS, short.WORKER_LEASE_RENEW_MS], [1000, 333]);
+  const set = loadConfig({ WORKER_LEASE_MS: "60000", WORKER_CLAIM_LEASE_MS: "9000", WORKER_LEASE_RENEW_MS: "3000" });
+  assert.deepEqual([set.WORKER_CLAIM_LEASE_MS, set.WORKER_LEASE_RENEW_MS], [9000, 3000]);
+  const oneLine = (re: RegExp) => (e: Error) => e instanceof ConfigError && e.message.split("\n").length === 2 && re.test(e.message);
+  assert.throws(() => loadConfig({ WORKER_LEASE_MS: "10000", WORKER_CLAIM_LEASE_MS: "20000" }), oneLine(/WORKER_CLAIM_LEASE_MS: must not exceed WORKER_LEASE_MS/));
+  assert.throws(() => loadConfig({ WORKER_LEASE_RENEW_MS: "5001" }), oneLine(/WORKER_LEASE_RENEW_MS: must be at most a third of WORKER_CLAIM_LEASE_MS/));
+  assert.throws(() => loadConfig({ WORKER_LEASE_MS: "3000", WORKER_LEASE_RENEW_MS: "400" }), oneLine(/WORKER_LEASE_RENEW_MS/));
+  assert.deepEqual(loadConfig({ WORKER_LEASE_MS: "45000" }).WORKER_CLAIM_LEASE_MS, 15_000);
+});
+
 test("data keys: one key, several with ids, and bad ones", () => {
   const k = randomBytes(32).toString("base64");
   assert.deepEqual(parseDataKeys(k).map((x) => x.id), ["k1"]);
