@@ -5,7 +5,10 @@
 // written for a grace period, then hands back the leases it still holds.
 import { hostname } from "node:os";
 import { randomBytes, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
+import { writeAtomic } from "../files.ts";
+import { heartbeatFile } from "../healthcheck.ts";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
 import { ConfigError, type Config } from "../config.ts";
@@ -82,6 +85,8 @@ export interface WorkerHandle {
   readonly id: string;
   /** Resolves when the worker has no delivery in flight and nothing is due right now. */
   idle(): Promise<void>;
+  /** When the claim loop last went round (epoch ms): at least once a minute while it runs. */
+  lastLoopAt(): number;
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -282,8 +287,10 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
   const heartbeat = setInterval(() => void renewAll(), opts.renewMs);
   heartbeat.unref();
 
+  let lastLoopAt = Date.now();
   const loop = async () => {
     while (!stopping) {
+      lastLoopAt = Date.now();
       let claimed = 0;
       let failed = false;
       // While a result waits for the database, nothing new is claimed: once the database
@@ -331,6 +338,7 @@ export function createWorker(deps: DeliveryDeps, opts: WorkerOptions, logger: Lo
     idle() {
       return new Promise((resolve) => idleWaiters.push(resolve));
     },
+    lastLoopAt: () => lastLoopAt,
     async stop(graceMs = 25_000) {
       stopping = true;
       stopDeadline = Date.now() + graceMs;
@@ -421,6 +429,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
   return {
     id: w.id,
     idle: () => w.idle(),
+    lastLoopAt: () => w.lastLoopAt(),
     async stop(graceMs?: number) {
       await w.stop(graceMs);
       await sessions.close();
@@ -451,17 +460,45 @@ export function describeDelivery(config: Config): { summary: string; fields: Rec
   };
 }
 
+/**
+ * Writes when the claim loop last went round to DATA_DIR/worker.heartbeat every 10 s,
+ * for `sealpost healthcheck worker` (a container health check). The time is the loop's,
+ * not the timer's, so a loop that is stuck reads as stale while the process lives on.
+ */
+function startHeartbeat(config: Config, w: WorkerHandle, logger: Logger): () => void {
+  const file = heartbeatFile(config);
+  let warned = false;
+  const beat = () => {
+    try {
+      mkdirSync(dirname(file), { recursive: true });
+      writeAtomic(file, JSON.stringify({ at: w.lastLoopAt(), pid: process.pid, worker: w.id }) + "\n", 0o644);
+    } catch (err) {
+      if (!warned) logger.warn({ file, err: errorFields(err) }, "cannot write the worker heartbeat file; `sealpost healthcheck worker` will report unhealthy");
+      warned = true;
+    }
+  };
+  beat();
+  const timer = setInterval(beat, 10_000);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    rmSync(file, { force: true });
+  };
+}
+
 /** `sealpost worker`: the delivery worker and the retention sweep. */
 export function startWorker(rt: Runtime): WorkerHandle {
   const w = createDeliveryWorker({ config: rt.config, pool: rt.db.pool, cipher: rt.cipher, logger: rt.logger });
   const stopSweep = startRetentionSweep(rt.db.prisma, rt.config, rt.logger);
   const what = describeDelivery(rt.config);
   rt.logger.info({ component: "worker", worker: w.id, ...what.fields }, `delivery worker started: ${what.summary}`);
+  const stopHeartbeat = startHeartbeat(rt.config, w, rt.logger);
   return {
     ...w,
     async stop(graceMs?: number) {
       stopSweep();
       await w.stop(graceMs);
+      stopHeartbeat();
     },
   };
 }

@@ -60,3 +60,31 @@ test("healthcheck serve: healthy over verified TLS for the certificate's own nam
   const after = healthcheck("serve", env);
   assert.equal(after.code, 1, after.out);
 });
+
+test("healthcheck worker: healthy while the delivery loop goes round, unhealthy when its heartbeat is stale or gone", async (t) => {
+  const tdb = await createTestDatabase();
+  t.after(() => tdb.drop());
+  const dir = mkdtempSync(join(tmpdir(), "sp-health-"));
+  const env = { DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: Buffer.alloc(32, 7).toString("base64"), DATA_DIR: join(dir, "data"), WORKER_POLL_MS: "50" };
+  const none = healthcheck("worker", env);
+  assert.equal(none.code, 1, none.out);
+  assert.match(none.out, /no worker heartbeat at .*worker\.heartbeat: is `sealpost worker` running with this DATA_DIR\?/);
+
+  const worker = spawnCli(process.execPath, ["src/cli.ts", "worker"], env);
+  t.after(() => worker.kill());
+  await worker.waitForLine(/delivery worker started/, "the worker to start");
+  const ok = healthcheck("worker", env);
+  assert.equal(ok.code, 0, ok.out);
+  assert.match(ok.out, /^sealpost: healthy: worker loop went round \d+ s ago$/);
+
+  worker.child.kill("SIGTERM");
+  assert.equal((await exitWithin(worker, 20_000, "the worker")).code, 0);
+  const gone = healthcheck("worker", env);
+  assert.equal(gone.code, 1, gone.out);
+
+  // A heartbeat file whose loop time is old: a stuck loop in a live process.
+  writeFileSync(join(dir, "data", "worker.heartbeat"), JSON.stringify({ at: Date.now() - 10 * 60_000, pid: 1, worker: "w" }));
+  const stale = healthcheck("worker", env);
+  assert.equal(stale.code, 1, stale.out);
+  assert.match(stale.out, /the worker's loop last went round 600 s ago/);
+});

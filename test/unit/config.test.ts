@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import { resolveCertificates } from "../../src/api/server.ts";
-import { createOnce, DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
+import { DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
+import { createOnce } from "../../src/files.ts";
 
 const quiet = { warn() {} };
 
