@@ -1,4 +1,4 @@
-// The database is the queue (SPEC section 1). A delivery row is claimed by moving its
+// The database is the queue (ARCHITECTURE.md, "The database is the queue"). A delivery row is claimed by moving its
 // next_attempt_at past a lease and stamping the worker id and attempt number, in one
 // auto-committed statement with FOR UPDATE SKIP LOCKED: no transaction stays open
 // while the worker talks SMTP, and a worker that dies simply lets its lease run out,
