@@ -68,6 +68,7 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
     // a queue into 503s there.
     statementTimeoutMs: embedded ? Math.max(config.DATABASE_STATEMENT_TIMEOUT_MS, EMBEDDED_MIN_TIMEOUT_MS) : config.DATABASE_STATEMENT_TIMEOUT_MS,
     connectTimeoutMs: embedded ? Math.max(config.DATABASE_CONNECT_TIMEOUT_MS, EMBEDDED_MIN_TIMEOUT_MS) : config.DATABASE_CONNECT_TIMEOUT_MS,
+    singleSession: embedded !== null,
     onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });
   try {

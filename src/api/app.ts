@@ -19,7 +19,7 @@ import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
 const TIMEOUTS: HttpsServerTimeouts = { keepAliveTimeoutMs: 72_000, requestTimeoutMs: 60_000, connectionTimeoutMs: 30_000 };
 
 export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: MessageWriter }, https: SecureContextOptions): Promise<FastifyInstance> {
-  const writer = given.writer ?? new MessageWriter(given.db.prisma, { maxQueueWaitMs: maxQueueWaitFor(given.config.DATABASE_STATEMENT_TIMEOUT_MS) });
+  const writer = given.writer ?? new MessageWriter(given.db.prisma, { maxQueueWaitMs: maxQueueWaitFor(given.db.statementTimeoutMs, given.db.singleSession) });
   const deps: AppDeps = { ...given, writer };
   const app = Fastify({
     https,
