@@ -12,6 +12,9 @@ COPY tsconfig.json ./
 COPY bin ./bin
 COPY src ./src
 COPY openapi.yaml ./
+# Named volumes mounted here start out owned by the image's user, so the development data
+# key and CA (try-it profile) can be written.
+RUN mkdir -p data certs && chown node:node data certs
 USER node
 # exec form without a shell or wrapper: node is PID 1 and handles SIGTERM itself.
 ENTRYPOINT ["node", "bin/sealpost.js"]

@@ -1,35 +1,302 @@
 // sealpost command line: serve | worker | start | migrate | keys.
+//
+// The command line is parsed in full before anything else happens: `--help` anywhere
+// prints that command's usage and touches nothing, and a mistyped word is a usage error
+// (exit 2). Mistakes in the environment print one line saying what to change (exit 1);
+// only an error nobody foresaw says "unexpected", and LOG_LEVEL=debug adds its stack.
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
+import type { Logger } from "pino";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
-import { createLogger } from "./logger.ts";
-import { databaseFor, openRuntime, type Runtime } from "./runtime.ts";
-import { migrate, resolveRolledBack } from "./db/migrate.ts";
+import { createLogger, errorFields } from "./logger.ts";
+import type { Runtime } from "./runtime.ts";
+import { migrate, MigrationError, resolveRolledBack } from "./db/migrate.ts";
 import { countActiveKeys, createApiKey, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
 import { parseDomain } from "./domain/address.ts";
 import { isPermissionDenied } from "./db/errors.ts";
-import { startServer } from "./api/server.ts";
-import { rotateDataKey } from "./services/rotate-data-key.ts";
+import { DataKeyError } from "./security/data-keys.ts";
 
-const USAGE = `usage: sealpost <command>
+// The runtime (Prisma, PGlite) and the HTTPS server (Fastify) are loaded only by the
+// commands that use them, so --help and usage errors answer at once.
+const runtime = () => import("./runtime.ts");
 
-  start                 API and delivery worker in one process (default of npm start)
-  serve                 API only
+// ---------------------------------------------------------------------------------------
+// Commands and their usage
+
+type OptionSpec = { type: "string" | "boolean" };
+
+interface CommandSpec {
+  /** The words after `sealpost`. */
+  path: string;
+  usage: string;
+  options?: Record<string, OptionSpec>;
+  /** Options that must be given. */
+  required?: string[];
+  /** Names of the positional arguments, all required. */
+  positionals?: string[];
+  /** Sub-commands, for `keys` and `migrate`. */
+  sub?: string[];
+}
+
+const STOPPING = `SIGTERM or SIGINT (Ctrl-C) stops it cleanly and it exits 0: the API stops accepting and
+finishes the requests it has, the worker hands back what it claimed but has not started and gives
+deliveries in flight SHUTDOWN_GRACE (default 8s) to finish before handing them back too. Further
+signals while it stops are ignored; a stop that hangs is forced after 30 s (exit 1).`;
+
+const DATABASE = `Uses DATABASE_URL, or without it the embedded database in DATA_DIR (default ./data).`;
+
+const COMMANDS: Record<string, CommandSpec> = {
+  "": {
+    path: "",
+    sub: ["start", "serve", "worker", "migrate", "keys", "healthcheck", "help"],
+    usage: `usage: sealpost <command> [options]
+
+  start                 API and delivery worker in one process (what npm start runs)
+  serve                 HTTPS API only
   worker                delivery worker only
   migrate               apply database migrations
   migrate resolve --rolled-back <name>
-                        mark a failed migration as rolled back so it can be retried
+                        mark a failed migration as rolled back so it can run again
   keys create --name N [--scopes send,read] [--domains a.example,b.example|*] [--tls required] [--rate-limit N]
   keys list
   keys revoke <id>
   keys rotate-data      re-encrypt stored content under the first SEALPOST_DATA_KEY
-`;
+  healthcheck serve|worker
+                        exit 0 when the API on this host answers /readyz, or the worker's loop runs
+
+Every command takes -h or --help. Settings come from environment variables (README.md).`,
+  },
+  start: {
+    path: "start",
+    usage: `usage: sealpost start
+
+Runs the HTTPS API and the delivery worker in one process, after applying pending
+migrations (MIGRATE_ON_START). With no API key in the database it creates one and
+prints it once. ${DATABASE}
+
+${STOPPING}`,
+  },
+  serve: {
+    path: "serve",
+    usage: `usage: sealpost serve
+
+Runs the HTTPS API only (any number of API processes may share one database), after
+applying pending migrations (MIGRATE_ON_START). ${DATABASE}
+
+${STOPPING}`,
+  },
+  worker: {
+    path: "worker",
+    usage: `usage: sealpost worker
+
+Runs the delivery worker only (any number of workers may share one database). Its first
+log line says where mail goes (SMTP_RELAY_URL or direct MX), which CA it trusts and under
+which TLS policy. ${DATABASE}
+
+${STOPPING}`,
+  },
+  migrate: {
+    path: "migrate",
+    sub: ["resolve"],
+    usage: `usage: sealpost migrate
+       sealpost migrate resolve --rolled-back <name>
+
+Applies the migrations under prisma/migrations that the database does not have yet, and
+records them in _prisma_migrations as prisma migrate deploy does. ${DATABASE}`,
+  },
+  "migrate resolve": {
+    path: "migrate resolve",
+    options: { "rolled-back": { type: "string" } },
+    required: ["rolled-back"],
+    usage: `usage: sealpost migrate resolve --rolled-back <name>
+
+Marks the failed migration <name> as rolled back, so that the next migrate runs it again
+(after you fixed what made it fail). Changes nothing else.`,
+  },
+  keys: {
+    path: "keys",
+    sub: ["create", "list", "revoke", "rotate-data"],
+    usage: `usage: sealpost keys <create|list|revoke|rotate-data> [options]
+
+  keys create --name N [--scopes send,read] [--domains a.example,b.example|*] [--tls required] [--rate-limit N]
+  keys list
+  keys revoke <id>
+  keys rotate-data
+
+Run sealpost keys <command> --help for each. ${DATABASE}`,
+  },
+  "keys create": {
+    path: "keys create",
+    options: { name: { type: "string" }, scopes: { type: "string" }, domains: { type: "string" }, tls: { type: "string" }, "rate-limit": { type: "string" } },
+    required: ["name"],
+    usage: `usage: sealpost keys create --name N [options]
+
+Creates an API key and prints it once (only a hash of its secret is stored).
+
+  --name N              what the key is for (required)
+  --scopes LIST         send, read or send,read (default send,read)
+  --domains LIST        sender domains it may use in from, comma separated, or * for any (default *)
+  --tls POLICY          the key's default TLS policy: required or opportunistic
+  --rate-limit N        requests per RATE_LIMIT_KEY_WINDOW_MS for this key (default RATE_LIMIT_KEY_MAX)
+
+${DATABASE}`,
+  },
+  "keys list": {
+    path: "keys list",
+    usage: `usage: sealpost keys list
+
+Lists the API keys, one a line: id, name, scopes, sender domains, TLS policy, created,
+active or revoked. Never shows a secret. ${DATABASE}`,
+  },
+  "keys revoke": {
+    path: "keys revoke",
+    positionals: ["id"],
+    usage: `usage: sealpost keys revoke <id>
+
+Revokes the key with this id (the part after sp_ in the key, or the first column of keys
+list). Servers stop accepting it within API_KEY_CACHE_TTL_MS. ${DATABASE}`,
+  },
+  "keys rotate-data": {
+    path: "keys rotate-data",
+    usage: `usage: sealpost keys rotate-data
+
+Re-encrypts stored content under the first key of SEALPOST_DATA_KEY; every key listed
+there may still decrypt. ${DATABASE}`,
+  },
+  healthcheck: {
+    path: "healthcheck",
+    sub: ["serve", "worker"],
+    usage: `usage: sealpost healthcheck <serve|worker>
+
+For container health checks, with the same environment as the process checked.
+  healthcheck serve     GET /readyz on this host's PORT over HTTPS, verifying the certificate
+                        against the name in TLS_CERT_FILE (or the development CA); exit 0 on 200
+  healthcheck worker    the worker's heartbeat file in DATA_DIR shows its delivery loop went round
+                        in the last two minutes; exit 0 if so
+Prints one line saying what it found.`,
+  },
+  "healthcheck serve": { path: "healthcheck serve", usage: "usage: sealpost healthcheck serve\n\nExit 0 when GET /readyz on this host's PORT answers 200 over verified HTTPS." },
+  "healthcheck worker": { path: "healthcheck worker", usage: "usage: sealpost healthcheck worker\n\nExit 0 when the worker's heartbeat file in DATA_DIR is fresh." },
+  help: {
+    path: "help",
+    usage: `usage: sealpost help [command]
+
+Prints the usage of sealpost, or of one command (sealpost help keys create).`,
+  },
+};
+
+/** A mistake on the command line: one line, then the usage of the command it concerns. */
+class UsageError extends Error {
+  override name = "UsageError";
+  readonly usage: string;
+  constructor(message: string, spec: CommandSpec) {
+    super(spec.path ? `${spec.path}: ${message}` : message);
+    this.usage = spec.usage;
+  }
+}
+
+interface Invocation {
+  kind: "run";
+  path: string;
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+type Parsed = { kind: "help"; spec: CommandSpec } | Invocation;
+
+/** The closest known word within two edits, for "did you mean". */
+function closest(word: string, known: string[]): string | undefined {
+  const distance = (a: string, b: string) => {
+    let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const cur = [i];
+      for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+    return prev[b.length]!;
+  };
+  let best: { w: string; d: number } | undefined;
+  for (const k of known) {
+    const d = distance(word, k);
+    if (d <= 2 && (!best || d < best.d)) best = { w: k, d };
+  }
+  return best?.w;
+}
+
+const didYouMean = (word: string, known: string[], prefix = "") => {
+  const c = closest(word, known);
+  return c ? ` (did you mean ${prefix}${c}?)` : "";
+};
+
+/** Parse argv into one command, or a request for its usage. Throws UsageError. */
+export function parseCommandLine(argv: string[]): Parsed {
+  // Help wins over every other mistake on the line, as in git: `keys create --nmae --help`
+  // shows how to write it.
+  const end = argv.indexOf("--");
+  const wantsHelp = (end === -1 ? argv : argv.slice(0, end)).some((a) => a === "--help" || a === "-h");
+  let spec = COMMANDS[""]!;
+  let rest = argv;
+  // Walk down the command words: "keys", then "create".
+  while (spec.sub && rest.length > 0 && !rest[0]!.startsWith("-")) {
+    const word = rest[0]!;
+    const path = spec.path ? `${spec.path} ${word}` : word;
+    if (!spec.sub.includes(word)) {
+      if (wantsHelp) return { kind: "help", spec };
+      throw new UsageError(`unknown command ${word}${didYouMean(word, spec.sub)}`, spec);
+    }
+    spec = COMMANDS[path]!;
+    rest = rest.slice(1);
+  }
+  if (spec.path === "help") {
+    const topic = COMMANDS[rest.filter((a) => !a.startsWith("-")).join(" ")];
+    if (!topic) throw new UsageError(`no command ${rest.join(" ")}`, COMMANDS[""]!);
+    return { kind: "help", spec: topic };
+  }
+  if (wantsHelp) return { kind: "help", spec };
+  if (spec.path === "") throw new UsageError(argv.length === 0 ? "which command?" : `unknown option ${argv[0]}`, spec);
+  if (spec.sub && spec.path !== "migrate" && rest.length === 0) throw new UsageError(`which command? ${spec.sub.join(", ")}`, spec);
+
+  const options = spec.options ?? {};
+  const { tokens } = parseArgs({ args: rest, options, strict: false, allowPositionals: true, tokens: true });
+  const values: Record<string, string | boolean | undefined> = {};
+  const positionals: string[] = [];
+  for (const t of tokens) {
+    if (t.kind === "option-terminator") continue;
+    if (t.kind === "positional") {
+      positionals.push(t.value);
+      continue;
+    }
+    const known = options[t.name];
+    if (!known) throw new UsageError(`unknown option ${t.rawName}${didYouMean(t.name, Object.keys(options), "--")}`, spec);
+    if (known.type === "string" && (t.value === undefined || (!t.inlineValue && t.value.startsWith("-"))))
+      throw new UsageError(`${t.rawName} needs a value`, spec);
+    values[t.name] = t.value ?? true;
+  }
+  const expected = spec.positionals ?? [];
+  if (positionals.length > expected.length) {
+    const extra = positionals[expected.length]!;
+    throw new UsageError(spec.sub ? `unknown command ${extra}${didYouMean(extra, spec.sub)}` : `unexpected argument ${extra}`, spec);
+  }
+  if (positionals.length < expected.length) throw new UsageError(`needs <${expected[positionals.length]}>`, spec);
+  for (const name of spec.required ?? []) if (values[name] === undefined) throw new UsageError(`needs --${name}`, spec);
+  return { kind: "run", path: spec.path, values, positionals };
+}
+
+// ---------------------------------------------------------------------------------------
+// keys and migrate
 
 function out(line: string): void {
   process.stdout.write(line + "\n");
 }
 
+/** Says on stderr which database a one-off command uses, when it is not the one DATABASE_URL names. */
+function sayWhichDatabase(config: Config): void {
+  if (!config.DATABASE_URL) process.stderr.write(`sealpost: using the embedded database in ${resolve(config.DATA_DIR)} (DATABASE_URL is not set)\n`);
+}
+
+/** A one-off command on the runtime (openRuntime checks the database answers first). */
 async function withRuntime<T>(config: Config, fn: (rt: Runtime) => Promise<T>): Promise<T> {
+  sayWhichDatabase(config);
+  const { openRuntime } = await runtime();
   const rt = await openRuntime(config, createLogger(config.LOG_LEVEL === "info" ? "warn" : config.LOG_LEVEL, process.stderr));
   try {
     return await fn(rt);
@@ -38,69 +305,73 @@ async function withRuntime<T>(config: Config, fn: (rt: Runtime) => Promise<T>): 
   }
 }
 
-async function keysCommand(config: Config, args: string[]): Promise<number> {
-  const [sub, ...rest] = args;
-  if (sub === "create") {
-    const { values } = parseArgs({
-      args: rest,
-      options: { name: { type: "string" }, scopes: { type: "string" }, domains: { type: "string" }, tls: { type: "string" }, "rate-limit": { type: "string" } },
-      strict: true,
-    });
-    if (!values.name) throw new UsageError("keys create needs --name");
-    const scopes = (values.scopes ?? "send,read").split(",").map((s) => s.trim());
-    for (const s of scopes) if (!(SCOPES as readonly string[]).includes(s)) throw new UsageError(`unknown scope ${s} (use send, read)`);
-    const domains = (values.domains ?? "*").split(",").map((s) => s.trim().toLowerCase());
-    for (const d of domains) if (d !== "*" && !parseDomain(d).ok) throw new UsageError(`not a domain: ${d}`);
-    if (values.tls && values.tls !== "required" && values.tls !== "opportunistic") throw new UsageError("--tls is required or opportunistic");
-    const rate = values["rate-limit"] ? Number(values["rate-limit"]) : null;
-    if (rate !== null && (!Number.isInteger(rate) || rate < 1)) throw new UsageError("--rate-limit is a positive whole number of requests per window");
-    const { key, record } = await withRuntime(config, (rt) =>
-      createApiKey(rt.db.prisma, { name: values.name!, scopes: scopes as Scope[], domains, tlsPolicy: (values.tls as "required" | undefined) ?? null, rateLimitPerMinute: rate }),
-    );
-    out(`created key ${record.id} (${record.name}); scopes ${record.scopes.join(",")}; domains ${record.allowedDomains.join(",")}`);
-    out("store it now, it is not shown again:");
-    out(key);
-    return 0;
-  }
-  if (sub === "list") {
-    const keys = await withRuntime(config, (rt) => listApiKeys(rt.db.prisma));
-    for (const k of keys)
-      out([k.id, JSON.stringify(k.name), k.scopes.join(","), k.allowedDomains.join(","), k.tlsPolicy ?? "-", k.createdAt.toISOString(), k.revokedAt ? `revoked ${k.revokedAt.toISOString()}` : "active"].join("\t"));
-    return 0;
-  }
-  if (sub === "revoke") {
-    const id = rest[0];
-    if (!id) throw new UsageError("keys revoke needs a key id");
-    const ok = await withRuntime(config, (rt) => revokeApiKey(rt.db.prisma, id));
-    out(ok ? `revoked ${id}` : `no active key ${id}`);
-    return ok ? 0 : 1;
-  }
-  if (sub === "rotate-data") {
-    const { r, keyId } = await withRuntime(config, async (rt) => ({
-      r: await rotateDataKey(rt.db.prisma, rt.cipher, { onBatch: (done) => process.stderr.write(`re-encrypted ${done} messages\n`) }),
-      keyId: rt.cipher.currentKeyId,
-    }));
-    out(`re-encrypted ${r.rewritten} messages under data key ${keyId}`);
-    if (r.retired.length > 0)
-      out(`no stored content uses data key ${r.retired.join(", ")} any more: remove ${r.retired.length > 1 ? "them" : "it"} from SEALPOST_DATA_KEY once every process runs with ${keyId} first`);
-    if (r.unreadable.length > 0) {
-      out(`${r.unreadable.length} messages could not be decrypted and were left as they are: ${r.unreadable.join(", ")}`);
-      return 1;
-    }
-    return 0;
-  }
-  throw new UsageError("keys create|list|revoke|rotate-data");
+/** Checks keys create's arguments before any database is opened. */
+function keyInput(values: Record<string, string | boolean | undefined>) {
+  const spec = COMMANDS["keys create"]!;
+  const name = values.name;
+  if (typeof name !== "string" || name.trim() === "") throw new UsageError("needs --name", spec);
+  const scopes = String(values.scopes ?? "send,read").split(",").map((s) => s.trim());
+  for (const s of scopes) if (!(SCOPES as readonly string[]).includes(s)) throw new UsageError(`unknown scope ${s} (use send, read)`, spec);
+  const domains = String(values.domains ?? "*").split(",").map((s) => s.trim().toLowerCase());
+  for (const d of domains) if (d !== "*" && !parseDomain(d).ok) throw new UsageError(`not a domain: ${d}`, spec);
+  const tls = values.tls;
+  if (tls !== undefined && tls !== "required" && tls !== "opportunistic") throw new UsageError("--tls is required or opportunistic", spec);
+  const rate = values["rate-limit"] !== undefined ? Number(values["rate-limit"]) : null;
+  if (rate !== null && (!Number.isInteger(rate) || rate < 1)) throw new UsageError("--rate-limit is a positive whole number of requests per window", spec);
+  return { name, scopes: scopes as Scope[], domains, tlsPolicy: tls === "required" ? ("required" as const) : null, rateLimitPerMinute: rate };
 }
 
-async function migrateCommand(config: Config, args: string[]): Promise<number> {
+async function keysCommand(config: Config, cmd: Invocation): Promise<number> {
+  switch (cmd.path) {
+    case "keys create": {
+      const input = keyInput(cmd.values);
+      const { key, record } = await withRuntime(config, (rt) => createApiKey(rt.db.prisma, input));
+      out(`created key ${record.id} (${record.name}); scopes ${record.scopes.join(",")}; domains ${record.allowedDomains.join(",")}`);
+      out("store it now, it is not shown again:");
+      out(key);
+      return 0;
+    }
+    case "keys list": {
+      const keys = await withRuntime(config, (rt) => listApiKeys(rt.db.prisma));
+      for (const k of keys)
+        out([k.id, JSON.stringify(k.name), k.scopes.join(","), k.allowedDomains.join(","), k.tlsPolicy ?? "-", k.createdAt.toISOString(), k.revokedAt ? `revoked ${k.revokedAt.toISOString()}` : "active"].join("\t"));
+      return 0;
+    }
+    case "keys revoke": {
+      const id = cmd.positionals[0]!;
+      const ok = await withRuntime(config, (rt) => revokeApiKey(rt.db.prisma, id));
+      out(ok ? `revoked ${id}` : `no active key ${id}`);
+      return ok ? 0 : 1;
+    }
+    case "keys rotate-data": {
+      const { rotateDataKey } = await import("./services/rotate-data-key.ts");
+      const { r, keyId } = await withRuntime(config, async (rt) => ({
+        r: await rotateDataKey(rt.db.prisma, rt.cipher, { onBatch: (done) => process.stderr.write(`re-encrypted ${done} messages\n`) }),
+        keyId: rt.cipher.currentKeyId,
+      }));
+      out(`re-encrypted ${r.rewritten} messages under data key ${keyId}`);
+      if (r.retired.length > 0)
+        out(`no stored content uses data key ${r.retired.join(", ")} any more: remove ${r.retired.length > 1 ? "them" : "it"} from SEALPOST_DATA_KEY once every process runs with ${keyId} first`);
+      if (r.unreadable.length > 0) {
+        out(`${r.unreadable.length} messages could not be decrypted and were left as they are: ${r.unreadable.join(", ")}`);
+        return 1;
+      }
+      return 0;
+    }
+  }
+  throw new Error(`no handler for ${cmd.path}`);
+}
+
+async function migrateCommand(config: Config, cmd: Invocation): Promise<number> {
+  const rolledBack = cmd.values["rolled-back"];
+  sayWhichDatabase(config);
   const logger = createLogger(config.LOG_LEVEL, process.stderr);
+  const { databaseFor } = await runtime();
   const { url, embedded } = await databaseFor(config, logger);
   try {
-    if (args[0] === "resolve") {
-      const { values } = parseArgs({ args: args.slice(1), options: { "rolled-back": { type: "string" } }, strict: true });
-      if (!values["rolled-back"]) throw new UsageError("migrate resolve --rolled-back <name>");
-      const ok = await resolveRolledBack(url, values["rolled-back"]);
-      out(ok ? `marked ${values["rolled-back"]} as rolled back` : `no failed migration named ${values["rolled-back"]}`);
+    if (typeof rolledBack === "string") {
+      const ok = await resolveRolledBack(url, rolledBack);
+      out(ok ? `marked ${rolledBack} as rolled back` : `no failed migration named ${rolledBack}`);
       return ok ? 0 : 1;
     }
     const r = await migrate(url, { log: logger });
@@ -111,88 +382,242 @@ async function migrateCommand(config: Config, args: string[]): Promise<number> {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// start | serve | worker, and how they stop
+
+/** A stop also ends on its own this long after the first signal, whatever hangs. */
+const FORCE_EXIT_MS = 30_000;
+
+class StopRequested extends Error {
+  override name = "StopRequested";
+}
+
+/**
+ * The one way a serving process stops. Installed first thing in run(): a signal during
+ * start-up aborts it and cleans up, instead of Node's default (die at once, leaving the
+ * embedded database's lock file and the worker's leases behind). The first SIGTERM or
+ * SIGINT starts the stop; later ones are logged and ignored, because launchers often
+ * deliver two (Ctrl-C reaches the whole process group, and npm forwards it once more).
+ */
+function watchStopSignals(logger: Logger): { signal: AbortSignal; requested: Promise<void>; done(): void } {
+  const controller = new AbortController();
+  let force: NodeJS.Timeout | undefined;
+  let since = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      const left = Math.max(1, Math.ceil((FORCE_EXIT_MS - (Date.now() - since)) / 1000));
+      logger.warn({ signal: sig }, `already stopping; ${sig} ignored (a stop that hangs is forced in ${left} s)`);
+      return;
+    }
+    since = Date.now();
+    logger.info({ signal: sig }, "shutting down");
+    force = setTimeout(() => {
+      logger.error({}, `the stop did not finish within ${FORCE_EXIT_MS / 1000} s; exiting without a clean stop`);
+      process.exit(1);
+    }, FORCE_EXIT_MS);
+    controller.abort(new StopRequested(sig));
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  const requested = new Promise<void>((r) => controller.signal.addEventListener("abort", () => r(), { once: true }));
+  // The handlers stay until the process exits: a late signal must not kill it mid-exit.
+  return { signal: controller.signal, requested, done: () => clearTimeout(force) };
+}
+
+async function ensureFirstKey(rt: Runtime): Promise<void> {
+  if ((await countActiveKeys(rt.db.prisma)) > 0) return;
+  // In production a process's output goes to a log collector: a key printed there would
+  // be a secret in the logs. The operator creates the first one with the CLI instead.
+  if (rt.config.NODE_ENV === "production") {
+    rt.logger.warn({}, "no API key exists yet: create one with `sealpost keys create --name NAME` (it is shown once, on your terminal)");
+    return;
+  }
+  try {
+    const { key, record } = await createApiKey(rt.db.prisma, { name: "initial" });
+    // Printed once to the terminal, never logged.
+    process.stdout.write(`\nNo API keys existed, so one was created (id ${record.id}, scopes send,read, any sender domain).\nStore it now, it is not shown again:\n\n  ${key}\n\n`);
+  } catch (err) {
+    // Under the least-privilege API role keys are the owner's to create.
+    if (!isPermissionDenied(err)) throw err;
+    rt.logger.warn({}, "no API keys exist and this database role may not create one: run `sealpost keys create` as the database owner");
+  }
+}
+
 async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<number> {
   const logger = createLogger(config.LOG_LEVEL);
-  const rt = await openRuntime(config, logger, { dataKeys: mode === "worker" ? "decrypts" : "encrypts" });
-  const stops: Array<() => Promise<void>> = [];
+  const stop = watchStopSignals(logger);
+  const parts: Array<() => Promise<void>> = [];
+  let rt: Runtime | null = null;
+  // The API and the worker stop side by side: the API must not keep accepting while
+  // the worker waits for its deliveries. The database closes last.
+  const stopAll = async () => {
+    const results = await Promise.allSettled(parts.map((s) => s()));
+    for (const r of results) if (r.status === "rejected") logger.error({ err: errorFields(r.reason) }, "error while stopping");
+    await rt?.close().catch((err: unknown) => logger.error({ err: errorFields(err) }, "error while closing the database"));
+    stop.done();
+    logger.info({}, "stopped");
+  };
   try {
-    if (mode !== "worker" && (await countActiveKeys(rt.db.prisma)) === 0) {
-      try {
-        const { key, record } = await createApiKey(rt.db.prisma, { name: "initial" });
-        // Printed once to the terminal, never logged.
-        process.stdout.write(`\nNo API keys existed, so one was created (id ${record.id}, scopes send,read, any sender domain).\nStore it now, it is not shown again:\n\n  ${key}\n\n`);
-      } catch (err) {
-        // Under the least-privilege API role keys are the owner's to create.
-        if (!isPermissionDenied(err)) throw err;
-        logger.warn({}, "no API keys exist and this database role may not create one: run `sealpost keys create` as the database owner");
-      }
-    }
+    // Each step runs to its end (none is safe to cut in half: the embedded database's
+    // files, a migration); a signal that came meanwhile stops before the next one.
+    const { openRuntime } = await runtime();
+    rt = await openRuntime(config, logger, { dataKeys: mode === "worker" ? "decrypts" : "encrypts" });
+    stop.signal.throwIfAborted();
     if (mode !== "worker") {
+      await ensureFirstKey(rt);
+      stop.signal.throwIfAborted();
+      const { startServer } = await import("./api/server.ts");
       const server = await startServer(rt);
-      stops.push(server.close);
+      parts.push(server.close);
+      stop.signal.throwIfAborted();
       if (server.caFile) process.stdout.write(`HTTPS on ${server.url}; trust the development CA with: curl --cacert ${resolve(server.caFile)} ${server.url}/healthz\n`);
     }
     if (mode !== "serve") {
       const { startWorker } = await import("./worker/worker.ts");
       const worker = startWorker(rt);
-      stops.push(() => worker.stop());
+      parts.push(() => worker.stop(config.SHUTDOWN_GRACE));
     }
+    stop.signal.throwIfAborted();
   } catch (err) {
-    for (const s of stops.reverse()) await s().catch(() => {});
-    await rt.close();
+    if (stop.signal.aborted) logger.info({}, "start-up interrupted");
+    await stopAll();
+    if (err instanceof StopRequested) return 0;
     throw err;
   }
-  await new Promise<void>((resolveSignal) => {
-    const onSignal = (sig: string) => {
-      logger.info({ signal: sig }, "shutting down");
-      resolveSignal();
-    };
-    process.once("SIGTERM", onSignal);
-    process.once("SIGINT", onSignal);
-  });
-  const force = setTimeout(() => {
-    logger.error({}, "shutdown took too long; exiting");
-    process.exit(1);
-  }, 30_000);
-  force.unref();
-  for (const s of stops.reverse()) await s().catch((err) => logger.error({ err }, "error while stopping"));
-  await rt.close();
-  logger.info({}, "stopped");
+  await stop.requested;
+  await stopAll();
   return 0;
 }
 
-class UsageError extends Error {}
+// ---------------------------------------------------------------------------------------
+// Errors, as the operator reads them
+
+type ErrorLike = { code?: unknown; message?: unknown; cause?: unknown };
+
+function* causes(err: unknown): Generator<ErrorLike> {
+  const seen = new Set<unknown>();
+  for (let e = err; e && typeof e === "object" && !seen.has(e); e = (e as ErrorLike).cause) {
+    seen.add(e);
+    yield e as ErrorLike;
+  }
+}
+
+/**
+ * A failure to reach or log in to the database, as one line naming what to change.
+ * Decided from codes: node's (ECONNREFUSED ...), Postgres' SQLSTATE (3D000, 28P01,
+ * 28000) and Prisma's (P1000-P1017, which replace the driver's error).
+ */
+export function explainDatabaseError(err: unknown, config: Config): string | null {
+  let server = "";
+  let where = `the embedded database in ${resolve(config.DATA_DIR)}`;
+  let user = "";
+  let name = "";
+  let fix = "check DATA_DIR, or set DATABASE_URL";
+  if (config.DATABASE_URL) {
+    const u = new URL(config.DATABASE_URL);
+    server = `${u.hostname || "localhost"}:${u.port || "5432"}`;
+    where = `the database at ${server}`;
+    user = decodeURIComponent(u.username);
+    name = decodeURIComponent(u.pathname.slice(1)) || user;
+    fix = "check DATABASE_URL";
+  }
+  const cannotConnect = (why: string, extra = "") => `cannot connect to ${where}${why ? ` (${why})` : ""}: ${fix}${extra}`;
+  const refused = (why: string) => `${where} refused ${user ? `user "${user}"` : "the connection"} (${why}): check the user and password in DATABASE_URL`;
+  for (const e of causes(err)) {
+    const code = typeof e.code === "string" ? e.code : "";
+    const message = typeof e.message === "string" ? e.message : "";
+    switch (code) {
+      case "ECONNREFUSED":
+        return cannotConnect("connection refused");
+      case "ENOTFOUND":
+      case "EAI_AGAIN":
+        return cannotConnect("host name not found");
+      case "ETIMEDOUT":
+        return cannotConnect("connection timed out");
+      case "EHOSTUNREACH":
+      case "ENETUNREACH":
+        return cannotConnect("host unreachable");
+      case "ECONNRESET":
+      case "P1017":
+        return cannotConnect("the server closed the connection");
+      case "P1001":
+      case "P1002":
+        return cannotConnect("");
+      case "3D000":
+      case "P1003":
+        return `the database "${name}" does not exist on ${server || where}: create it, or fix its name in DATABASE_URL`;
+      case "28P01":
+      case "P1000":
+        return refused("password authentication failed");
+      case "28000":
+        return refused(message || "not allowed");
+      case "P1010":
+        return refused("access denied");
+      case "42P01":
+      case "P2021":
+        // With MIGRATE_ON_START=false nothing created the tables; otherwise it is a bug.
+        if (!config.MIGRATE_ON_START) return `${where} has no sealpost tables yet: run sealpost migrate as the database owner, or set MIGRATE_ON_START=true`;
+    }
+    if (/timeout exceeded when trying to connect/.test(message))
+      return cannotConnect(`no answer within ${config.DATABASE_CONNECT_TIMEOUT_MS} ms`, ", or raise DATABASE_CONNECT_TIMEOUT_MS");
+  }
+  return null;
+}
+
+/** One line for any error that ends a command; the stack only at LOG_LEVEL=debug or trace. */
+export function describeFailure(err: unknown, config: Config | null): string {
+  if (err instanceof ConfigError || err instanceof DataKeyError || err instanceof MigrationError) return `sealpost: ${err.message}`;
+  const db = config ? explainDatabaseError(err, config) : null;
+  if (db) return `sealpost: ${db}`;
+  const message = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, " ").trim();
+  if (config?.LOG_LEVEL === "debug" || config?.LOG_LEVEL === "trace") {
+    const stacks = [...causes(err)].map((e) => (e instanceof Error ? (e.stack ?? e.message) : String(e)));
+    return `sealpost: unexpected error: ${message}\n${stacks.join("\ncaused by: ")}`;
+  }
+  return `sealpost: unexpected error: ${message} (run with LOG_LEVEL=debug for details)`;
+}
 
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+  let cmd: Parsed;
   try {
-    if (!cmd || cmd === "help" || cmd === "--help" || cmd === "-h") {
-      out(USAGE);
-      return cmd ? 0 : 2;
-    }
-    const config = loadConfig();
-    switch (cmd) {
+    cmd = parseCommandLine(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`sealpost: ${err.message}\n\n${err.usage}\n`);
+    return 2;
+  }
+  if (cmd.kind === "help") {
+    out(cmd.spec.usage);
+    return 0;
+  }
+  let config: Config | null = null;
+  try {
+    config = loadConfig();
+    switch (cmd.path) {
       case "start":
       case "serve":
       case "worker":
-        return await run(config, cmd);
+        return await run(config, cmd.path);
       case "migrate":
-        return await migrateCommand(config, rest);
-      case "keys":
-        return await keysCommand(config, rest);
+      case "migrate resolve":
+        return await migrateCommand(config, cmd);
+      case "healthcheck serve":
+      case "healthcheck worker": {
+        const { checkServe, checkWorkerHeartbeat } = await import("./healthcheck.ts");
+        const r = cmd.path === "healthcheck serve" ? await checkServe(config) : checkWorkerHeartbeat(config);
+        out(`sealpost: ${r.ok ? "healthy" : "unhealthy"}: ${r.detail}`);
+        return r.ok ? 0 : 1;
+      }
       default:
-        throw new UsageError(`unknown command ${cmd}`);
+        return await keysCommand(config, cmd);
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`sealpost: ${err.message}\n\n${USAGE}`);
+      process.stderr.write(`sealpost: ${err.message}\n\n${err.usage}\n`);
       return 2;
     }
-    if (err instanceof ConfigError || (err instanceof Error && /DataKeyError|MigrationError/.test(err.name))) {
-      process.stderr.write(`sealpost: ${err.message}\n`);
-      return 1;
-    }
-    throw err;
+    process.stderr.write(describeFailure(err, config) + "\n");
+    return 1;
   }
 }
 
@@ -201,7 +626,7 @@ export function runCli(): void {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err) => {
-      process.stderr.write(`sealpost: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+      process.stderr.write(describeFailure(err, null) + "\n");
       process.exit(1);
     },
   );

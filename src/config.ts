@@ -68,13 +68,18 @@ const EnvSchema = z
     WORKER_CONCURRENCY: int(1, 1000).default(8),
     WORKER_BATCH_SIZE: int(1, 1000).default(50),
     WORKER_LEASE_MS: int(1000, 86_400_000).default(5 * 60_000),
+    WORKER_CLAIM_LEASE_MS: int(1000, 86_400_000).optional(),
+    WORKER_LEASE_RENEW_MS: int(100, 86_400_000).optional(),
     WORKER_POLL_MS: int(10, 600_000).default(500),
     WORKER_ID: z.string().min(1).optional(),
+    SHUTDOWN_GRACE: duration.default(8_000),
     SEALPOST_DATA_KEY: z.string().min(1).optional(),
     RETENTION_DAYS: int(0, 36500).default(30),
     RETENTION_SWEEP_INTERVAL: duration.default(3_600_000),
   })
   .refine((e) => e.SMTP_RETRY_MIN <= e.SMTP_RETRY_MAX, { message: "SMTP_RETRY_MIN must not exceed SMTP_RETRY_MAX", path: ["SMTP_RETRY_MIN"] })
+  // The process exits on its own 30 s after a stop signal whatever happens (cli.ts).
+  .refine((e) => e.SHUTDOWN_GRACE <= 25_000, { message: "must be at most 25s (a stop is forced after 30 s)", path: ["SHUTDOWN_GRACE"] })
   .refine((e) => (e.TLS_CERT_FILE === undefined) === (e.TLS_KEY_FILE === undefined), {
     message: "TLS_CERT_FILE and TLS_KEY_FILE must be set together",
     path: ["TLS_CERT_FILE"],
@@ -82,12 +87,49 @@ const EnvSchema = z
   .refine((e) => e.NODE_ENV !== "production" || e.DATABASE_URL, {
     message: "DATABASE_URL is required when NODE_ENV=production",
     path: ["DATABASE_URL"],
+  })
+  // Leases (src/worker/queue.ts). A delivery is claimed with the short claim lease, which
+  // becomes the full WORKER_LEASE_MS when its SMTP work starts, and every lease a worker
+  // holds is renewed every WORKER_LEASE_RENEW_MS. Because leases are renewed, the lease
+  // need not outlast the SMTP timeouts (RFC 5321 4.5.3.2 lets a server take 10 minutes
+  // to answer the final dot): it only bounds how long a dead worker's rows wait, and how
+  // long a database outage may last before an in-flight delivery's lease can run out.
+  // The rule: renewal interval <= a third of the claim lease, and claim lease <= lease, so
+  // two renewals in a row can fail without any lease running out. By default the claim
+  // lease is a third of the lease, between 1 s and 15 s.
+  .transform((e) => {
+    const claimLease = e.WORKER_CLAIM_LEASE_MS ?? Math.max(1000, Math.min(15_000, Math.floor(e.WORKER_LEASE_MS / 3)));
+    return { ...e, WORKER_CLAIM_LEASE_MS: claimLease, WORKER_LEASE_RENEW_MS: e.WORKER_LEASE_RENEW_MS ?? Math.floor(claimLease / 3) };
+  })
+  .refine((e) => e.WORKER_CLAIM_LEASE_MS <= e.WORKER_LEASE_MS, {
+    message: "must not exceed WORKER_LEASE_MS: the claim lease of a delivery not yet started is the shorter one",
+    path: ["WORKER_CLAIM_LEASE_MS"],
+  })
+  .refine((e) => e.WORKER_LEASE_RENEW_MS * 3 <= e.WORKER_CLAIM_LEASE_MS, {
+    message: "must be at most a third of WORKER_CLAIM_LEASE_MS (and so of WORKER_LEASE_MS), so that two failed renewals in a row do not let a lease run out",
+    path: ["WORKER_LEASE_RENEW_MS"],
   });
 
 export type Config = Readonly<z.infer<typeof EnvSchema>>;
 
+/**
+ * A setting that is invalid, or that does not work on this host (a file that cannot be
+ * read, a port in use, a database that refuses): the message says what is wrong and
+ * which variable to change, and the CLI prints it as it is, without a stack trace.
+ */
 export class ConfigError extends Error {
   override name = "ConfigError";
+
+  /** `variable` names `file`, which cannot be read. */
+  static unreadableFile(variable: string, file: string, err: unknown): ConfigError {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" || code === "EPERM" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (code ?? String(err));
+    const fix =
+      code === "EACCES" || code === "EPERM"
+        ? `make it readable by the user sealpost runs as${typeof process.getuid === "function" ? ` (uid ${process.getuid()})` : ""}, or change ${variable}`
+        : `fix the path in ${variable}`;
+    return new ConfigError(`${variable}: cannot read ${file} (${why}): ${fix}`, { cause: err });
+  }
 }
 
 /** Parse an environment (process.env by default). Throws ConfigError naming each bad variable. */

@@ -68,8 +68,18 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
     // a queue into 503s there.
     statementTimeoutMs: embedded ? Math.max(config.DATABASE_STATEMENT_TIMEOUT_MS, EMBEDDED_MIN_TIMEOUT_MS) : config.DATABASE_STATEMENT_TIMEOUT_MS,
     connectTimeoutMs: embedded ? Math.max(config.DATABASE_CONNECT_TIMEOUT_MS, EMBEDDED_MIN_TIMEOUT_MS) : config.DATABASE_CONNECT_TIMEOUT_MS,
+    singleSession: embedded !== null,
     onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });
+  try {
+    // Straight through the pool first: node-postgres names the failure (ECONNREFUSED,
+    // 28P01, 3D000) where Prisma's wrapping keeps only "not reachable".
+    await db.pool.query("SELECT 1");
+  } catch (err) {
+    await db.close();
+    await embedded?.stop();
+    throw err;
+  }
   if (opts.dataKeys && opts.dataKeys !== "none") {
     try {
       await checkDataKeys(db.prisma, cipher, opts.dataKeys);

@@ -9,7 +9,7 @@ import { registerJsonBody } from "./plugins/json-body.ts";
 import { registerAuth } from "./plugins/auth.ts";
 import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits.ts";
 import { registerSecurityHeaders } from "./plugins/security-headers.ts";
-import { registerRoute } from "./route.ts";
+import { registerRoute, type AnyRoute } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
 import { registerApiReference } from "./routes/getApiReference.ts";
 import { openApiYaml } from "./openapi.ts";
@@ -18,8 +18,17 @@ import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
 
 const TIMEOUTS: HttpsServerTimeouts = { keepAliveTimeoutMs: 72_000, requestTimeoutMs: 60_000, connectionTimeoutMs: 30_000 };
 
-export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: MessageWriter }, https: SecureContextOptions): Promise<FastifyInstance> {
-  const writer = given.writer ?? new MessageWriter(given.db.prisma, { maxQueueWaitMs: maxQueueWaitFor(given.config.DATABASE_STATEMENT_TIMEOUT_MS) });
+export interface BuildOptions {
+  /** The operations to serve (default: every route of the API); a test may add its own. */
+  routes?: AnyRoute[];
+}
+
+export async function buildApp(
+  given: Omit<AppDeps, "writer"> & { writer?: MessageWriter },
+  https: SecureContextOptions,
+  opts: BuildOptions = {},
+): Promise<FastifyInstance> {
+  const writer = given.writer ?? new MessageWriter(given.db.prisma, { maxQueueWaitMs: maxQueueWaitFor(given.db.statementTimeoutMs, given.db.singleSession) });
   const deps: AppDeps = { ...given, writer };
   const app = Fastify({
     https,
@@ -65,7 +74,7 @@ export async function buildApp(given: Omit<AppDeps, "writer"> & { writer?: Messa
   registerAuth(app, deps.keys);
   registerKeyRateLimit(app, deps.config);
 
-  for (const route of ROUTES) registerRoute(app, route, deps);
+  for (const route of opts.routes ?? ROUTES) registerRoute(app, route, deps);
   const spec = openApiYaml();
   app.get("/openapi.yaml", { config: { scope: null } }, async (_req, reply) => reply.type("application/yaml; charset=utf-8").send(spec));
   registerApiReference(app);

@@ -1,11 +1,12 @@
 // The HTTPS server's certificate files: a development CA and server certificate made on
 // first start (outside production, when TLS_CERT_FILE/TLS_KEY_FILE are unset), loading,
 // and reloading without a restart when the files change or on SIGHUP.
-import { X509Certificate, createPrivateKey, randomBytes } from "node:crypto";
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import tls from "node:tls";
 import { createCa, issueCertificate, type Pem } from "../tls/certificates.ts";
+import { writeAtomic } from "../files.ts";
 import { serverTlsOptions } from "./tls-options.ts";
 
 export interface CertPaths {
@@ -190,13 +191,6 @@ function readUsablePair(certFile: string, keyFile: string, accept: (x: X509Certi
   } catch {
     return undefined; // missing or unparseable: make new ones
   }
-}
-
-/** Write via a temporary file and rename, so a reader never sees a half-written file. */
-function writeAtomic(file: string, data: string, mode: number): void {
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  fs.writeFileSync(tmp, data, { mode, flag: "wx" });
-  fs.renameSync(tmp, file);
 }
 
 /**

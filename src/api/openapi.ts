@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { stringify } from "yaml";
 import { ERROR_CODES } from "../domain/errors.ts";
-import type { AnyRoute } from "./route.ts";
+import type { AnyRoute, Responses } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
 import { ProblemSchema } from "./schemas.ts";
 import { EXAMPLES, genericProblem, type Example, type OperationExamples } from "./examples.ts";
@@ -95,13 +95,10 @@ export function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<strin
     }
     for (const h of r.headers ?? []) parameters.push({ name: h.name, in: "header", required: h.required ?? false, description: h.description, schema: hoist(toSchema(h.schema, "input")) });
     const responses: Record<string, Json> = {};
-    for (const [status, resp] of Object.entries(r.responses)) {
+    for (const [status, resp] of Object.entries(r.responses as Responses)) {
       const shown = examplesFor(ex, status, r.scope);
-      if (!shown && resp.schema) throw new Error(`openapi: no example of the ${status} answer of ${r.operationId}`);
-      responses[status] = {
-        description: resp.description,
-        ...(resp.schema ? { content: { [resp.contentType ?? "application/json"]: { schema: ref(resp.schema, "output"), examples: shown } } } : {}),
-      };
+      if (!shown) throw new Error(`openapi: no example of the ${status} answer of ${r.operationId}`);
+      responses[status] = { description: resp.description, content: { "application/json": { schema: ref(resp.schema, "output"), examples: shown } } };
     }
     for (const status of r.errors) {
       responses[String(status)] = {

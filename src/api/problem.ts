@@ -1,15 +1,9 @@
 // RFC 9457 problem details: the one error envelope of the API.
 import { ERROR_CODES, type ErrorCode, type FieldError } from "../domain/errors.ts";
+import type { ProblemView } from "./schemas.ts";
 
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  code: ErrorCode;
-  request_id: string;
-  errors?: FieldError[];
-}
+/** A problem document: the Problem schema of openapi.yaml. */
+export type Problem = ProblemView;
 
 export const PROBLEM_TYPE_BASE = "https://sealpost.dev/problems/";
 

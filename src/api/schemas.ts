@@ -1,23 +1,26 @@
-// Response and shared schemas, used by the routes and by openapi.yaml.
+// Response and shared schemas, used by the routes and by openapi.yaml. Every object of a
+// response is a strict object: registerRoute parses each 2xx body with its schema before
+// sending it, and a field the contract does not name fails there like a missing one
+// (openapi.yaml says additionalProperties: false of each).
 import { z } from "zod";
 import { ERROR_CODES } from "../domain/errors.ts";
 import { MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
 import { TLS_POLICIES } from "../domain/tls-policy.ts";
 
 export const ProblemSchema = z
-  .object({
+  .strictObject({
     type: z.string(),
     title: z.string(),
     status: z.number().int(),
     detail: z.string(),
     code: z.enum(Object.keys(ERROR_CODES) as [keyof typeof ERROR_CODES, ...Array<keyof typeof ERROR_CODES>]),
     request_id: z.string(),
-    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+    errors: z.array(z.strictObject({ path: z.string(), message: z.string() })).optional(),
   })
   .meta({ id: "Problem", description: "RFC 9457 problem details" });
 
 export const SendResponseSchema = z
-  .object({
+  .strictObject({
     id: z.uuid(),
     status: z.enum(["queued", "scheduled"]),
     tls_policy: z.enum(TLS_POLICIES),
@@ -26,10 +29,10 @@ export const SendResponseSchema = z
   })
   .meta({ id: "SendResponse" });
 
-const MailboxView = z.object({ address: z.string(), name: z.string().nullable() }).meta({ id: "Mailbox" });
+const MailboxView = z.strictObject({ address: z.string(), name: z.string().nullable() }).meta({ id: "Mailbox" });
 
 export const AttemptSchema = z
-  .object({
+  .strictObject({
     attempt: z.number().int(),
     started_at: z.iso.datetime(),
     duration_ms: z.number().int(),
@@ -38,14 +41,14 @@ export const AttemptSchema = z
     ip: z.string().nullable(),
     port: z.number().int().nullable(),
     policy: z.enum(TLS_POLICIES),
-    tls: z.object({
+    tls: z.strictObject({
       used: z.boolean(),
       version: z.string().nullable(),
       cipher: z.string().nullable(),
       verified: z.boolean().nullable(),
       verify_error: z.string().nullable(),
       certificate: z
-        .object({
+        .strictObject({
           subject: z.string().nullable(),
           issuer: z.string().nullable(),
           not_after: z.iso.datetime().nullable(),
@@ -53,19 +56,19 @@ export const AttemptSchema = z
         })
         .nullable(),
     }),
-    smtp: z.object({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() }),
+    smtp: z.strictObject({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() }),
   })
   .meta({ id: "DeliveryAttempt", description: "Evidence of one SMTP attempt for one recipient" });
 
 export const RecipientSchema = z
-  .object({
+  .strictObject({
     address: z.string(),
     name: z.string().nullable(),
     kind: z.enum(["to", "cc", "bcc"]),
     status: z.enum(RECIPIENT_STATUSES),
     attempts: z.number().int(),
     last_response: z
-      .object({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() })
+      .strictObject({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() })
       .nullable(),
     next_attempt_at: z.iso.datetime().nullable().meta({
       description:
@@ -82,7 +85,7 @@ export const RecipientSchema = z
   .meta({ id: "Recipient" });
 
 export const MessageSummarySchema = z
-  .object({
+  .strictObject({
     id: z.uuid(),
     status: z.enum(MESSAGE_STATUSES),
     tls_policy: z.enum(TLS_POLICIES),
@@ -94,7 +97,7 @@ export const MessageSummarySchema = z
     send_at: z.iso.datetime().nullable(),
     content_purged: z.boolean(),
     content_unreadable: z
-      .object({
+      .strictObject({
         reason: z.enum(["unknown_data_key", "failed_authentication"]),
         data_key_id: z.string().nullable().meta({ description: "The data key id the stored content names" }),
         detail: z.string(),
@@ -117,14 +120,39 @@ export const MessageSchema = MessageSummarySchema.extend({
 }).meta({ id: "Message" });
 
 export const MessageListSchema = z
-  .object({ data: z.array(MessageSummarySchema), next_cursor: z.string().nullable() })
+  .strictObject({ data: z.array(MessageSummarySchema), next_cursor: z.string().nullable() })
   .meta({ id: "MessageList" });
 
 export const IdParams = z.strictObject({ id: z.uuid({ message: "id must be a message id (UUID)" }) });
 
 export const EventsSchema = z
-  .object({
+  .strictObject({
     message_id: z.uuid(),
     events: z.array(AttemptSchema.extend({ recipient: z.string() })),
   })
   .meta({ id: "MessageEvents" });
+
+export const CancelResponseSchema = z.strictObject({ id: z.uuid(), status: z.literal("cancelled") }).meta({ id: "CancelResponse" });
+
+export const HealthSchema = z.strictObject({ status: z.literal("ok") }).meta({ id: "Health" });
+
+export const SendBatchItemSchema = z.union([
+  SendResponseSchema.extend({ index: z.number().int() }),
+  z.strictObject({ index: z.number().int(), error: ProblemSchema }),
+]);
+
+export const SendBatchResponseSchema = z
+  .strictObject({ accepted: z.number().int(), rejected: z.number().int(), data: z.array(SendBatchItemSchema) })
+  .meta({ id: "SendBatchResponse", description: "One result per message, in request order: the accepted message or its problem" });
+
+// The bodies as clients (and tests) read them: derived from the schemas, never re-typed.
+export type ProblemView = z.output<typeof ProblemSchema>;
+export type SendResponseView = z.output<typeof SendResponseSchema>;
+export type SendBatchResponseView = z.output<typeof SendBatchResponseSchema>;
+export type AttemptView = z.output<typeof AttemptSchema>;
+export type RecipientView = z.output<typeof RecipientSchema>;
+export type MessageSummaryView = z.output<typeof MessageSummarySchema>;
+export type MessageView = z.output<typeof MessageSchema>;
+export type MessageListView = z.output<typeof MessageListSchema>;
+export type MessageEventsView = z.output<typeof EventsSchema>;
+export type CancelResponseView = z.output<typeof CancelResponseSchema>;

@@ -21,12 +21,17 @@ export interface DatabaseOptions {
   poolMax: number;
   statementTimeoutMs: number;
   connectTimeoutMs: number;
+  /** The embedded database: one session that every connection takes turns on. */
+  singleSession?: boolean;
   onPoolError?: (err: Error) => void;
 }
 
 export interface Database {
   prisma: Db;
   pool: pg.Pool;
+  /** The statement timeout in force (the embedded database raises the configured one). */
+  statementTimeoutMs: number;
+  singleSession: boolean;
   close(): Promise<void>;
 }
 
@@ -53,6 +58,8 @@ export function openDatabase(opts: DatabaseOptions): Database {
   return {
     prisma,
     pool,
+    statementTimeoutMs: opts.statementTimeoutMs,
+    singleSession: opts.singleSession ?? false,
     async close() {
       if (closed) return;
       closed = true;

@@ -1,4 +1,4 @@
-// The send request (SPEC section 2), its normalised form, and message/recipient
+// The send request (openapi.yaml, POST /send), its normalised form, and message/recipient
 // statuses. Pure: no HTTP, no database.
 //
 // Each field's description says what is expected in words a new user understands: the

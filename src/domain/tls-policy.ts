@@ -1,4 +1,4 @@
-// The two delivery policies of SPEC section 3 and how they combine. `opportunistic`
+// The two delivery policies (ARCHITECTURE.md, "Strictest-of TLS policy") and how they combine. `opportunistic`
 // is Postfix's `may`, `required` is Postfix's `verify`. The effective policy is the
 // strictest of the server setting, the API key's default and the message's own
 // field, so no layer can weaken a stricter one.

@@ -1,4 +1,4 @@
-// AES-256-GCM for message content at rest (SPEC section 4). Each value gets a fresh
+// AES-256-GCM for message content at rest (ARCHITECTURE.md, "Content at rest"). Each value gets a fresh
 // 96-bit nonce and is bound to its row and column through the associated data, so a
 // ciphertext copied into another row or column fails authentication instead of
 // decrypting to someone else's content.

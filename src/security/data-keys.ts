@@ -2,10 +2,11 @@
 // 32-byte key, or several as `id:base64,id:base64` (the first encrypts, all decrypt)
 // so keys can be rotated. Outside production, with none set, a key file is created
 // under DATA_DIR with mode 0600 and a warning; in production a missing key is fatal.
-import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { chmodSync, existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { DataKey } from "./content-cipher.ts";
+import { createOnce } from "../files.ts";
 
 export class DataKeyError extends Error {
   override name = "DataKeyError";
@@ -38,23 +39,3 @@ export function loadDataKeys(
   return parseDataKeys(readFileSync(file, "utf8").trim());
 }
 
-/**
- * Creates `file` with `content` unless it exists, atomically: the content is written
- * to a temporary file and hard-linked into place, which fails if the name is taken.
- * A rename would silently replace a key another process (API and worker starting
- * together) had just created and begun encrypting with. Returns whether we created it.
- */
-export function createOnce(file: string, content: string): boolean {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-  writeFileSync(tmp, content, { mode: 0o600, flag: "wx" });
-  try {
-    linkSync(tmp, file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw err;
-  } finally {
-    rmSync(tmp, { force: true });
-  }
-}

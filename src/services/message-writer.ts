@@ -127,7 +127,10 @@ interface Pending {
  * until their own timeout). Healthy queues drain in milliseconds; a queue this slow
  * means the database cannot keep up, and answering 503 at once is better than later.
  */
-export function maxQueueWaitFor(statementTimeoutMs: number): number {
+export function maxQueueWaitFor(statementTimeoutMs: number, singleSession = false): number {
+  // The embedded database is one session that every statement waits its turn for: a
+  // long queue there is the normal state under a burst of large messages, not an outage.
+  if (singleSession) return Math.ceil(statementTimeoutMs / 5);
   return Math.min(1000, Math.ceil(statementTimeoutMs / 5));
 }
 

@@ -1,4 +1,4 @@
-// Retention (SPEC section 4): content of messages that reached a final state more
+// Retention (ARCHITECTURE.md, "Content at rest"): content of messages that reached a final state more
 // than RETENTION_DAYS ago is erased; addresses, statuses and delivery evidence stay,
 // so "was it delivered, and how securely?" can still be answered. Expired
 // idempotency records (24 h) are deleted. Runs in batches so a large backlog never

@@ -1,10 +1,19 @@
-// The database is the queue (SPEC section 1). A delivery row is claimed by moving its
+// The database is the queue (ARCHITECTURE.md, "The database is the queue"). A delivery row is claimed by moving its
 // next_attempt_at past a lease and stamping the worker id and attempt number, in one
 // auto-committed statement with FOR UPDATE SKIP LOCKED: no transaction stays open
 // while the worker talks SMTP, and a worker that dies simply lets its lease run out,
 // after which the row is due again for anyone. Results are written under a fence
 // (lease_owner and attempt number), so a worker whose lease expired cannot overwrite
 // what a newer attempt recorded.
+//
+// Leases: a claim takes a short claim lease (WORKER_CLAIM_LEASE_MS), so rows a dead
+// worker claimed ahead but never started are due again within seconds. Starting a
+// delivery extends its lease to WORKER_LEASE_MS (renewLeases, fenced: a row someone
+// else has claimed since is not started), and a worker renews every lease it holds in
+// one statement every WORKER_LEASE_RENEW_MS, so a peer slower than the lease, or a
+// result write waiting for the database to come back, keeps its row. A lease that ran
+// out while nobody else claimed the row is still the owner's: every fence is owner +
+// attempt number, which only a new claim changes.
 //
 // These statements go through the process's pg.Pool (the one Prisma's adapter uses),
 // not Prisma's query builder: they are the worker's hot path, and measured on two
@@ -34,7 +43,7 @@ export interface ClaimedDelivery {
 const CLAIM_SQL = `
 WITH due AS (
   SELECT id FROM deliveries
-   WHERE state = 'pending' AND next_attempt_at <= now()
+   WHERE state = 'pending' AND next_attempt_at <= now() AND id <> ALL($4::bigint[])
    ORDER BY next_attempt_at
    LIMIT $1
    FOR UPDATE SKIP LOCKED
@@ -59,11 +68,16 @@ SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts,
   FROM claimed c JOIN messages m ON m.id = c.message_id
  ORDER BY c.created_at, c.id`;
 
-export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
+/**
+ * Claims up to `limit` due deliveries under a lease of `leaseMs`. `holding` are the rows
+ * this worker is still working on: a lease of one of them that ran out (the database was
+ * away longer than it) is renewed, never claimed a second time by the same worker.
+ */
+export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: number, leaseMs: number, holding: Iterable<bigint> = []): Promise<ClaimedDelivery[]> {
   const { rows } = await pool.query<{
     id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string;
     recipients: Array<{ id: string; address: string }>;
-  }>(CLAIM_SQL, [limit, workerId, leaseMs]);
+  }>(CLAIM_SQL, [limit, workerId, leaseMs, [...holding].map(String)]);
   return rows.map((r) => ({
     id: BigInt(r.id),
     messageId: r.message_id,
@@ -73,6 +87,35 @@ export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: nu
     tlsPolicy: r.tls_policy === "required" ? "required" : "opportunistic",
     recipients: r.recipients.map((x) => ({ id: BigInt(x.id), address: x.address })),
   }));
+}
+
+// Never shortens a lease: a renewal of a row as "not started" may cross the statement
+// that started it. Committed without waiting for the WAL flush (synchronous_commit off for
+// this transaction only, which Postgres allows per transaction): it runs once per delivery
+// started; a renewal lost if the database crashes leaves the lease it extended (at least
+// the claim lease) and is redone by the next one, while results stay durable.
+const RENEW_SQL = `
+UPDATE deliveries d
+   SET next_attempt_at = GREATEST(d.next_attempt_at, now() + make_interval(secs => u.lease_ms::double precision / 1000))
+  FROM unnest($2::bigint[], $3::int[], $4::int[]) AS u(id, attempts, lease_ms)
+ CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+ WHERE d.id = u.id AND d.lease_owner = $1 AND d.attempts = u.attempts AND d.state = 'pending'
+RETURNING d.id::text AS id`;
+
+/**
+ * Extends the lease of each delivery to at least `leaseMs` from now, in one statement,
+ * fenced by owner and attempt number. Returns the ids still held: a missing one was
+ * claimed by another worker or handed back, and must not be (or no longer be) worked on.
+ */
+export async function renewLeases(pool: pg.Pool, workerId: string, leases: Array<{ delivery: ClaimedDelivery; leaseMs: number }>): Promise<Set<bigint>> {
+  if (leases.length === 0) return new Set();
+  // Not a named (prepared) statement, though it runs once per delivery started: the
+  // embedded database is one session shared by every connection, where a second
+  // connection preparing the same name fails (42P05).
+  const { rows } = await pool.query<{ id: string }>(RENEW_SQL, [
+    workerId, leases.map((l) => String(l.delivery.id)), leases.map((l) => l.delivery.attempt), leases.map((l) => l.leaseMs),
+  ]);
+  return new Set(rows.map((r) => BigInt(r.id)));
 }
 
 export interface AttemptEvidence extends TlsEvidence {

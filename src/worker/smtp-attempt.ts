@@ -1,4 +1,4 @@
-// One SMTP delivery attempt to one host under the STARTTLS policy (SPEC section 3):
+// One SMTP delivery attempt to one host under the STARTTLS policy (ARCHITECTURE.md, "Strictest-of TLS policy"):
 //   opportunistic = Postfix `may`: TLS when it works, cleartext when it does not, an
 //                   unverified certificate is used but recorded;
 //   required      = Postfix `verify`: TLS 1.2+, a certificate chaining to a trusted CA and

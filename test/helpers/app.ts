@@ -3,6 +3,7 @@
 import type { FastifyInstance } from "fastify";
 import { Writable } from "node:stream";
 import { buildApp } from "../../src/api/app.ts";
+import type { AnyRoute } from "../../src/api/route.ts";
 import { serverTlsOptions } from "../../src/api/tls-options.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
@@ -49,7 +50,7 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function startTestApp(env: Record<string, string> = {}, opts: { tdb?: TestDatabase } = {}): Promise<TestApp> {
+export async function startTestApp(env: Record<string, string> = {}, opts: { tdb?: TestDatabase; routes?: AnyRoute[] } = {}): Promise<TestApp> {
   const tdb = opts.tdb ?? (await createTestDatabase());
   const config = loadConfig({
     NODE_ENV: "test",
@@ -69,6 +70,7 @@ export async function startTestApp(env: Record<string, string> = {}, opts: { tdb
   const app = await buildApp(
     { config, db: tdb.db, cipher, keys: new ApiKeyVerifier(tdb.db.prisma, config.API_KEY_CACHE_TTL_MS), logger },
     serverTlsOptions(certs.leaf),
+    opts.routes ? { routes: opts.routes } : {},
   );
   await app.listen({ host: "127.0.0.1", port: 0 });
   const addr = app.server.address();

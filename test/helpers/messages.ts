@@ -3,36 +3,10 @@
 import assert from "node:assert/strict";
 import { validSend, type TestApp } from "./app.ts";
 import { waitFor } from "./wait.ts";
+import type { MessageView, SendResponseView } from "../../src/api/schemas.ts";
 
-/** The fields of GET /messages/{id} the delivery tests read. */
-export interface AttemptView {
-  attempt: number;
-  started_at: string;
-  outcome: "delivered" | "deferred" | "bounced";
-  mx_host: string | null;
-  ip: string | null;
-  port: number | null;
-  policy: string;
-  tls: { used: boolean; version: string | null; verified: boolean | null; verify_error: string | null };
-  smtp: { code: number | null; enhanced_code: string | null; text: string | null };
-}
-export interface RecipientView {
-  address: string;
-  status: string;
-  attempts: number;
-  last_response: { code: number | null; enhanced_code: string | null; text: string | null } | null;
-  next_attempt_at: string | null;
-  expires_at: string | null;
-  delivery_attempts: AttemptView[];
-}
-export interface MessageView {
-  id: string;
-  status: string;
-  message_id: string;
-  created_at: string;
-  send_at: string | null;
-  recipients: RecipientView[];
-}
+// The views of GET /messages/{id}, as the contract defines them (src/api/schemas.ts).
+export type { AttemptView, MessageView, RecipientView } from "../../src/api/schemas.ts";
 
 export const FINAL_STATUSES = ["delivered", "partially_delivered", "bounced", "failed", "cancelled"];
 
@@ -40,13 +14,13 @@ export const FINAL_STATUSES = ["delivered", "partially_delivered", "bounced", "f
 export async function sendMessage(app: TestApp, key: string, body: Record<string, unknown>): Promise<string> {
   const r = await app.call("POST", "/send", { key, body: validSend(body) });
   assert.equal(r.status, 202, r.body);
-  return r.json().id;
+  return (r.json() as SendResponseView).id;
 }
 
 export async function getMessage(app: TestApp, key: string, id: string): Promise<MessageView> {
   const r = await app.call("GET", `/messages/${id}`, { key });
   assert.equal(r.status, 200, r.body);
-  return r.json();
+  return r.json() as MessageView;
 }
 
 /**

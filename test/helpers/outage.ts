@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { validSend, type TestApp } from "./app.ts";
 import type { Response } from "./https-client.ts";
+import type { ProblemView, SendBatchResponseView } from "../../src/api/schemas.ts";
 
 export interface Answer {
   what: string;
@@ -19,7 +20,7 @@ async function answer(what: string, call: Promise<Response>): Promise<Answer> {
   const r = await call;
   let code: string | undefined;
   try {
-    code = r.json().code;
+    code = (r.json() as Partial<ProblemView>).code;
   } catch {
     code = undefined;
   }
@@ -46,8 +47,8 @@ export function assertAcceptedOrUnavailable(answers: Answer[], scenario: string)
     if (a.status === 202) continue;
     if (a.status === 200) {
       // A batch answers 200 when some of its messages were accepted; the others carry their problem.
-      for (const item of JSON.parse(a.body).data as Array<{ error?: { code: string } }>)
-        if (item.error) assert.equal(item.error.code, "service_unavailable", `${scenario}, ${a.what}: ${a.body}`);
+      for (const item of (JSON.parse(a.body) as SendBatchResponseView).data)
+        if ("error" in item) assert.equal(item.error.code, "service_unavailable", `${scenario}, ${a.what}: ${a.body}`);
       continue;
     }
     assert.equal(a.status, 503, `${scenario}, ${a.what}: ${a.status} ${a.body}`);

@@ -8,6 +8,7 @@ import type { ErrorCode } from "../../src/domain/errors.ts";
 import { revokeApiKey, SCOPES, type Scope } from "../../src/services/api-keys.ts";
 import { validSend, type TestApp } from "./app.ts";
 import type { Response } from "./https-client.ts";
+import type { ProblemView, SendResponseView } from "../../src/api/schemas.ts";
 
 const PROBLEM_FIELDS = ["type", "title", "status", "detail", "code", "request_id"] as const;
 
@@ -15,11 +16,11 @@ const PROBLEM_FIELDS = ["type", "title", "status", "detail", "code", "request_id
  * Asserts an RFC 9457 problem response with the given status and code and returns
  * its body. `note` is added to assertion messages (e.g. the case name).
  */
-export function assertProblem(res: Response, status: number, code: ErrorCode, note = ""): Record<string, unknown> {
+export function assertProblem(res: Response, status: number, code: ErrorCode, note = ""): ProblemView {
   const where = `${note ? `${note}: ` : ""}HTTP ${res.status} ${res.body.slice(0, 300)}`;
   assert.equal(res.status, status, where);
   assert.match(String(res.headers["content-type"]), /^application\/problem\+json\b/, where);
-  const body = res.json() as Record<string, unknown>;
+  const body = res.json() as ProblemView;
   for (const f of PROBLEM_FIELDS) assert.ok(f in body, `${where}: problem body lacks "${f}"`);
   assert.equal(typeof body.type, "string", where);
   assert.equal(typeof body.title, "string", where);
@@ -79,7 +80,7 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
         // The message exists and belongs to `owner`, so any refusal below is about the key alone.
         const r = await t.call("POST", "/send", { key: owner.key, body: validSend() });
         assert.equal(r.status, 202, r.body);
-        messageId = r.json().id;
+        messageId = (r.json() as SendResponseView).id;
       }
     });
 

@@ -2,6 +2,7 @@
 // HTTPS with its own Idempotency-Key, retries 503s (after Retry-After, capped) and
 // unanswered requests with the same key, and records every answer it got.
 import { request } from "./https-client.ts";
+import type { SendResponseView } from "../../src/api/schemas.ts";
 
 export interface Answer {
   /** HTTP status; 0 when no answer came (connection refused or reset, timeout). */
@@ -78,7 +79,7 @@ export function startSenders(o: SendersOptions): Senders {
         });
         const ra = r.headers["retry-after"];
         a = { status: r.status, ms: Date.now() - started, retryAfter: typeof ra === "string" ? ra : null };
-        if (r.status === 202) id = (r.json() as { id: string }).id;
+        if (r.status === 202) id = (r.json() as SendResponseView).id;
       } catch (err) {
         a = { status: 0, ms: Date.now() - started, retryAfter: null, error: (err as { code?: string }).code ?? (err as Error).message };
       }

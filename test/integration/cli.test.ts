@@ -1,10 +1,18 @@
 // The CLI as users run it: keys create/list/revoke/rotate-data and migrate, against a
 // real database, in child processes.
-import { test, before, after } from "node:test";
+import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
-import { TEST_DATA_KEY } from "../helpers/app.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { createEmptyDatabase, createTestDatabase, type TestDatabase } from "../helpers/db.ts";
+import { TEST_DATA_KEY, testServerCertificates } from "../helpers/app.ts";
+import { exitWithin, freePort, spawnCli, stackFrames } from "../helpers/cli-process.ts";
+import { startPrivatePostgres } from "../helpers/private-postgres.ts";
+import { testCaFile } from "../helpers/worker.ts";
 import { ApiKeyVerifier } from "../../src/services/api-keys.ts";
 
 let tdb: TestDatabase;
@@ -67,4 +75,194 @@ test("migrate reports nothing to apply on a migrated database; rotate-data runs"
   const r = cli(["keys", "rotate-data"]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /re-encrypted 0 messages under data key k1/);
+});
+
+// ---------------------------------------------------------------------------------------
+// --help, usage errors and operator errors (issue 7, finding 5): one line saying what to
+// change, never a stack trace; --help changes nothing.
+
+const tmp = mkdtempSync(join(tmpdir(), "sealpost-cli-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Exactly one non-empty line on stderr, and no stack frame anywhere. */
+function assertOneLine(r: { code: number | null; stdout: string; stderr: string }, re: RegExp, what: string) {
+  assert.notEqual(r.code, 0, `${what}: non-zero exit`);
+  const lines = r.stderr.split("\n").filter((l) => l.trim() !== "");
+  assert.equal(lines.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`);
+  assert.match(lines[0]!, re, what);
+  assert.deepEqual(stackFrames(r.stdout + r.stderr), [], `${what}: no stack trace`);
+}
+
+const HELP_PATHS = [[], ["help"], ["start"], ["serve"], ["worker"], ["migrate"], ["migrate", "resolve"], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["keys", "rotate-data"]];
+
+test("--help on every command and subcommand prints its usage, exit 0, and opens no database", async () => {
+  // Nothing listens on this port: a command that touched the database would fail.
+  const nowhere = `postgresql://postgres@127.0.0.1:${await freePort()}/none`;
+  for (const path of HELP_PATHS) {
+    for (const flag of path.length === 0 || path[1] === "create" ? ["--help", "-h"] : ["--help"]) {
+      const r = cli([...path, flag], { DATABASE_URL: nowhere });
+      assert.equal(r.code, 0, `${[...path, flag].join(" ")}: ${r.stderr}`);
+      assert.equal(r.stderr, "", [...path, flag].join(" "));
+      const expected = path[0] === "help" || path.length === 0 ? "usage: sealpost <command>" : `usage: sealpost ${path.join(" ")}`;
+      assert.ok(r.stdout.startsWith(expected), `${[...path, flag].join(" ")} prints its own usage:\n${r.stdout}`);
+    }
+  }
+  // Help wins over a mistake on the same line; `help <command>` is the same page.
+  assert.equal(cli(["keys", "create", "--nmae", "x", "--help"]).code, 0);
+  assert.equal(cli(["help", "keys", "create"]).stdout, cli(["keys", "create", "--help"]).stdout);
+});
+
+test("migrate --help and keys create --help change nothing", async (t) => {
+  const fresh = await createEmptyDatabase();
+  t.after(() => fresh.drop());
+  const m = cli(["migrate", "--help"], { DATABASE_URL: fresh.url });
+  assert.equal(m.code, 0, m.stderr);
+  const c = new pg.Client({ connectionString: fresh.url });
+  await c.connect();
+  try {
+    const r = await c.query<{ t: string | null }>("SELECT to_regclass('public._prisma_migrations')::text AS t");
+    assert.equal(r.rows[0]!.t, null, `no migration table was created; it printed:\n${m.stdout}`);
+  } finally {
+    await c.end();
+  }
+  assert.match(m.stdout, /^usage: sealpost migrate/);
+
+  const before = await tdb.db.prisma.apiKey.count();
+  const k = cli(["keys", "create", "--help"]);
+  assert.equal(k.code, 0, k.stderr);
+  assert.match(k.stdout, /^usage: sealpost keys create --name N/);
+  assert.match(k.stdout, /--scopes/);
+  assert.equal(await tdb.db.prisma.apiKey.count(), before, "no key was created");
+});
+
+test("a mistyped flag, a missing value, an unknown subcommand or argument: one line and the usage, exit 2", () => {
+  const cases: Array<[string[], RegExp, RegExp]> = [
+    [["keys", "create", "--nmae", "shop"], /^sealpost: keys create: unknown option --nmae \(did you mean --name\?\)$/, /usage: sealpost keys create/],
+    [["keys", "create", "--name"], /^sealpost: keys create: --name needs a value$/, /usage: sealpost keys create/],
+    [["keys", "crate", "--name", "x"], /^sealpost: keys: unknown command crate \(did you mean create\?\)$/, /usage: sealpost keys </],
+    [["keys", "revoke"], /^sealpost: keys revoke: needs <id>$/, /usage: sealpost keys revoke <id>/],
+    [["start", "--port", "9"], /^sealpost: start: unknown option --port$/, /usage: sealpost start/],
+    [["migrate", "now"], /^sealpost: migrate: unknown command now$/, /usage: sealpost migrate/],
+    [["serve", "extra"], /^sealpost: serve: unexpected argument extra$/, /usage: sealpost serve/],
+  ];
+  for (const [args, first, usage] of cases) {
+    const r = cli(args);
+    const what = args.join(" ");
+    assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+    assert.match(r.stderr.split("\n")[0]!, first, what);
+    assert.match(r.stderr, usage, `${what} shows that command's usage`);
+    assert.deepEqual(stackFrames(r.stderr), [], `${what}: no stack trace`);
+    assert.equal(r.stdout, "", what);
+  }
+});
+
+test("database mistakes: missing database, refused connection, unknown role: one line naming DATABASE_URL", async () => {
+  const refusedPort = await freePort();
+  const missing = `sp_missing_${process.pid}`;
+  const cases: Array<[string, string, RegExp]> = [
+    [
+      "missing database",
+      `postgresql://postgres@127.0.0.1:5432/${missing}`,
+      new RegExp(`^sealpost: the database "${missing}" does not exist on 127\\.0\\.0\\.1:5432: create it, or fix its name in DATABASE_URL$`),
+    ],
+    ["refused connection", `postgresql://postgres@127.0.0.1:${refusedPort}/x`, new RegExp(`^sealpost: cannot connect to the database at 127\\.0\\.0\\.1:${refusedPort} \\(connection refused\\): check DATABASE_URL$`)],
+    ["unknown role", "postgresql://sp_no_such_role:pw@127.0.0.1:5432/postgres", /^sealpost: the database at 127\.0\.0\.1:5432 refused user "sp_no_such_role" \(role "sp_no_such_role" does not exist\): check the user and password in DATABASE_URL$/],
+  ];
+  for (const [what, url, re] of cases) {
+    // Every way in: the migration runner, a one-off command, and a server that does not migrate.
+    for (const [args, env] of [[["migrate"], {}], [["keys", "list"], {}], [["keys", "list"], { MIGRATE_ON_START: "false" }], [["worker"], { MIGRATE_ON_START: "false" }]] as const) {
+      assertOneLine(cli([...args], { DATABASE_URL: url, ...env }), re, `${what}, ${args.join(" ")} ${JSON.stringify(env)}`);
+    }
+  }
+});
+
+test("a wrong database password: one line, the password never shown", async (t) => {
+  const server = await startPrivatePostgres("the-right-password");
+  t.after(() => server.stop());
+  const r = cli(["keys", "list"], { DATABASE_URL: server.url("postgres", "a-wrong-password") });
+  assertOneLine(r, new RegExp(`^sealpost: the database at 127\\.0\\.0\\.1:${server.port} refused user "postgres" \\(password authentication failed\\): check the user and password in DATABASE_URL$`), "wrong password");
+  assert.ok(!r.stderr.includes("a-wrong-password"));
+  // And the right one works, so the failure above was the password.
+  const ok = cli(["migrate"], { DATABASE_URL: server.url("postgres", "the-right-password") });
+  assert.equal(ok.code, 0, ok.stderr);
+});
+
+test("a port in use, a missing certificate file, an unreadable SMTP_CA_FILE: one line naming the variable", async (t) => {
+  const { leaf } = testServerCertificates();
+  const certFile = join(tmp, "server.crt");
+  const keyFile = join(tmp, "server.key");
+  writeFileSync(certFile, leaf.cert);
+  writeFileSync(keyFile, leaf.key);
+  const tlsEnv = { TLS_CERT_FILE: certFile, TLS_KEY_FILE: keyFile, HOST: "127.0.0.1", MIGRATE_ON_START: "false" };
+
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+  t.after(() => taken.close());
+  const port = (taken.address() as net.AddressInfo).port;
+  const inUse = cli(["serve"], { ...tlsEnv, PORT: String(port) });
+  assertOneLine(inUse, new RegExp(`^sealpost: port ${port} is in use: set PORT or stop the other process$`), "port in use");
+
+  const missingCert = join(tmp, "missing.crt");
+  assertOneLine(
+    cli(["serve"], { ...tlsEnv, PORT: "0", TLS_CERT_FILE: missingCert }),
+    new RegExp(`^sealpost: TLS_CERT_FILE: cannot read ${missingCert} \\(no such file\\): fix the path in TLS_CERT_FILE$`),
+    "missing certificate",
+  );
+  assertOneLine(cli(["serve"], { ...tlsEnv, PORT: "0", TLS_KEY_FILE: certFile }), /^sealpost: TLS_KEY_FILE: .* is not a PEM private key/, "a certificate given as the key");
+
+  const missingCa = join(tmp, "missing-ca.pem");
+  assertOneLine(cli(["worker"], { MIGRATE_ON_START: "false", SMTP_CA_FILE: missingCa }), new RegExp(`^sealpost: SMTP_CA_FILE: cannot read ${missingCa} \\(no such file\\): fix the path in SMTP_CA_FILE$`), "missing SMTP CA");
+  assertOneLine(cli(["worker"], { MIGRATE_ON_START: "false", SMTP_CA_FILE: tmp }), /^sealpost: SMTP_CA_FILE: cannot read .* \(it is a directory\)/, "SMTP CA that is a directory");
+});
+
+test("without DATABASE_URL, keys create and keys list say they use the embedded database", () => {
+  const dataDir = join(tmp, "data");
+  const env = { DATABASE_URL: "", DATA_DIR: dataDir };
+  const created = cli(["keys", "create", "--name", "local"], env);
+  assert.equal(created.code, 0, created.stderr);
+  assert.match(created.stdout, /^sp_[0-9a-f]{16}_/m);
+  assert.equal(created.stderr.trim(), `sealpost: using the embedded database in ${dataDir} (DATABASE_URL is not set)`);
+  const listed = cli(["keys", "list"], env);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stderr, /using the embedded database in .* \(DATABASE_URL is not set\)/);
+  // With DATABASE_URL, nothing extra is said.
+  assert.equal(cli(["keys", "list"]).stderr, "");
+});
+
+// ---------------------------------------------------------------------------------------
+// The worker's start-up line (issue 7, finding 8): where mail goes, what it trusts, under
+// which policy, in one line, without the relay password.
+
+async function workerStartLine(t: TestContext, env: Record<string, string>): Promise<{ line: string; output: string }> {
+  const p = spawnCli(process.execPath, ["src/cli.ts", "worker"], { DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: TEST_DATA_KEY, MIGRATE_ON_START: "false", ...env });
+  t.after(() => p.kill());
+  const line = await p.waitForLine(/delivery worker started/, "the worker's start-up line", 30_000);
+  p.child.kill("SIGTERM");
+  const r = await exitWithin(p, 10_000, "the worker after SIGTERM");
+  assert.equal(r.code, 0, p.output());
+  return { line, output: p.output() };
+}
+
+test("the worker says at start where mail goes: a relay with AUTH, never its password", async (t) => {
+  const { line, output } = await workerStartLine(t, {
+    SMTP_RELAY_URL: "smtp://mailer:s3cret%2Fpass@relay.example.net:2525",
+    SMTP_CA_FILE: testCaFile(),
+    SMTP_TLS_POLICY: "required",
+    WORKER_CONCURRENCY: "3",
+  });
+  const msg = JSON.parse(line).msg as string;
+  assert.match(msg, /through the relay relay\.example\.net:2525 \(STARTTLS, AUTH configured\)/);
+  assert.ok(msg.includes(`extra trusted CA ${testCaFile()}`), msg);
+  assert.match(msg, /server TLS policy required/);
+  assert.match(msg, /up to 3 deliveries at once/);
+  for (const secret of ["s3cret", "s3cret%2Fpass", "s3cret/pass"]) assert.ok(!output.includes(secret), `the relay password never appears (${secret})`);
+});
+
+test("the worker says at start where mail goes: direct MX, its port and DNS servers", async (t) => {
+  const { line } = await workerStartLine(t, { SMTP_MX_PORT: "2526", DNS_SERVERS: "127.0.0.1:5399" });
+  const msg = JSON.parse(line).msg as string;
+  assert.match(msg, /direct to each domain's MX on port 2526 \(DNS servers 127\.0\.0\.1:5399\)/);
+  assert.match(msg, /no extra CA \(system roots\)/);
+  assert.match(msg, /server TLS policy opportunistic/);
+  assert.match(msg, /up to 8 deliveries at once/);
 });

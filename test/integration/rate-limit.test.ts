@@ -1,4 +1,4 @@
-// Two rate limits (SPEC section 4): per client IP before authentication, so a flood
+// Two rate limits (README, "Configuration"): per client IP before authentication, so a flood
 // of bad keys is throttled before any key lookup, and per API key after it, with a
 // key's own rate_limit_per_minute overriding the default. 429 answers carry
 // Retry-After (RFC 9110 section 10.2.3) and the RateLimit-* fields of the IETF

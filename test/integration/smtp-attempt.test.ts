@@ -1,5 +1,5 @@
 // One delivery attempt against real smtp-server peers on loopback: the STARTTLS policy
-// matrix of SPEC section 3 (what the result says AND what the peer actually got), reply
+// matrix of opportunistic and required against every kind of peer (what the result says AND what the peer actually got), reply
 // classification per recipient, and relay AUTH that never leaves without verified TLS.
 import { describe, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// What the queue promises when workers compete, crash or stop (SPEC sections 1 and 3):
+// What the queue promises when workers compete, crash or stop (ARCHITECTURE.md, "Leases and fences"):
 // two workers on one database never deliver a recipient twice in normal operation; a
 // worker killed with SIGKILL mid-delivery loses nothing (its lease runs out and another
 // worker finishes: at-least-once, a duplicate is allowed); stop() lets in-flight work

@@ -1,6 +1,6 @@
 // Relay mode (SMTP_RELAY_URL): every message goes to one smarthost instead of the
 // recipient's MX. Credentials in the URL are sent with AUTH only over TLS that verified
-// (SPEC section 3; RFC 4954 section 4 warns against cleartext PLAIN/LOGIN), so a relay
+// (RFC 4954 section 4 warns against cleartext PLAIN/LOGIN), so a relay
 // that cannot prove who it is never sees them, whatever the message's policy.
 // The relay is named by IP in the URL (no DNS involved) and its certificates carry
 // that IP as a subjectAltName, which is what the name check then compares against.

@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { ConfigError, loadConfig } from "../../src/config.ts";
 import { resolveCertificates } from "../../src/api/server.ts";
-import { createOnce, DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
+import { DataKeyError, loadDataKeys, parseDataKeys } from "../../src/security/data-keys.ts";
+import { createOnce } from "../../src/files.ts";
 
 const quiet = { warn() {} };
 
@@ -44,6 +45,20 @@ test("durations and lists parse", () => {
   assert.equal(c.SMTP_RETRY_MIN, 500);
   assert.deepEqual(c.DNS_SERVERS, ["127.0.0.1:5353", "10.0.0.1"]);
   assert.throws(() => loadConfig({ SMTP_RETRY_MIN: "2h", SMTP_RETRY_MAX: "1h" }), /SMTP_RETRY_MIN must not exceed/);
+});
+
+test("leases: the claim lease and the renewal interval follow the lease, and a renewal slower than a third of a lease is refused", () => {
+  const d = loadConfig({});
+  assert.deepEqual([d.WORKER_LEASE_MS, d.WORKER_CLAIM_LEASE_MS, d.WORKER_LEASE_RENEW_MS], [300_000, 15_000, 5000]);
+  const short = loadConfig({ WORKER_LEASE_MS: "2000" });
+  assert.deepEqual([short.WORKER_CLAIM_LEASE_MS, short.WORKER_LEASE_RENEW_MS], [1000, 333]);
+  const set = loadConfig({ WORKER_LEASE_MS: "60000", WORKER_CLAIM_LEASE_MS: "9000", WORKER_LEASE_RENEW_MS: "3000" });
+  assert.deepEqual([set.WORKER_CLAIM_LEASE_MS, set.WORKER_LEASE_RENEW_MS], [9000, 3000]);
+  const oneLine = (re: RegExp) => (e: Error) => e instanceof ConfigError && e.message.split("\n").length === 2 && re.test(e.message);
+  assert.throws(() => loadConfig({ WORKER_LEASE_MS: "10000", WORKER_CLAIM_LEASE_MS: "20000" }), oneLine(/WORKER_CLAIM_LEASE_MS: must not exceed WORKER_LEASE_MS/));
+  assert.throws(() => loadConfig({ WORKER_LEASE_RENEW_MS: "5001" }), oneLine(/WORKER_LEASE_RENEW_MS: must be at most a third of WORKER_CLAIM_LEASE_MS/));
+  assert.throws(() => loadConfig({ WORKER_LEASE_MS: "3000", WORKER_LEASE_RENEW_MS: "400" }), oneLine(/WORKER_LEASE_RENEW_MS/));
+  assert.deepEqual(loadConfig({ WORKER_LEASE_MS: "45000" }).WORKER_CLAIM_LEASE_MS, 15_000);
 });
 
 test("data keys: one key, several with ids, and bad ones", () => {

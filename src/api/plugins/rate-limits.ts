@@ -1,4 +1,4 @@
-// Two limits (SPEC section 4): per client IP before authentication, so a flood of
+// Two limits (README, "Configuration"): per client IP before authentication, so a flood of
 // bad keys is throttled without touching the database, and per API key after it.
 // Both answer 429 problem+json with Retry-After and the RateLimit-* headers of the
 // IETF draft. The store is in memory per process.

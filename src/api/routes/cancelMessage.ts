@@ -1,7 +1,6 @@
-import { z } from "zod";
 import { cancelMessage } from "../../services/messages.ts";
 import { defineRoute } from "../route.ts";
-import { IdParams } from "../schemas.ts";
+import { CancelResponseSchema, IdParams } from "../schemas.ts";
 
 export default defineRoute({
   operationId: "cancelMessage",
@@ -12,7 +11,7 @@ export default defineRoute({
   tags: ["messages"],
   params: IdParams,
   responses: {
-    200: { description: "Cancelled", schema: z.object({ id: z.uuid(), status: z.literal("cancelled") }).meta({ id: "CancelResponse" }) },
+    200: { description: "Cancelled", schema: CancelResponseSchema },
   },
   errors: [401, 403, 404, 409, 422, 429, 503],
   async handler({ params, request }, deps) {

@@ -1,8 +1,6 @@
-import { z } from "zod";
 import { AppError } from "../../domain/errors.ts";
 import { defineRoute } from "../route.ts";
-
-const Health = z.object({ status: z.literal("ok") }).meta({ id: "Health" });
+import { HealthSchema } from "../schemas.ts";
 
 export const healthz = defineRoute({
   operationId: "healthz",
@@ -11,10 +9,10 @@ export const healthz = defineRoute({
   summary: "Liveness: the process answers",
   scope: null,
   tags: ["operations"],
-  responses: { 200: { description: "Alive", schema: Health } },
+  responses: { 200: { description: "Alive", schema: HealthSchema } },
   errors: [],
   async handler() {
-    return { status: "ok" };
+    return { status: "ok" as const };
   },
 });
 
@@ -25,7 +23,7 @@ export const readyz = defineRoute({
   summary: "Readiness: the database answers",
   scope: null,
   tags: ["operations"],
-  responses: { 200: { description: "Ready", schema: Health } },
+  responses: { 200: { description: "Ready", schema: HealthSchema } },
   errors: [503],
   async handler(_input, deps) {
     try {
@@ -33,6 +31,6 @@ export const readyz = defineRoute({
     } catch (cause) {
       throw new AppError("service_unavailable", "the database is not reachable", { cause });
     }
-    return { status: "ok" };
+    return { status: "ok" as const };
   },
 });

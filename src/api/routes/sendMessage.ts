@@ -61,6 +61,8 @@ export default defineRoute({
       });
     const result = await acceptMessage(sendContext(deps), request.apiKey!, body, { idempotencyKey: idem });
     if (result.replayed) reply.header("idempotent-replayed", "true");
-    return reply.code(result.statusCode).send(result.body);
+    // A replay answers the status stored with the first response (always 202 today).
+    reply.code(result.statusCode);
+    return result.body;
   },
 });

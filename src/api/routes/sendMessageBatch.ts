@@ -6,7 +6,7 @@ import { fieldErrors } from "../field-errors.ts";
 import { problemFor } from "../plugins/errors.ts";
 import { isDatabaseUnavailable } from "../../db/errors.ts";
 import { defineRoute } from "../route.ts";
-import { ProblemSchema, SendResponseSchema } from "../schemas.ts";
+import { SendBatchResponseSchema, type SendBatchResponseView } from "../schemas.ts";
 import { sendContext } from "./sendMessage.ts";
 
 export const MAX_BATCH = 100;
@@ -16,14 +16,6 @@ export const MAX_BATCH = 100;
 const BatchRequest = z
   .strictObject({ messages: z.array(z.looseObject({})).min(1).max(MAX_BATCH) })
   .meta({ id: "SendBatchRequest", description: `Up to ${MAX_BATCH} messages; each item is a SendRequest.` });
-
-const BatchItem = z.union([
-  SendResponseSchema.extend({ index: z.number().int() }),
-  z.object({ index: z.number().int(), error: ProblemSchema }),
-]);
-const BatchResponse = z
-  .object({ accepted: z.number().int(), rejected: z.number().int(), data: z.array(BatchItem) })
-  .meta({ id: "SendBatchResponse", description: "One result per message, in request order: the accepted message or its problem" });
 
 export default defineRoute({
   operationId: "sendMessageBatch",
@@ -36,7 +28,7 @@ export default defineRoute({
   scope: "send",
   tags: ["messages"],
   body: BatchRequest,
-  responses: { 200: { description: "Per-message results", schema: BatchResponse } },
+  responses: { 200: { description: "Per-message results", schema: SendBatchResponseSchema } },
   errors: [400, 401, 403, 413, 415, 422, 429, 503],
   errorDescriptions: {
     503:
@@ -72,7 +64,7 @@ export default defineRoute({
     if (outage && failures.length === outcomes.length) throw outage;
     // Otherwise each item says what happened to it, so a client resends only what was not
     // accepted (resending everything would duplicate the accepted ones).
-    const data: Array<z.infer<typeof BatchItem>> = outcomes.map((o, index) =>
+    const data: SendBatchResponseView["data"] = outcomes.map((o, index) =>
       o.status === "fulfilled" ? { index, ...o.value } : { index, error: problemFor(o.reason as Error, request.id) },
     );
     const accepted = data.filter((d) => !("error" in d)).length;
