@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { dirname, resolve } from "node:path";
 import net from "node:net";
+import { trackOpen } from "./leak-guard.ts";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -40,6 +41,9 @@ export function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 
 export function spawnCli(command: string, args: string[], env: Record<string, string>, opts: { detached?: boolean } = {}): CliProcess {
   const child = spawn(command, args, { cwd: ROOT, env: childEnv(env), stdio: ["ignore", "pipe", "pipe"], detached: opts.detached ?? false });
+  const gone = trackOpen(`process ${[command, ...args].join(" ")} (pid ${child.pid})`, "spawnCli", "kill(), or wait for `exited`");
+  if (child.pid === undefined) gone(); // it never started ('error' follows)
+  else child.once("exit", gone);
   const lines: string[] = [];
   const waiters = new Set<() => void>();
   const partial = { stdout: "", stderr: "" };

@@ -4,12 +4,12 @@
 // Run as root (CI, this machine), initdb and pg_ctl run as the `postgres` user through
 // runuser, because Postgres refuses to run as root; as anyone else they run as that user.
 import { execFile } from "node:child_process";
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import net from "node:net";
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
+import { freePort } from "./cli-process.ts";
 import { trackOpen } from "./leak-guard.ts";
 
 const run = promisify(execFile);
@@ -20,7 +20,7 @@ export interface PrivateCluster {
   readonly port: number;
   readonly dir: string;
   readonly dataDir: string;
-  /** postgresql://postgres@127.0.0.1:<port>/<db> */
+  /** postgresql://postgres[:password]@127.0.0.1:<port>/<db> */
   url(db?: string): string;
   /** Run one statement on a fresh connection to `db` (default postgres). */
   query<T extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[], db?: string): Promise<pg.QueryResult<T>>;
@@ -43,18 +43,6 @@ export interface PrivateCluster {
   mountTmpfs(name: string, sizeBytes: number): Promise<{ path: string } | { error: string }>;
   /** Stop (immediately) and delete everything. Safe to call twice and after a failure. */
   destroy(): Promise<void>;
-}
-
-/** A TCP port free on 127.0.0.1 right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const isRoot = () => process.getuid?.() === 0;
@@ -86,7 +74,11 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-export async function createPrivateCluster(opts: { port?: number; settings?: Record<string, string> } = {}): Promise<PrivateCluster> {
+/**
+ * `password`: the superuser `postgres` has it and every connection must give it
+ * (scram-sha-256); by default the cluster trusts every local connection, like the shared one.
+ */
+export async function createPrivateCluster(opts: { port?: number; settings?: Record<string, string>; password?: string } = {}): Promise<PrivateCluster> {
   if (!existsSync(join(PG_BIN, "initdb"))) throw new Error(`no initdb in ${PG_BIN} (set PG_BIN to the Postgres binaries)`);
   const dir = mkdtempSync(join(tmpdir(), "sp-pg-"));
   const dataDir = join(dir, "data");
@@ -97,7 +89,14 @@ export async function createPrivateCluster(opts: { port?: number; settings?: Rec
   let destroyed = false;
   const mounts: string[] = [];
 
-  await asOwner("initdb", ["-D", dataDir, "-U", "postgres", "-A", "trust", "--no-sync", "--no-instructions", "-E", "UTF8"]);
+  let auth = ["-A", "trust"];
+  if (opts.password !== undefined) {
+    const pwfile = join(dir, "password");
+    writeFileSync(pwfile, `${opts.password}\n`, { mode: 0o600 });
+    if (owner) chownSync(pwfile, owner.uid, owner.gid);
+    auth = ["-A", "scram-sha-256", `--pwfile=${pwfile}`];
+  }
+  await asOwner("initdb", ["-D", dataDir, "-U", "postgres", ...auth, "--no-sync", "--no-instructions", "-E", "UTF8"]);
   const settings = {
     listen_addresses: "'127.0.0.1'",
     port: String(port),
@@ -136,7 +135,8 @@ export async function createPrivateCluster(opts: { port?: number; settings?: Rec
     port,
     dir,
     dataDir,
-    url: (db = "postgres") => `postgresql://postgres@127.0.0.1:${port}/${db}`,
+    url: (db = "postgres") =>
+      `postgresql://postgres${opts.password === undefined ? "" : `:${encodeURIComponent(opts.password)}`}@127.0.0.1:${port}/${db}`,
     async query(sql, params, db) {
       const c = new pg.Client({ connectionString: cluster.url(db), connectionTimeoutMillis: 5000 });
       await c.connect();

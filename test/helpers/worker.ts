@@ -1,8 +1,12 @@
 // A real delivery worker on a test database, configured like production through the
 // environment schema (DNS_SERVERS, SMTP_MX_PORT, SMTP_CA_FILE ...).
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
 import { loadConfig, type Config } from "../../src/config.ts";
 import { createDeliveryWorker, type WorkerHandle } from "../../src/worker/worker.ts";
 import type { TestDatabase } from "./db.ts";
@@ -59,4 +63,37 @@ export function startTestWorker(
   const stop = w.stop.bind(w);
   let stopping: Promise<void> | undefined;
   return Object.assign(w, { config, stop: (graceMs?: number) => (stopping ??= stop(graceMs).then(stopped)) });
+}
+
+export interface WorkerChild {
+  child: ChildProcess;
+  /** Everything it printed so far (stdout and stderr). */
+  output: string[];
+  exited: Promise<unknown[]>;
+}
+
+const REPO = fileURLToPath(new URL("../..", import.meta.url));
+const WORKER_CHILD = fileURLToPath(new URL("./worker-child.ts", import.meta.url));
+
+/**
+ * A worker in a process of its own (worker-child.ts, built as `sealpost worker` builds it)
+ * with the settings of startTestWorker and `env`, for tests that kill it for real; killed
+ * with SIGKILL when the test ends if it still runs.
+ */
+export function spawnTestWorker(t: TestContext, tdb: TestDatabase, env: Record<string, string>): WorkerChild {
+  const output: string[] = [];
+  const child = spawn(process.execPath, [WORKER_CHILD], {
+    cwd: REPO,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", ...testWorkerEnv(tdb, env) },
+  });
+  child.stdout.on("data", (c: Buffer) => output.push(String(c)));
+  child.stderr.on("data", (c: Buffer) => output.push(String(c)));
+  const exited = once(child, "exit");
+  t.after(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGKILL");
+    await exited;
+  });
+  return { child, output, exited };
 }

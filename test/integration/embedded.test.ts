@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { request, type Response } from "../helpers/https-client.ts";
 import { validSend } from "../helpers/app.ts";
-import { freePort } from "../helpers/pg-cluster.ts"; // the CLI prints its URL, but PORT=0 would leave us parsing it
+import { freePort } from "../helpers/cli-process.ts"; // the CLI prints its URL, but PORT=0 would leave us parsing it
 import { waitFor } from "../helpers/wait.ts";
 
 const ROOT = resolve(import.meta.dirname, "../..");

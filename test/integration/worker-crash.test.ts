@@ -5,18 +5,13 @@
 // finish, or hands its leases back when the grace period runs out.
 import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { fileURLToPath } from "node:url";
 import { startTestApp, type TestApp } from "../helpers/app.ts";
 import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { startPeer, type SmtpPeer } from "../helpers/smtp-peers.ts";
-import { startTestWorker, testWorkerEnv } from "../helpers/worker.ts";
+import { spawnTestWorker, startTestWorker } from "../helpers/worker.ts";
 import { getMessage, sendMessage, waitForMessage } from "../helpers/messages.ts";
 import { waitFor } from "../helpers/wait.ts";
 
-const REPO = fileURLToPath(new URL("../..", import.meta.url));
-const CHILD = fileURLToPath(new URL("../helpers/worker-child.ts", import.meta.url));
 
 let app: TestApp;
 let key: string;
@@ -98,24 +93,9 @@ test("two workers on one database deliver every recipient exactly once", async (
 
 test("a worker killed with SIGKILL mid-delivery loses nothing: another finishes after the lease", async (t) => {
   const id = await send({ to: "victim@killed.test" });
-  const output: string[] = [];
   // A separate process, built by startWorker() from the environment like `sealpost worker`,
   // with a short lease so the test need not wait minutes for it to run out.
-  const child = spawn(process.execPath, [CHILD], {
-    cwd: REPO,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: {
-      PATH: process.env.PATH ?? "",
-      LOG_LEVEL: "info",
-      ...testWorkerEnv(app.tdb, { WORKER_ID: "doomed-worker", WORKER_LEASE_MS: "1500", ...workerEnv() }),
-    },
-  });
-  child.stdout.on("data", (c: Buffer) => output.push(String(c)));
-  child.stderr.on("data", (c: Buffer) => output.push(String(c)));
-  const exited = once(child, "exit");
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
+  const { child, output, exited } = spawnTestWorker(t, app.tdb, { WORKER_ID: "doomed-worker", WORKER_LEASE_MS: "1500", ...workerEnv() });
 
   // The peer has the whole message and the child waits for the reply to the final dot.
   await waitFor(() => stallsOnce.received.length === 1 || child.exitCode !== null, { what: "the child to send the message", timeoutMs: 20_000 })

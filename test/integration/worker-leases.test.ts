@@ -6,23 +6,17 @@
 // The database outage is a TCP proxy between the worker and Postgres, cut and restored.
 import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { setTimeout as delay } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { openDatabase } from "../../src/db/client.ts";
-import { createDeliveryWorker } from "../../src/worker/worker.ts";
-import { captureLogger, startTestApp, TEST_DATA_KEY, testCipher, type TestApp } from "../helpers/app.ts";
+import { startTestApp, type TestApp } from "../helpers/app.ts";
 import type { TestDatabase } from "../helpers/db.ts";
 import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { getMessage, sendMessage, waitForMessage } from "../helpers/messages.ts";
 import { startPeer, type SmtpPeer } from "../helpers/smtp-peers.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { startTestWorker, testCaFile, workerConfig } from "../helpers/worker.ts";
+import { spawnTestWorker, startTestWorker } from "../helpers/worker.ts";
 
-const REPO = fileURLToPath(new URL("../..", import.meta.url));
-const CHILD = fileURLToPath(new URL("../helpers/worker-child.ts", import.meta.url));
 
 let app: TestApp;
 let key: string;
@@ -76,10 +70,8 @@ const copiesTo = (peer: SmtpPeer, address: string) => peer.received.filter((r) =
 
 /** A worker whose database connections go through the proxy; stopped at the end of the test unless stopped before. */
 function proxiedWorker(t: TestContext, env: Record<string, string>, logs: string[]) {
-  const config = workerConfig(proxied, { ...workerEnv(), ...env });
-  const w = createDeliveryWorker({ config, pool: proxied.db.pool, cipher: testCipher(), logger: captureLogger(logs, "info"), resolver: { timeoutMs: 500, tries: 1 } });
-  let stopped: Promise<void> | null = null;
-  const stop = (graceMs = 5000) => (stopped ??= w.stop(graceMs));
+  const w = startTestWorker(proxied, { ...workerEnv(), ...env }, logs);
+  const stop = (graceMs = 5000) => w.stop(graceMs);
   t.after(async () => {
     await proxy.restore();
     await stop();
@@ -187,33 +179,13 @@ test("a killed worker's claimed but unstarted deliveries are due again after the
   // Two stall in flight; two more wait in the backlog (concurrency 2, claims of 4).
   const stalled = [await send({ to: "s1@stalls.test" }), await send({ to: "s2@stalls.test" })];
   const waiting = [await send({ to: "w1@prompt.test" }), await send({ to: "w2@prompt.test" })];
-  const output: string[] = [];
-  const child = spawn(process.execPath, [CHILD], {
-    cwd: REPO,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: {
-      PATH: process.env.PATH ?? "",
-      NODE_ENV: "test",
-      LOG_LEVEL: "info",
-      DATABASE_URL: app.tdb.url,
-      SEALPOST_DATA_KEY: TEST_DATA_KEY,
-      SMTP_CA_FILE: testCaFile(),
-      SMTP_HELO_NAME: "sealpost.test",
-      SMTP_CONNECT_TIMEOUT_MS: "2000",
-      WORKER_ID: "killed-with-a-backlog",
-      WORKER_CONCURRENCY: "2",
-      WORKER_BATCH_SIZE: "4",
-      WORKER_LEASE_MS: "60000",
-      WORKER_CLAIM_LEASE_MS: "1500",
-      WORKER_POLL_MS: "25",
-      ...workerEnv(),
-    },
-  });
-  child.stdout.on("data", (c: Buffer) => output.push(String(c)));
-  child.stderr.on("data", (c: Buffer) => output.push(String(c)));
-  const exited = once(child, "exit");
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  const { child, output, exited } = spawnTestWorker(t, app.tdb, {
+    WORKER_ID: "killed-with-a-backlog",
+    WORKER_CONCURRENCY: "2",
+    WORKER_BATCH_SIZE: "4",
+    WORKER_LEASE_MS: "60000",
+    WORKER_CLAIM_LEASE_MS: "1500",
+    ...workerEnv(),
   });
 
   await waitFor(() => stalls.received.length === 2 || child.exitCode !== null, { what: "the child to start both stalling deliveries", timeoutMs: 20_000 })
