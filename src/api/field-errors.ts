@@ -138,7 +138,8 @@ const ALIASES: Record<string, string[]> = {
 function suggest(key: string, allowed: string[]): string | undefined {
   const norm = (s: string) => s.toLowerCase().replace(/-/g, "_");
   const k = norm(key);
-  const alias = ALIASES[k]?.filter((a) => allowed.includes(a));
+  // Own keys only: "constructor" or "__proto__" would find Object.prototype's.
+  const alias = Object.hasOwn(ALIASES, k) ? ALIASES[k]!.filter((a) => allowed.includes(a)) : undefined;
   if (alias && alias.length > 0) return alias.join('" or "');
   const exact = allowed.find((a) => norm(a) === k || norm(a) === `${k}s` || `${norm(a)}s` === k);
   if (exact) return exact;

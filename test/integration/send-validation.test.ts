@@ -154,6 +154,7 @@ const other: Case[] = [
   { name: "unknown field status", body: validSend({ status: "delivered" }), status: 422, code: "invalid_request", path: "status", says: /^unknown field; the fields here are from, to, cc, bcc, reply_to, subject, text, html/ },
   { name: "unknown field envelope", body: validSend({ envelope: { from: "bounce@evil.example", to: ["eve@evil.example"] } }), status: 422, code: "invalid_request", path: "envelope" },
   { name: "unknown field id", body: validSend({ id: "00000000-0000-4000-8000-000000000000" }), status: 422, code: "invalid_request", path: "id" },
+  { name: "unknown field constructor (a name Object.prototype has)", body: validSend({ constructor: 1 }), status: 422, code: "invalid_request", path: "constructor", says: /^unknown field; the fields here are from, to/ },
   { name: "send_at not an ISO time", body: validSend({ send_at: "tomorrow at noon" }), status: 422, code: "invalid_request", path: "send_at", says: /ISO 8601 time with a time zone, such as "2030-01-01T09:00:00Z"/ },
   { name: "send_at without a time zone", body: validSend({ send_at: "2030-01-01T10:00:00" }), status: 422, code: "invalid_request", path: "send_at" },
   { name: "send_at more than 30 days ahead", body: validSend({ send_at: new Date(Date.now() + 31 * 86_400_000).toISOString() }), status: 422, code: "invalid_request", path: "send_at", says: /at most 30 days ahead/ },

@@ -42,6 +42,9 @@ const KINDS: Array<[kind: string, input: unknown, path: string, says: RegExp]> =
   ["too_big, record", { ...base, headers: Object.fromEntries(Array.from({ length: 31 }, (_, i) => [`X-H${i}`, "v"])) }, "headers", /^at most 30 headers$/],
   ["too_small, empty string", { ...base, subject: "" }, "subject", /^must not be empty; a string of 1 to 998 characters/],
   ["unrecognized_keys, top level", { ...base, sender: "x" }, "sender", /^unknown field; did you mean "from"\?$/],
+  // Names of Object.prototype's own properties are unknown fields like any other.
+  ["unrecognized_keys, constructor", { ...base, constructor: 1 }, "constructor", /^unknown field; the fields here are from, to/],
+  ["unrecognized_keys, __proto__", { ...base, from: JSON.parse('{"__proto__": 0}') }, "from.__proto__", /^unknown field; the fields here are name, address$/],
   ["unrecognized_keys, nested", { ...base, attachments: [{ filename: "a", content: "QQ==", content_type: "text/plain", encoding: "base64" }] }, "attachments[0].encoding", /^unknown field; the fields here are filename, content, content_type, content_id$/],
   ["invalid_format, regex", { ...base, tags: ["no spaces please"] }, "tags[0]", /^must be 1-64 characters from A-Z a-z 0-9 _ \. : -$/],
   ["invalid_format, datetime", { ...base, send_at: "2030-01-01" }, "send_at", /^must be an ISO 8601 time with a time zone/],
