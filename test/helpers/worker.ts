@@ -1,5 +1,6 @@
 // A real delivery worker on a test database, configured like production through the
-// environment schema (DNS_SERVERS, SMTP_MX_PORT, SMTP_CA_FILE ...).
+// environment schema (DNS_SERVERS, SMTP_MX_PORT, SMTP_CA_FILE ...), in this process or,
+// for tests that kill it for real, in a child process.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, writeFileSync } from "node:fs";
