@@ -4,6 +4,7 @@
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
 import type pg from "pg";
+import type { SmtpRelay } from "../config.ts";
 import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type RecipientStatus } from "../domain/message.ts";
 import { strictest } from "../domain/tls-policy.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
@@ -15,16 +16,9 @@ import { type AttemptEvidence, type ClaimedDelivery, type Completion, type Recip
 import { cleartextEvidence } from "./smtp-evidence.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 
-export interface RelaySettings {
-  host: string;
-  port: number;
-  implicitTls: boolean;
-  auth?: { user: string; pass: string };
-}
-
 export interface DeliverySettings {
   serverPolicy: "opportunistic" | "required";
-  relay: RelaySettings | null;
+  relay: SmtpRelay | null;
   mxPort: number;
   heloName: string;
   ca: string[];

@@ -4,16 +4,16 @@
 // (stop()) stops claiming, lets in-flight deliveries finish and their results be
 // written for a grace period, then hands back the leases it still holds.
 import { hostname } from "node:os";
-import { randomBytes, X509Certificate } from "node:crypto";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { writeAtomic } from "../files.ts";
 import { heartbeatFile } from "../healthcheck.ts";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
-import { ConfigError, type Config } from "../config.ts";
+import { readSmtpCaFile, type Config } from "../config.ts";
 import { claimDeliveries, completeDelivery, releaseLeases, renewLeases, returnUnstarted, type ClaimedDelivery, type Completion } from "./queue.ts";
-import { runDelivery, type DeliveryDeps, type DeliverySettings, type RelaySettings } from "./deliver.ts";
+import { runDelivery, type DeliveryDeps, type DeliverySettings } from "./deliver.ts";
 import type pg from "pg";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { cachingResolver, createMxResolver, type MxResolverOptions } from "./mx.ts";
@@ -21,37 +21,13 @@ import { SmtpSessionPool } from "./smtp-pool.ts";
 import { purgeExpired } from "../services/retention.ts";
 import { errorFields } from "../logger.ts";
 
-export function relayFromUrl(url: string | undefined): RelaySettings | null {
-  if (!url) return null;
-  const u = new URL(url);
-  const implicitTls = u.protocol === "smtps:";
-  const relay: RelaySettings = { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port ? Number(u.port) : implicitTls ? 465 : 587, implicitTls };
-  if (u.username) relay.auth = { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) };
-  return relay;
-}
-
-function readCaFile(file: string): string {
-  let pem: string;
-  try {
-    pem = readFileSync(file, "utf8");
-  } catch (err) {
-    throw ConfigError.unreadableFile("SMTP_CA_FILE", file, err);
-  }
-  try {
-    new X509Certificate(pem);
-  } catch (err) {
-    throw new ConfigError(`SMTP_CA_FILE: ${file} is not a PEM certificate: point it at the CA certificate to trust for SMTP peers, or unset it`, { cause: err });
-  }
-  return pem;
-}
-
 export function deliverySettings(config: Config): DeliverySettings {
   return {
     serverPolicy: config.SMTP_TLS_POLICY,
-    relay: relayFromUrl(config.SMTP_RELAY_URL),
+    relay: config.SMTP_RELAY_URL ?? null,
     mxPort: config.SMTP_MX_PORT,
     heloName: config.SMTP_HELO_NAME ?? hostname(),
-    ca: config.SMTP_CA_FILE ? [readCaFile(config.SMTP_CA_FILE)] : [],
+    ca: config.SMTP_CA_FILE ? [readSmtpCaFile(config.SMTP_CA_FILE)] : [],
     connectTimeoutMs: config.SMTP_CONNECT_TIMEOUT_MS,
     maxRetryMs: config.SMTP_MAX_RETRY,
     retryMinMs: config.SMTP_RETRY_MIN,
@@ -439,11 +415,11 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
 
 /**
  * What the worker will do, for its start-up line: where mail goes, what it trusts, under
- * which policy. Built from the parsed settings, never from SMTP_RELAY_URL itself, so the
+ * which policy. Built from the parsed relay's host and port, never its credentials, so the
  * relay password cannot reach the log.
  */
 export function describeDelivery(config: Config): { summary: string; fields: Record<string, unknown> } {
-  const relay = relayFromUrl(config.SMTP_RELAY_URL);
+  const relay = config.SMTP_RELAY_URL;
   const route = relay
     ? `through the relay ${relay.host}:${relay.port} (${relay.implicitTls ? "implicit TLS" : "STARTTLS"}, ${relay.auth ? "AUTH configured" : "no AUTH"})`
     : `direct to each domain's MX on port ${config.SMTP_MX_PORT} (${config.DNS_SERVERS ? `DNS servers ${config.DNS_SERVERS.join(", ")}` : "system DNS resolvers"})`;
