@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
+import { TLS_POLICIES } from "./domain/tls-policy.ts";
 
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
@@ -14,7 +15,7 @@ const int = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
 const optionalPath = z.string().min(1).optional();
-const tlsPolicy = z.enum(["opportunistic", "required"]);
+const tlsPolicy = z.enum(TLS_POLICIES);
 
 // SMTP_MAX_RETRY accepts 90s, 30m, 12h, 3d (Postfix's maximal_queue_lifetime style).
 const duration = z

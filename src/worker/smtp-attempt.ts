@@ -9,20 +9,11 @@ import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { NodemailerError } from "nodemailer/lib/errors.js";
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 import { meetsMinVersion, tlsPlan, type TlsPlan } from "./tls-plan.ts";
-import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext, type TlsEvidence } from "./smtp-evidence.ts";
-import {
-  classifySend,
-  defaultEnhanced,
-  errorName,
-  LOCAL_STATUS,
-  localStatus,
-  parseReply,
-  type RecipientOutcome,
-  type RecipientStatus,
-} from "./smtp-reply.ts";
+import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext, type AttemptEvidence, type TlsEvidence } from "./smtp-evidence.ts";
+import { classifySend, defaultEnhanced, errorName, LOCAL_STATUS, localVerdict, parseReply, type RecipientVerdict, type ReplyVerdict } from "./smtp-reply.ts";
 
-export type { TlsEvidence } from "./smtp-evidence.ts";
-export type { RecipientOutcome } from "./smtp-reply.ts";
+export type { AttemptEvidence, TlsEvidence } from "./smtp-evidence.ts";
+export type { RecipientVerdict } from "./smtp-reply.ts";
 
 export type { TlsPolicy } from "../domain/tls-policy.ts";
 
@@ -51,9 +42,9 @@ export interface AttemptOptions {
 }
 
 export interface AttemptResult {
-  evidence: TlsEvidence & { mxHost: string; ip: string; port: number; policy: TlsPolicy; startedAt: Date; durationMs: number };
+  evidence: AttemptEvidence;
   /** One per envelope.to, same order. */
-  recipients: RecipientOutcome[];
+  recipients: RecipientVerdict[];
   /**
    * True when this host could not take the message (connection, greeting, TLS policy,
    * AUTH): the deferred recipients may be tried at the next MX right away. Never after a
@@ -80,7 +71,7 @@ export interface SmtpSession {
   readonly evidence: TlsEvidence;
   /** False once the connection is gone; a pool must then open a new one. */
   readonly usable: boolean;
-  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientOutcome[]; tryNextHost: boolean }>;
+  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientVerdict[]; tryNextHost: boolean }>;
   /** Sends QUIT and waits for the connection to end. */
   close(): Promise<void>;
 }
@@ -104,7 +95,7 @@ export async function attemptDelivery(opts: AttemptOptions): Promise<AttemptResu
 }
 
 /** The evidence of one attempt: the session's TLS, where it went, under which policy, and when. */
-export function attemptEvidence(tls: TlsEvidence, opts: SessionOptions, startedAt: Date): AttemptResult["evidence"] {
+export function attemptEvidence(tls: TlsEvidence, opts: SessionOptions, startedAt: Date): AttemptEvidence {
   const { host: mxHost, ip, port } = opts.target;
   return { ...tls, mxHost, ip, port, policy: opts.policy, startedAt, durationMs: Date.now() - startedAt.getTime() };
 }
@@ -318,12 +309,12 @@ function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession
 const UNSENDABLE = /[\x00-\x20\x7f<>]/;
 
 async function sendOne(conn: SMTPConnection, envelope: { from: string; to: string[] }, message: Buffer) {
-  const all = (status: RecipientStatus) => ({ recipients: envelope.to.map((address) => ({ address, ...status })), tryNextHost: false });
-  if (UNSENDABLE.test(envelope.from)) return all(localStatus("bounced", LOCAL_STATUS.badSender, "invalid sender address"));
+  const all = (verdict: ReplyVerdict) => ({ recipients: envelope.to.map((address) => ({ address, ...verdict })), tryNextHost: false });
+  if (UNSENDABLE.test(envelope.from)) return all(localVerdict("bounced", LOCAL_STATUS.badSender, "invalid sender address"));
   const to = [...new Set(envelope.to.filter((a) => a !== "" && !UNSENDABLE.test(a)))];
-  const badAddress = localStatus("bounced", LOCAL_STATUS.badRecipient, "invalid recipient address");
+  const badAddress = localVerdict("bounced", LOCAL_STATUS.badRecipient, "invalid recipient address");
   if (to.length === 0) return all(badAddress);
-  if (conn.destroyed) return all(localStatus("deferred", LOCAL_STATUS.badConnection, "connection already closed"));
+  if (conn.destroyed) return all(localVerdict("deferred", LOCAL_STATUS.badConnection, "connection already closed"));
 
   // The message goes in as a stream only to learn whether all of it was handed to the
   // connection: after that, a lost connection may still mean the server has it.
@@ -333,8 +324,8 @@ async function sendOne(conn: SMTPConnection, envelope: { from: string; to: strin
   const { err, info } = await new Promise<{ err: NodemailerError | null; info?: SMTPConnection.SentMessageInfo }>((resolve) => {
     conn.send({ from: envelope.from, to, size: message.length }, body, (e, i) => resolve({ err: e, info: i }));
   });
-  const { outcomes, tryNextHost } = classifySend({ to, err, info, rcptErrors: rcptErrorsOf(conn), messageSent });
-  const recipients = envelope.to.map((address) => ({ address, ...(outcomes.get(address) ?? badAddress) }));
+  const { verdicts, tryNextHost } = classifySend({ to, err, info, rcptErrors: rcptErrorsOf(conn), messageSent });
+  const recipients = envelope.to.map((address) => ({ address, ...(verdicts.get(address) ?? badAddress) }));
   return { recipients, tryNextHost };
 }
 
