@@ -89,3 +89,21 @@ test("no SQL outside src/db/ (and the worker's queue)", () => {
 test("the allowed files still hold SQL (drop an entry once its statements move)", () => {
   for (const rel of ALLOWED_FILES) assert.notDeepEqual(findSql(readFileSync(join(ROOT, rel), "utf8")), [], rel);
 });
+
+// prisma/roles.sql names, beside each grant, the repository functions that need it (or
+// lists a function as the owner's). A repository function it does not name has not
+// been audited against the grants; a name it gives that no longer exists is stale.
+test("prisma/roles.sql names every repository function, and only existing ones", () => {
+  const roles = readFileSync(join(ROOT, "prisma", "roles.sql"), "utf8");
+  const REPOSITORIES = ["api-keys", "messages", "deliveries", "idempotency", "content", "data-keys"];
+  const exported = REPOSITORIES.flatMap((f) =>
+    [...readFileSync(join(SRC, "db", `${f}.ts`), "utf8").matchAll(/^export (?:async )?function (\w+)/gm)].map((m) => m[1]!));
+  assert.ok(exported.length > 10, `repository functions found: ${exported.join(", ")}`);
+  const unnamed = exported.filter((name) => !new RegExp(`\\b${name}\\b`).test(roles));
+  assert.deepEqual(unnamed, [], "repository functions that prisma/roles.sql does not account for");
+  const everyExport = new Set(sourceFiles(SRC).flatMap((file) =>
+    [...readFileSync(file, "utf8").matchAll(/^(?:export )?(?:async )?function (\w+)/gm)].map((m) => m[1]!)));
+  const named = new Set([...roles.matchAll(/^--.*$/gm)].flatMap((m) => [...m[0].matchAll(/\b([a-z]+[A-Z]\w*)\b/g)].map((n) => n[1]!)));
+  const stale = [...named].filter((n) => !everyExport.has(n));
+  assert.deepEqual(stale, [], "names in prisma/roles.sql that are no function in src");
+});
