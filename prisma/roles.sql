@@ -9,7 +9,13 @@
 --   psql "postgresql://owner@db/sealpost" -v ON_ERROR_STOP=1 -f prisma/roles.sql
 --
 -- It creates two group roles that cannot log in, sealpost_api and sealpost_worker, and
--- gives each exactly what its process does to the database (src/services, src/worker).
+-- gives each exactly what its process does to the database. Every statement is in a
+-- repository under src/db/ (the worker's: src/worker/queue.ts, and its message load in
+-- src/worker/deliver.ts), so each grant below names the functions that need it; a
+-- grant no function needs is one to remove. The owner-only functions (run by `sealpost
+-- keys` as the owner) need none: insertApiKey, findAllApiKeys, markApiKeyRevoked
+-- (db/api-keys.ts), findContentNotUnderKey, rewriteContent, findKeyIdsInUse
+-- (db/content.ts), retireKeysNotIn (db/data-keys.ts).
 -- Give each process its own LOGIN role that is a member of one of them:
 --
 --   CREATE ROLE sealpost_api_1 LOGIN PASSWORD '...' IN ROLE sealpost_api;
@@ -66,22 +72,25 @@ GRANT USAGE ON SCHEMA public TO sealpost_api, sealpost_worker;
 
 -- ---------------------------------------------------------------------------------
 -- sealpost_api: `sealpost serve`. Authenticates keys, accepts messages (one INSERT
--- with CTEs in src/services/send-message.ts), reads them back, cancels. It never
+-- with CTEs, insertMessages in src/db/messages.ts), reads them back, cancels. It never
 -- deletes anything and never records delivery results.
 -- ---------------------------------------------------------------------------------
 
--- ApiKeyVerifier loads a key's record and hash by id (src/services/api-keys.ts); `serve`
--- counts active keys at start. Keys are created and revoked by the owner (CLI), so no
--- INSERT/UPDATE: a compromised API cannot mint or un-revoke keys.
+-- db/api-keys.ts: findApiKeyById (ApiKeyVerifier loads a key's record and hash by id),
+-- countActiveApiKeys (`serve` at start). Keys are created and revoked by the owner
+-- (CLI), so no INSERT/UPDATE: a compromised API cannot mint or un-revoke keys.
 GRANT SELECT ON api_keys TO sealpost_api;
 
--- send-message.ts inserts the message (all columns but finished_at/content_purged_at);
--- GET /messages/:id and GET /messages read it (Prisma reads whole rows); cancel locks it
--- (SELECT ... FOR UPDATE needs UPDATE on some column) and sets the final status.
+-- SELECT (db/messages.ts): findStoredMessage (GET /messages/:id), findMessageSummaries
+-- (GET /messages), messageOwnedBy (GET /messages/:id/events), lockMessageStatus
+-- (cancel); findContentSamplesUnderKey (db/content.ts, the data-key check at start).
 GRANT SELECT ON messages TO sealpost_api;
+-- insertMessages: all columns but finished_at/content_purged_at.
 GRANT INSERT (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
               subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
   ON messages TO sealpost_api;
+-- lockMessageStatus (SELECT ... FOR UPDATE needs UPDATE on some column) and
+-- markMessageCancelled, which sets the final status.
 GRANT UPDATE (status, updated_at, finished_at) ON messages TO sealpost_api;
 
 -- The queue rows of a new message (one per recipient domain), and cancel: it counts a
@@ -91,34 +100,42 @@ GRANT UPDATE (status, updated_at, finished_at) ON messages TO sealpost_api;
 -- next_attempt_at and created_at only to show, in GET /messages/:id, when a recipient is
 -- tried next and when retrying ends (created_at + SMTP_MAX_RETRY); it never reads the
 -- lease (no SELECT on lease_owner).
+-- SELECT: insertMessages (RETURNING id, message_id, domain), countDeliveriesOf and
+-- cancelUntouchedDeliveries (db/deliveries.ts: message_id, state, attempts),
+-- findStoredMessage (state, next_attempt_at, created_at).
 GRANT SELECT (id, message_id, domain, state, attempts, next_attempt_at, created_at) ON deliveries TO sealpost_api;
-GRANT INSERT (message_id, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api;
-GRANT UPDATE (state, lease_owner) ON deliveries TO sealpost_api;
-GRANT USAGE ON SEQUENCE deliveries_id_seq TO sealpost_api; -- BIGSERIAL default (nextval)
+GRANT INSERT (message_id, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api; -- insertMessages
+GRANT UPDATE (state, lease_owner) ON deliveries TO sealpost_api; -- cancelUntouchedDeliveries
+GRANT USAGE ON SEQUENCE deliveries_id_seq TO sealpost_api; -- insertMessages: BIGSERIAL default (nextval)
 
 -- Recipient rows of a new message; GET /messages/:id shows them with their last
--- response; cancel marks them cancelled.
+-- response; cancel marks them cancelled. SELECT: findStoredMessage, findMessageAttempts
+-- (the recipient's address), insertMessages (RETURNING), markRecipientsCancelled (WHERE).
 GRANT SELECT ON recipients TO sealpost_api;
-GRANT INSERT (message_id, delivery_id, position, kind, address, name, status, updated_at) ON recipients TO sealpost_api;
-GRANT UPDATE (status, updated_at) ON recipients TO sealpost_api;
-GRANT USAGE ON SEQUENCE recipients_id_seq TO sealpost_api;
+GRANT INSERT (message_id, delivery_id, position, kind, address, name, status, updated_at) ON recipients TO sealpost_api; -- insertMessages
+GRANT UPDATE (status, updated_at) ON recipients TO sealpost_api; -- markRecipientsCancelled
+GRANT USAGE ON SEQUENCE recipients_id_seq TO sealpost_api; -- insertMessages
 
--- Delivery evidence is shown by GET /messages/:id and /events; only the worker writes it.
+-- Delivery evidence is shown by GET /messages/:id and /events (findStoredMessage,
+-- findMessageAttempts); only the worker writes it.
 GRANT SELECT ON delivery_attempts TO sealpost_api;
 
--- Idempotency-Key: the send statement inserts the record, or takes over an expired one
--- (INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= ...); a replay reads it.
--- Expired records are deleted by the worker's retention sweep, not by the API.
+-- Idempotency-Key: the send statement (insertMessages) inserts the record, or takes over
+-- an expired one (INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= ...); a replay
+-- reads it (findIdempotencyRecord, db/idempotency.ts). Expired records are deleted by
+-- the worker's retention sweep, not by the API.
 GRANT SELECT ON idempotency_records TO sealpost_api;
 GRANT INSERT (api_key_id, key, request_hash, status_code, response, message_id, created_at, expires_at)
   ON idempotency_records TO sealpost_api;
 GRANT UPDATE (request_hash, status_code, response, message_id, created_at, expires_at)
   ON idempotency_records TO sealpost_api;
 
--- Data keys (src/security/data-key-check.ts): at start `serve` reads the recorded keys,
--- records the check values of keys it holds (and fills one recorded by the migration
--- without a value, once its key proved itself against stored content), and marks its
--- first key as encrypting. Retiring keys is `keys rotate-data`'s, run as the owner.
+-- Data keys (the start check, src/security/data-key-check.ts, over db/data-keys.ts): at
+-- start `serve` reads the recorded keys (findDataKeys), records the check values of keys
+-- it holds (insertDataKeys), fills one recorded by the migration without a value once
+-- its key proved itself against stored content (fillCheckValue: check_value), and marks
+-- its first key as encrypting (markKeyEncrypting: encrypting_since, retired_at).
+-- Retiring keys (retireKeysNotIn) is `keys rotate-data`'s, run as the owner.
 GRANT SELECT ON data_keys TO sealpost_api;
 GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_api;
 GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpost_api;
@@ -129,10 +146,12 @@ GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpos
 -- Nothing at all on api_keys: it never authenticates anyone and never needs a key hash.
 -- ---------------------------------------------------------------------------------
 
--- deliver.ts loads the whole message (content, sender, Message-ID); the claim statement
--- moves it to 'sending' and refreshMessageStatus locks it (FOR NO KEY UPDATE) and sets
--- the derived status and finished_at. Retention (src/services/retention.ts) erases the
--- five content columns and stamps content_purged_at. It never creates messages.
+-- src/worker/deliver.ts (loadMessage) reads the whole message (content, sender,
+-- Message-ID); the claim statement (src/worker/queue.ts) moves it to 'sending' and
+-- refreshMessageStatus locks it (FOR NO KEY UPDATE) and sets the derived status and
+-- finished_at. Retention's purgeContent (db/content.ts) erases the five content columns
+-- and stamps content_purged_at; findContentSamplesUnderKey (db/content.ts) reads content
+-- for the data-key check at start. It never creates messages.
 GRANT SELECT ON messages TO sealpost_worker;
 GRANT UPDATE (status, updated_at, finished_at,
               subject, text_body, html_body, headers, attachments, content_purged_at)
@@ -144,12 +163,13 @@ GRANT UPDATE (status, updated_at, finished_at,
 GRANT SELECT ON deliveries TO sealpost_worker;
 GRANT UPDATE (state, attempts, lease_owner, next_attempt_at) ON deliveries TO sealpost_worker;
 
--- Pending recipients of a claimed delivery, the To/Cc headers, and each outcome.
+-- Pending recipients of a claimed delivery (queue.ts), the To/Cc headers (deliver.ts
+-- loadMessage), and each outcome (queue.ts).
 GRANT SELECT ON recipients TO sealpost_worker;
 GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at) ON recipients TO sealpost_worker;
 
--- Evidence of every attempt is appended (createMany, no RETURNING), never read back,
--- never changed: it is the record of what happened.
+-- Evidence of every attempt is appended by the completion statement (queue.ts, no
+-- RETURNING), never read back, never changed: it is the record of what happened.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
               reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
@@ -157,14 +177,15 @@ GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls,
 GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 
 -- Retention deletes idempotency records past expires_at (24 h), in batches picked by
--- primary key. A DELETE needs SELECT on the columns it filters on, here the key columns
+-- primary key (deleteExpiredIdempotencyRecords, db/idempotency.ts). A DELETE needs SELECT on the columns it filters on, here the key columns
 -- and expires_at, and nothing else: the stored responses and request hashes are never
 -- read by the worker.
 GRANT SELECT (api_key_id, key, expires_at) ON idempotency_records TO sealpost_worker;
 GRANT DELETE ON idempotency_records TO sealpost_worker;
 
--- Data keys: the same start check as the API's, except that the worker writes no
--- content, so it never marks a key as encrypting.
+-- Data keys: the same start check as the API's (findDataKeys, insertDataKeys,
+-- fillCheckValue), except that the worker writes no content, so it never marks a key
+-- as encrypting (no markKeyEncrypting: no UPDATE of encrypting_since).
 GRANT SELECT ON data_keys TO sealpost_worker;
 GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_worker;
 GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;

@@ -1,6 +1,9 @@
 // The one place that reads process.env. Every variable is parsed and checked here
 // once; the rest of the code receives a frozen Config.
+import { readFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
 import { z } from "zod";
+import { TLS_POLICIES } from "./domain/tls-policy.ts";
 
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
@@ -12,7 +15,7 @@ const int = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min).max(max));
 const optionalPath = z.string().min(1).optional();
-const tlsPolicy = z.enum(["opportunistic", "required"]);
+const tlsPolicy = z.enum(TLS_POLICIES);
 
 // SMTP_MAX_RETRY accepts 90s, 30m, 12h, 3d (Postfix's maximal_queue_lifetime style).
 const duration = z
@@ -22,6 +25,49 @@ const duration = z
     const m = /^(\d+)(ms|s|m|h|d)$/.exec(v)!;
     const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms"];
     return Number(m[1]) * unit;
+  });
+
+/** SMTP_RELAY_URL, parsed: every message goes to this smarthost. */
+export interface SmtpRelay {
+  host: string;
+  port: number;
+  /** smtps:// (port 465 style): TLS from the first byte, no STARTTLS. */
+  implicitTls: boolean;
+  auth?: { user: string; pass: string };
+}
+
+const RELAY_SHAPE = "expected smtp://[user:password@]host[:port] or smtps://..., with reserved characters in the user and password percent-encoded";
+
+/**
+ * smtp://[user:password@]host[:port] (STARTTLS, port 587 by default) or smtps://... (implicit
+ * TLS, 465). The messages never quote the URL: it may carry the relay password.
+ */
+const relayUrl = z
+  .string()
+  .regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL")
+  .transform((v, ctx): SmtpRelay => {
+    const fail = (message: string) => {
+      ctx.addIssue({ code: "custom", message });
+      return z.NEVER;
+    };
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      return fail(`is not a valid URL: ${RELAY_SHAPE}`);
+    }
+    const host = u.hostname.replace(/^\[|\]$/g, "");
+    if (!host) return fail(`has no host: ${RELAY_SHAPE}`);
+    const implicitTls = u.protocol === "smtps:";
+    const relay: SmtpRelay = { host, port: u.port ? Number(u.port) : implicitTls ? 465 : 587, implicitTls };
+    if (u.username) {
+      try {
+        relay.auth = { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) };
+      } catch {
+        return fail(`has a malformed %-escape in the user or password: ${RELAY_SHAPE}`);
+      }
+    }
+    return relay;
   });
 
 const hostPortList = z
@@ -55,7 +101,7 @@ const EnvSchema = z
     RATE_LIMIT_KEY_WINDOW_MS: int(100, 86_400_000).default(60_000),
     API_KEY_CACHE_TTL_MS: int(0, 600_000).default(5000),
     SMTP_TLS_POLICY: tlsPolicy.default("opportunistic"),
-    SMTP_RELAY_URL: z.string().regex(/^smtps?:\/\//, "must be an smtp:// or smtps:// URL").optional(),
+    SMTP_RELAY_URL: relayUrl.optional(),
     SMTP_MX_PORT: int(1, 65535).default(25),
     SMTP_CA_FILE: optionalPath,
     SMTP_HELO_NAME: z.string().min(1).optional(),
@@ -130,6 +176,25 @@ export class ConfigError extends Error {
         : `fix the path in ${variable}`;
     return new ConfigError(`${variable}: cannot read ${file} (${why}): ${fix}`, { cause: err });
   }
+}
+
+/**
+ * The PEM of SMTP_CA_FILE, checked to be a certificate. Read when the worker starts, not
+ * with the rest of the configuration: it is I/O, and only the worker needs it.
+ */
+export function readSmtpCaFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw ConfigError.unreadableFile("SMTP_CA_FILE", file, err);
+  }
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    throw new ConfigError(`SMTP_CA_FILE: ${file} is not a PEM certificate: point it at the CA certificate to trust for SMTP peers, or unset it`, { cause: err });
+  }
+  return pem;
 }
 
 /** Parse an environment (process.env by default). Throws ConfigError naming each bad variable. */

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import type { Config } from "./config.ts";
 import { openDatabase, type Database } from "./db/client.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./db/embedded.ts";
+import { ping } from "./db/health.ts";
 import { migrate } from "./db/migrate.ts";
 import { ContentCipher } from "./security/content-cipher.ts";
 import { join } from "node:path";
@@ -72,9 +73,9 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
     onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });
   try {
-    // Straight through the pool first: node-postgres names the failure (ECONNREFUSED,
-    // 28P01, 3D000) where Prisma's wrapping keeps only "not reachable".
-    await db.pool.query("SELECT 1");
+    // Straight through the pool first (ping): node-postgres names the failure
+    // (ECONNREFUSED, 28P01, 3D000) where Prisma's wrapping keeps only "not reachable".
+    await ping(db);
   } catch (err) {
     await db.close();
     await embedded?.stop();

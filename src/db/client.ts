@@ -3,9 +3,11 @@
 // outage turns into a fast 503 instead of a hung request.
 import pg from "pg";
 import { PrismaPg } from "@prisma/adapter-pg";
-import { PrismaClient } from "../generated/prisma/client.ts";
+import { PrismaClient, type Prisma } from "../generated/prisma/client.ts";
 
 export type Db = InstanceType<typeof PrismaClient>;
+/** The client inside `db.$transaction(async (tx) => ...)`: repositories take `Db | Tx`. */
+export type Tx = Prisma.TransactionClient;
 
 /**
  * How long past the statement timeout node-postgres waits for an answer before giving

@@ -23,16 +23,14 @@
 // steps happened, not that every running process was restarted; that stays the
 // operator's part, and a process that missed it is refused at its next start.
 import type { Db } from "../db/client.ts";
+import { findContentSamplesUnderKey, findKeyIdsInUse } from "../db/content.ts";
+import { fillCheckValue, findDataKeys, insertDataKeys, markKeyEncrypting, retireKeysNotIn, type DataKeyRow } from "../db/data-keys.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "./content-cipher.ts";
 import { DataKeyError } from "./data-keys.ts";
 import { MigrationError } from "../db/migrate.ts";
 
 /** "encrypts": a process that writes content (serve, start); "decrypts": one that only reads it (worker). */
 export type DataKeyRole = "encrypts" | "decrypts";
-
-type Row = { id: string; checkValue: Uint8Array | null; encryptingSince: Date | null; retiredAt: Date | null };
-
-const CONTENT_COLUMNS = ["subject", "text_body", "html_body", "headers", "attachments"] as const;
 
 const list = (ids: string[]) => ids.join(", ");
 
@@ -42,14 +40,7 @@ const list = (ids: string[]) => ids.join(", ");
  * true when nothing is stored under the id any more.
  */
 async function provesAgainstContent(db: Db, cipher: ContentCipher, id: string): Promise<boolean> {
-  const samples = await db.$queryRawUnsafe<Array<{ id: string; col: string; v: Uint8Array }>>(
-    `SELECT m.id::text AS id, c.col, c.v FROM messages m
-      CROSS JOIN LATERAL (VALUES ${CONTENT_COLUMNS.map((c) => `('${c}', m.${c})`).join(", ")}) AS c(col, v)
-      WHERE c.v IS NOT NULL AND length(c.v) > 2 AND get_byte(c.v, 0) = 1
-        AND substring(c.v from 3 for get_byte(c.v, 1)) = convert_to($1, 'UTF8')
-      LIMIT 3`,
-    id,
-  );
+  const samples = await findContentSamplesUnderKey(db, id);
   if (samples.length === 0) return true;
   return samples.some((s) => {
     try {
@@ -63,7 +54,7 @@ async function provesAgainstContent(db: Db, cipher: ContentCipher, id: string): 
 }
 
 /** Problems with the held keys against the recorded ones, each a clause of one line. */
-async function problemsWith(db: Db, cipher: ContentCipher, rows: Row[]): Promise<{ problems: string[]; proven: string[] }> {
+async function problemsWith(db: Db, cipher: ContentCipher, rows: DataKeyRow[]): Promise<{ problems: string[]; proven: string[] }> {
   const held = new Set(cipher.keyIds);
   const wrong: string[] = [];
   const proven: string[] = []; // recorded without a check value, and this process's key decrypts the content
@@ -86,9 +77,9 @@ async function problemsWith(db: Db, cipher: ContentCipher, rows: Row[]): Promise
 }
 
 /** The recorded keys; a database that was not migrated to this version is an operator's one-line error, not a crash. */
-async function recordedKeys(db: Db): Promise<Row[]> {
+async function recordedKeys(db: Db): Promise<DataKeyRow[]> {
   try {
-    return await db.dataKey.findMany();
+    return await findDataKeys(db);
   } catch (err) {
     if ((err as { code?: string }).code === "P2021") // Prisma: the table does not exist
       throw new MigrationError("the database has no data_keys table: it is not migrated to this version of sealpost; run `sealpost migrate` as the database owner");
@@ -97,7 +88,7 @@ async function recordedKeys(db: Db): Promise<Row[]> {
 }
 
 /** The key that encrypts in the deployment as recorded: the latest to start encrypting, not retired. */
-function deployedKey(rows: Row[]): Row | undefined {
+function deployedKey(rows: DataKeyRow[]): DataKeyRow | undefined {
   return rows.filter((r) => r.encryptingSince && !r.retiredAt).sort((a, b) => b.encryptingSince!.getTime() - a.encryptingSince!.getTime())[0];
 }
 
@@ -119,18 +110,15 @@ export async function checkDataKeys(db: Db, cipher: ContentCipher, role: DataKey
   const checkValue = (id: string) => new Uint8Array(cipher.checkValue(id)); // Prisma's Bytes is a Uint8Array over an ArrayBuffer
   const known = new Set(rows.map((r) => r.id));
   const fresh = cipher.keyIds.filter((id) => !known.has(id));
-  if (fresh.length > 0) await db.dataKey.createMany({ data: fresh.map((id) => ({ id, checkValue: checkValue(id) })), skipDuplicates: true });
-  for (const id of proven) await db.dataKey.updateMany({ where: { id, checkValue: null }, data: { checkValue: checkValue(id) } });
+  if (fresh.length > 0) await insertDataKeys(db, fresh.map((id) => ({ id, checkValue: checkValue(id) })));
+  for (const id of proven) await fillCheckValue(db, id, checkValue(id));
   // Another process may have recorded one of these ids between the read and the insert.
-  const mine = await db.dataKey.findMany({ where: { id: { in: cipher.keyIds } } });
+  const mine = await findDataKeys(db, cipher.keyIds);
   const clash = mine.filter((r) => r.checkValue && !cipher.matchesCheckValue(r.id, r.checkValue)).map((r) => r.id);
   if (clash.length > 0)
     throw new DataKeyError(`another sealpost process recorded a different key under id ${list(clash)} just now: give every process the same SEALPOST_DATA_KEY`);
   if (role === "encrypts") {
-    await db.$executeRaw`UPDATE data_keys
-                            SET encrypting_since = CASE WHEN encrypting_since IS NULL OR retired_at IS NOT NULL THEN now() ELSE encrypting_since END,
-                                retired_at = NULL
-                          WHERE id = ${current}`;
+    await markKeyEncrypting(db, current);
   }
 }
 
@@ -163,16 +151,6 @@ export async function assertRotationAllowed(db: Db, cipher: ContentCipher): Prom
 
 /** After a rotation: keys other than `current` that no stored value uses any more are marked retired. Returns their ids. */
 export async function retireUnusedKeys(db: Db, current: string): Promise<string[]> {
-  const used = await db.$queryRawUnsafe<Array<{ id: string }>>(
-    `SELECT DISTINCT encode(substring(c.v from 3 for get_byte(c.v, 1)), 'escape') AS id FROM messages m
-      CROSS JOIN LATERAL (VALUES ${CONTENT_COLUMNS.map((c) => `(m.${c})`).join(", ")}) AS c(v)
-      WHERE c.v IS NOT NULL AND length(c.v) > 2 AND get_byte(c.v, 0) = 1`,
-  );
-  const retired = await db.$queryRawUnsafe<Array<{ id: string }>>(
-    `UPDATE data_keys SET retired_at = now()
-      WHERE id <> $1 AND encrypting_since IS NOT NULL AND retired_at IS NULL AND NOT (id = ANY($2::text[]))
-      RETURNING id`,
-    current, used.map((u) => u.id),
-  );
-  return retired.map((r) => r.id).sort();
+  const retired = await retireKeysNotIn(db, current, await findKeyIdsInUse(db));
+  return retired.sort();
 }

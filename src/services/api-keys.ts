@@ -4,6 +4,7 @@
 // guess it, and SHA-256 keeps verification off the request's critical path.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Db } from "../db/client.ts";
+import { countActiveApiKeys, findAllApiKeys, findApiKeyById, insertApiKey, markApiKeyRevoked, type ApiKeyRow } from "../db/api-keys.ts";
 import { AppError } from "../domain/errors.ts";
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 
@@ -51,38 +52,32 @@ export interface NewKeyInput {
 export async function createApiKey(db: Db, input: NewKeyInput): Promise<{ key: string; record: ApiKeyRecord }> {
   const id = randomBytes(8).toString("hex");
   const secret = base32(randomBytes(32)).slice(0, 52);
-  const row = await db.apiKey.create({
-    data: {
-      id,
-      name: input.name,
-      secretHash: hashSecret(secret),
-      scopes: input.scopes ?? [...SCOPES],
-      allowedDomains: (input.domains ?? ["*"]).map((d) => d.toLowerCase()),
-      tlsPolicy: input.tlsPolicy ?? null,
-      rateLimitPerMinute: input.rateLimitPerMinute ?? null,
-    },
+  const row = await insertApiKey(db, {
+    id,
+    name: input.name,
+    secretHash: hashSecret(secret),
+    scopes: input.scopes ?? [...SCOPES],
+    allowedDomains: (input.domains ?? ["*"]).map((d) => d.toLowerCase()),
+    tlsPolicy: input.tlsPolicy ?? null,
+    rateLimitPerMinute: input.rateLimitPerMinute ?? null,
   });
   return { key: `sp_${id}_${secret}`, record: toRecord(row) };
 }
 
 export async function listApiKeys(db: Db): Promise<ApiKeyRecord[]> {
-  const rows = await db.apiKey.findMany({ orderBy: { createdAt: "asc" } });
+  const rows = await findAllApiKeys(db);
   return rows.map(toRecord);
 }
 
 export async function revokeApiKey(db: Db, id: string): Promise<boolean> {
-  const r = await db.apiKey.updateMany({ where: { id, revokedAt: null }, data: { revokedAt: new Date() } });
-  return r.count > 0;
+  return markApiKeyRevoked(db, id, new Date());
 }
 
 export async function countActiveKeys(db: Db): Promise<number> {
-  return db.apiKey.count({ where: { revokedAt: null } });
+  return countActiveApiKeys(db);
 }
 
-function toRecord(row: {
-  id: string; name: string; scopes: string[]; allowedDomains: string[]; tlsPolicy: string | null;
-  rateLimitPerMinute: number | null; createdAt: Date; revokedAt: Date | null;
-}): ApiKeyRecord {
+function toRecord(row: ApiKeyRow): ApiKeyRecord {
   return {
     id: row.id,
     name: row.name,
@@ -119,7 +114,7 @@ export class ApiKeyVerifier {
     const [, id, secret] = m as unknown as [string, string, string];
     let entry = this.#cache.get(id);
     if (!entry || entry.expires <= this.#now()) {
-      const row = await this.#db.apiKey.findUnique({ where: { id } });
+      const row = await findApiKeyById(this.#db, id);
       if (!row) {
         this.#cache.delete(id);
         throw new AppError("unauthorized", "the API key is not valid");

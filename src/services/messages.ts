@@ -1,6 +1,11 @@
 // Reading messages back. A key sees only its own messages: every query is scoped by
 // api_key_id, so another key's message is simply "not found".
 import type { Db } from "../db/client.ts";
+import { cancelUntouchedDeliveries, countDeliveriesOf } from "../db/deliveries.ts";
+import {
+  findMessageAttempts, findMessageSummaries, findStoredMessage, lockMessageStatus, markMessageCancelled,
+  markRecipientsCancelled, messageOwnedBy, type MessageSummaryRow,
+} from "../db/messages.ts";
 import { AppError } from "../domain/errors.ts";
 import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import { lifetimeEnd } from "../domain/retry-lifetime.ts";
@@ -38,17 +43,12 @@ export function attemptView(a: AttemptRow) {
   };
 }
 
-type MessageRow = {
-  id: string; status: string; tlsPolicy: string; fromAddress: string; fromName: string | null; subject: Uint8Array | null;
-  tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null;
-};
-
 /**
  * The subject, decrypted; or, when this server cannot decrypt it, null and why. The rest
  * of the view (addresses, statuses, evidence) is not encrypted and is still shown, so a
  * message under a key this process lacks, or a damaged value, never hides the others.
  */
-function readSubject(m: MessageRow, cipher: ContentCipher) {
+function readSubject(m: MessageSummaryRow, cipher: ContentCipher) {
   if (!m.subject) return { subject: null, content_unreadable: null };
   try {
     return { subject: cipher.decrypt(m.subject, contentAad(m.id, "subject")).toString("utf8"), content_unreadable: null };
@@ -64,7 +64,7 @@ function readSubject(m: MessageRow, cipher: ContentCipher) {
   }
 }
 
-function summaryView(m: MessageRow, cipher: ContentCipher) {
+function summaryView(m: MessageSummaryRow, cipher: ContentCipher) {
   const { subject, content_unreadable } = readSubject(m, cipher);
   return {
     id: m.id,
@@ -80,11 +80,6 @@ function summaryView(m: MessageRow, cipher: ContentCipher) {
     content_unreadable,
   };
 }
-
-const summarySelect = {
-  id: true, status: true, tlsPolicy: true, fromAddress: true, fromName: true, subject: true, tags: true,
-  metadata: true, createdAt: true, sendAt: true, contentPurgedAt: true,
-} as const;
 
 /** What the message view needs from the delivery settings. */
 export interface DeliverySchedule {
@@ -113,23 +108,7 @@ export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string
   // statements; one REPEATABLE READ snapshot keeps them consistent with each other (a
   // worker finishing or claiming in between would otherwise pair a deferred message with
   // a recipient already being retried, or a deferred recipient with its lease time).
-  const m = await db.$transaction(
-    (tx) =>
-      tx.message.findFirst({
-        where: { id, apiKeyId },
-        select: {
-          ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
-          recipients: {
-            orderBy: { position: "asc" },
-            include: {
-              attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
-              delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
-            },
-          },
-        },
-      }),
-    { isolationLevel: "RepeatableRead" },
-  );
+  const m = await db.$transaction((tx) => findStoredMessage(tx, apiKeyId, id), { isolationLevel: "RepeatableRead" });
   if (!m) throw new AppError("not_found", "no message with this id");
   return {
     ...summaryView(m, cipher),
@@ -150,13 +129,8 @@ export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string
 }
 
 export async function getMessageEvents(db: Db, apiKeyId: string, id: string) {
-  const m = await db.message.findFirst({ where: { id, apiKeyId }, select: { id: true } });
-  if (!m) throw new AppError("not_found", "no message with this id");
-  const rows = await db.deliveryAttempt.findMany({
-    where: { messageId: id },
-    orderBy: [{ startedAt: "asc" }, { id: "asc" }],
-    include: { recipient: { select: { address: true } } },
-  });
+  if (!(await messageOwnedBy(db, apiKeyId, id))) throw new AppError("not_found", "no message with this id");
+  const rows = await findMessageAttempts(db, id);
   return { message_id: id, events: rows.map((a) => ({ ...attemptView(a), recipient: a.recipient.address })) };
 }
 
@@ -183,19 +157,9 @@ export function decodeCursor(cursor: string): { createdAt: Date; id: string } {
 
 export async function listMessages(db: Db, cipher: ContentCipher, apiKeyId: string, f: ListFilters) {
   const after = f.cursor ? decodeCursor(f.cursor) : null;
-  const rows = await db.message.findMany({
-    where: {
-      apiKeyId,
-      ...(f.status ? { status: f.status } : {}),
-      ...(f.tag ? { tags: { has: f.tag } } : {}),
-      ...(f.createdAfter || f.createdBefore
-        ? { createdAt: { ...(f.createdAfter ? { gte: f.createdAfter } : {}), ...(f.createdBefore ? { lt: f.createdBefore } : {}) } }
-        : {}),
-      ...(after ? { OR: [{ createdAt: { lt: after.createdAt } }, { createdAt: after.createdAt, id: { lt: after.id } }] } : {}),
-    },
-    orderBy: [{ createdAt: "desc" }, { id: "desc" }],
-    take: f.limit + 1,
-    select: summarySelect,
+  // One more than a page: whether it exists says whether there is a next page.
+  const rows = await findMessageSummaries(db, apiKeyId, {
+    limit: f.limit + 1, after, status: f.status, tag: f.tag, createdAfter: f.createdAfter, createdBefore: f.createdBefore,
   });
   const page = rows.slice(0, f.limit);
   const last = page[page.length - 1];
@@ -211,21 +175,17 @@ export async function listMessages(db: Db, cipher: ContentCipher, apiKeyId: stri
  */
 export async function cancelMessage(db: Db, apiKeyId: string, id: string) {
   return db.$transaction(async (tx) => {
-    const rows = await tx.$queryRawUnsafe<Array<{ status: string }>>(
-      `SELECT status FROM messages WHERE id = $1::uuid AND api_key_id = $2 FOR UPDATE`, id, apiKeyId);
-    const m = rows[0];
-    if (!m) throw new AppError("not_found", "no message with this id");
-    if (m.status === "cancelled") return { id, status: "cancelled" as const };
-    if (!CANCELLABLE_STATUSES.has(m.status as MessageStatus))
-      throw new AppError("conflict", `the message is ${m.status}; only queued or scheduled messages can be cancelled`);
-    const total = await tx.delivery.count({ where: { messageId: id } });
-    const cancelled = await tx.$executeRawUnsafe(
-      `UPDATE deliveries SET state = 'cancelled', lease_owner = NULL
-        WHERE message_id = $1::uuid AND state = 'pending' AND attempts = 0`, id);
+    const status = await lockMessageStatus(tx, apiKeyId, id);
+    if (status === null) throw new AppError("not_found", "no message with this id");
+    if (status === "cancelled") return { id, status: "cancelled" as const };
+    if (!CANCELLABLE_STATUSES.has(status as MessageStatus))
+      throw new AppError("conflict", `the message is ${status}; only queued or scheduled messages can be cancelled`);
+    const total = await countDeliveriesOf(tx, id);
+    const cancelled = await cancelUntouchedDeliveries(tx, id);
     if (cancelled !== total) throw new AppError("conflict", "sending has already started for this message");
     const now = new Date();
-    await tx.recipient.updateMany({ where: { messageId: id }, data: { status: "cancelled", updatedAt: now } });
-    await tx.message.update({ where: { id }, data: { status: "cancelled", updatedAt: now, finishedAt: now } });
+    await markRecipientsCancelled(tx, id, now);
+    await markMessageCancelled(tx, id, now);
     return { id, status: "cancelled" as const };
   });
 }

@@ -4,6 +4,8 @@
 // idempotency records (24 h) are deleted. Runs in batches so a large backlog never
 // holds long locks.
 import type { Db } from "../db/client.ts";
+import { purgeContent } from "../db/content.ts";
+import { deleteExpiredIdempotencyRecords } from "../db/idempotency.ts";
 
 export interface PurgeResult {
   messagesPurged: number;
@@ -15,25 +17,13 @@ export async function purgeExpired(db: Db, opts: { retentionDays: number; now: D
   const batch = opts.batchSize ?? 500;
   let messagesPurged = 0;
   for (;;) {
-    const n = await db.$executeRawUnsafe(
-      `UPDATE messages
-          SET subject = NULL, text_body = NULL, html_body = NULL, headers = NULL, attachments = NULL,
-              content_purged_at = $2::timestamptz, updated_at = $2::timestamptz
-        WHERE id IN (SELECT id FROM messages
-                      WHERE finished_at IS NOT NULL AND finished_at < $1::timestamptz AND content_purged_at IS NULL
-                      LIMIT $3 FOR UPDATE SKIP LOCKED)`,
-      cutoff, opts.now, batch,
-    );
+    const n = await purgeContent(db, cutoff, opts.now, batch);
     messagesPurged += n;
     if (n < batch) break;
   }
   let idempotencyRecordsDeleted = 0;
   for (;;) {
-    const n = await db.$executeRawUnsafe(
-      `DELETE FROM idempotency_records
-        WHERE (api_key_id, key) IN (SELECT api_key_id, key FROM idempotency_records WHERE expires_at < $1::timestamptz LIMIT $2)`,
-      opts.now, batch,
-    );
+    const n = await deleteExpiredIdempotencyRecords(db, opts.now, batch);
     idempotencyRecordsDeleted += n;
     if (n < batch) break;
   }

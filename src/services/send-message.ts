@@ -4,13 +4,15 @@
 // and idempotency record in one statement.
 import { createHash, randomUUID } from "node:crypto";
 import type { Db } from "../db/client.ts";
+import { findIdempotencyRecord } from "../db/idempotency.ts";
+import type { NewMessageRow } from "../db/messages.ts";
 import { AppError, summarizeFieldErrors } from "../domain/errors.ts";
 import { domainOf } from "../domain/address.ts";
 import { normalizeSendRequest, type Limits, type NewMessage, type SendRequest } from "../domain/message.ts";
 import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyRecord } from "./api-keys.ts";
-import type { MessageRow, MessageWriter } from "./message-writer.ts";
+import type { MessageWriter } from "./message-writer.ts";
 
 export const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
 
@@ -77,7 +79,7 @@ export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: Se
     value === null ? null : ctx.cipher.encrypt(value, contentAad(id, column));
   const idemKey = opts.idempotencyKey ?? null;
   const hash = idemKey ? requestHash(req) : null;
-  const row: MessageRow = {
+  const row: NewMessageRow = {
     id,
     apiKeyId: key.id,
     idempotencyKey: idemKey,
@@ -104,7 +106,7 @@ export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: Se
   const created = await ctx.writer.write(row);
   if (created) return { replayed: false, statusCode: 202, body };
   // The key was used before: replay the first response, or refuse a different body.
-  const prior = await ctx.db.idempotencyRecord.findUnique({ where: { apiKeyId_key: { apiKeyId: key.id, key: idemKey! } } });
+  const prior = await findIdempotencyRecord(ctx.db, key.id, idemKey!);
   if (!prior) throw new AppError("conflict", "a request with this Idempotency-Key is being processed; retry shortly");
   if (prior.requestHash !== hash)
     throw new AppError("idempotency_conflict", "this Idempotency-Key was already used with a different request body");

@@ -4,27 +4,23 @@
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
 import type pg from "pg";
+import type { SmtpRelay } from "../config.ts";
 import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type RecipientStatus } from "../domain/message.ts";
-import { strictest } from "../domain/tls-policy.ts";
+import type { Mailbox } from "../domain/address.ts";
+import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
 import { isPastLifetime } from "../domain/retry-lifetime.ts";
 import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
-import { type AttemptEvidence, type ClaimedDelivery, type Completion, type RecipientResult } from "./queue.ts";
-import { cleartextEvidence } from "./smtp-evidence.ts";
+import type { ClaimedDelivery, Completion, RecipientResult } from "./queue.ts";
+import { cleartextEvidence, type AttemptEvidence } from "./smtp-evidence.ts";
+import type { DeliveryOutcome, ReplyVerdict } from "./smtp-reply.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 
-export interface RelaySettings {
-  host: string;
-  port: number;
-  implicitTls: boolean;
-  auth?: { user: string; pass: string };
-}
-
 export interface DeliverySettings {
-  serverPolicy: "opportunistic" | "required";
-  relay: RelaySettings | null;
+  serverPolicy: TlsPolicy;
+  relay: SmtpRelay | null;
   mxPort: number;
   heloName: string;
   ca: string[];
@@ -46,8 +42,6 @@ export interface DeliveryDeps {
   now?: () => Date;
 }
 
-type Mbox = { address: string; name: string | null };
-
 const LOAD_SQL = `
 SELECT m.id::text AS id, m.message_id_header, m.created_at, m.from_address, m.from_name, m.reply_to, m.subject,
        m.text_body, m.html_body, m.headers, m.attachments, m.content_purged_at,
@@ -58,7 +52,7 @@ SELECT m.id::text AS id, m.message_id_header, m.created_at, m.from_address, m.fr
 
 interface MessageRow {
   id: string; message_id_header: string; created_at: Date; from_address: string; from_name: string | null;
-  reply_to: Mbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
+  reply_to: Mailbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
   attachments: Buffer | null; content_purged_at: Date | null;
   recipients: Array<{ id: string; kind: string; address: string; name: string | null; status: RecipientStatus; delivery_id: string }>;
 }
@@ -96,7 +90,7 @@ interface Target {
   port: number;
 }
 
-async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets: Target[] } | { fail: { outcome: "bounced" | "deferred"; enhancedCode: string; reason: string } }> {
+async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets: Target[] } | { fail: { outcome: Exclude<DeliveryOutcome, "delivered">; enhancedCode: string; reason: string } }> {
   const relay = deps.settings.relay;
   if (relay) {
     try {
@@ -112,8 +106,6 @@ async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets
   return { targets: r.hosts.flatMap((h) => h.addresses.map((ip) => ({ host: h.host, ip, port: deps.settings.mxPort }))) };
 }
 
-type Outcome = { outcome: "delivered" | "deferred" | "bounced"; replyCode: number | null; enhancedCode: string | null; replyText: string | null };
-
 /** Runs one attempt of a claimed delivery and returns what to record. */
 export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
   const now = deps.now ?? (() => new Date());
@@ -121,7 +113,7 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
   const results = new Map<bigint, RecipientResult>(
     d.recipients.map((r) => [r.id, { recipientId: r.id, status: "deferred", replyCode: null, enhancedCode: null, replyText: null, attempts: [] }]),
   );
-  const record = (rid: bigint, evidence: AttemptEvidence, o: Outcome) => {
+  const record = (rid: bigint, evidence: AttemptEvidence, o: ReplyVerdict) => {
     const r = results.get(rid)!;
     r.status = o.outcome;
     r.replyCode = o.replyCode;
@@ -130,7 +122,7 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
     r.attempts.push({ evidence, ...o });
   };
   /** The same outcome for every recipient, decided here: no SMTP peer, no TLS behind it. */
-  const decideAll = (outcome: Outcome["outcome"], enhancedCode: string, replyText: string, startedAt = now()) => {
+  const decideAll = (outcome: DeliveryOutcome, enhancedCode: string, replyText: string, startedAt = now()) => {
     const evidence: AttemptEvidence = {
       ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
     };

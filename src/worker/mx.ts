@@ -39,9 +39,9 @@ const NULL_MX = "5.1.10"; // domain publishes a null MX (RFC 7505 section 4.2)
 const DNS_FAILURE = "4.4.3"; // directory server failure: try again later
 const NO_ROUTE = "4.4.4"; // unable to route: MX records lead to no usable address
 
-type Outcome<T> = { ok: true; value: T } | { ok: false; code: string };
+type LookupResult<T> = { ok: true; value: T } | { ok: false; code: string };
 
-async function lookup<T>(query: () => Promise<T>): Promise<Outcome<T>> {
+async function lookup<T>(query: () => Promise<T>): Promise<LookupResult<T>> {
   try {
     return { ok: true, value: await query() };
   } catch (err) {

@@ -22,7 +22,9 @@
 // messages/s.
 import type pg from "pg";
 import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
-import type { TlsEvidence } from "./smtp-attempt.ts";
+import type { TlsPolicy } from "../domain/tls-policy.ts";
+import type { AttemptEvidence } from "./smtp-evidence.ts";
+import type { ReplyVerdict } from "./smtp-reply.ts";
 
 export interface DeliveryRecipient {
   id: bigint;
@@ -35,7 +37,7 @@ export interface ClaimedDelivery {
   domain: string;
   attempt: number; // 1 for the first attempt
   createdAt: Date;
-  tlsPolicy: "opportunistic" | "required";
+  tlsPolicy: TlsPolicy;
   /** Recipients of this delivery still to be delivered, in request order. */
   recipients: DeliveryRecipient[];
 }
@@ -118,14 +120,7 @@ export async function renewLeases(pool: pg.Pool, workerId: string, leases: Array
   return new Set(rows.map((r) => BigInt(r.id)));
 }
 
-export interface AttemptEvidence extends TlsEvidence {
-  mxHost: string | null;
-  ip: string | null;
-  port: number | null;
-  policy: "opportunistic" | "required";
-  startedAt: Date;
-  durationMs: number;
-}
+export type { AttemptEvidence } from "./smtp-evidence.ts";
 
 export interface RecipientResult {
   recipientId: bigint;
@@ -134,7 +129,7 @@ export interface RecipientResult {
   enhancedCode: string | null;
   replyText: string | null;
   /** Evidence of each host tried for this recipient in this attempt, in order. */
-  attempts: Array<{ evidence: AttemptEvidence; outcome: "delivered" | "deferred" | "bounced"; replyCode: number | null; enhancedCode: string | null; replyText: string | null }>;
+  attempts: Array<ReplyVerdict & { evidence: AttemptEvidence }>;
 }
 
 export interface Completion {

@@ -1,31 +1,21 @@
-// One SMTP delivery attempt to one host under the STARTTLS policy (ARCHITECTURE.md, "Strictest-of TLS policy"):
-//   opportunistic = Postfix `may`: TLS when it works, cleartext when it does not, an
-//                   unverified certificate is used but recorded;
-//   required      = Postfix `verify`: TLS 1.2+, a certificate chaining to a trusted CA and
-//                   naming the host, or nothing at all leaves this machine.
-// nodemailer's SMTPConnection speaks the protocol; the policy decisions are made here, from
-// the error codes and the TLS socket it exposes, never from reply text.
+// One SMTP delivery attempt to one host under the STARTTLS policy (ARCHITECTURE.md, "Strictest-of TLS policy").
+// What the policy means for the attempt is decided once, by tlsPlan() (tls-plan.ts); this
+// file carries the plan out. nodemailer's SMTPConnection speaks the protocol; the plan is
+// applied here from the error codes and the TLS socket it exposes, never from reply text.
 import net from "node:net";
 import { Readable } from "node:stream";
 import type tls from "node:tls";
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { NodemailerError } from "nodemailer/lib/errors.js";
-import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext, type TlsEvidence } from "./smtp-evidence.ts";
-import {
-  classifySend,
-  defaultEnhanced,
-  errorName,
-  LOCAL_STATUS,
-  localStatus,
-  parseReply,
-  type RecipientOutcome,
-  type RecipientStatus,
-} from "./smtp-reply.ts";
+import type { TlsPolicy } from "../domain/tls-policy.ts";
+import { meetsMinVersion, tlsPlan, type TlsPlan } from "./tls-plan.ts";
+import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext, type AttemptEvidence, type TlsEvidence } from "./smtp-evidence.ts";
+import { classifySend, defaultEnhanced, errorName, LOCAL_STATUS, localVerdict, parseReply, type RecipientVerdict, type ReplyVerdict } from "./smtp-reply.ts";
 
-export type { TlsEvidence } from "./smtp-evidence.ts";
-export type { RecipientOutcome } from "./smtp-reply.ts";
+export type { AttemptEvidence, TlsEvidence } from "./smtp-evidence.ts";
+export type { RecipientVerdict } from "./smtp-reply.ts";
 
-export type TlsPolicy = "opportunistic" | "required";
+export type { TlsPolicy } from "../domain/tls-policy.ts";
 
 export interface SmtpTarget {
   /** MX or relay host name: used for SNI and the certificate name check. */
@@ -52,9 +42,9 @@ export interface AttemptOptions {
 }
 
 export interface AttemptResult {
-  evidence: TlsEvidence & { mxHost: string; ip: string; port: number; policy: TlsPolicy; startedAt: Date; durationMs: number };
+  evidence: AttemptEvidence;
   /** One per envelope.to, same order. */
-  recipients: RecipientOutcome[];
+  recipients: RecipientVerdict[];
   /**
    * True when this host could not take the message (connection, greeting, TLS policy,
    * AUTH): the deferred recipients may be tried at the next MX right away. Never after a
@@ -81,7 +71,7 @@ export interface SmtpSession {
   readonly evidence: TlsEvidence;
   /** False once the connection is gone; a pool must then open a new one. */
   readonly usable: boolean;
-  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientOutcome[]; tryNextHost: boolean }>;
+  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientVerdict[]; tryNextHost: boolean }>;
   /** Sends QUIT and waits for the connection to end. */
   close(): Promise<void>;
 }
@@ -105,7 +95,7 @@ export async function attemptDelivery(opts: AttemptOptions): Promise<AttemptResu
 }
 
 /** The evidence of one attempt: the session's TLS, where it went, under which policy, and when. */
-export function attemptEvidence(tls: TlsEvidence, opts: SessionOptions, startedAt: Date): AttemptResult["evidence"] {
+export function attemptEvidence(tls: TlsEvidence, opts: SessionOptions, startedAt: Date): AttemptEvidence {
   const { host: mxHost, ip, port } = opts.target;
   return { ...tls, mxHost, ip, port, policy: opts.policy, startedAt, durationMs: Date.now() - startedAt.getTime() };
 }
@@ -122,28 +112,24 @@ export function failedAttempt(failure: SessionFailure, opts: AttemptOptions, sta
 
 /** Connects, negotiates TLS as the policy says, checks it, and authenticates if asked to. */
 export async function openSession(opts: SessionOptions): Promise<{ session: SmtpSession } | { failure: SessionFailure }> {
-  // AUTH needs the same guarantee as `required`: credentials only go to a verified peer.
-  const strict = opts.policy === "required" || opts.auth !== undefined;
-  const mode: TlsMode = opts.implicitTls ? "implicit" : "starttls";
-  let attempt = await connect(opts, mode, strict);
+  const plan = tlsPlan(opts.policy, { auth: opts.auth !== undefined, implicitTls: opts.implicitTls === true });
+  let attempt = await connect(opts, opts.implicitTls ? "implicit" : "starttls", plan);
   let cleartextReason: string | null = null;
-  if ("error" in attempt && attempt.error.duringHandshake && mode === "starttls" && !strict) {
-    // Postfix `may`: a failed handshake leaves the connection unusable, so deliver over a
-    // new one without TLS. nodemailer never does this by itself.
+  if ("error" in attempt && attempt.error.duringHandshake && plan.cleartextAfterFailedHandshake) {
     cleartextReason = `${CLEARTEXT_REASON.handshakeFailed}: ${errorName(attempt.error.err)}`;
-    attempt = await connect(opts, "off", strict);
+    attempt = await connect(opts, "off", plan);
   }
-  if ("error" in attempt) return { failure: connectFailure(attempt.error, opts, strict) };
+  if ("error" in attempt) return { failure: connectFailure(attempt.error, opts.target, plan) };
 
   const conn = attempt.conn;
   cleartextReason ??= stayedCleartextBecause(conn);
   const evidence = evidenceOf(conn._socket, conn.secure, opts.target.host, cleartextReason);
-  const refusal = strict ? tlsRefusal(evidence, opts) : null;
+  const refusal = plan.strict ? tlsRefusal(evidence, opts.target, plan) : null;
   if (refusal) {
     await closeConnection(conn);
     return { failure: { evidence, replyCode: null, ...refusal } };
   }
-  if (opts.auth) {
+  if (plan.authenticate && opts.auth) {
     const err = await new Promise<NodemailerError | null>((resolve) => conn.login({ ...opts.auth }, (e) => resolve(e)));
     if (err) {
       await closeConnection(conn);
@@ -163,7 +149,7 @@ interface ConnectError {
   evidence: TlsEvidence;
 }
 
-async function connect(opts: SessionOptions, mode: TlsMode, strict: boolean): Promise<{ conn: SMTPConnection } | { error: ConnectError }> {
+async function connect(opts: SessionOptions, mode: TlsMode, plan: TlsPlan): Promise<{ conn: SMTPConnection } | { error: ConnectError }> {
   let socket: net.Socket;
   try {
     socket = await openTcp(opts.target, opts.connectTimeoutMs);
@@ -171,11 +157,11 @@ async function connect(opts: SessionOptions, mode: TlsMode, strict: boolean): Pr
     return { error: { err: e as NodemailerError, duringHandshake: false, evidence: cleartextEvidence(null) } };
   }
   const servername = sniName(opts.target.host);
-  // rejectUnauthorized is false in both policies so that the certificate can be recorded
+  // rejectUnauthorized is false in every plan so that the certificate can be recorded
   // even when it is refused; the refusal happens in tlsRefusal() before any envelope or
-  // credential is sent. `required` also refuses anything older than TLS 1.2 at handshake.
+  // credential is sent. A strict plan also refuses anything older than its minimum at handshake.
   const tlsOptions: tls.ConnectionOptions = {
-    secureContext: trustContext(opts.ca, strict ? "TLSv1.2" : undefined),
+    secureContext: trustContext(opts.ca, plan.minVersion),
     rejectUnauthorized: false,
     servername,
   };
@@ -188,7 +174,7 @@ async function connect(opts: SessionOptions, mode: TlsMode, strict: boolean): Pr
     // server that did not offer it; "not offered" is refused in tlsRefusal() instead.
     ignoreTLS: mode === "off",
     // A 454/5xx to STARTTLS: Postfix `may` goes on in cleartext on the same connection.
-    opportunisticTLS: !strict,
+    opportunisticTLS: plan.cleartextWithoutStarttls,
     servername,
     // Not used to connect (the socket is ours): nodemailer derives the name Node checks the
     // certificate against from it, and without it a relay given as an IP literal is
@@ -252,15 +238,15 @@ function stayedCleartextBecause(conn: SMTPConnection): string | null {
   return CLEARTEXT_REASON.notOffered;
 }
 
-/** Under `required` (or with AUTH): why this session must not be used, or null if it may. */
-function tlsRefusal(evidence: TlsEvidence, opts: SessionOptions): { enhancedCode: string; replyText: string } | null {
-  const need = requirement(opts);
-  const peer = describePeer(opts.target);
+/** Under a strict plan: why this session must not be used, or null if it may. */
+function tlsRefusal(evidence: TlsEvidence, target: SmtpTarget, plan: TlsPlan): { enhancedCode: string; replyText: string } | null {
+  const need = plan.requirement;
+  const peer = describePeer(target);
   if (!evidence.tls) {
     const why = evidence.verifyError?.startsWith(CLEARTEXT_REASON.refused) ? "refused STARTTLS" : "did not offer STARTTLS";
     return { enhancedCode: LOCAL_STATUS.tlsNotAvailable, replyText: `${need}, but ${peer} ${why} (${evidence.verifyError})` };
   }
-  if (evidence.tlsVersion !== "TLSv1.2" && evidence.tlsVersion !== "TLSv1.3") {
+  if (!meetsMinVersion(evidence.tlsVersion, plan.minVersion)) {
     return { enhancedCode: LOCAL_STATUS.tlsFailed, replyText: `${need}, but ${peer} negotiated ${evidence.tlsVersion}` };
   }
   if (!evidence.verified) {
@@ -269,12 +255,12 @@ function tlsRefusal(evidence: TlsEvidence, opts: SessionOptions): { enhancedCode
   return null;
 }
 
-function connectFailure(e: ConnectError, opts: SessionOptions, strict: boolean): SessionFailure {
+function connectFailure(e: ConnectError, target: SmtpTarget, plan: TlsPlan): SessionFailure {
   const { err, evidence } = e;
-  const peer = describePeer(opts.target);
-  const need = strict ? `${requirement(opts)}, but ` : "";
+  const peer = describePeer(target);
+  const need = plan.requirement ? `${plan.requirement}, but ` : "";
   if (err.code === "ETLS" && err.command === "STARTTLS") {
-    // Only when strict: opportunistic sessions go on in cleartext instead.
+    // Only on a strict plan: otherwise nodemailer goes on in cleartext instead.
     const reply = err.response?.trim() ?? "";
     return {
       evidence: { ...evidence, verifyError: `${CLEARTEXT_REASON.refused}: ${reply}` },
@@ -297,7 +283,6 @@ function connectFailure(e: ConnectError, opts: SessionOptions, strict: boolean):
   return { evidence, replyCode: null, enhancedCode: LOCAL_STATUS.noAnswer, replyText: `no usable connection to ${peer}: ${errorName(err)}` };
 }
 
-const requirement = (opts: SessionOptions) => (opts.policy === "required" ? "TLS is required" : "relay AUTH needs verified TLS");
 const describePeer = (t: SmtpTarget) => `${t.host}[${t.ip}]:${t.port}`;
 
 function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession {
@@ -324,12 +309,12 @@ function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession
 const UNSENDABLE = /[\x00-\x20\x7f<>]/;
 
 async function sendOne(conn: SMTPConnection, envelope: { from: string; to: string[] }, message: Buffer) {
-  const all = (status: RecipientStatus) => ({ recipients: envelope.to.map((address) => ({ address, ...status })), tryNextHost: false });
-  if (UNSENDABLE.test(envelope.from)) return all(localStatus("bounced", LOCAL_STATUS.badSender, "invalid sender address"));
+  const all = (verdict: ReplyVerdict) => ({ recipients: envelope.to.map((address) => ({ address, ...verdict })), tryNextHost: false });
+  if (UNSENDABLE.test(envelope.from)) return all(localVerdict("bounced", LOCAL_STATUS.badSender, "invalid sender address"));
   const to = [...new Set(envelope.to.filter((a) => a !== "" && !UNSENDABLE.test(a)))];
-  const badAddress = localStatus("bounced", LOCAL_STATUS.badRecipient, "invalid recipient address");
+  const badAddress = localVerdict("bounced", LOCAL_STATUS.badRecipient, "invalid recipient address");
   if (to.length === 0) return all(badAddress);
-  if (conn.destroyed) return all(localStatus("deferred", LOCAL_STATUS.badConnection, "connection already closed"));
+  if (conn.destroyed) return all(localVerdict("deferred", LOCAL_STATUS.badConnection, "connection already closed"));
 
   // The message goes in as a stream only to learn whether all of it was handed to the
   // connection: after that, a lost connection may still mean the server has it.
@@ -339,8 +324,8 @@ async function sendOne(conn: SMTPConnection, envelope: { from: string; to: strin
   const { err, info } = await new Promise<{ err: NodemailerError | null; info?: SMTPConnection.SentMessageInfo }>((resolve) => {
     conn.send({ from: envelope.from, to, size: message.length }, body, (e, i) => resolve({ err: e, info: i }));
   });
-  const { outcomes, tryNextHost } = classifySend({ to, err, info, rcptErrors: rcptErrorsOf(conn), messageSent });
-  const recipients = envelope.to.map((address) => ({ address, ...(outcomes.get(address) ?? badAddress) }));
+  const { verdicts, tryNextHost } = classifySend({ to, err, info, rcptErrors: rcptErrorsOf(conn), messageSent });
+  const recipients = envelope.to.map((address) => ({ address, ...(verdicts.get(address) ?? badAddress) }));
   return { recipients, tryNextHost };
 }
 

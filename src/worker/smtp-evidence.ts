@@ -4,6 +4,7 @@
 import tls, { TLSSocket } from "node:tls";
 import { isIP, type Socket } from "node:net";
 import { X509Certificate } from "node:crypto";
+import type { TlsPolicy } from "../domain/tls-policy.ts";
 
 export interface TlsEvidence {
   tls: boolean;
@@ -22,6 +23,20 @@ export interface TlsEvidence {
   certNotAfter: Date | null;
   /** SHA-256 fingerprint, colon-separated hex as Node prints it. */
   certFingerprint: string | null;
+}
+
+/**
+ * The evidence of one attempt, from the attempt to its delivery_attempts row (ARCHITECTURE.md,
+ * "Evidence per attempt"): the session's TLS, where it went, under which policy, and when.
+ * Host, IP and port are null when no host was tried (no MX, content unreadable ...).
+ */
+export interface AttemptEvidence extends TlsEvidence {
+  mxHost: string | null;
+  ip: string | null;
+  port: number | null;
+  policy: TlsPolicy;
+  startedAt: Date;
+  durationMs: number;
 }
 
 /** Why a session ended up (or would have ended up) without TLS. */

@@ -1,7 +1,9 @@
 // SMTP reply parsing and classification: what a reply code and its enhanced status
 // code mean for one recipient. Pure functions, no network.
+import type { RecipientStatus } from "../domain/message.ts";
 
-export type Outcome = "delivered" | "deferred" | "bounced";
+/** What one attempt decides for a recipient: the recipient statuses an SMTP reply (or its absence) can lead to. */
+export type DeliveryOutcome = Extract<RecipientStatus, "delivered" | "deferred" | "bounced">;
 
 export interface ParsedReply {
   /** Three-digit reply code (RFC 5321 4.2), null when the text did not start with one. */
@@ -52,7 +54,7 @@ export function parseReply(raw: string): ParsedReply {
  * RFC 5321 4.2.1: 2yz done, 4yz transient (try again later), 5yz permanent. 503 "bad
  * sequence of commands" is a 5yz that describes our session, not the message, so it defers.
  */
-export function outcomeOf(code: number): Outcome {
+export function outcomeOf(code: number): DeliveryOutcome {
   if (code >= 200 && code < 400) return "delivered";
   if (code >= 500 && code < 600 && code !== 503) return "bounced";
   return "deferred";
@@ -83,9 +85,9 @@ export const LOCAL_STATUS = {
   badSender: "5.1.7",
 } as const;
 
-export interface RecipientOutcome {
-  address: string;
-  outcome: Outcome;
+/** The verdict on one recipient in one attempt, and the reply (or local reason) behind it. */
+export interface ReplyVerdict {
+  outcome: DeliveryOutcome;
   /** Code of the server reply behind the outcome; null when decided here (TLS policy, lost connection). */
   replyCode: number | null;
   /** RFC 3463 code: the server's, the reply class's "X.0.0", or one of LOCAL_STATUS. */
@@ -93,7 +95,10 @@ export interface RecipientOutcome {
   replyText: string | null;
 }
 
-export type RecipientStatus = Omit<RecipientOutcome, "address">;
+/** A verdict for one envelope recipient, as an attempt returns it. */
+export interface RecipientVerdict extends ReplyVerdict {
+  address: string;
+}
 
 /** The fields of nodemailer's errors and send result that decide outcomes (see nodemailer/lib/errors). */
 export interface SmtpError {
@@ -124,15 +129,15 @@ export function errorName(err: SmtpError): string {
   return err.originalCode ?? err.timeoutType ?? err.code ?? err.name;
 }
 
-/** Status from a server reply; `fallbackCode` when the raw text did not parse. */
-export function statusOfReply(raw: string | undefined, fallbackCode?: number): RecipientStatus {
+/** The verdict on a server reply; `fallbackCode` when the raw text did not parse. */
+export function verdictOfReply(raw: string | undefined, fallbackCode?: number): ReplyVerdict {
   const reply = parseReply(raw ?? "");
   const code = reply.code ?? fallbackCode ?? null;
-  if (code === null) return localStatus("deferred", LOCAL_STATUS.badConnection, raw ?? "unparseable reply");
+  if (code === null) return localVerdict("deferred", LOCAL_STATUS.badConnection, raw ?? "unparseable reply");
   return { outcome: outcomeOf(code), replyCode: code, enhancedCode: reply.enhanced ?? defaultEnhanced(code), replyText: reply.text || null };
 }
 
-export function localStatus(outcome: Outcome, enhancedCode: string, replyText: string): RecipientStatus {
+export function localVerdict(outcome: DeliveryOutcome, enhancedCode: string, replyText: string): ReplyVerdict {
   return { outcome, replyCode: null, enhancedCode, replyText };
 }
 
@@ -143,43 +148,43 @@ export function localStatus(outcome: Outcome, enhancedCode: string, replyText: s
  * connection defers whoever is still undecided. Only the codes and the failed command are
  * used, never the reply text.
  */
-export function classifySend(r: SendReport): { outcomes: Map<string, RecipientStatus>; tryNextHost: boolean } {
-  const outcomes = new Map<string, RecipientStatus>();
-  const undecided = () => r.to.filter((a) => !outcomes.has(a));
-  const decideRest = (status: RecipientStatus) => undecided().forEach((a) => outcomes.set(a, status));
+export function classifySend(r: SendReport): { verdicts: Map<string, ReplyVerdict>; tryNextHost: boolean } {
+  const verdicts = new Map<string, ReplyVerdict>();
+  const undecided = () => r.to.filter((a) => !verdicts.has(a));
+  const decideRest = (verdict: ReplyVerdict) => undecided().forEach((a) => verdicts.set(a, verdict));
   const recordRcpt = (errors: readonly SmtpError[]) => {
-    for (const e of errors) if (e.recipient) outcomes.set(e.recipient, statusOfReply(e.response, e.responseCode));
+    for (const e of errors) if (e.recipient) verdicts.set(e.recipient, verdictOfReply(e.response, e.responseCode));
   };
 
   const { err, info } = r;
   if (!err) {
     recordRcpt(info?.rejectedErrors ?? []);
-    const final = statusOfReply(info?.response, 250);
-    for (const a of info?.accepted ?? []) outcomes.set(a, final);
-    decideRest(localStatus("deferred", LOCAL_STATUS.badConnection, "no reply for this recipient"));
-    return { outcomes, tryNextHost: false };
+    const final = verdictOfReply(info?.response, 250);
+    for (const a of info?.accepted ?? []) verdicts.set(a, final);
+    decideRest(localVerdict("deferred", LOCAL_STATUS.badConnection, "no reply for this recipient"));
+    return { verdicts, tryNextHost: false };
   }
   if (err.command === "MAIL FROM") {
     // No response: nodemailer refused locally because the message exceeds the SIZE the
     // server announced in EHLO (RFC 1870), which is as final as a 552 from the server.
     decideRest(
       err.responseCode
-        ? statusOfReply(err.response, err.responseCode)
-        : localStatus("bounced", LOCAL_STATUS.tooBig, "message exceeds the size limit the server announced"),
+        ? verdictOfReply(err.response, err.responseCode)
+        : localVerdict("bounced", LOCAL_STATUS.tooBig, "message exceeds the size limit the server announced"),
     );
-    return { outcomes, tryNextHost: false };
+    return { verdicts, tryNextHost: false };
   }
   recordRcpt(err.rejectedErrors ?? r.rcptErrors);
   if (err.responseCode && (err.command === "DATA" || err.command === "RCPT TO")) {
-    decideRest(statusOfReply(err.response, err.responseCode));
-    return { outcomes, tryNextHost: false };
+    decideRest(verdictOfReply(err.response, err.responseCode));
+    return { verdicts, tryNextHost: false };
   }
   // The connection failed (dropped, timed out, 421): nothing undecided is lost, it is
   // deferred. Once the message was sent the server may have it, so no other host now.
   decideRest(
     err.response
-      ? { ...statusOfReply(err.response, err.responseCode), outcome: "deferred" }
-      : localStatus("deferred", LOCAL_STATUS.badConnection, `connection lost: ${errorName(err)}`),
+      ? { ...verdictOfReply(err.response, err.responseCode), outcome: "deferred" }
+      : localVerdict("deferred", LOCAL_STATUS.badConnection, `connection lost: ${errorName(err)}`),
   );
-  return { outcomes, tryNextHost: !r.messageSent };
+  return { verdicts, tryNextHost: !r.messageSent };
 }

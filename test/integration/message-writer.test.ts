@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { createApiKey } from "../../src/services/api-keys.ts";
-import { insertMessages, MessageWriter, type MessageRow } from "../../src/services/message-writer.ts";
+import { MessageWriter } from "../../src/services/message-writer.ts";
+import { insertMessages, type NewMessageRow } from "../../src/db/messages.ts";
 import { DatabaseUnavailableError, isDatabaseUnavailable } from "../../src/db/errors.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 
@@ -18,7 +19,7 @@ before(async () => {
 });
 after(() => tdb.drop());
 
-function row(over: Partial<MessageRow> = {}): MessageRow {
+function row(over: Partial<NewMessageRow> = {}): NewMessageRow {
   const id = randomUUID();
   const now = new Date();
   return {
@@ -31,7 +32,7 @@ function row(over: Partial<MessageRow> = {}): MessageRow {
   };
 }
 
-const insertMessagesForTest = (rows: MessageRow[]) => insertMessages(tdb.db.prisma, rows);
+const insertMessagesForTest = (rows: NewMessageRow[]) => insertMessages(tdb.db.prisma, rows);
 
 const counts = async () => ({
   messages: await tdb.db.prisma.message.count(),

@@ -92,3 +92,26 @@ test("data key: a key file another process created in the meantime is never repl
   assert.equal(readFileSync(file, "utf8"), "k1:first\n");
   assert.equal(statSync(file).mode & 0o777, 0o600);
 });
+
+test("SMTP_RELAY_URL is parsed into the relay: host, port, implicit TLS and decoded credentials", () => {
+  assert.deepEqual(loadConfig({ SMTP_RELAY_URL: "smtp://mailer:s3cret%2Fpass@relay.example.net:2525" }).SMTP_RELAY_URL, {
+    host: "relay.example.net",
+    port: 2525,
+    implicitTls: false,
+    auth: { user: "mailer", pass: "s3cret/pass" },
+  });
+  assert.deepEqual(loadConfig({ SMTP_RELAY_URL: "smtps://relay.example.net" }).SMTP_RELAY_URL, { host: "relay.example.net", port: 465, implicitTls: true });
+  assert.deepEqual(loadConfig({ SMTP_RELAY_URL: "smtp://[::1]" }).SMTP_RELAY_URL, { host: "::1", port: 587, implicitTls: false });
+  assert.equal(loadConfig({}).SMTP_RELAY_URL, undefined);
+});
+
+test("a bad SMTP_RELAY_URL is one configuration line naming the variable, never quoting the password", () => {
+  const bad = ["smtp://mailer:hunter2@", "smtp://mailer:hunter2@relay.example.net:99999", "smtp://mailer:hunter2%zz@relay.example.net", "http://mailer:hunter2@relay.example.net"];
+  for (const url of bad) {
+    assert.throws(
+      () => loadConfig({ SMTP_RELAY_URL: url }),
+      (e: Error) => e instanceof ConfigError && /^ {2}SMTP_RELAY_URL: (must be an smtp|is not a valid URL|has no host|has a malformed %-escape)/m.test(e.message) && !e.message.includes("hunter2") && e.message.split("\n").length === 2,
+      url,
+    );
+  }
+});

@@ -1,3 +1,4 @@
+import { ping } from "../../db/health.ts";
 import { AppError } from "../../domain/errors.ts";
 import { defineRoute } from "../route.ts";
 import { HealthSchema } from "../schemas.ts";
@@ -27,7 +28,7 @@ export const readyz = defineRoute({
   errors: [503],
   async handler(_input, deps) {
     try {
-      await deps.db.pool.query("SELECT 1");
+      await ping(deps.db);
     } catch (cause) {
       throw new AppError("service_unavailable", "the database is not reachable", { cause });
     }

@@ -1,0 +1,212 @@
+// Statements on a message and the rows that hang off it (recipients, delivery
+// attempts), as the API writes and reads them. The worker's statements on the same
+// tables are in src/worker/queue.ts and src/worker/deliver.ts.
+import type { Db, Tx } from "./client.ts";
+
+// ---------------------------------------------------------------------------------
+// Accepting: ONE statement inserts a batch of messages, each with its recipients, its
+// queue rows (one per recipient domain) and its idempotency record, so either all of
+// them exist or none do (ARCHITECTURE.md, "The database is the queue"). The batching
+// of concurrent requests into one statement is services/message-writer.ts.
+// ---------------------------------------------------------------------------------
+
+/** A message as accepted, ready to insert with its recipients, queue rows and idempotency record. */
+export interface NewMessageRow {
+  id: string;
+  apiKeyId: string;
+  idempotencyKey: string | null;
+  requestHash: string | null;
+  response: string; // JSON of the 202 body, replayed for a repeated Idempotency-Key
+  createdAt: Date;
+  expiresAt: Date;
+  status: "queued" | "scheduled";
+  tlsPolicy: string;
+  messageIdHeader: string;
+  fromAddress: string;
+  fromName: string | null;
+  replyTo: string | null; // JSON
+  subject: Buffer | null;
+  textBody: Buffer | null;
+  htmlBody: Buffer | null;
+  headers: Buffer | null;
+  attachments: Buffer | null;
+  tags: string[];
+  metadata: string | null; // JSON
+  sendAt: Date | null;
+  recipients: Array<{ kind: string; address: string; name: string | null; domain: string }>;
+}
+
+const INSERT_MESSAGES_SQL = `
+WITH input AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[],
+                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
+                       $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[])
+    AS u(id, api_key_id, idem_key, request_hash, response, created_at, expires_at, status, tls_policy, message_id_header,
+         from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at)
+), idem AS (
+  INSERT INTO idempotency_records (api_key_id, key, request_hash, status_code, response, message_id, created_at, expires_at)
+  SELECT api_key_id, idem_key, request_hash, 202, response, id, created_at, expires_at FROM input WHERE idem_key IS NOT NULL
+  ON CONFLICT (api_key_id, key) DO UPDATE
+     SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+         message_id = EXCLUDED.message_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+   WHERE idempotency_records.expires_at <= EXCLUDED.created_at
+  RETURNING message_id
+), msg AS (
+  INSERT INTO messages (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
+                        subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
+  SELECT id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
+         decode(subject, 'base64'), decode(text_body, 'base64'), decode(html_body, 'base64'), decode(headers, 'base64'),
+         decode(attachments, 'base64'), ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
+         send_at, created_at, created_at
+    FROM input WHERE idem_key IS NULL OR id IN (SELECT message_id FROM idem)
+  RETURNING id
+), dlv AS (
+  INSERT INTO deliveries (message_id, domain, state, next_attempt_at, created_at)
+  SELECT d.message_id, d.domain, 'pending', COALESCE(i.send_at, i.created_at), COALESCE(i.send_at, i.created_at)
+    FROM unnest($22::uuid[], $23::text[]) AS d(message_id, domain)
+    JOIN input i ON i.id = d.message_id
+   WHERE d.message_id IN (SELECT id FROM msg)
+  RETURNING id, message_id, domain
+), rcp AS (
+  INSERT INTO recipients (message_id, delivery_id, position, kind, address, name, status, updated_at)
+  SELECT r.message_id, dlv.id, r.position, r.kind, r.address, r.name, i.status, i.created_at
+    FROM unnest($24::uuid[], $25::int[], $26::text[], $27::text[], $28::text[], $29::text[])
+         AS r(message_id, position, kind, address, name, domain)
+    JOIN dlv ON dlv.message_id = r.message_id AND dlv.domain = r.domain
+    JOIN input i ON i.id = r.message_id
+  RETURNING message_id
+)
+SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients FROM msg m`;
+
+// Content travels as base64 text and is decoded by the statement. Passed as bytea[],
+// an array whose first element is null made the driver adapter take the later Buffers
+// for text: they were stored as their base64 characters, and the worker could not read
+// what the API had accepted.
+const b64 = (b: Buffer | null): string | null => (b === null ? null : b.toString("base64"));
+
+function params(rows: NewMessageRow[]): unknown[] {
+  const col = <T>(f: (r: NewMessageRow) => T) => rows.map(f);
+  const dlv = rows.flatMap((r) => [...new Set(r.recipients.map((x) => x.domain))].map((domain) => ({ id: r.id, domain })));
+  const rcp = rows.flatMap((r) => r.recipients.map((x, i) => ({ id: r.id, position: i + 1, ...x })));
+  return [
+    col((r) => r.id), col((r) => r.apiKeyId), col((r) => r.idempotencyKey), col((r) => r.requestHash), col((r) => r.response),
+    col((r) => r.createdAt), col((r) => r.expiresAt), col((r) => r.status), col((r) => r.tlsPolicy), col((r) => r.messageIdHeader),
+    col((r) => r.fromAddress), col((r) => r.fromName), col((r) => r.replyTo), col((r) => b64(r.subject)), col((r) => b64(r.textBody)),
+    col((r) => b64(r.htmlBody)), col((r) => b64(r.headers)), col((r) => b64(r.attachments)), col((r) => JSON.stringify(r.tags)),
+    col((r) => r.metadata), col((r) => r.sendAt),
+    dlv.map((d) => d.id), dlv.map((d) => d.domain),
+    rcp.map((x) => x.id), rcp.map((x) => x.position), rcp.map((x) => x.kind), rcp.map((x) => x.address),
+    rcp.map((x) => x.name), rcp.map((x) => x.domain),
+  ];
+}
+
+/** Inserts rows in one statement; returns the ids that were created (a reused idempotency key creates nothing). */
+export async function insertMessages(db: Db | Tx, rows: NewMessageRow[]): Promise<Set<string>> {
+  const out = await db.$queryRawUnsafe<Array<{ id: string; recipients: number }>>(INSERT_MESSAGES_SQL, ...params(rows));
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  for (const o of out) {
+    if (o.recipients !== byId.get(o.id)?.recipients.length) throw new Error(`message ${o.id}: recipient rows were not all written`);
+  }
+  return new Set(out.map((o) => o.id));
+}
+
+// ---------------------------------------------------------------------------------
+// Reading back. Every read is scoped by api_key_id: another key's message is simply
+// not found.
+// ---------------------------------------------------------------------------------
+
+const summarySelect = {
+  id: true, status: true, tlsPolicy: true, fromAddress: true, fromName: true, subject: true, tags: true,
+  metadata: true, createdAt: true, sendAt: true, contentPurgedAt: true,
+} as const;
+
+/** One message as GET /messages lists it (content: the encrypted subject only). */
+export interface MessageSummaryRow {
+  id: string; status: string; tlsPolicy: string; fromAddress: string; fromName: string | null; subject: Uint8Array | null;
+  tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null;
+}
+
+/**
+ * A stored message with its recipients, each with its queue row's schedule and its
+ * attempts, as GET /messages/:id shows it. Prisma reads these in several statements:
+ * call it inside a REPEATABLE READ transaction for one consistent snapshot.
+ */
+export function findStoredMessage(db: Db | Tx, apiKeyId: string, id: string) {
+  return db.message.findFirst({
+    where: { id, apiKeyId },
+    select: {
+      ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
+      recipients: {
+        orderBy: { position: "asc" },
+        include: {
+          attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
+          delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
+        },
+      },
+    },
+  });
+}
+
+export type StoredMessage = NonNullable<Awaited<ReturnType<typeof findStoredMessage>>>;
+
+/** Whether `apiKeyId` owns a message with this id. */
+export async function messageOwnedBy(db: Db | Tx, apiKeyId: string, id: string): Promise<boolean> {
+  return (await db.message.findFirst({ where: { id, apiKeyId }, select: { id: true } })) !== null;
+}
+
+/** A message's delivery attempts, oldest first, each with its recipient's address. */
+export function findMessageAttempts(db: Db | Tx, messageId: string) {
+  return db.deliveryAttempt.findMany({
+    where: { messageId },
+    orderBy: [{ startedAt: "asc" }, { id: "asc" }],
+    include: { recipient: { select: { address: true } } },
+  });
+}
+
+export interface SummaryFilters {
+  limit: number;
+  /** Only messages before this (created_at, id) in newest-first order. */
+  after?: { createdAt: Date; id: string } | null | undefined;
+  status?: string | undefined;
+  tag?: string | undefined;
+  createdAfter?: Date | undefined;
+  createdBefore?: Date | undefined;
+}
+
+/** A key's messages, newest first (created_at, id), at most `limit`. */
+export function findMessageSummaries(db: Db | Tx, apiKeyId: string, f: SummaryFilters): Promise<MessageSummaryRow[]> {
+  const after = f.after;
+  return db.message.findMany({
+    where: {
+      apiKeyId,
+      ...(f.status ? { status: f.status } : {}),
+      ...(f.tag ? { tags: { has: f.tag } } : {}),
+      ...(f.createdAfter || f.createdBefore
+        ? { createdAt: { ...(f.createdAfter ? { gte: f.createdAfter } : {}), ...(f.createdBefore ? { lt: f.createdBefore } : {}) } }
+        : {}),
+      ...(after ? { OR: [{ createdAt: { lt: after.createdAt } }, { createdAt: after.createdAt, id: { lt: after.id } }] } : {}),
+    },
+    orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+    take: f.limit,
+    select: summarySelect,
+  });
+}
+
+// ---------------------------------------------------------------------------------
+// Cancelling (in one transaction, see services/messages.ts cancelMessage).
+// ---------------------------------------------------------------------------------
+
+/** Locks a key's message row (FOR UPDATE) and returns its status; null when there is none. */
+export async function lockMessageStatus(tx: Db | Tx, apiKeyId: string, id: string): Promise<string | null> {
+  const rows = await tx.$queryRawUnsafe<Array<{ status: string }>>(
+    `SELECT status FROM messages WHERE id = $1::uuid AND api_key_id = $2 FOR UPDATE`, id, apiKeyId);
+  return rows[0]?.status ?? null;
+}
+
+export async function markRecipientsCancelled(tx: Db | Tx, messageId: string, at: Date): Promise<void> {
+  await tx.recipient.updateMany({ where: { messageId }, data: { status: "cancelled", updatedAt: at } });
+}
+
+export async function markMessageCancelled(tx: Db | Tx, messageId: string, at: Date): Promise<void> {
+  await tx.message.update({ where: { id: messageId }, data: { status: "cancelled", updatedAt: at, finishedAt: at } });
+}
