@@ -157,21 +157,33 @@ function describe(l: Live): string {
   }
 }
 
+/** Our frames on the stack that made `o`, or on the stack of what it was made in the callback of. */
+function ourFrames(o: Origin | undefined): string[] {
+  for (; o; o = o.parent) {
+    const ours = callers(o.stack);
+    if (ours.length > 0) return ours;
+  }
+  return [];
+}
+
 function origin(l: Live): string {
   const server = servers.get(l.trigger);
   if (server && (l.type === "TCPWRAP" || l.type === "PIPEWRAP") && callers(l.stack).length === 0) {
     return `accepted by the ${describe(server)} ${origin(server)}`;
   }
-  for (let o: Origin | undefined = l; o; o = o.parent) {
-    const ours = callers(o.stack);
-    if (ours.length > 0) return `created by ${ours.slice(0, 4).join(" <- ")}`;
-  }
+  const ours = ourFrames(l);
+  if (ours.length > 0) return `created by ${ours.slice(0, 4).join(" <- ")}`;
   return "created inside Node or a dependency (no frame of this repository on its stack)";
 }
 
 function isOpen(l: Live): boolean {
   const r = l.resource;
-  if (l.type === "Timeout") return r._destroyed !== true && r._idleTimeout !== -1;
+  if (l.type === "Timeout") {
+    if (r._destroyed === true || r._idleTimeout === -1) return false;
+    // Housekeeping of Node or a dependency that keeps nothing alive (the HTTP date cache's
+    // one-second timer, say): not something a test could close. Ours count, unref'd or not.
+    return r.hasRef() || ourFrames(l).length > 0;
+  }
   // The process's own stdio.
   if ((l.type === "PIPEWRAP" || l.type === "TTYWRAP") && typeof r.fd === "number" && r.fd >= 0 && r.fd <= 2) return false;
   return true;
