@@ -13,6 +13,7 @@ import type { Runtime } from "./runtime.ts";
 import { migrate, MigrationError, resolveRolledBack } from "./db/migrate.ts";
 import { countActiveKeys, createApiKey, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
 import { parseDomain } from "./domain/address.ts";
+import { editDistance } from "./domain/edit-distance.ts";
 import { isPermissionDenied } from "./db/errors.ts";
 import { DataKeyError } from "./security/data-keys.ts";
 
@@ -205,18 +206,9 @@ type Parsed = { kind: "help"; spec: CommandSpec } | Invocation;
 
 /** The closest known word within two edits, for "did you mean". */
 function closest(word: string, known: string[]): string | undefined {
-  const distance = (a: string, b: string) => {
-    let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-    for (let i = 1; i <= a.length; i++) {
-      const cur = [i];
-      for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-    return prev[b.length]!;
-  };
   let best: { w: string; d: number } | undefined;
   for (const k of known) {
-    const d = distance(word, k);
+    const d = editDistance(word, k);
     if (d <= 2 && (!best || d < best.d)) best = { w: k, d };
   }
   return best?.w;

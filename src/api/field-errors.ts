@@ -3,6 +3,7 @@
 // wrong and what is expected. zod's own wording ("Invalid input: expected string, received
 // undefined") is replaced kind by kind; the "expected" part is the description of the
 // field's schema, the same text openapi.yaml shows.
+import { editDistance } from "../domain/edit-distance.ts";
 import { z } from "zod";
 import type { FieldError } from "../domain/errors.ts";
 
@@ -145,17 +146,6 @@ function suggest(key: string, allowed: string[]): string | undefined {
   if (exact) return exact;
   const close = allowed.filter((a) => editDistance(norm(a), k) <= (a.length > 4 ? 2 : 1));
   return close.length === 1 ? close[0] : undefined;
-}
-
-function editDistance(a: string, b: string): number {
-  if (Math.abs(a.length - b.length) > 2 || b.length > 64) return 99;
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length]!;
 }
 
 /** A union member that failed only because the value has another type ("expected string, received object"). */
