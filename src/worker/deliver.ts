@@ -5,15 +5,15 @@ import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
 import type pg from "pg";
 import type { SmtpRelay } from "../config.ts";
-import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type RecipientStatus } from "../domain/message.ts";
-import type { Mailbox } from "../domain/address.ts";
+import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment } from "../domain/message.ts";
 import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
 import { isPastLifetime } from "../domain/retry-lifetime.ts";
 import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
-import type { ClaimedDelivery, Completion, RecipientResult } from "./queue.ts";
+import type { ClaimedDelivery, Completion, RecipientResult } from "../db/deliveries.ts";
+import { findMessageToDeliver } from "../db/messages.ts";
 import { cleartextEvidence, type AttemptEvidence } from "./smtp-evidence.ts";
 import type { DeliveryOutcome, ReplyVerdict } from "./smtp-reply.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
@@ -42,25 +42,9 @@ export interface DeliveryDeps {
   now?: () => Date;
 }
 
-const LOAD_SQL = `
-SELECT m.id::text AS id, m.message_id_header, m.created_at, m.from_address, m.from_name, m.reply_to, m.subject,
-       m.text_body, m.html_body, m.headers, m.attachments, m.content_purged_at,
-       (SELECT json_agg(json_build_object('id', r.id::text, 'kind', r.kind, 'address', r.address, 'name', r.name,
-                                          'status', r.status, 'delivery_id', r.delivery_id::text) ORDER BY r.position)
-          FROM recipients r WHERE r.message_id = m.id) AS recipients
-  FROM messages m WHERE m.id = $1::uuid`;
-
-interface MessageRow {
-  id: string; message_id_header: string; created_at: Date; from_address: string; from_name: string | null;
-  reply_to: Mailbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
-  attachments: Buffer | null; content_purged_at: Date | null;
-  recipients: Array<{ id: string; kind: string; address: string; name: string | null; status: RecipientStatus; delivery_id: string }>;
-}
-
 /** The message as the composer needs it, decrypted; null when its content was purged. */
 async function loadMessage(deps: DeliveryDeps, messageId: string) {
-  const { rows } = await deps.pool.query<MessageRow>(LOAD_SQL, [messageId]);
-  const m = rows[0];
+  const m = await findMessageToDeliver(deps.pool, messageId);
   if (!m) throw new Error(`message ${messageId} of a claimed delivery does not exist`);
   if (m.content_purged_at) return null;
   const dec = (col: string, v: Buffer | null) => (v === null ? null : deps.cipher.decrypt(v, contentAad(m.id, col)).toString("utf8"));
