@@ -10,8 +10,7 @@
 --
 -- It creates two group roles that cannot log in, sealpost_api and sealpost_worker, and
 -- gives each exactly what its process does to the database. Every statement is in a
--- repository under src/db/ (the worker's: src/worker/queue.ts, and its message load in
--- src/worker/deliver.ts), so each grant below names the functions that need it; a
+-- repository under src/db/, so each grant below names the functions that need it; a
 -- grant no function needs is one to remove. The owner-only functions (run by `sealpost
 -- keys` as the owner) need none: insertApiKey, findAllApiKeys, markApiKeyRevoked
 -- (db/api-keys.ts), findContentNotUnderKey, rewriteContent, findKeyIdsInUse
@@ -146,10 +145,11 @@ GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpos
 -- Nothing at all on api_keys: it never authenticates anyone and never needs a key hash.
 -- ---------------------------------------------------------------------------------
 
--- src/worker/deliver.ts (loadMessage) reads the whole message (content, sender,
--- Message-ID); the claim statement (src/worker/queue.ts) moves it to 'sending' and
--- refreshMessageStatus locks it (FOR NO KEY UPDATE) and sets the derived status and
--- finished_at. Retention's purgeContent (db/content.ts) erases the five content columns
+-- findMessageToDeliver (db/messages.ts) reads the whole message (content, sender,
+-- Message-ID); claimDeliveries (db/deliveries.ts) moves it to 'sending' and returns its
+-- tls_policy; completeDelivery sets its status, and when the delivery does not hold all
+-- of its recipients, completeDelivery and returnUnstarted lock it (underMessageLock, FOR
+-- NO KEY UPDATE) and refreshMessageStatus sets the derived status and finished_at. Retention's purgeContent (db/content.ts) erases the five content columns
 -- and stamps content_purged_at; findContentSamplesUnderKey (db/content.ts) reads content
 -- for the data-key check at start. It never creates messages.
 GRANT SELECT ON messages TO sealpost_worker;
@@ -157,19 +157,22 @@ GRANT UPDATE (status, updated_at, finished_at,
               subject, text_body, html_body, headers, attachments, content_purged_at)
   ON messages TO sealpost_worker;
 
--- The queue (src/worker/queue.ts): claim takes a lease (attempts, lease_owner,
--- next_attempt_at) with FOR UPDATE SKIP LOCKED, completion and release write under the
--- lease fence. It never creates or deletes queue rows.
+-- The queue (db/deliveries.ts): claimDeliveries takes a lease (attempts, lease_owner,
+-- next_attempt_at) with FOR UPDATE SKIP LOCKED; renewLeases, completeDelivery,
+-- releaseLeases and returnUnstarted write under the lease fence. It never creates or
+-- deletes queue rows.
 GRANT SELECT ON deliveries TO sealpost_worker;
 GRANT UPDATE (state, attempts, lease_owner, next_attempt_at) ON deliveries TO sealpost_worker;
 
--- Pending recipients of a claimed delivery (queue.ts), the To/Cc headers (deliver.ts
--- loadMessage), and each outcome (queue.ts).
+-- Pending recipients of a claimed delivery (claimDeliveries), the To/Cc headers and
+-- every recipient's status (findMessageToDeliver), each outcome (completeDelivery), the
+-- statuses a message's status derives from (refreshMessageStatus), and the unstarted
+-- ones handed back (returnUnstarted).
 GRANT SELECT ON recipients TO sealpost_worker;
 GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at) ON recipients TO sealpost_worker;
 
--- Evidence of every attempt is appended by the completion statement (queue.ts, no
--- RETURNING), never read back, never changed: it is the record of what happened.
+-- Evidence of every attempt is appended by the completion statement (completeDelivery,
+-- no RETURNING), never read back, never changed: it is the record of what happened.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
               reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)

@@ -134,7 +134,7 @@ const EnvSchema = z
     message: "DATABASE_URL is required when NODE_ENV=production",
     path: ["DATABASE_URL"],
   })
-  // Leases (src/worker/queue.ts). A delivery is claimed with the short claim lease, which
+  // Leases (src/db/deliveries.ts). A delivery is claimed with the short claim lease, which
   // becomes the full WORKER_LEASE_MS when its SMTP work starts, and every lease a worker
   // holds is renewed every WORKER_LEASE_RENEW_MS. Because leases are renewed, the lease
   // need not outlast the SMTP timeouts (RFC 5321 4.5.3.2 lets a server take 10 minutes

@@ -8,7 +8,7 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { claimDeliveries, completeDelivery, releaseLeases, renewLeases, returnUnstarted, type ClaimedDelivery, type Completion } from "./queue.ts";
+import { claimDeliveries, completeDelivery, releaseLeases, renewLeases, returnUnstarted, type ClaimedDelivery, type Completion } from "../db/deliveries.ts";
 import { runDelivery, type DeliveryDeps } from "./deliver.ts";
 import { errorFields } from "../logger.ts";
 

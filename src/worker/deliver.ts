@@ -5,17 +5,17 @@ import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
 import type pg from "pg";
 import type { SmtpRelay } from "../config.ts";
-import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment, type RecipientStatus } from "../domain/message.ts";
-import type { Mailbox } from "../domain/address.ts";
+import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment } from "../domain/message.ts";
 import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
 import { isPastLifetime } from "../domain/retry-lifetime.ts";
 import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
-import type { ClaimedDelivery, Completion, RecipientResult } from "./queue.ts";
+import type { ClaimedDelivery, Completion, RecipientResult } from "../db/deliveries.ts";
+import { findMessageToDeliver } from "../db/messages.ts";
 import { cleartextEvidence, type AttemptEvidence } from "./smtp-evidence.ts";
-import type { DeliveryOutcome, ReplyVerdict } from "./smtp-reply.ts";
+import { localVerdict, type ReplyVerdict } from "./smtp-reply.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 
 export interface DeliverySettings {
@@ -42,25 +42,9 @@ export interface DeliveryDeps {
   now?: () => Date;
 }
 
-const LOAD_SQL = `
-SELECT m.id::text AS id, m.message_id_header, m.created_at, m.from_address, m.from_name, m.reply_to, m.subject,
-       m.text_body, m.html_body, m.headers, m.attachments, m.content_purged_at,
-       (SELECT json_agg(json_build_object('id', r.id::text, 'kind', r.kind, 'address', r.address, 'name', r.name,
-                                          'status', r.status, 'delivery_id', r.delivery_id::text) ORDER BY r.position)
-          FROM recipients r WHERE r.message_id = m.id) AS recipients
-  FROM messages m WHERE m.id = $1::uuid`;
-
-interface MessageRow {
-  id: string; message_id_header: string; created_at: Date; from_address: string; from_name: string | null;
-  reply_to: Mailbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
-  attachments: Buffer | null; content_purged_at: Date | null;
-  recipients: Array<{ id: string; kind: string; address: string; name: string | null; status: RecipientStatus; delivery_id: string }>;
-}
-
 /** The message as the composer needs it, decrypted; null when its content was purged. */
 async function loadMessage(deps: DeliveryDeps, messageId: string) {
-  const { rows } = await deps.pool.query<MessageRow>(LOAD_SQL, [messageId]);
-  const m = rows[0];
+  const m = await findMessageToDeliver(deps.pool, messageId);
   if (!m) throw new Error(`message ${messageId} of a claimed delivery does not exist`);
   if (m.content_purged_at) return null;
   const dec = (col: string, v: Buffer | null) => (v === null ? null : deps.cipher.decrypt(v, contentAad(m.id, col)).toString("utf8"));
@@ -84,126 +68,186 @@ async function loadMessage(deps: DeliveryDeps, messageId: string) {
   };
 }
 
+type LoadedMessage = NonNullable<Awaited<ReturnType<typeof loadMessage>>>;
+
+/** Runs one attempt of a claimed delivery and returns what to record. */
+export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
+  const now = deps.now ?? (() => new Date());
+  const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
+  const results = new RecipientResults(d, policy, now);
+  const content = await loadContent(deps, d);
+  if ("loaded" in content) await deliverToHosts(deps, d, policy, content.loaded, results, now);
+  else if (content.notSent) results.decideAll(content.notSent.verdict, content.notSent.failed);
+  const retryAt = settleDeferrals(deps.settings, d, results.list(), now);
+  const message = "loaded" in content ? messageStatusIfWhole(d, content.loaded, results) : undefined;
+  return { delivery: d, workerId, results: results.list(), retryAt, ...(message ? { message } : {}) };
+}
+
+/** Each recipient's result in this attempt: deferred with no evidence until something decides it. */
+class RecipientResults {
+  readonly #byId: Map<bigint, RecipientResult>;
+  readonly #policy: TlsPolicy;
+  readonly #now: () => Date;
+
+  constructor(d: ClaimedDelivery, policy: TlsPolicy, now: () => Date) {
+    this.#byId = new Map(d.recipients.map((r) => [r.id, { recipientId: r.id, status: "deferred", replyCode: null, enhancedCode: null, replyText: null, attempts: [] }]));
+    this.#policy = policy;
+    this.#now = now;
+  }
+
+  statusOf(id: bigint): RecipientResult["status"] | undefined {
+    return this.#byId.get(id)?.status;
+  }
+
+  list(): RecipientResult[] {
+    return [...this.#byId.values()];
+  }
+
+  /** One host's verdict on one recipient, with the evidence of the session it came from. */
+  record(rid: bigint, evidence: AttemptEvidence, o: ReplyVerdict): void {
+    const r = this.#byId.get(rid)!;
+    r.status = o.outcome;
+    r.replyCode = o.replyCode;
+    r.enhancedCode = o.enhancedCode;
+    r.replyText = o.replyText;
+    r.attempts.push({ evidence, ...o });
+  }
+
+  /**
+   * The same verdict for every recipient, decided here: no SMTP peer, no TLS behind it.
+   * `failed`: the recipients' status is final at once, whatever the verdict.
+   */
+  decideAll(verdict: ReplyVerdict, failed = false, startedAt = this.#now()): void {
+    const evidence: AttemptEvidence = {
+      ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy: this.#policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
+    };
+    for (const id of this.#byId.keys()) this.record(id, evidence, verdict);
+    if (failed) for (const r of this.#byId.values()) r.status = "failed";
+  }
+}
+
+/** Why nothing is sent to anyone in this attempt: every recipient's verdict. */
+interface NotSent {
+  verdict: ReplyVerdict;
+  /** The recipients fail at once (no retry can help). */
+  failed: boolean;
+}
+
+/**
+ * The decrypted message to send, or why there is none: `notSent` null when the delivery
+ * has no recipient left (nothing to load, nothing to decide).
+ */
+async function loadContent(deps: DeliveryDeps, d: ClaimedDelivery): Promise<{ loaded: LoadedMessage } | { notSent: NotSent | null }> {
+  if (d.recipients.length === 0) return { notSent: null };
+  let loaded: LoadedMessage | null;
+  try {
+    loaded = await loadMessage(deps, d.messageId);
+  } catch (err) {
+    if (!(err instanceof ContentDecryptError)) throw err;
+    return { notSent: unreadable(err) };
+  }
+  if (!loaded) return { notSent: { verdict: localVerdict("bounced", "5.3.0", "message content was purged before delivery"), failed: false } };
+  return { loaded };
+}
+
+function unreadable(err: ContentDecryptError): NotSent {
+  if (err.reason === "unknown_key") {
+    // Content under a key this worker was not given: it will be readable once the key is
+    // deployed (a rotation that ran ahead of this process), so the delivery waits like
+    // any temporary failure, and SMTP_MAX_RETRY still ends it. RFC 3463 X.3.5: the
+    // system is not configured in a manner that will permit it to accept this message.
+    return {
+      verdict: localVerdict("deferred", "4.3.5", `not sent yet: the content is encrypted under data key ${err.keyId}, which this worker does not hold; add it to SEALPOST_DATA_KEY`),
+      failed: false,
+    };
+  }
+  // Content that fails authentication under a key we hold (its check value proved the
+  // key at start) was changed or damaged in storage: no retry can make it readable, and
+  // garbage is never sent. The recipients fail at once with the reason.
+  return { verdict: localVerdict("bounced", "5.3.0", `not sent: ${err.message}`), failed: true };
+}
+
 interface Target {
   host: string;
   ip: string;
   port: number;
 }
 
-async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets: Target[] } | { fail: { outcome: Exclude<DeliveryOutcome, "delivered">; enhancedCode: string; reason: string } }> {
+/** Hosts in order until one takes the message; RFC 5321 5.1. */
+async function deliverToHosts(deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, loaded: LoadedMessage, results: RecipientResults, now: () => Date): Promise<void> {
+  const startedAt = now();
+  const raw = await composeMessage(loaded.content);
+  const found = await targetsFor(deps, d.domain);
+  if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt);
+  if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt);
+  let remaining = d.recipients;
+  for (const target of found.targets.slice(0, deps.settings.maxHostsPerAttempt)) {
+    const envelope = { from: loaded.fromAddress, to: remaining.map((r) => r.address) };
+    const result = await deps.attempt(attemptOptions(deps.settings, policy, target, envelope, raw));
+    remaining.forEach((r, i) => results.record(r.id, result.evidence, result.recipients[i]!));
+    // The next MX only when this one could not take the message at all; never after
+    // a 5xx to RCPT/DATA or once the data was handed over.
+    if (!result.tryNextHost) break;
+    remaining = remaining.filter((r) => results.statusOf(r.id) === "deferred");
+    if (remaining.length === 0) break;
+  }
+}
+
+function attemptOptions(settings: DeliverySettings, policy: TlsPolicy, target: Target, envelope: AttemptOptions["envelope"], message: Buffer): AttemptOptions {
+  return {
+    target,
+    policy,
+    ...(settings.relay?.implicitTls ? { implicitTls: true } : {}),
+    ...(settings.relay?.auth ? { auth: settings.relay.auth } : {}),
+    heloName: settings.heloName,
+    ca: settings.ca,
+    connectTimeoutMs: settings.connectTimeoutMs,
+    envelope,
+    message,
+  };
+}
+
+/** The relay's addresses, or the domain's MX hosts' addresses in order; or the verdict when there are none to be had. */
+async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets: Target[] } | { verdict: ReplyVerdict }> {
   const relay = deps.settings.relay;
   if (relay) {
     try {
       const ips = isIP(relay.host) ? [relay.host] : (await lookup(relay.host, { all: true })).map((a) => a.address);
       return { targets: ips.map((ip) => ({ host: relay.host, ip, port: relay.port })) };
     } catch (err) {
-      return { fail: { outcome: "deferred", enhancedCode: "4.4.3", reason: `relay host ${relay.host} did not resolve (${(err as { code?: string }).code ?? "error"})` } };
+      return { verdict: localVerdict("deferred", "4.4.3", `relay host ${relay.host} did not resolve (${(err as { code?: string }).code ?? "error"})`) };
     }
   }
   const r = await deps.resolveMx(domain);
-  if (r.kind === "bounce") return { fail: { outcome: "bounced", enhancedCode: r.enhancedCode, reason: r.reason } };
-  if (r.kind === "defer") return { fail: { outcome: "deferred", enhancedCode: r.enhancedCode, reason: r.reason } };
+  if (r.kind === "bounce") return { verdict: localVerdict("bounced", r.enhancedCode, r.reason) };
+  if (r.kind === "defer") return { verdict: localVerdict("deferred", r.enhancedCode, r.reason) };
   return { targets: r.hosts.flatMap((h) => h.addresses.map((ip) => ({ host: h.host, ip, port: deps.settings.mxPort }))) };
 }
 
-/** Runs one attempt of a claimed delivery and returns what to record. */
-export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
-  const now = deps.now ?? (() => new Date());
-  const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
-  const results = new Map<bigint, RecipientResult>(
-    d.recipients.map((r) => [r.id, { recipientId: r.id, status: "deferred", replyCode: null, enhancedCode: null, replyText: null, attempts: [] }]),
-  );
-  const record = (rid: bigint, evidence: AttemptEvidence, o: ReplyVerdict) => {
-    const r = results.get(rid)!;
-    r.status = o.outcome;
-    r.replyCode = o.replyCode;
-    r.enhancedCode = o.enhancedCode;
-    r.replyText = o.replyText;
-    r.attempts.push({ evidence, ...o });
-  };
-  /** The same outcome for every recipient, decided here: no SMTP peer, no TLS behind it. */
-  const decideAll = (outcome: DeliveryOutcome, enhancedCode: string, replyText: string, startedAt = now()) => {
-    const evidence: AttemptEvidence = {
-      ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
-    };
-    for (const r of d.recipients) record(r.id, evidence, { outcome, replyCode: null, enhancedCode, replyText });
-  };
-
-  /** Hosts in order until one takes the message; RFC 5321 5.1. */
-  const deliver = async (loaded: NonNullable<Awaited<ReturnType<typeof loadMessage>>>) => {
-    const startedAt = now();
-    const raw = await composeMessage(loaded.content);
-    const found = await targetsFor(deps, d.domain);
-    if ("fail" in found) return decideAll(found.fail.outcome, found.fail.enhancedCode, found.fail.reason, startedAt);
-    if (found.targets.length === 0) return decideAll("deferred", "4.4.4", `no address to deliver to for ${d.domain}`, startedAt);
-    let remaining = d.recipients;
-    for (const target of found.targets.slice(0, deps.settings.maxHostsPerAttempt)) {
-      const result = await deps.attempt({
-        target,
-        policy,
-        ...(deps.settings.relay?.implicitTls ? { implicitTls: true } : {}),
-        ...(deps.settings.relay?.auth ? { auth: deps.settings.relay.auth } : {}),
-        heloName: deps.settings.heloName,
-        ca: deps.settings.ca,
-        connectTimeoutMs: deps.settings.connectTimeoutMs,
-        envelope: { from: loaded.fromAddress, to: remaining.map((r) => r.address) },
-        message: raw,
-      });
-      remaining.forEach((r, i) => record(r.id, result.evidence, result.recipients[i]!));
-      // The next MX only when this one could not take the message at all; never after
-      // a 5xx to RCPT/DATA or once the data was handed over.
-      if (!result.tryNextHost) break;
-      remaining = remaining.filter((r) => results.get(r.id)!.status === "deferred");
-      if (remaining.length === 0) break;
-    }
-  };
-
-  let loaded: Awaited<ReturnType<typeof loadMessage>> = null;
-  let unreadable: ContentDecryptError | null = null;
-  try {
-    loaded = d.recipients.length > 0 ? await loadMessage(deps, d.messageId) : null;
-  } catch (err) {
-    if (!(err instanceof ContentDecryptError)) throw err;
-    unreadable = err;
-  }
-  if (unreadable?.reason === "unknown_key") {
-    // Content under a key this worker was not given: it will be readable once the key is
-    // deployed (a rotation that ran ahead of this process), so the delivery waits like
-    // any temporary failure, and SMTP_MAX_RETRY still ends it. RFC 3463 X.3.5: the
-    // system is not configured in a manner that will permit it to accept this message.
-    decideAll("deferred", "4.3.5", `not sent yet: the content is encrypted under data key ${unreadable.keyId}, which this worker does not hold; add it to SEALPOST_DATA_KEY`);
-  } else if (unreadable) {
-    // Content that fails authentication under a key we hold (its check value proved the
-    // key at start) was changed or damaged in storage: no retry can make it readable, and
-    // garbage is never sent. The recipients fail at once with the reason.
-    decideAll("bounced", "5.3.0", `not sent: ${unreadable.message}`);
-    for (const r of results.values()) r.status = "failed";
-  } else if (loaded) {
-    await deliver(loaded);
-  } else if (d.recipients.length > 0) {
-    decideAll("bounced", "5.3.0", "message content was purged before delivery");
-  }
-
-  // SMTP_MAX_RETRY (Postfix maximal_queue_lifetime): past it, a deferral is final.
-  const expired = isPastLifetime(d.createdAt, deps.settings.maxRetryMs, now());
+/**
+ * SMTP_MAX_RETRY (Postfix maximal_queue_lifetime): past it, a deferral is final. Returns
+ * when to try the recipients still deferred, or null when none is.
+ */
+function settleDeferrals(settings: DeliverySettings, d: ClaimedDelivery, results: RecipientResult[], now: () => Date): Date | null {
+  const expired = isPastLifetime(d.createdAt, settings.maxRetryMs, now());
   let anyDeferred = false;
-  for (const r of results.values()) {
+  for (const r of results) {
     if (r.status !== "deferred") continue;
     if (expired) {
       r.status = "failed";
       r.replyText = `gave up after ${d.attempt} attempts: ${r.replyText ?? "deferred"}`;
     } else anyDeferred = true;
   }
-  const retryAt = anyDeferred
-    ? new Date(now().getTime() + nextRetryDelay(d.attempt, deps.settings.retryMinMs, deps.settings.retryMaxMs))
-    : null;
-  // When this delivery holds every recipient of the message (one recipient domain, the
-  // usual case), nobody else can change their statuses while we hold the lease, so the
-  // message status is known here and the result is recorded in a single statement.
-  let message: Completion["message"];
-  if (loaded && loaded.allRecipients.every((r) => r.delivery_id === String(d.id))) {
-    const statuses = loaded.allRecipients.map((r) => results.get(BigInt(r.id))?.status ?? r.status);
-    message = { status: deriveMessageStatus(statuses), final: statuses.every((x) => FINAL_RECIPIENT_STATUSES.has(x)) };
-  }
-  return { delivery: d, workerId, results: [...results.values()], retryAt, ...(message ? { message } : {}) };
+  return anyDeferred ? new Date(now().getTime() + nextRetryDelay(d.attempt, settings.retryMinMs, settings.retryMaxMs)) : null;
+}
+
+/**
+ * When this delivery holds every recipient of the message (one recipient domain, the
+ * usual case), nobody else can change their statuses while we hold the lease, so the
+ * message status is known here and the result is recorded in a single statement.
+ */
+function messageStatusIfWhole(d: ClaimedDelivery, loaded: LoadedMessage, results: RecipientResults): Completion["message"] {
+  if (!loaded.allRecipients.every((r) => r.delivery_id === String(d.id))) return undefined;
+  const statuses = loaded.allRecipients.map((r) => results.statusOf(BigInt(r.id)) ?? r.status);
+  return { status: deriveMessageStatus(statuses), final: statuses.every((x) => FINAL_RECIPIENT_STATUSES.has(x)) };
 }

@@ -100,99 +100,118 @@ export function createMxResolver(opts: MxResolverOptions = {}): { resolve(domain
   const resolver = new Resolver({ timeout: opts.timeoutMs ?? 5000, tries: opts.tries ?? 2 });
   if (opts.servers?.length) resolver.setServers(opts.servers);
   const random = opts.random ?? Math.random;
+  return { resolve: (domain) => resolveDomain(resolver, random, domain) };
+}
 
-  /** A then AAAA of one name, with what went wrong for each when nothing came back. */
-  async function addressesOf(name: string): Promise<{ addresses: string[]; failures: string[]; temporary: boolean }> {
-    const [a, aaaa] = await Promise.all([lookup(() => resolver.resolve4(name)), lookup(() => resolver.resolve6(name))]);
-    const addresses = [...(a.ok ? a.value : []), ...(aaaa.ok ? aaaa.value : [])];
-    const failures: string[] = [];
-    let temporary = false;
-    for (const [type, r] of [["A", a], ["AAAA", aaaa]] as const) {
-      if (r.ok) continue;
-      failures.push(`${type}: ${describe(r.code)}`);
-      temporary ||= !isDefinite(r.code);
-    }
-    return { addresses, failures, temporary };
+async function resolveDomain(resolver: Resolver, random: () => number, input: string): Promise<MxResolution> {
+  const domain = domainToASCII(normalizeName(input)); // IDN to A-labels; "" when invalid
+  if (domain === "" || isIpLiteral(domain)) {
+    return { kind: "bounce", enhancedCode: BAD_DESTINATION, reason: `"${input}" is not a valid domain name` };
   }
-
-  async function implicitMx(domain: string): Promise<MxResolution> {
-    const { addresses, failures, temporary } = await addressesOf(domain);
-    if (addresses.length > 0) {
-      return { kind: "hosts", implicit: true, hosts: [{ host: domain, preference: 0, addresses }] };
-    }
-    if (temporary) {
-      return {
-        kind: "defer",
-        enhancedCode: DNS_FAILURE,
-        reason: `${domain} has no MX record and its address lookup failed (${failures.join("; ")})`,
-      };
-    }
-    return {
-      kind: "bounce",
-      enhancedCode: BAD_DESTINATION,
-      reason: `${domain} has no MX record and no A/AAAA address, so it cannot receive mail`,
-    };
+  const mx = await lookup(() => resolver.resolveMx(domain));
+  if (!mx.ok) {
+    if (mx.code === "ENODATA") return implicitMx(resolver, domain); // RFC 5321 5.1: the domain is its own MX
+    return mxLookupFailed(domain, mx.code);
   }
+  const records = mx.value.map((r) => ({ host: normalizeName(r.exchange), preference: r.priority }));
+  if (isNullMx(records)) {
+    return { kind: "bounce", enhancedCode: NULL_MX, reason: `${domain} publishes a null MX (RFC 7505): it does not accept email` };
+  }
+  const { candidates, skipped } = mxCandidates(records, random);
+  const looked = await Promise.all(candidates.map(async (c) => ({ ...c, ...(await addressesOf(resolver, c.host)) })));
+  const hosts = looked
+    .filter((h) => h.addresses.length > 0)
+    .map(({ host, preference, addresses }) => ({ host, preference, addresses }));
+  if (hosts.length > 0) return { kind: "hosts", implicit: false, hosts };
+  return noUsableHost(domain, looked, skipped);
+}
 
-  async function resolve(input: string): Promise<MxResolution> {
-    const domain = domainToASCII(normalizeName(input)); // IDN to A-labels; "" when invalid
-    if (domain === "" || isIpLiteral(domain)) {
-      return { kind: "bounce", enhancedCode: BAD_DESTINATION, reason: `"${input}" is not a valid domain name` };
+/** The MX query got no records: bounce on a definite answer, defer when there was none. */
+function mxLookupFailed(domain: string, code: string): MxResolution {
+  if (isDefinite(code)) return { kind: "bounce", enhancedCode: BAD_DESTINATION, reason: `${domain}: ${describe(code)}` };
+  return { kind: "defer", enhancedCode: DNS_FAILURE, reason: `MX lookup for ${domain} failed: ${describe(code)}` };
+}
+
+// RFC 7505 section 3: a single MX of preference 0 naming the root means "no mail".
+// Mixed with other records it is a misconfiguration; the null one is ignored.
+function isNullMx(records: Array<{ host: string; preference: number }>): boolean {
+  return records.length === 1 && records[0]!.host === "" && records[0]!.preference === 0;
+}
+
+/**
+ * The hosts to look up, in the order delivery must try them, at most MAX_MX_HOSTS: each
+ * host once at its best preference, without the null MX and the IP literals (listed in
+ * `skipped`, for the reason when no host is usable).
+ */
+function mxCandidates(records: Array<{ host: string; preference: number }>, random: () => number): { candidates: Array<{ host: string; preference: number }>; skipped: string[] } {
+  const skipped: string[] = [];
+  const best = new Map<string, number>(); // a host listed twice keeps its best preference
+  for (const r of records) {
+    if (r.host === "") continue;
+    if (isIpLiteral(r.host)) {
+      skipped.push(`${r.host} skipped: an MX must name a host, not an IP address (RFC 5321 section 5.1)`);
+      continue;
     }
+    best.set(r.host, Math.min(r.preference, best.get(r.host) ?? Infinity));
+  }
+  const candidates = orderByPreference([...best].map(([host, preference]) => ({ host, preference })), random).slice(0, MAX_MX_HOSTS);
+  return { candidates, skipped };
+}
 
-    const mx = await lookup(() => resolver.resolveMx(domain));
-    if (!mx.ok) {
-      if (mx.code === "ENODATA") return implicitMx(domain); // RFC 5321 5.1: the domain is its own MX
-      if (isDefinite(mx.code)) {
-        return { kind: "bounce", enhancedCode: BAD_DESTINATION, reason: `${domain}: ${describe(mx.code)}` };
-      }
-      return { kind: "defer", enhancedCode: DNS_FAILURE, reason: `MX lookup for ${domain} failed: ${describe(mx.code)}` };
-    }
+/**
+ * MX records exist but lead nowhere. Deferred rather than bounced: the records show the
+ * domain means to receive mail, and its DNS may be fixed within the retry window.
+ */
+function noUsableHost(domain: string, looked: Array<{ host: string } & HostAddresses>, skipped: string[]): MxResolution {
+  const reasons = [...skipped, ...looked.map((h) => `${h.host} has no address (${h.failures.join("; ")})`)];
+  const temporary = looked.some((h) => h.temporary);
+  return {
+    kind: "defer",
+    enhancedCode: temporary ? DNS_FAILURE : NO_ROUTE,
+    reason: `no MX host of ${domain} has a usable address: ${reasons.join("; ") || "the MX records name no host"}`,
+  };
+}
 
-    const records = mx.value.map((r) => ({ host: normalizeName(r.exchange), preference: r.priority }));
-    // RFC 7505 section 3: a single MX of preference 0 naming the root means "no mail".
-    // Mixed with other records it is a misconfiguration; the null one is ignored.
-    if (records.length === 1 && records[0]!.host === "" && records[0]!.preference === 0) {
-      return {
-        kind: "bounce",
-        enhancedCode: NULL_MX,
-        reason: `${domain} publishes a null MX (RFC 7505): it does not accept email`,
-      };
-    }
-
-    const skipped: string[] = [];
-    const best = new Map<string, number>(); // a host listed twice keeps its best preference
-    for (const r of records) {
-      if (r.host === "") continue;
-      if (isIpLiteral(r.host)) {
-        skipped.push(`${r.host} skipped: an MX must name a host, not an IP address (RFC 5321 section 5.1)`);
-        continue;
-      }
-      best.set(r.host, Math.min(r.preference, best.get(r.host) ?? Infinity));
-    }
-    const candidates = orderByPreference(
-      [...best].map(([host, preference]) => ({ host, preference })),
-      random,
-    ).slice(0, MAX_MX_HOSTS);
-
-    const looked = await Promise.all(candidates.map(async (c) => ({ ...c, ...(await addressesOf(c.host)) })));
-    const hosts = looked
-      .filter((h) => h.addresses.length > 0)
-      .map(({ host, preference, addresses }) => ({ host, preference, addresses }));
-    if (hosts.length > 0) return { kind: "hosts", implicit: false, hosts };
-
-    // MX records exist but lead nowhere. Deferred rather than bounced: the records
-    // show the domain means to receive mail, and its DNS may be fixed within the retry window.
-    for (const h of looked) skipped.push(`${h.host} has no address (${h.failures.join("; ")})`);
-    const temporary = looked.some((h) => h.temporary);
+/** No MX record (NODATA): the domain itself, by its A/AAAA addresses (RFC 5321 5.1). */
+async function implicitMx(resolver: Resolver, domain: string): Promise<MxResolution> {
+  const { addresses, failures, temporary } = await addressesOf(resolver, domain);
+  if (addresses.length > 0) {
+    return { kind: "hosts", implicit: true, hosts: [{ host: domain, preference: 0, addresses }] };
+  }
+  if (temporary) {
     return {
       kind: "defer",
-      enhancedCode: temporary ? DNS_FAILURE : NO_ROUTE,
-      reason: `no MX host of ${domain} has a usable address: ${skipped.join("; ") || "the MX records name no host"}`,
+      enhancedCode: DNS_FAILURE,
+      reason: `${domain} has no MX record and its address lookup failed (${failures.join("; ")})`,
     };
   }
+  return {
+    kind: "bounce",
+    enhancedCode: BAD_DESTINATION,
+    reason: `${domain} has no MX record and no A/AAAA address, so it cannot receive mail`,
+  };
+}
 
-  return { resolve };
+interface HostAddresses {
+  addresses: string[];
+  /** What went wrong for each record type that came back empty. */
+  failures: string[];
+  /** Some lookup got no answer (rather than a definite "none"). */
+  temporary: boolean;
+}
+
+/** A then AAAA of one name, with what went wrong for each when nothing came back. */
+async function addressesOf(resolver: Resolver, name: string): Promise<HostAddresses> {
+  const [a, aaaa] = await Promise.all([lookup(() => resolver.resolve4(name)), lookup(() => resolver.resolve6(name))]);
+  const addresses = [...(a.ok ? a.value : []), ...(aaaa.ok ? aaaa.value : [])];
+  const failures: string[] = [];
+  let temporary = false;
+  for (const [type, r] of [["A", a], ["AAAA", aaaa]] as const) {
+    if (r.ok) continue;
+    failures.push(`${type}: ${describe(r.code)}`);
+    temporary ||= !isDefinite(r.code);
+  }
+  return { addresses, failures, temporary };
 }
 
 /**
