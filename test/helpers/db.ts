@@ -7,7 +7,7 @@ import { openDatabase, type Database } from "../../src/db/client.ts";
 
 export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 
-export function urlFor(dbName: string): string {
+function urlFor(dbName: string): string {
   const u = new URL(ADMIN_URL);
   u.pathname = `/${dbName}`;
   return u.toString();
@@ -30,7 +30,7 @@ export async function createEmptyDatabase(prefix = "sp_test"): Promise<{ name: s
   return { name, url: urlFor(name), drop: () => dropDatabase(name) };
 }
 
-export async function dropDatabase(name: string): Promise<void> {
+async function dropDatabase(name: string): Promise<void> {
   await admin((c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
 }
 

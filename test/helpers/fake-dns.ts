@@ -6,7 +6,7 @@ import { createSocket, type RemoteInfo } from "node:dgram";
 import dnsPacket from "dns-packet";
 import type { Answer, DecodedPacket, Question } from "dns-packet";
 
-export interface FakeRecords {
+interface FakeRecords {
   MX?: { preference: number; exchange: string }[];
   A?: string[];
   AAAA?: string[];

@@ -13,7 +13,7 @@ import pg from "pg";
 
 const run = promisify(execFile);
 
-export const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
+const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
 
 export interface PrivateCluster {
   readonly port: number;

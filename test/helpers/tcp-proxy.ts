@@ -10,7 +10,7 @@
 //                 would); clients must reconnect.
 import net from "node:net";
 
-export type ProxyMode = "forward" | "refused" | "blackhole";
+type ProxyMode = "forward" | "refused" | "blackhole";
 
 export interface TcpProxy {
   readonly host: string;
