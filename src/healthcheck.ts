@@ -18,7 +18,7 @@ export function heartbeatFile(config: Config): string {
 }
 
 /** A heartbeat older than this is a stalled loop: the loop goes round at least once a minute. */
-export function heartbeatMaxAgeMs(config: Config): number {
+function heartbeatMaxAgeMs(config: Config): number {
   return Math.max(120_000, 4 * config.WORKER_POLL_MS);
 }
 

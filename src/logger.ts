@@ -2,7 +2,7 @@
 // passes keys or content to the logger in the first place.
 import pino, { type Logger } from "pino";
 
-export const REDACT_PATHS = [
+const REDACT_PATHS = [
   "req.headers.authorization",
   "req.headers.cookie",
   "headers.authorization",

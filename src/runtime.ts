@@ -19,7 +19,6 @@ export interface Runtime {
   config: Config;
   logger: Logger;
   db: Database;
-  databaseUrl: string;
   cipher: ContentCipher;
   embedded: EmbeddedDatabase | null;
   close(): Promise<void>;
@@ -94,7 +93,7 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
     }
   }
   return {
-    config, logger, db, databaseUrl: url, cipher, embedded,
+    config, logger, db, cipher, embedded,
     async close() {
       await db.close();
       await embedded?.stop();

@@ -11,7 +11,7 @@ type Issue = z.core.$ZodIssue;
 type Path = ReadonlyArray<PropertyKey>;
 
 /** At most this many entries: a body of thousands of unknown keys must not make a huge answer. */
-export const MAX_FIELD_ERRORS = 50;
+const MAX_FIELD_ERRORS = 50;
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

@@ -52,7 +52,7 @@ const problemContent = (examples: Record<string, Example> | undefined): Json => 
   "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" }, ...(examples ? { examples } : {}) },
 });
 
-export function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, OperationExamples> = EXAMPLES): Json {
+function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, OperationExamples> = EXAMPLES): Json {
   const components: Record<string, Json> = {};
   const addComponent = (name: string, json: Json): void => {
     const prior = components[name];

@@ -5,7 +5,7 @@ import type { ProblemView } from "./schemas.ts";
 /** A problem document: the Problem schema of openapi.yaml. */
 export type Problem = ProblemView;
 
-export const PROBLEM_TYPE_BASE = "https://sealpost.dev/problems/";
+const PROBLEM_TYPE_BASE = "https://sealpost.dev/problems/";
 
 /**
  * Retry-After (RFC 9110 section 10.2.3) of every 503 service_unavailable, in seconds.

@@ -11,7 +11,7 @@ import type { Scope } from "../services/api-keys.ts";
 import type { AppDeps } from "./deps.ts";
 
 /** One documented 2xx answer: a JSON body described by `schema`. */
-export interface ResponseSpec {
+interface ResponseSpec {
   description: string;
   schema: z.ZodType;
 }
@@ -20,7 +20,7 @@ export interface ResponseSpec {
 export type Responses = Record<number, ResponseSpec>;
 
 /** What a handler may return: the body of one of its documented answers. */
-export type ResponseBody<R extends Responses> = { [S in keyof R]: R[S] extends ResponseSpec ? z.output<R[S]["schema"]> : never }[keyof R];
+type ResponseBody<R extends Responses> = { [S in keyof R]: R[S] extends ResponseSpec ? z.output<R[S]["schema"]> : never }[keyof R];
 
 export interface RouteSpec<
   B extends z.ZodType | undefined,

@@ -31,7 +31,7 @@ export const SendResponseSchema = z
 
 const MailboxView = z.strictObject({ address: z.string(), name: z.string().nullable() }).meta({ id: "Mailbox" });
 
-export const AttemptSchema = z
+const AttemptSchema = z
   .strictObject({
     attempt: z.number().int(),
     started_at: z.iso.datetime(),
@@ -60,7 +60,7 @@ export const AttemptSchema = z
   })
   .meta({ id: "DeliveryAttempt", description: "Evidence of one SMTP attempt for one recipient" });
 
-export const RecipientSchema = z
+const RecipientSchema = z
   .strictObject({
     address: z.string(),
     name: z.string().nullable(),
@@ -136,7 +136,7 @@ export const CancelResponseSchema = z.strictObject({ id: z.uuid(), status: z.lit
 
 export const HealthSchema = z.strictObject({ status: z.literal("ok") }).meta({ id: "Health" });
 
-export const SendBatchItemSchema = z.union([
+const SendBatchItemSchema = z.union([
   SendResponseSchema.extend({ index: z.number().int() }),
   z.strictObject({ index: z.number().int(), error: ProblemSchema }),
 ]);
@@ -150,9 +150,4 @@ export type ProblemView = z.output<typeof ProblemSchema>;
 export type SendResponseView = z.output<typeof SendResponseSchema>;
 export type SendBatchResponseView = z.output<typeof SendBatchResponseSchema>;
 export type AttemptView = z.output<typeof AttemptSchema>;
-export type RecipientView = z.output<typeof RecipientSchema>;
-export type MessageSummaryView = z.output<typeof MessageSummarySchema>;
 export type MessageView = z.output<typeof MessageSchema>;
-export type MessageListView = z.output<typeof MessageListSchema>;
-export type MessageEventsView = z.output<typeof EventsSchema>;
-export type CancelResponseView = z.output<typeof CancelResponseSchema>;

@@ -1,7 +1,6 @@
 // The HTTPS listener: certificates (real ones, or a generated development CA),
 // listen, hot certificate reload and graceful shutdown. There is no plaintext
 // listener at all (plain HTTP sent to the port gets a 400 naming https://: https-server.ts).
-import type { FastifyInstance } from "fastify";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { createSecureContext, type Server as TlsServer } from "node:tls";
 import type { Runtime } from "../runtime.ts";
@@ -12,7 +11,6 @@ import { serverTlsOptions } from "./tls-options.ts";
 import { ApiKeyVerifier } from "../services/api-keys.ts";
 
 export interface RunningServer {
-  app: FastifyInstance;
   url: string;
   caFile: string | null;
   close(): Promise<void>;
@@ -100,7 +98,6 @@ export async function startServer(rt: Runtime): Promise<RunningServer> {
   const url = `https://localhost:${port}`;
   rt.logger.info({ url, caFile: paths.caFile }, "sealpost API listening (HTTPS only)");
   return {
-    app,
     url,
     caFile: paths.caFile ?? null,
     async close() {

@@ -29,7 +29,7 @@ const TLS12_SUITES = [
  * `TLS_` to SSL_CTX_set_ciphersuites (TLS 1.3) and the rest to
  * SSL_CTX_set_cipher_list (TLS 1.2), so one string describes everything offered.
  */
-export const TLS_CIPHERS: string = [...TLS13_SUITES, ...TLS12_SUITES].join(":");
+const TLS_CIPHERS: string = [...TLS13_SUITES, ...TLS12_SUITES].join(":");
 
 // Signature algorithms for the handshake signature: no SHA-1 (RFC 9155) and no MD5.
 // PSS first (RFC 8446 4.2.3), PKCS#1 v1.5 with SHA-2 kept for TLS 1.2 clients.

@@ -48,7 +48,7 @@ export function cancelUntouchedDeliveries(tx: Db | Tx, messageId: string): Promi
 // messages/s.
 // ---------------------------------------------------------------------------------
 
-export interface DeliveryRecipient {
+interface DeliveryRecipient {
   id: bigint;
   address: string;
 }

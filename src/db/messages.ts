@@ -4,6 +4,7 @@
 import type pg from "pg";
 import type { Mailbox } from "../domain/address.ts";
 import type { RecipientStatus } from "../domain/message.ts";
+import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db, Tx } from "./client.ts";
 
 // ---------------------------------------------------------------------------------
@@ -129,28 +130,27 @@ export interface MessageSummaryRow {
   tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null;
 }
 
+const storedSelect = {
+  ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
+  recipients: {
+    orderBy: { position: "asc" },
+    include: {
+      attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
+      delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
+    },
+  },
+} as const satisfies Prisma.MessageSelect;
+
+/** A stored message with its recipients, each with its queue row's schedule and its attempts. */
+type StoredMessage = Prisma.MessageGetPayload<{ select: typeof storedSelect }>;
+
 /**
- * A stored message with its recipients, each with its queue row's schedule and its
- * attempts, as GET /messages/:id shows it. Prisma reads these in several statements:
+ * The stored message as GET /messages/:id shows it. Prisma reads it in several statements:
  * call it inside a REPEATABLE READ transaction for one consistent snapshot.
  */
-export function findStoredMessage(db: Db | Tx, apiKeyId: string, id: string) {
-  return db.message.findFirst({
-    where: { id, apiKeyId },
-    select: {
-      ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
-      recipients: {
-        orderBy: { position: "asc" },
-        include: {
-          attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
-          delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
-        },
-      },
-    },
-  });
+export function findStoredMessage(db: Db | Tx, apiKeyId: string, id: string): Promise<StoredMessage | null> {
+  return db.message.findFirst({ where: { id, apiKeyId }, select: storedSelect });
 }
-
-export type StoredMessage = NonNullable<Awaited<ReturnType<typeof findStoredMessage>>>;
 
 /** Whether `apiKeyId` owns a message with this id. */
 export async function messageOwnedBy(db: Db | Tx, apiKeyId: string, id: string): Promise<boolean> {

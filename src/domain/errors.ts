@@ -1,19 +1,18 @@
 // One error type for the whole service, with a closed list of codes. The HTTP
-// status for each code lives in one table; whether a caller may retry is data,
-// not something inferred from a message string.
+// status and title for each code live in one table.
 
 export const ERROR_CODES = {
-  invalid_request: { status: 422, title: "Invalid request", retryable: false },
-  unauthorized: { status: 401, title: "Unauthorized", retryable: false },
-  forbidden: { status: 403, title: "Forbidden", retryable: false },
-  not_found: { status: 404, title: "Not found", retryable: false },
-  conflict: { status: 409, title: "Conflict", retryable: false },
-  idempotency_conflict: { status: 409, title: "Idempotency key reused", retryable: false },
-  payload_too_large: { status: 413, title: "Payload too large", retryable: false },
-  unsupported_media_type: { status: 415, title: "Unsupported media type", retryable: false },
-  rate_limited: { status: 429, title: "Too many requests", retryable: true },
-  service_unavailable: { status: 503, title: "Service unavailable", retryable: true },
-  internal: { status: 500, title: "Internal error", retryable: true },
+  invalid_request: { status: 422, title: "Invalid request" },
+  unauthorized: { status: 401, title: "Unauthorized" },
+  forbidden: { status: 403, title: "Forbidden" },
+  not_found: { status: 404, title: "Not found" },
+  conflict: { status: 409, title: "Conflict" },
+  idempotency_conflict: { status: 409, title: "Idempotency key reused" },
+  payload_too_large: { status: 413, title: "Payload too large" },
+  unsupported_media_type: { status: 415, title: "Unsupported media type" },
+  rate_limited: { status: 429, title: "Too many requests" },
+  service_unavailable: { status: 503, title: "Service unavailable" },
+  internal: { status: 500, title: "Internal error" },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -27,7 +26,6 @@ export class AppError extends Error {
   override name = "AppError";
   readonly code: ErrorCode;
   readonly status: number;
-  readonly retryable: boolean;
   readonly errors?: FieldError[];
   readonly headers?: Record<string, string>;
 
@@ -39,7 +37,6 @@ export class AppError extends Error {
     super(detail, { cause: opts.cause });
     this.code = code;
     this.status = opts.status ?? ERROR_CODES[code].status;
-    this.retryable = ERROR_CODES[code].retryable;
     if (opts.errors) this.errors = opts.errors;
     if (opts.headers) this.headers = opts.headers;
   }

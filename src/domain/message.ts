@@ -11,15 +11,15 @@ import { base64Size, checkBase64 } from "./base64.ts";
 import type { FieldError } from "./errors.ts";
 import { TLS_POLICIES, type TlsPolicy } from "./tls-policy.ts";
 
-export const MAX_RECIPIENTS = 50;
-export const MAX_REPLY_TO = 5;
-export const MAX_ATTACHMENTS = 20;
-export const MAX_HEADERS = 30;
-export const MAX_TAGS = 10;
-export const MAX_METADATA_KEYS = 20;
-export const MAX_SCHEDULE_AHEAD_MS = 30 * 86_400_000;
-export const MAX_SUBJECT = 998; // RFC 5322 section 2.1.1: a line is at most 998 characters
-export const MAX_BODY_CHARS = 5_000_000;
+const MAX_RECIPIENTS = 50;
+const MAX_REPLY_TO = 5;
+const MAX_ATTACHMENTS = 20;
+const MAX_HEADERS = 30;
+const MAX_TAGS = 10;
+const MAX_METADATA_KEYS = 20;
+const MAX_SCHEDULE_AHEAD_MS = 30 * 86_400_000;
+const MAX_SUBJECT = 998; // RFC 5322 section 2.1.1: a line is at most 998 characters
+const MAX_BODY_CHARS = 5_000_000;
 
 const NO_BREAKS = "must not contain line breaks or other control characters";
 const line = (max: number) => z.string().max(max).refine((v) => !CONTROL_CHARS.test(v), { message: NO_BREAKS });
@@ -67,14 +67,14 @@ const CONTENT_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\/[a-z0-9][a-z0-9!#$&^_.+-
 const CONTENT_ID = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@]{1,200}$/;
 
 /** Strip directories and characters that mean something to file systems or headers. */
-export function sanitizeFilename(name: string): string {
+function sanitizeFilename(name: string): string {
   const base = name.split(/[\\/]/).pop() ?? "";
   // eslint-disable-next-line no-control-regex
   const cleaned = base.replace(/[\u0000-\u001f\u007f"<>:|?*]/g, "_").replace(/^\.+/, "").trim();
   return cleaned.slice(0, 255);
 }
 
-export const AttachmentInput = z
+const AttachmentInput = z
   .strictObject({
     filename: z
       .string()
@@ -177,7 +177,7 @@ export interface Attachment {
   content: string; // base64, as received; decoded only when the message is built
 }
 
-export interface RecipientSpec {
+interface RecipientSpec {
   kind: "to" | "cc" | "bcc";
   address: string;
   name: string | null;

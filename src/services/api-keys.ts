@@ -28,7 +28,7 @@ function base32(buf: Buffer): string {
   return out;
 }
 
-export const hashSecret = (secret: string): string => createHash("sha256").update(secret, "utf8").digest("hex");
+const hashSecret = (secret: string): string => createHash("sha256").update(secret, "utf8").digest("hex");
 
 export interface ApiKeyRecord {
   id: string;

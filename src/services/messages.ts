@@ -18,7 +18,7 @@ type AttemptRow = {
   certNotAfter: Date | null; certFingerprint: string | null; replyCode: number | null; enhancedCode: string | null; replyText: string | null;
 };
 
-export function attemptView(a: AttemptRow) {
+function attemptView(a: AttemptRow) {
   const hasCert = a.certSubject !== null || a.certFingerprint !== null;
   return {
     attempt: a.attempt,
@@ -148,7 +148,7 @@ export function encodeCursor(createdAt: Date, id: string): string {
   return Buffer.from(`${createdAt.toISOString()}|${id}`, "utf8").toString("base64url");
 }
 
-export function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
   const raw = Buffer.from(cursor, "base64url").toString("utf8");
   const m = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)\|([0-9a-f-]{36})$/.exec(raw);
   if (!m) throw new AppError("invalid_request", "the cursor is not valid", { errors: [{ path: "query.cursor", message: "not a cursor returned by this API" }] });

@@ -14,9 +14,9 @@ import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyRecord } from "./api-keys.ts";
 import type { MessageWriter } from "./message-writer.ts";
 
-export const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
+const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
 
-export interface SendResponse {
+interface SendResponse {
   id: string;
   status: "queued" | "scheduled";
   tls_policy: TlsPolicy;
@@ -41,7 +41,7 @@ export interface AcceptOptions {
 
 export type AcceptResult = { replayed: boolean; statusCode: number; body: SendResponse };
 
-export function checkSenderAllowed(key: ApiKeyRecord, fromAddress: string): void {
+function checkSenderAllowed(key: ApiKeyRecord, fromAddress: string): void {
   if (key.allowedDomains.includes("*")) return;
   const domain = domainOf(fromAddress);
   if (!key.allowedDomains.includes(domain))
@@ -56,7 +56,7 @@ function prepareMessage(body: SendRequest, limits: Limits, now: Date): NewMessag
 }
 
 /** Hash of the request, to tell a replay from a conflicting reuse of an Idempotency-Key. */
-export function requestHash(req: SendRequest): string {
+function requestHash(req: SendRequest): string {
   return createHash("sha256").update(JSON.stringify(req)).digest("hex");
 }
 

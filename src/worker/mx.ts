@@ -7,7 +7,7 @@ import { Resolver } from "node:dns/promises";
 import { isIP } from "node:net";
 import { domainToASCII } from "node:url";
 
-export interface MxHost {
+interface MxHost {
   host: string;
   preference: number;
   /** IPv4 then IPv6 literals. */

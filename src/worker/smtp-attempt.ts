@@ -13,11 +13,11 @@ import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext,
 import { classifySend, defaultEnhanced, errorName, LOCAL_STATUS, localVerdict, parseReply, type RecipientVerdict, type ReplyVerdict } from "./smtp-reply.ts";
 
 export type { AttemptEvidence, TlsEvidence } from "./smtp-evidence.ts";
-export type { RecipientVerdict } from "./smtp-reply.ts";
+;
 
 export type { TlsPolicy } from "../domain/tls-policy.ts";
 
-export interface SmtpTarget {
+interface SmtpTarget {
   /** MX or relay host name: used for SNI and the certificate name check. */
   host: string;
   /** Connect here. */

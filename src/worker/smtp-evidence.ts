@@ -62,7 +62,7 @@ export function cleartextEvidence(reason: string | null): TlsEvidence {
 }
 
 /** Host name as it appears on certificates and in SNI: no trailing root dot, lower case. */
-export function certificateName(host: string): string {
+function certificateName(host: string): string {
   return host.replace(/\.$/, "").toLowerCase();
 }
 
@@ -79,7 +79,7 @@ export function sniName(host: string): string | undefined {
  * the SNI name it was given, and with rejectUnauthorized false nothing else would notice
  * a missing or different name.
  */
-export function readTlsEvidence(socket: TLSSocket, expectedHost: string): TlsEvidence {
+function readTlsEvidence(socket: TLSSocket, expectedHost: string): TlsEvidence {
   const peer = peerCertificate(socket);
   let verifyError: string | null = null;
   if (!peer) verifyError = "NO_PEER_CERTIFICATE";

@@ -54,7 +54,7 @@ export function parseReply(raw: string): ParsedReply {
  * RFC 5321 4.2.1: 2yz done, 4yz transient (try again later), 5yz permanent. 503 "bad
  * sequence of commands" is a 5yz that describes our session, not the message, so it defers.
  */
-export function outcomeOf(code: number): DeliveryOutcome {
+function outcomeOf(code: number): DeliveryOutcome {
   if (code >= 200 && code < 400) return "delivered";
   if (code >= 500 && code < 600 && code !== 503) return "bounced";
   return "deferred";
@@ -130,7 +130,7 @@ export function errorName(err: SmtpError): string {
 }
 
 /** The verdict on a server reply; `fallbackCode` when the raw text did not parse. */
-export function verdictOfReply(raw: string | undefined, fallbackCode?: number): ReplyVerdict {
+function verdictOfReply(raw: string | undefined, fallbackCode?: number): ReplyVerdict {
   const reply = parseReply(raw ?? "");
   const code = reply.code ?? fallbackCode ?? null;
   if (code === null) return localVerdict("deferred", LOCAL_STATUS.badConnection, raw ?? "unparseable reply");

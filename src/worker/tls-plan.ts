@@ -35,7 +35,7 @@ export interface TlsRoute {
 }
 
 /** TLS versions the strict plan accepts, in the order Node names them. */
-export const STRICT_MIN_VERSION: SecureVersion = "TLSv1.2";
+const STRICT_MIN_VERSION: SecureVersion = "TLSv1.2";
 const VERSIONS: readonly string[] = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
 
 export function tlsPlan(policy: TlsPolicy, route: TlsRoute): TlsPlan {

@@ -21,7 +21,7 @@ import { errorFields } from "../logger.ts";
 
 export type { WorkerHandle } from "./claim-loop.ts";
 
-export function deliverySettings(config: Config): DeliverySettings {
+function deliverySettings(config: Config): DeliverySettings {
   return {
     serverPolicy: config.SMTP_TLS_POLICY,
     relay: config.SMTP_RELAY_URL ?? null,
@@ -37,7 +37,7 @@ export function deliverySettings(config: Config): DeliverySettings {
 }
 
 /** Purges expired content now and every RETENTION_SWEEP_INTERVAL; returns a stop function. */
-export function startRetentionSweep(db: Runtime["db"]["prisma"], config: Config, logger: Logger): () => void {
+function startRetentionSweep(db: Runtime["db"]["prisma"], config: Config, logger: Logger): () => void {
   const log = logger.child({ component: "retention" });
   const sweep = async () => {
     try {
@@ -105,7 +105,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
  * which policy. Built from the parsed relay's host and port, never its credentials, so the
  * relay password cannot reach the log.
  */
-export function describeDelivery(config: Config): { summary: string; fields: Record<string, unknown> } {
+function describeDelivery(config: Config): { summary: string; fields: Record<string, unknown> } {
   const relay = config.SMTP_RELAY_URL;
   const route = relay
     ? `through the relay ${relay.host}:${relay.port} (${relay.implicitTls ? "implicit TLS" : "STARTTLS"}, ${relay.auth ? "AUTH configured" : "no AUTH"})`

@@ -8,7 +8,7 @@ import { trackOpen } from "./leak-guard.ts";
 
 export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 
-export function urlFor(dbName: string): string {
+function urlFor(dbName: string): string {
   const u = new URL(ADMIN_URL);
   u.pathname = `/${dbName}`;
   return u.toString();

@@ -7,7 +7,7 @@ import dnsPacket from "dns-packet";
 import type { Answer, DecodedPacket, Question } from "dns-packet";
 import { trackOpen } from "./leak-guard.ts";
 
-export interface FakeRecords {
+interface FakeRecords {
   MX?: { preference: number; exchange: string }[];
   A?: string[];
   AAAA?: string[];

@@ -14,7 +14,7 @@ import { waitFor } from "./wait.ts";
 export const FINAL = ["delivered", "bounced", "failed"] as const;
 
 /** What the checker needs of a database connection (a pg.Pool or pg.Client). */
-export interface Queryable {
+interface Queryable {
   query<R extends Record<string, unknown> = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<{ rows: R[] }>;
 }
 

@@ -27,7 +27,7 @@ export type MessageFault =
   | { kind: "451" | "552" | "drop-after-dot"; times?: number }
   | { kind: "slow-dot"; ms: number; times?: number };
 
-export interface ConnectionFault {
+interface ConnectionFault {
   kind: "421-greeting" | "silent";
   times?: number;
 }
@@ -77,7 +77,7 @@ export interface SinkCopy {
   secure: boolean;
 }
 
-export interface SinkConnection {
+interface SinkConnection {
   ip: string;
   at: number;
   /** The connection fault applied, or null. */

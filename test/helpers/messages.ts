@@ -5,10 +5,10 @@ import { validSend, type TestApp } from "./app.ts";
 import { waitFor } from "./wait.ts";
 import type { MessageView, SendResponseView } from "../../src/api/schemas.ts";
 
-// The views of GET /messages/{id}, as the contract defines them (src/api/schemas.ts).
-export type { AttemptView, MessageView, RecipientView } from "../../src/api/schemas.ts";
+// The view of GET /messages/{id}, as the contract defines it (src/api/schemas.ts).
+export type { MessageView } from "../../src/api/schemas.ts";
 
-export const FINAL_STATUSES = ["delivered", "partially_delivered", "bounced", "failed", "cancelled"];
+const FINAL_STATUSES = ["delivered", "partially_delivered", "bounced", "failed", "cancelled"];
 
 /** POST /send with validSend() defaults overridden by `body`; returns the new message id. */
 export async function sendMessage(app: TestApp, key: string, body: Record<string, unknown>): Promise<string> {

@@ -14,7 +14,7 @@ import { trackOpen } from "./leak-guard.ts";
 
 const run = promisify(execFile);
 
-export const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
+const PG_BIN = process.env.PG_BIN ?? "/usr/lib/postgresql/15/bin";
 
 export interface PrivateCluster {
   readonly port: number;

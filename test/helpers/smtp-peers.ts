@@ -54,7 +54,7 @@ export function attemptOptionsFor(peer: { host: string; port: number }, policy: 
   };
 }
 
-export interface ScriptedReply {
+interface ScriptedReply {
   code: number;
   message: string;
   /**
@@ -65,7 +65,7 @@ export interface ScriptedReply {
 }
 
 /** Close the connection after the final dot without replying, for the first `times` messages (default: all). */
-export interface DropAfterData {
+interface DropAfterData {
   drop: true;
   times?: number;
 }
@@ -106,7 +106,7 @@ export interface PeerOptions {
   allowInsecureAuth?: boolean;
 }
 
-export interface ReceivedMessage {
+interface ReceivedMessage {
   from: string;
   to: string[];
   data: Buffer;
@@ -120,7 +120,7 @@ export interface ReceivedMessage {
 }
 
 /** One connection as the peer saw it; `secure` and `tlsProtocol` are updated by STARTTLS. */
-export interface PeerSession {
+interface PeerSession {
   secure: boolean;
   tlsProtocol?: string;
   /** SNI name the client asked for. */

@@ -11,7 +11,7 @@
 import net from "node:net";
 import { trackOpen } from "./leak-guard.ts";
 
-export type ProxyMode = "forward" | "refused" | "blackhole";
+type ProxyMode = "forward" | "refused" | "blackhole";
 
 export interface TcpProxy {
   readonly host: string;

@@ -27,7 +27,7 @@ export function testCaFile(): string {
 }
 
 /** The environment of a test worker on `tdb` (also for a worker in a child process), `env` last. */
-export function testWorkerEnv(tdb: TestDatabase, env: Record<string, string>): Record<string, string> {
+function testWorkerEnv(tdb: TestDatabase, env: Record<string, string>): Record<string, string> {
   return {
     NODE_ENV: "test",
     DATABASE_URL: tdb.url,
@@ -43,7 +43,7 @@ export function testWorkerEnv(tdb: TestDatabase, env: Record<string, string>): R
   };
 }
 
-export function workerConfig(tdb: TestDatabase, env: Record<string, string>): Config {
+function workerConfig(tdb: TestDatabase, env: Record<string, string>): Config {
   return loadConfig(testWorkerEnv(tdb, env));
 }
 

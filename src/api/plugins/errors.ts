@@ -67,7 +67,7 @@ export function problemFor(err: Error, requestId: string, facts: RequestFacts = 
   return problem(c.code, c.detail, requestId, { ...(c.status ? { status: c.status } : {}), ...(c.errors ? { errors: c.errors } : {}) });
 }
 
-export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: Error): FastifyReply {
+function sendProblem(reply: FastifyReply, request: FastifyRequest, err: Error): FastifyReply {
   const body = problemFor(err, request.id, {
     bodyLimit: request.routeOptions?.bodyLimit,
     contentType: typeof request.headers["content-type"] === "string" ? request.headers["content-type"] : undefined,

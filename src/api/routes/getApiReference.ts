@@ -16,8 +16,8 @@ const packageDir = dirname(createRequire(import.meta.url).resolve("swagger-ui-di
 const version = (JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as { version: string }).version;
 
 /** Where the package's files are served: versioned, so a browser may keep them for good. */
-export const ASSETS = `/docs/assets/swagger-ui-${version}`;
-export const SPEC_URL = "/openapi.yaml";
+const ASSETS = `/docs/assets/swagger-ui-${version}`;
+const SPEC_URL = "/openapi.yaml";
 
 // Read once, on first use, straight from the package.
 const fromPackage = (file: string): (() => Buffer) => {

@@ -9,7 +9,7 @@ import { defineRoute } from "../route.ts";
 import { SendBatchResponseSchema, type SendBatchResponseView } from "../schemas.ts";
 import { sendContext } from "./sendMessage.ts";
 
-export const MAX_BATCH = 100;
+const MAX_BATCH = 100;
 
 // Items are validated each on its own so that one bad message does not sink the others;
 // the envelope itself (an array of 1-100 objects) must be valid.
