@@ -11,19 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v chromium >/dev/null || { echo "chromium is not installed: apt-get install chromium" >&2; exit 2; }
 
-work=$(mktemp -d)
-port=${DOCS_CHECK_PORT:-18645}
-cleanup() { [[ -n "${pid:-}" ]] && kill "$pid" 2>/dev/null; wait "${pid:-}" 2>/dev/null || true; [[ -n "${KEEP:-}" ]] || rm -rf "$work"; }
-trap cleanup EXIT
-
-DATA_DIR="$work/data" CERTS_DIR="$work/certs" HOST=127.0.0.1 PORT=$port LOG_LEVEL=warn \
-  node src/cli.ts serve >"$work/sealpost.log" 2>&1 &
-pid=$!
-deadline=$((SECONDS + 90))
-until curl -sf --cacert "$work/certs/ca.crt" "https://localhost:$port/healthz" >/dev/null 2>&1; do
-  if (( SECONDS > deadline )) || ! kill -0 "$pid" 2>/dev/null; then echo "sealpost did not start:" >&2; cat "$work/sealpost.log" >&2; exit 1; fi
-  sleep 0.5
-done
+. scripts/scratch-sealpost.sh
+scratch_sealpost "${DOCS_CHECK_PORT:-18645}"
 spki=$(openssl x509 -in "$work/certs/server.crt" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)
 
 # Renders one URL; the DOM goes to $work/$2.html, the browser's log to $work/$2.log.

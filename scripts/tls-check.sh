@@ -10,20 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v testssl >/dev/null || { echo "testssl.sh is not installed: apt-get install testssl.sh" >&2; exit 2; }
 
-work=$(mktemp -d)
-port=${TLS_CHECK_PORT:-18643}
-cleanup() { [[ -n "${pid:-}" ]] && kill "$pid" 2>/dev/null; wait "${pid:-}" 2>/dev/null || true; [[ -n "${KEEP:-}" ]] || rm -rf "$work"; }
-trap cleanup EXIT
-
 start=$SECONDS
-DATA_DIR="$work/data" CERTS_DIR="$work/certs" HOST=127.0.0.1 PORT=$port LOG_LEVEL=warn \
-  node src/cli.ts serve >"$work/sealpost.log" 2>&1 &
-pid=$!
-deadline=$((SECONDS + 90))
-until curl -sf --cacert "$work/certs/ca.crt" "https://localhost:$port/healthz" >/dev/null 2>&1; do
-  if (( SECONDS > deadline )) || ! kill -0 "$pid" 2>/dev/null; then echo "sealpost did not start:" >&2; cat "$work/sealpost.log" >&2; exit 1; fi
-  sleep 0.5
-done
+. scripts/scratch-sealpost.sh
+scratch_sealpost "${TLS_CHECK_PORT:-18643}"
 
 # Findings that only say "this certificate is not from a public CA" are expected for
 # the generated development certificate and are the only ones tolerated.
