@@ -33,7 +33,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import pg from "pg";
-import { openDatabase, type Database } from "../src/db/client.ts";
+import { openDatabase, type DatabaseHandle } from "../src/db/client.ts";
 import { migrate } from "../src/db/migrate.ts";
 import { createApiKey } from "../src/services/api-keys.ts";
 import { issueCertificate } from "../src/tls/certificates.ts";
@@ -164,7 +164,7 @@ class Stage {
   readonly senders: Senders[] = [];
   readonly expected = new Map<string, (typeof FINAL)[number]>();
   readonly notes: string[] = [];
-  db!: Database;
+  db!: DatabaseHandle;
   sink!: FaultSink;
   apiKey = "";
   apiPort = 0;

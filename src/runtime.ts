@@ -3,7 +3,7 @@
 // keys can read what is stored. Closed in reverse order on shutdown.
 import type { Logger } from "pino";
 import type { Config } from "./config.ts";
-import { openDatabase, type Database } from "./db/client.ts";
+import { openDatabase, type DatabaseHandle } from "./db/client.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./db/embedded.ts";
 import { ping } from "./db/health.ts";
 import { migrate } from "./db/migrate.ts";
@@ -18,7 +18,7 @@ const EMBEDDED_MIN_TIMEOUT_MS = 60_000;
 export interface Runtime {
   config: Config;
   logger: Logger;
-  db: Database;
+  db: DatabaseHandle;
   cipher: ContentCipher;
   embedded: EmbeddedDatabase | null;
   close(): Promise<void>;

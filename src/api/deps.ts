@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
-import type { Database } from "../db/client.ts";
+import type { DatabaseHandle } from "../db/client.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyVerifier } from "../services/api-keys.ts";
 import type { MessageWriter } from "../services/message-writer.ts";
@@ -8,7 +8,7 @@ import type { MessageWriter } from "../services/message-writer.ts";
 /** Everything the API needs, built by the caller (server.ts or a test). */
 export interface AppDeps {
   config: Config;
-  db: Database;
+  db: DatabaseHandle;
   cipher: ContentCipher;
   keys: ApiKeyVerifier;
   logger: Logger;

@@ -28,7 +28,8 @@ export interface DatabaseOptions {
   onPoolError?: (err: Error) => void;
 }
 
-export interface Database {
+/** The process's pg.Pool and the Prisma client over it (`Db` is the Prisma client alone). */
+export interface DatabaseHandle {
   prisma: Db;
   pool: pg.Pool;
   /** The statement timeout in force (the embedded database raises the configured one). */
@@ -37,7 +38,7 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export function openDatabase(opts: DatabaseOptions): Database {
+export function openDatabase(opts: DatabaseOptions): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString: opts.url,
     max: opts.poolMax,

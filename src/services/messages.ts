@@ -1,5 +1,6 @@
 // Reading messages back. A key sees only its own messages: every query is scoped by
 // api_key_id, so another key's message is simply "not found".
+import type { TlsPolicy } from "../domain/tls-policy.ts";
 import type { Db } from "../db/client.ts";
 import { cancelUntouchedDeliveries, countDeliveriesOf } from "../db/deliveries.ts";
 import {
@@ -28,7 +29,7 @@ function attemptView(a: AttemptRow) {
     mx_host: a.mxHost,
     ip: a.ip,
     port: a.port,
-    policy: a.policy as "opportunistic" | "required",
+    policy: a.policy as TlsPolicy,
     tls: {
       used: a.tls,
       version: a.tlsVersion,
@@ -69,7 +70,7 @@ function summaryView(m: MessageSummaryRow, cipher: ContentCipher) {
   return {
     id: m.id,
     status: m.status as MessageStatus,
-    tls_policy: m.tlsPolicy as "opportunistic" | "required",
+    tls_policy: m.tlsPolicy as TlsPolicy,
     from: { address: m.fromAddress, name: m.fromName },
     subject,
     tags: m.tags,

@@ -3,7 +3,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import pg from "pg";
 import { migrate } from "../../src/db/migrate.ts";
-import { openDatabase, type Database } from "../../src/db/client.ts";
+import { openDatabase, type DatabaseHandle } from "../../src/db/client.ts";
 import { trackOpen } from "./leak-guard.ts";
 
 export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
@@ -110,7 +110,7 @@ async function ensureTemplate(): Promise<string> {
 export interface TestDatabase {
   name: string;
   url: string;
-  db: Database;
+  db: DatabaseHandle;
   drop(): Promise<void>;
 }
 

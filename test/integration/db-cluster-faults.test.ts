@@ -12,7 +12,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { openDatabase, type Database } from "../../src/db/client.ts";
+import { openDatabase, type DatabaseHandle } from "../../src/db/client.ts";
 import { migrate } from "../../src/db/migrate.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { createPrivateCluster, type PrivateCluster } from "../helpers/pg-cluster.ts";
@@ -23,7 +23,7 @@ const STATEMENT_TIMEOUT_MS = 1500;
 const CONNECT_TIMEOUT_MS = 1000;
 
 let cluster: PrivateCluster;
-let db: Database;
+let db: DatabaseHandle;
 let t: TestApp;
 let key: string;
 let admin: pg.Client;

@@ -11,7 +11,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { openDatabase, type Database } from "../../src/db/client.ts";
+import { openDatabase, type DatabaseHandle } from "../../src/db/client.ts";
 import { databaseUnavailableReason, DatabaseUnavailableError, isDatabaseUnavailable, isPermissionDenied } from "../../src/db/errors.ts";
 import { AppError } from "../../src/domain/errors.ts";
 import { createTestDatabase, dropRole, installRaiseTrigger, type RaiseTrigger, type TestDatabase } from "../helpers/db.ts";
@@ -22,7 +22,7 @@ const STATEMENT_TIMEOUT_MS = 600;
 const LIMITED_ROLE = `sp_test_limited_${randomBytes(4).toString("hex")}`;
 
 let tdb: TestDatabase;
-let db: Database; // short statement timeout, own pool
+let db: DatabaseHandle; // short statement timeout, own pool
 let admin: pg.Client; // another session: holds locks, terminates backends, alters the database
 let raise: RaiseTrigger;
 const closers: Array<() => Promise<unknown>> = [];
@@ -61,9 +61,9 @@ function sqlState(err: unknown): string | undefined {
 }
 
 const HASH = "0".repeat(64);
-const rawInsert = (d: Database, id = randomBytes(8).toString("hex")) =>
+const rawInsert = (d: DatabaseHandle, id = randomBytes(8).toString("hex")) =>
   d.prisma.$queryRawUnsafe(`INSERT INTO api_keys (id, name, secret_hash, scopes, allowed_domains) VALUES ($1, 'x', '${HASH}', '{}', '{}') RETURNING id`, id);
-const modelInsert = (d: Database, id = randomBytes(8).toString("hex")) =>
+const modelInsert = (d: DatabaseHandle, id = randomBytes(8).toString("hex")) =>
   d.prisma.apiKey.create({ data: { id, name: "x", secretHash: HASH, scopes: [], allowedDomains: [] } });
 
 test("a statement that waits on a lock past statement_timeout (57014): raw query and model query", async () => {

@@ -17,7 +17,7 @@ import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { startPeer, TEST_MX_HOST, type SmtpPeer } from "../helpers/smtp-peers.ts";
 import { startTestWorker } from "../helpers/worker.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { openDatabase, type Database } from "../../src/db/client.ts";
+import { openDatabase, type DatabaseHandle } from "../../src/db/client.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { openRuntime } from "../../src/runtime.ts";
@@ -34,8 +34,8 @@ const API_ROLE = `sp_test_api_${suffix}`;
 const WORKER_ROLE = `sp_test_worker_${suffix}`;
 
 let owner: TestDatabase; // the migrated database, connected as postgres (owner of the tables)
-let apiDb: Database;
-let workerDb: Database;
+let apiDb: DatabaseHandle;
+let workerDb: DatabaseHandle;
 let apiUrl: string;
 let workerUrl: string;
 let t: TestApp;
@@ -65,16 +65,16 @@ async function asAdmin(url: string, sql: string): Promise<void> {
   }
 }
 
-function open(url: string): Database {
+function open(url: string): DatabaseHandle {
   return openDatabase({ url, poolMax: 4, statementTimeoutMs: 5000, connectTimeoutMs: 2000 });
 }
 
 /** A TestDatabase whose connection is a restricted role; dropping it only closes that pool. */
-function asRole(db: Database, url: string): TestDatabase {
+function asRole(db: DatabaseHandle, url: string): TestDatabase {
   return { name: owner.name, url, db, drop: () => db.close() };
 }
 
-async function deniedCode(db: Database, sql: string): Promise<string | undefined> {
+async function deniedCode(db: DatabaseHandle, sql: string): Promise<string | undefined> {
   try {
     await db.pool.query(sql);
     return undefined;

@@ -1,5 +1,6 @@
 // Connection reuse: several messages to one destination ride one verified session, and
 // each message's attempt still carries that session's TLS evidence.
+import type { TlsPolicy } from "../../src/domain/tls-policy.ts";
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { SmtpSessionPool } from "../../src/worker/smtp-pool.ts";
@@ -10,7 +11,7 @@ after(async () => {
   await Promise.all(peers.map((p) => p.close()));
 });
 
-const options = (peer: SmtpPeer, to: string, policy: "required" | "opportunistic" = "required") =>
+const options = (peer: SmtpPeer, to: string, policy: TlsPolicy = "required") =>
   attemptOptionsFor(peer, policy, {
     envelope: { from: "noreply@shop.example", to: [to] },
     message: Buffer.from(`From: noreply@shop.example\r\nTo: ${to}\r\nSubject: pooled\r\n\r\nhello\r\n`),
