@@ -52,83 +52,104 @@ const problemContent = (examples: Record<string, Example> | undefined): Json => 
   "application/problem+json": { schema: { $ref: "#/components/schemas/Problem" }, ...(examples ? { examples } : {}) },
 });
 
-function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, OperationExamples> = EXAMPLES): Json {
-  const components: Record<string, Json> = {};
-  const addComponent = (name: string, json: Json): void => {
-    const prior = components[name];
+/**
+ * The named schemas of the document. zod writes a schema carrying an `id` (and every
+ * id'd schema inside it) as `{ $ref: "#/$defs/Id", $defs: {...} }`; inside an OpenAPI 3.1
+ * document such a fragment resolves against the document root, which has no $defs, so
+ * every reference would dangle: the $defs move to components.schemas and point there.
+ */
+class Components {
+  readonly schemas: Record<string, Json> = {};
+
+  add(name: string, json: Json): void {
+    const prior = this.schemas[name];
     // One name, two shapes (say an input and an output variant) would make the
     // contract lie for one of them: refuse to generate rather than pick one.
     if (prior && JSON.stringify(prior) !== JSON.stringify(json)) throw new Error(`openapi: two different schemas are named ${name}`);
-    components[name] = json;
-  };
-  // zod writes a schema carrying an `id` (and every id'd schema inside it) as
-  // `{ $ref: "#/$defs/Id", $defs: {...} }`. Inside an OpenAPI 3.1 document such a
-  // fragment resolves against the document root, which has no $defs, so every
-  // reference would dangle: move the $defs to components.schemas and point there.
-  const hoist = (json: Json): Json => {
+    this.schemas[name] = json;
+  }
+
+  /** The schema with its $defs moved to components. */
+  hoist(json: Json): Json {
     const defs = (json.$defs ?? {}) as Record<string, Json>;
     delete json.$defs;
-    for (const [name, def] of Object.entries(defs)) addComponent(name, retarget(def) as Json);
+    for (const [name, def] of Object.entries(defs)) this.add(name, retarget(def) as Json);
     return retarget(json) as Json;
-  };
-  // Named components: the schemas carrying an `id` in their metadata.
-  const ref = (schema: z.ZodType, io: "input" | "output"): Json => {
-    const id = (z.globalRegistry.get(schema) as { id?: string } | undefined)?.id;
-    const json = hoist(toSchema(schema, io));
-    if (!id || json.$ref === `#/components/schemas/${id}`) return json;
-    addComponent(id, json);
-    return { $ref: `#/components/schemas/${id}` };
-  };
-  const problem = ref(ProblemSchema, "output");
-  if (problem.$ref !== "#/components/schemas/Problem") addComponent("Problem", problem);
-  const paths: Record<string, Record<string, Json>> = {};
-  for (const r of routes) {
-    const ex = examples[r.operationId];
-    if (!ex) throw new Error(`openapi: no examples for ${r.operationId} (src/api/examples.ts)`);
-    const path = r.url.replace(/:(\w+)/g, "{$1}");
-    const parameters: Json[] = [];
-    for (const [where, schema] of [["path", r.params], ["query", r.query]] as const) {
-      if (!schema) continue;
-      const js = hoist(toSchema(schema, "input")) as { properties?: Record<string, Json>; required?: string[] };
-      for (const [name, prop] of Object.entries(js.properties ?? {}))
-        parameters.push({ name, in: where, required: where === "path" || (js.required ?? []).includes(name), schema: prop });
-    }
-    for (const h of r.headers ?? []) parameters.push({ name: h.name, in: "header", required: h.required ?? false, description: h.description, schema: hoist(toSchema(h.schema, "input")) });
-    const responses: Record<string, Json> = {};
-    for (const [status, resp] of Object.entries(r.responses as Responses)) {
-      const shown = examplesFor(ex, status, r.scope);
-      if (!shown) throw new Error(`openapi: no example of the ${status} answer of ${r.operationId}`);
-      responses[status] = { description: resp.description, content: { "application/json": { schema: ref(resp.schema, "output"), examples: shown } } };
-    }
-    for (const status of r.errors) {
-      responses[String(status)] = {
-        description: r.errorDescriptions?.[status] ?? STATUS_TEXT[status] ?? "Error",
-        content: problemContent(examplesFor(ex, String(status), r.scope)),
-        ...(status === 401 ? { headers: { "WWW-Authenticate": { schema: { type: "string" }, description: "Bearer" } } } : {}),
-        ...(status === 429
-          ? { headers: { "Retry-After": { schema: { type: "integer" } }, "RateLimit-Limit": { schema: { type: "integer" } }, "RateLimit-Remaining": { schema: { type: "integer" } }, "RateLimit-Reset": { schema: { type: "integer" } } } }
-          : {}),
-        ...(status === 503 ? { headers: { "Retry-After": { schema: { type: "integer" }, description: "seconds to wait before retrying" } } } : {}),
-      };
-    }
-    responses.default = { description: "Unexpected error", content: problemContent(examplesFor(ex, "default", r.scope)) };
-    const op: Json = {
-      operationId: r.operationId,
-      summary: r.summary,
-      ...(r.description ? { description: r.description } : {}),
-      tags: r.tags,
-      security: r.scope ? [{ bearer: [r.scope] }] : [],
-      ...(parameters.length ? { parameters } : {}),
-      ...(r.body
-        ? { requestBody: { required: true, content: { "application/json": { schema: ref(r.body, "input"), ...(ex.request ? { examples: ex.request } : {}) } } } }
-        : {}),
-      responses,
-    };
-    (paths[path] ??= {})[r.method.toLowerCase()] = op;
   }
-  // The two documents served for people and tools rather than operations of the API:
-  // open to all, limited only by the per-address rate limit.
-  const document = (operationId: string, summary: string, description: string, type: string, example: Example): Record<string, Json> => ({
+
+  /** A reference to the schema's component when it carries an `id`, else the schema inline. */
+  ref(schema: z.ZodType, io: "input" | "output"): Json {
+    const id = (z.globalRegistry.get(schema) as { id?: string } | undefined)?.id;
+    const json = this.hoist(toSchema(schema, io));
+    if (!id || json.$ref === `#/components/schemas/${id}`) return json;
+    this.add(id, json);
+    return { $ref: `#/components/schemas/${id}` };
+  }
+}
+
+/** Path, query and header parameters of one route. */
+function parametersOf(r: AnyRoute, c: Components): Json[] {
+  const parameters: Json[] = [];
+  for (const [where, schema] of [["path", r.params], ["query", r.query]] as const) {
+    if (!schema) continue;
+    const js = c.hoist(toSchema(schema, "input")) as { properties?: Record<string, Json>; required?: string[] };
+    for (const [name, prop] of Object.entries(js.properties ?? {}))
+      parameters.push({ name, in: where, required: where === "path" || (js.required ?? []).includes(name), schema: prop });
+  }
+  for (const h of r.headers ?? []) parameters.push({ name: h.name, in: "header", required: h.required ?? false, description: h.description, schema: c.hoist(toSchema(h.schema, "input")) });
+  return parameters;
+}
+
+/** The headers an error status carries. */
+function errorHeaders(status: number): Json {
+  if (status === 401) return { headers: { "WWW-Authenticate": { schema: { type: "string" }, description: "Bearer" } } };
+  if (status === 429)
+    return { headers: { "Retry-After": { schema: { type: "integer" } }, "RateLimit-Limit": { schema: { type: "integer" } }, "RateLimit-Remaining": { schema: { type: "integer" } }, "RateLimit-Reset": { schema: { type: "integer" } } } };
+  if (status === 503) return { headers: { "Retry-After": { schema: { type: "integer" }, description: "seconds to wait before retrying" } } };
+  return {};
+}
+
+/** Success answers, problems and the default of one route, each with its examples. */
+function responsesOf(r: AnyRoute, ex: OperationExamples, c: Components): Record<string, Json> {
+  const responses: Record<string, Json> = {};
+  for (const [status, resp] of Object.entries(r.responses as Responses)) {
+    const shown = examplesFor(ex, status, r.scope);
+    if (!shown) throw new Error(`openapi: no example of the ${status} answer of ${r.operationId}`);
+    responses[status] = { description: resp.description, content: { "application/json": { schema: c.ref(resp.schema, "output"), examples: shown } } };
+  }
+  for (const status of r.errors) {
+    responses[String(status)] = {
+      description: r.errorDescriptions?.[status] ?? STATUS_TEXT[status] ?? "Error",
+      content: problemContent(examplesFor(ex, String(status), r.scope)),
+      ...errorHeaders(status),
+    };
+  }
+  responses.default = { description: "Unexpected error", content: problemContent(examplesFor(ex, "default", r.scope)) };
+  return responses;
+}
+
+function operationOf(r: AnyRoute, ex: OperationExamples, c: Components): Json {
+  // In this order: it is the order the components are first named in, and so their order in the file.
+  const parameters = parametersOf(r, c);
+  const responses = responsesOf(r, ex, c);
+  return {
+    operationId: r.operationId,
+    summary: r.summary,
+    ...(r.description ? { description: r.description } : {}),
+    tags: r.tags,
+    security: r.scope ? [{ bearer: [r.scope] }] : [],
+    ...(parameters.length ? { parameters } : {}),
+    ...(r.body
+      ? { requestBody: { required: true, content: { "application/json": { schema: c.ref(r.body, "input"), ...(ex.request ? { examples: ex.request } : {}) } } } }
+      : {}),
+    responses,
+  };
+}
+
+// The two documents served for people and tools rather than operations of the API:
+// open to all, limited only by the per-address rate limit.
+function documentPath(operationId: string, summary: string, description: string, type: string, example: Example): Record<string, Json> {
+  return {
     get: {
       operationId, summary, description, tags: ["operations"], security: [],
       responses: {
@@ -141,12 +162,24 @@ function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, Oper
         default: { description: "Unexpected error", content: problemContent(examplesFor({ responses: {} }, "default", null)) },
       },
     },
-  });
-  paths["/openapi.yaml"] = document("getOpenApi", "This contract", "The OpenAPI 3.1 document, generated from the route schemas.", "application/yaml", {
+  };
+}
+
+function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, OperationExamples> = EXAMPLES): Json {
+  const c = new Components();
+  const problem = c.ref(ProblemSchema, "output");
+  if (problem.$ref !== "#/components/schemas/Problem") c.add("Problem", problem);
+  const paths: Record<string, Record<string, Json>> = {};
+  for (const r of routes) {
+    const ex = examples[r.operationId];
+    if (!ex) throw new Error(`openapi: no examples for ${r.operationId} (src/api/examples.ts)`);
+    (paths[r.url.replace(/:(\w+)/g, "{$1}")] ??= {})[r.method.toLowerCase()] = operationOf(r, ex, c);
+  }
+  paths["/openapi.yaml"] = documentPath("getOpenApi", "This contract", "The OpenAPI 3.1 document, generated from the route schemas.", "application/yaml", {
     summary: "The start of this document",
     value: "openapi: 3.1.0\ninfo:\n  title: sealpost\n  version: 0.1.0\n",
   });
-  paths["/docs"] = document(
+  paths["/docs"] = documentPath(
     "getApiReference",
     "A browsable reference of this contract",
     "An HTML page that renders /openapi.yaml with Swagger UI. Every file it loads is served by sealpost from the swagger-ui-dist package; nothing comes from another origin.",
@@ -167,7 +200,7 @@ function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, Oper
     tags: [{ name: "messages", description: "Sending and reading messages" }, { name: "operations", description: "Health and contract" }],
     paths,
     components: {
-      schemas: components,
+      schemas: c.schemas,
       securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "sp_<id>_<secret> API key; scopes send and read" } },
     },
   };
