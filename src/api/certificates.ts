@@ -125,21 +125,40 @@ export function watchCertificates(
     return true;
   }
 
-  // Watch the directories, not the files: inotify follows an inode, and certificate
-  // tools replace files by rename (certbot, Kubernetes' `..data` symlink swap, our own
-  // writeAtomic), which would leave a file watch on the old inode forever. Any event
-  // in the directory schedules a reload; unchanged content makes it a no-op.
+  const unwatch = watchDirectoriesOf([paths.certFile, paths.keyFile], reload, log);
+  const onSighup = () => {
+    log.info({ certFile: paths.certFile }, "SIGHUP: reloading TLS certificate");
+    reload();
+  };
+  if (opts.signal ?? true) process.on("SIGHUP", onSighup);
+
+  function stop(): void {
+    unwatch();
+    process.off("SIGHUP", onSighup);
+    server.off("close", stop);
+  }
+  server.once("close", stop);
+  return { reload, stop };
+}
+
+/**
+ * Calls `onChange` (debounced) after any change in the directories holding `files`;
+ * returns a function that stops watching. Directories, not files: inotify follows an
+ * inode, and certificate tools replace files by rename (certbot, Kubernetes' `..data`
+ * symlink swap, our own writeAtomic), which would leave a file watch on the old inode
+ * forever. Unchanged content makes the reload a no-op.
+ */
+function watchDirectoriesOf(files: string[], onChange: () => void, log: CertLog): () => void {
   let timer: NodeJS.Timeout | undefined;
   const schedule = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
       timer = undefined;
-      reload();
+      onChange();
     }, RELOAD_DEBOUNCE_MS).unref();
   };
-  const dirs = new Set([path.dirname(path.resolve(paths.certFile)), path.dirname(path.resolve(paths.keyFile))]);
   const watchers: fs.FSWatcher[] = [];
-  for (const dir of dirs) {
+  for (const dir of new Set(files.map((f) => path.dirname(path.resolve(f))))) {
     try {
       const w = fs.watch(dir, { persistent: false }, schedule);
       w.on("error", (err) => log.warn({ err, dir }, "certificate directory watch failed; SIGHUP still reloads"));
@@ -148,20 +167,10 @@ export function watchCertificates(
       log.warn({ err, dir }, "cannot watch certificate directory; SIGHUP still reloads");
     }
   }
-  const onSighup = () => {
-    log.info({ certFile: paths.certFile }, "SIGHUP: reloading TLS certificate");
-    reload();
-  };
-  if (opts.signal ?? true) process.on("SIGHUP", onSighup);
-
-  function stop(): void {
+  return () => {
     for (const w of watchers) w.close();
     clearTimeout(timer);
-    process.off("SIGHUP", onSighup);
-    server.off("close", stop);
-  }
-  server.once("close", stop);
-  return { reload, stop };
+  };
 }
 
 /** Throws unless the pair can be served now. Returns the leaf (first certificate in the file). */
