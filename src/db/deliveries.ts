@@ -4,8 +4,7 @@
 import type pg from "pg";
 import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import type { TlsPolicy } from "../domain/tls-policy.ts";
-import type { AttemptEvidence } from "../worker/smtp-evidence.ts";
-import type { ReplyVerdict } from "../worker/smtp-reply.ts";
+import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { Db, Tx } from "./client.ts";
 
 export function countDeliveriesOf(tx: Db | Tx, messageId: string): Promise<number> {

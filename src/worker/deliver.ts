@@ -14,8 +14,9 @@ import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
 import type { ClaimedDelivery, Completion, RecipientResult } from "../db/deliveries.ts";
 import { findMessageToDeliver } from "../db/messages.ts";
-import { cleartextEvidence, type AttemptEvidence } from "./smtp-evidence.ts";
-import { localVerdict, type ReplyVerdict } from "./smtp-reply.ts";
+import { cleartextEvidence } from "./smtp-evidence.ts";
+import { localVerdict } from "./smtp-reply.ts";
+import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 
 export interface DeliverySettings {

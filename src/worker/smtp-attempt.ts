@@ -9,11 +9,11 @@ import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { NodemailerError } from "nodemailer/lib/errors.js";
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 import { meetsMinVersion, tlsPlan, type TlsPlan } from "./tls-plan.ts";
-import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext, type AttemptEvidence, type TlsEvidence } from "./smtp-evidence.ts";
-import { classifySend, defaultEnhanced, errorName, LOCAL_STATUS, localVerdict, parseReply, type RecipientVerdict, type ReplyVerdict } from "./smtp-reply.ts";
+import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext } from "./smtp-evidence.ts";
+import type { AttemptEvidence, ReplyVerdict, TlsEvidence } from "../domain/evidence.ts";
+import { classifySend, defaultEnhanced, errorName, LOCAL_STATUS, localVerdict, parseReply, type RecipientVerdict } from "./smtp-reply.ts";
 
-export type { AttemptEvidence, TlsEvidence } from "./smtp-evidence.ts";
-;
+export type { AttemptEvidence, TlsEvidence } from "../domain/evidence.ts";
 
 export type { TlsPolicy } from "../domain/tls-policy.ts";
 

@@ -4,40 +4,7 @@
 import tls, { TLSSocket } from "node:tls";
 import { isIP, type Socket } from "node:net";
 import { X509Certificate } from "node:crypto";
-import type { TlsPolicy } from "../domain/tls-policy.ts";
-
-export interface TlsEvidence {
-  tls: boolean;
-  tlsVersion: string | null;
-  cipher: string | null;
-  /** null when no TLS session was established (nothing to verify). */
-  verified: boolean | null;
-  /**
-   * Why the certificate did not verify (Node's code, e.g. DEPTH_ZERO_SELF_SIGNED_CERT,
-   * ERR_TLS_CERT_ALTNAME_INVALID), or, without TLS, why there is none: one of the
-   * CLEARTEXT_REASON codes, optionally followed by ": " and the detail.
-   */
-  verifyError: string | null;
-  certSubject: string | null;
-  certIssuer: string | null;
-  certNotAfter: Date | null;
-  /** SHA-256 fingerprint, colon-separated hex as Node prints it. */
-  certFingerprint: string | null;
-}
-
-/**
- * The evidence of one attempt, from the attempt to its delivery_attempts row (ARCHITECTURE.md,
- * "Evidence per attempt"): the session's TLS, where it went, under which policy, and when.
- * Host, IP and port are null when no host was tried (no MX, content unreadable ...).
- */
-export interface AttemptEvidence extends TlsEvidence {
-  mxHost: string | null;
-  ip: string | null;
-  port: number | null;
-  policy: TlsPolicy;
-  startedAt: Date;
-  durationMs: number;
-}
+import type { TlsEvidence } from "../domain/evidence.ts";
 
 /** Why a session ended up (or would have ended up) without TLS. */
 export const CLEARTEXT_REASON = {

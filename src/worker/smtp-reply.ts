@@ -1,9 +1,7 @@
 // SMTP reply parsing and classification: what a reply code and its enhanced status
 // code mean for one recipient. Pure functions, no network.
-import type { RecipientStatus } from "../domain/message.ts";
+import type { DeliveryOutcome, ReplyVerdict } from "../domain/evidence.ts";
 
-/** What one attempt decides for a recipient: the recipient statuses an SMTP reply (or its absence) can lead to. */
-export type DeliveryOutcome = Extract<RecipientStatus, "delivered" | "deferred" | "bounced">;
 
 export interface ParsedReply {
   /** Three-digit reply code (RFC 5321 4.2), null when the text did not start with one. */
@@ -84,16 +82,6 @@ export const LOCAL_STATUS = {
   badRecipient: "5.1.3",
   badSender: "5.1.7",
 } as const;
-
-/** The verdict on one recipient in one attempt, and the reply (or local reason) behind it. */
-export interface ReplyVerdict {
-  outcome: DeliveryOutcome;
-  /** Code of the server reply behind the outcome; null when decided here (TLS policy, lost connection). */
-  replyCode: number | null;
-  /** RFC 3463 code: the server's, the reply class's "X.0.0", or one of LOCAL_STATUS. */
-  enhancedCode: string | null;
-  replyText: string | null;
-}
 
 /** A verdict for one envelope recipient, as an attempt returns it. */
 export interface RecipientVerdict extends ReplyVerdict {

@@ -106,3 +106,15 @@ test("prisma/roles.sql names every repository function, and only existing ones",
   const stale = [...named].filter((n) => !everyExport.has(n));
   assert.deepEqual(stale, [], "names in prisma/roles.sql that are no function in src");
 });
+
+test("src/db imports nothing from the layers above it (api, services, worker)", () => {
+  const dir = join(SRC, "db");
+  const offenders: string[] = [];
+  for (const name of readdirSync(dir).filter((f) => f.endsWith(".ts"))) {
+    const text = readFileSync(join(dir, name), "utf8");
+    for (const m of text.matchAll(/^import[^;]*?from\s+["'](\.\.\/(api|services|worker|cli)[^"']*)["']/gm)) offenders.push(`src/db/${name}: ${m[1]}`);
+  }
+  assert.deepEqual(offenders, []);
+  // The pattern sees such an import when there is one.
+  assert.match('import type { X } from "../worker/smtp-reply.ts";', /^import[^;]*?from\s+["'](\.\.\/(api|services|worker|cli)[^"']*)["']/m);
+});
