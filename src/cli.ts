@@ -14,7 +14,7 @@ import { migrate, MigrationError, resolveRolledBack } from "./db/migrate.ts";
 import { countActiveKeys, createApiKey, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
 import { parseDomain } from "./domain/address.ts";
 import { editDistance } from "./domain/edit-distance.ts";
-import { isPermissionDenied } from "./db/errors.ts";
+import { errorChain, isPermissionDenied } from "./db/errors.ts";
 import { DataKeyError } from "./security/data-keys.ts";
 
 // The runtime (Prisma, PGlite) and the HTTPS server (Fastify) are loaded only by the
@@ -484,15 +484,6 @@ async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<
 // ---------------------------------------------------------------------------------------
 // Errors, as the operator reads them
 
-type ErrorLike = { code?: unknown; message?: unknown; cause?: unknown };
-
-function* causes(err: unknown): Generator<ErrorLike> {
-  const seen = new Set<unknown>();
-  for (let e = err; e && typeof e === "object" && !seen.has(e); e = (e as ErrorLike).cause) {
-    seen.add(e);
-    yield e as ErrorLike;
-  }
-}
 
 /**
  * A failure to reach or log in to the database, as one line naming what to change.
@@ -515,7 +506,7 @@ export function explainDatabaseError(err: unknown, config: Config): string | nul
   }
   const cannotConnect = (why: string, extra = "") => `cannot connect to ${where}${why ? ` (${why})` : ""}: ${fix}${extra}`;
   const refused = (why: string) => `${where} refused ${user ? `user "${user}"` : "the connection"} (${why}): check the user and password in DATABASE_URL`;
-  for (const e of causes(err)) {
+  for (const e of errorChain(err)) {
     const code = typeof e.code === "string" ? e.code : "";
     const message = typeof e.message === "string" ? e.message : "";
     switch (code) {
@@ -563,7 +554,7 @@ export function describeFailure(err: unknown, config: Config | null): string {
   if (db) return `sealpost: ${db}`;
   const message = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, " ").trim();
   if (config?.LOG_LEVEL === "debug" || config?.LOG_LEVEL === "trace") {
-    const stacks = [...causes(err)].map((e) => (e instanceof Error ? (e.stack ?? e.message) : String(e)));
+    const stacks = [...errorChain(err)].map((e) => (e instanceof Error ? (e.stack ?? e.message) : String(e)));
     return `sealpost: unexpected error: ${message}\n${stacks.join("\ncaused by: ")}`;
   }
   return `sealpost: unexpected error: ${message} (run with LOG_LEVEL=debug for details)`;

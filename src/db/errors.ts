@@ -46,8 +46,8 @@ type ErrorLike = {
   cause?: unknown; meta?: { driverAdapterError?: unknown }; errors?: unknown;
 };
 
-/** The error and everything it wraps, each once. */
-function* wrapped(err: unknown): Generator<ErrorLike> {
+/** The error and everything it wraps (`.cause`, Prisma's driver error, AggregateError's errors), each once. */
+export function* errorChain(err: unknown): Generator<ErrorLike> {
   const seen = new Set<unknown>();
   const todo: unknown[] = [err];
   while (todo.length > 0) {
@@ -75,7 +75,7 @@ function unavailableCode(c: unknown): boolean {
  * message that says so, for logs), or null when it is some other failure.
  */
 export function databaseUnavailableReason(err: unknown): string | null {
-  for (const o of wrapped(err)) {
+  for (const o of errorChain(err)) {
     if (o instanceof DatabaseUnavailableError) return o.name;
     for (const c of [o.code, o.originalCode, o.errorCode]) if (unavailableCode(c)) return c as string;
     if (typeof o.kind === "string" && UNAVAILABLE_KINDS.has(o.kind)) return o.kind;
@@ -105,7 +105,7 @@ const PERMISSION_DENIED = new Set(["42501"]);
 
 /** SQLSTATE 42501: the database role lacks a privilege (least-privilege deployments). */
 export function isPermissionDenied(err: unknown): boolean {
-  for (const o of wrapped(err)) {
+  for (const o of errorChain(err)) {
     for (const c of [o.code, o.originalCode]) if (typeof c === "string" && PERMISSION_DENIED.has(c)) return true;
   }
   return false;
