@@ -71,32 +71,21 @@ export async function openRuntime(config: Config, logger: Logger, opts: RuntimeO
     singleSession: embedded !== null,
     onPoolError: (err) => logger.warn({ err: errorFields(err) }, "database connection lost"),
   });
+  const close = async () => {
+    await db.close();
+    await embedded?.stop();
+  };
   try {
     // Straight through the pool first (ping): node-postgres names the failure
     // (ECONNREFUSED, 28P01, 3D000) where Prisma's wrapping keeps only "not reachable".
     await ping(db);
+    if (opts.dataKeys && opts.dataKeys !== "none") await checkDataKeys(db.prisma, cipher, opts.dataKeys);
   } catch (err) {
-    await db.close();
-    await embedded?.stop();
+    await close();
+    // Outside production the key may come from a generated file: say so, it is what changed.
+    if (err instanceof DataKeyError && !config.SEALPOST_DATA_KEY)
+      throw new DataKeyError(`${err.message} (SEALPOST_DATA_KEY is not set: the key came from ${join(config.DATA_DIR, "data-key")})`);
     throw err;
   }
-  if (opts.dataKeys && opts.dataKeys !== "none") {
-    try {
-      await checkDataKeys(db.prisma, cipher, opts.dataKeys);
-    } catch (err) {
-      await db.close();
-      await embedded?.stop();
-      // Outside production the key may come from a generated file: say so, it is what changed.
-      if (err instanceof DataKeyError && !config.SEALPOST_DATA_KEY)
-        throw new DataKeyError(`${err.message} (SEALPOST_DATA_KEY is not set: the key came from ${join(config.DATA_DIR, "data-key")})`);
-      throw err;
-    }
-  }
-  return {
-    config, logger, db, cipher, embedded,
-    async close() {
-      await db.close();
-      await embedded?.stop();
-    },
-  };
+  return { config, logger, db, cipher, embedded, close };
 }
