@@ -1,7 +1,8 @@
 // Benchmark of the accept path (issue 2, "Keep the send path lean"): requests/s of
-// sealpost's real POST /send against a bare Fastify HTTPS route doing one pg INSERT of
-// the same JSON, both on a fresh Postgres database. Prints figures; asserts nothing
-// except that no accepted message was lost. Target: sealpost / baseline >= 0.6.
+// sealpost's real POST /send against a bare Fastify HTTPS route validating the body with
+// sealpost's request schema (zod) and doing one pg INSERT of the same JSON, both on a
+// fresh Postgres database. Prints figures; asserts nothing except that no accepted
+// message was lost. Target: sealpost / baseline >= 0.6.
 //
 //   npm run bench:send -- [--duration 10] [--connections 50] [--pipelining 1] [--warmup 2]
 //                         [--only baseline|sealpost] [--log-level info] [--cpu-prof]
@@ -14,13 +15,11 @@
 // competes with both, the same way for (a) and (b), which is what the ratio needs.
 // --cpu-prof writes V8 profiles of the server child under $TMPDIR/sealpost-bench-profiles/.
 import { fork, type ChildProcess } from "node:child_process";
-import { randomBytes, randomUUID } from "node:crypto";
-import { createRequire } from "node:module";
+import { randomBytes } from "node:crypto";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import Fastify from "fastify";
 import pg from "pg";
 import pino from "pino";
 import { buildApp } from "../src/api/app.ts";
@@ -35,19 +34,7 @@ import { ApiKeyVerifier, createApiKey } from "../src/services/api-keys.ts";
 import { createCa, issueCertificate } from "../src/tls/certificates.ts";
 import { request } from "../test/helpers/https-client.ts";
 import { createEmptyDatabase } from "../test/helpers/db.ts";
-import { idleShare, postgresCpuMs } from "./bench-common.ts";
-
-// autocannon ships no types; this is the part of its result we read.
-interface LoadResult {
-  requests: { average: number; total: number; sent: number };
-  latency: { p50: number; p99: number; average: number };
-  non2xx: number;
-  errors: number;
-  timeouts: number;
-  "2xx": number;
-  statusCodeStats: Record<string, { count: number }>;
-}
-const autocannon = createRequire(import.meta.url)("autocannon") as (opts: Record<string, unknown>) => Promise<LoadResult>;
+import { autocannon, CEILING_COUNT_SQL, CEILING_SCRATCH_SQL, idleShare, postgresCpuMs, RESET_BODY, serveCeiling, settledCount } from "./bench-common.ts";
 
 type Target = "baseline" | "sealpost";
 interface Setup {
@@ -59,43 +46,12 @@ interface Setup {
 }
 
 const PROFILE_DIR = join(tmpdir(), "sealpost-bench-profiles");
-const SCRATCH = `CREATE SCHEMA bench_scratch;
-CREATE TABLE bench_scratch.requests (id uuid PRIMARY KEY, body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`;
-
-// A realistic password reset: display names, a text and an HTML part, a tag, metadata,
-// one custom header and the strict TLS policy a reset link deserves (about 1.2 kB).
-const link = "https://shop.example/account/reset?token=3q2-7Hc9xLwZpQ1vN4bKf8sYt0aRmUe6";
-const RESET_BODY = {
-  from: { name: "Acme Shop", address: "no-reply@shop.example" },
-  to: "Alice Martin <alice.martin@example.com>",
-  reply_to: "support@shop.example",
-  subject: "Reset your Acme Shop password",
-  text: `Hi Alice,\n\nSomeone (hopefully you) asked to reset the password of your Acme Shop account.\nOpen this link within 30 minutes to choose a new one:\n\n${link}\n\nIf you did not ask for this, ignore this email: your password stays the same.\n\nAcme Shop`,
-  html: `<!doctype html><html><body style="font-family:sans-serif"><p>Hi Alice,</p><p>Someone (hopefully you) asked to reset the password of your Acme Shop account. Open this link within 30 minutes to choose a new one:</p><p><a href="${link}" style="background:#1a73e8;color:#fff;padding:10px 16px;border-radius:4px;text-decoration:none">Reset my password</a></p><p style="color:#666;font-size:12px">If you did not ask for this, ignore this email: your password stays the same.</p><p>Acme Shop</p></body></html>`,
-  headers: { "X-Entity-Ref-ID": "pwreset-7f3a9c" },
-  tags: ["password-reset"],
-  metadata: { user_id: "usr_82731", locale: "en-GB" },
-  tls: "required",
-};
-
 // ---------------------------------------------------------------- server child
 
 async function serve(setup: Setup): Promise<{ port: number; close(): Promise<void> }> {
+  // The ceiling: HTTPS + JSON parsing + the request schema + one INSERT, nothing else.
+  if (setup.target === "baseline") return serveCeiling(setup.databaseUrl, setup.pem);
   const tls = serverTlsOptions(setup.pem);
-  if (setup.target === "baseline") {
-    // The ceiling: HTTPS + JSON parsing + one INSERT, nothing else (no logger, no auth).
-    const pool = new pg.Pool({ connectionString: setup.databaseUrl, max: 10 });
-    pool.on("error", () => {});
-    const app = Fastify({ https: tls, logger: false });
-    app.post("/send", async (req, reply) => {
-      const id = randomUUID();
-      await pool.query("INSERT INTO bench_scratch.requests (id, body) VALUES ($1, $2)", [id, JSON.stringify(req.body)]);
-      return reply.code(202).send({ id, status: "queued", created_at: new Date().toISOString() });
-    });
-    await app.listen({ host: "127.0.0.1", port: 0 });
-    const addr = app.server.address();
-    return { port: typeof addr === "object" && addr ? addr.port : 0, close: async () => { await app.close(); await pool.end(); } };
-  }
   // The real thing, built as server.ts builds it; only the rate limits are raised so the
   // load generator (one IP, one key) measures the send path and not 429s.
   const config = loadConfig({
@@ -160,20 +116,6 @@ function stopServer(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Waits until the row count stops moving: requests cut off when autocannon stopped still commit. */
-async function settledCount(pool: pg.Pool, sql: string): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  let last = -1, same = 0;
-  for (;;) {
-    const n = Number((await pool.query<{ n: string }>(sql)).rows[0]!.n);
-    same = n === last ? same + 1 : 0;
-    last = n;
-    if (same >= 2 || Date.now() > deadline) return n;
-    await new Promise((r) => setTimeout(r, 100)); // poll interval of a deadline-bounded wait
-  }
-}
-
-
 /** CPU time (ms) this process and the server child used so far, and all Postgres processes (Linux /proc; 0 elsewhere). */
 async function cpuSnapshot(child: ChildProcess): Promise<{ server: number; postgres: number; client: number }> {
   const server = await new Promise<NodeJS.CpuUsage>((resolve) => {
@@ -216,7 +158,7 @@ async function measure(target: Target, o: { duration: number; warmup: number; co
     if (pre.status !== 202) throw new Error(`${target}: preflight answered ${pre.status}: ${pre.body}`);
     const load = (seconds: number) =>
       autocannon({ url, method: "POST", headers, body, duration: seconds, connections: o.connections, pipelining: o.pipelining, tlsOptions: { ca: [ctx.ca] } });
-    const countSql = target === "baseline" ? "SELECT count(*) AS n FROM bench_scratch.requests" : "SELECT count(*) AS n FROM messages";
+    const countSql = target === "baseline" ? CEILING_COUNT_SQL : "SELECT count(*) AS n FROM messages";
     if (o.warmup > 0) await load(o.warmup); // JIT, pools and TLS sessions warm; not reported
     const before = await settledCount(ctx.pool, countSql);
     const cpu0 = await cpuSnapshot(child);
@@ -263,7 +205,7 @@ async function main(): Promise<void> {
   const db = openDatabase({ url: databaseUrl, poolMax: 2, statementTimeoutMs: 30_000, connectTimeoutMs: 5000 });
   try {
     await migrate(databaseUrl);
-    await db.pool.query(SCRATCH);
+    await db.pool.query(CEILING_SCRATCH_SQL);
     const ca = createCa("sealpost bench CA");
     const pem = issueCertificate({ names: ["localhost", "127.0.0.1"], ca });
     const { key } = await createApiKey(db.prisma, { name: "bench", scopes: ["send"], domains: ["shop.example"] });

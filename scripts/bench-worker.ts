@@ -13,21 +13,18 @@
 // opens a new connection per message (attemptDelivery) for comparison. Profile with
 // `node --cpu-prof scripts/bench-worker.ts`.
 //
-// Process layout: the sink and the fake DNS run in a child process, the worker in this
-// one, so the peer's SMTP parsing and TLS work do not share the worker's event loop (on a
+// Process layout: the sink and the fake DNS run in a child process (bench-common.ts), the
+// worker in this one, so the peer's SMTP parsing and TLS work do not share the worker's event loop (on a
 // real host the MX is another machine). smtp-server waits a fixed 100 ms before every
 // greeting: invisible with reused connections, but it caps --no-pool at
 // concurrency / 0.1 s whatever the worker does.
-import { fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import pino from "pino";
-import { SMTPServer } from "smtp-server";
 import { loadConfig } from "../src/config.ts";
 import { openDatabase } from "../src/db/client.ts";
 import { migrate } from "../src/db/migrate.ts";
@@ -38,94 +35,17 @@ import { parseDataKeys } from "../src/security/data-keys.ts";
 import { createApiKey } from "../src/services/api-keys.ts";
 import { acceptMessage } from "../src/services/send-message.ts";
 import { MessageWriter } from "../src/services/message-writer.ts";
-import { createCa, issueCertificate, type Pem } from "../src/tls/certificates.ts";
+import { createCa, issueCertificate } from "../src/tls/certificates.ts";
 import { attemptDelivery } from "../src/worker/smtp-attempt.ts";
 import { createDeliveryWorker, type WorkerHandle } from "../src/worker/worker.ts";
-import { startFakeDns } from "../test/helpers/fake-dns.ts";
 import { createEmptyDatabase } from "../test/helpers/db.ts";
-import { idleShare, postgresCpuMs } from "./bench-common.ts";
+import { idleShare, postgresCpuMs, startSink, type SinkChild } from "./bench-common.ts";
 
 const DOMAIN = "example.com";
 const MX_HOST = "mx.example.test";
+const ZONE = { [DOMAIN]: { MX: [{ preference: 10, exchange: MX_HOST }] }, [MX_HOST]: { A: ["127.0.0.1"] } };
 // Issue 3, measured on these two cores against the same kind of loopback sink.
 const POSTFIX = 280, POSTFIX_REUSE = 480, TARGET = 2 * POSTFIX_REUSE;
-
-interface SinkStats {
-  sessions: number;
-  tlsSessions: number;
-  protocols: Record<string, number>;
-  messages: number;
-  cleartextMail: number;
-  bytes: number;
-  /** CPU ms the sink process (smtp-server and fake DNS) used so far. */
-  cpuMs: number;
-}
-
-// ---------------------------------------------------------------- sink child
-
-async function runSink(pem: Pem): Promise<void> {
-  const dns = await startFakeDns({ [DOMAIN]: { MX: [{ preference: 10, exchange: MX_HOST }] }, [MX_HOST]: { A: ["127.0.0.1"] } });
-  const stats: SinkStats = { sessions: 0, tlsSessions: 0, protocols: {}, messages: 0, cleartextMail: 0, bytes: 0, cpuMs: 0 };
-  const server = new SMTPServer({
-    key: pem.key,
-    cert: pem.cert,
-    name: MX_HOST,
-    authOptional: true,
-    disabledCommands: ["AUTH"],
-    disableReverseLookup: true, // a PTR lookup per connection would time the resolver, not us
-    logger: false,
-    onConnect(_session, cb) {
-      stats.sessions++;
-      cb();
-    },
-    onSecure(socket, _session, cb) {
-      stats.tlsSessions++;
-      const p = (socket as import("node:tls").TLSSocket).getProtocol() ?? "unknown";
-      stats.protocols[p] = (stats.protocols[p] ?? 0) + 1;
-      cb();
-    },
-    onMailFrom(_address, session, cb) {
-      if (!session.secure) stats.cleartextMail++;
-      cb();
-    },
-    onData(stream, _session, cb) {
-      stream.on("data", (c: Buffer) => (stats.bytes += c.length));
-      stream.on("end", () => {
-        stats.messages++;
-        cb();
-      });
-    },
-  });
-  server.on("error", () => {});
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.server.address() as { port: number }).port;
-  process.on("message", (msg: { stats?: true; stop?: true }) => {
-    if (msg.stats) {
-      const c = process.cpuUsage();
-      process.send!({ stats: { ...stats, cpuMs: (c.user + c.system) / 1000 } });
-    }
-    if (msg.stop) server.close(() => void dns.close().then(() => process.exit(0)));
-  });
-  process.send!({ port, dns: dns.address });
-}
-
-function startSink(pem: Pem): Promise<{ child: ChildProcess; port: number; dns: string }> {
-  const child = fork(fileURLToPath(import.meta.url), ["--sink"], { execArgv: [], stdio: ["ignore", "inherit", "inherit", "ipc"] });
-  return new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`sink exited early (${code})`)));
-    child.once("message", (m: { port: number; dns: string }) => {
-      child.removeAllListeners("exit");
-      resolve({ child, ...m });
-    });
-    child.send({ pem });
-  });
-}
-
-const sinkStats = (child: ChildProcess) =>
-  new Promise<SinkStats>((resolve) => {
-    child.once("message", (m: { stats: SinkStats }) => resolve(m.stats));
-    child.send({ stats: true });
-  });
 
 // ---------------------------------------------------------------- parent
 
@@ -154,7 +74,7 @@ async function main(): Promise<void> {
   const idle = await idleShare(); // before our own setup (CREATE DATABASE checkpoints) adds load
   const scratch = await createEmptyDatabase("sp_bench");
   const { name, url: databaseUrl } = scratch;
-  let sink: Awaited<ReturnType<typeof startSink>> | null = null;
+  let sink: SinkChild | null = null;
   let worker: WorkerHandle | null = null;
   const dataKey = randomBytes(32).toString("base64");
   const ca = createCa("sealpost bench SMTP CA");
@@ -163,7 +83,7 @@ async function main(): Promise<void> {
   const db0 = openDatabase({ url: databaseUrl, poolMax: 10, statementTimeoutMs: 30_000, connectTimeoutMs: 5000 });
   try {
     await migrate(databaseUrl);
-    sink = await startSink(issueCertificate({ names: [MX_HOST, "127.0.0.1"], ca }));
+    sink = await startSink(issueCertificate({ names: [MX_HOST, "127.0.0.1"], ca }), ZONE, MX_HOST);
     const config = loadConfig({
       NODE_ENV: "development",
       DATABASE_URL: databaseUrl,
@@ -216,7 +136,7 @@ async function main(): Promise<void> {
     // The worker gets its own database pool, as `sealpost worker` would.
     const db = openDatabase({ url: databaseUrl, poolMax: config.DATABASE_POOL_MAX, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS, connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS });
     const logger = createLogger(config.LOG_LEVEL, pino.destination({ dest: "/dev/null", sync: true }) as unknown as NodeJS.WritableStream);
-    const sinkCpu0 = (await sinkStats(sink.child)).cpuMs;
+    const sinkCpu0 = (await sink.stats()).cpuMs;
     const cpu0 = { worker: ownCpuMs(), postgres: postgresCpuMs() };
     const t0 = performance.now();
     const w = createDeliveryWorker({ config, pool: db.pool, cipher, logger, ...(pooled ? {} : { attempt: attemptDelivery }) });
@@ -238,7 +158,7 @@ async function main(): Promise<void> {
     const ev = (await db0.pool.query<{ attempts: string; verified: string; versions: string }>(
       `SELECT count(*) AS attempts, count(*) FILTER (WHERE verified AND tls) AS verified,
               string_agg(DISTINCT coalesce(tls_version, 'none'), ',') AS versions FROM delivery_attempts`)).rows[0]!;
-    const s = await sinkStats(sink.child);
+    const s = await sink.stats();
     const rate = delivered / seconds;
 
     console.log(`\n${finished ? "" : "TIMED OUT: "}${delivered}/${n} delivered in ${seconds.toFixed(2)} s -> ${rate.toFixed(0)} messages/s`);
@@ -254,15 +174,11 @@ async function main(): Promise<void> {
     if (!finished || delivered !== n || s.messages < n || s.cleartextMail > 0) process.exitCode = 1;
   } finally {
     await worker?.stop(1000);
-    if (sink) {
-      const c = sink.child;
-      await new Promise<void>((r) => { c.once("exit", () => r()); c.send({ stop: true }); });
-    }
+    await sink?.stop();
     await db0.close();
     await scratch.drop();
     rmSync(dirname(caFile), { recursive: true, force: true });
   }
 }
 
-if (process.argv.includes("--sink")) process.once("message", (m: { pem: Pem }) => void runSink(m.pem));
-else await main();
+await main();
