@@ -32,7 +32,7 @@ function row(over: Partial<NewMessageRow> = {}): NewMessageRow {
   };
 }
 
-const insertMessagesForTest = (rows: NewMessageRow[]) => insertMessages(tdb.db.prisma, rows);
+const insertMessagesForTest = (rows: NewMessageRow[]) => insertMessages(tdb.db.pool, rows);
 
 const counts = async () => ({
   messages: await tdb.db.prisma.message.count(),
@@ -41,10 +41,14 @@ const counts = async () => ({
 });
 
 test("200 concurrent writes share statements and all commit with their recipients and queue rows", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 2 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 2 });
+  // The send statements that go through the pool are counted.
   let statements = 0;
-  const spy = tdb.db.prisma.$queryRawUnsafe.bind(tdb.db.prisma);
-  (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = ((...a: Parameters<typeof spy>) => (statements++, spy(...a))) as typeof spy;
+  const query = tdb.db.pool.query;
+  (tdb.db.pool as unknown as { query: unknown }).query = function (this: unknown, ...a: unknown[]) {
+    if (typeof a[0] === "string" && a[0].includes("INSERT INTO messages")) statements++;
+    return (query as (...a: unknown[]) => unknown).apply(tdb.db.pool, a);
+  };
   try {
     const before = await counts();
     const rows = Array.from({ length: 200 }, () => row());
@@ -56,7 +60,7 @@ test("200 concurrent writes share statements and all commit with their recipient
     const tags = await tdb.db.prisma.message.findUniqueOrThrow({ where: { id: rows[7]!.id } });
     assert.deepEqual(tags.tags, ["t"]);
   } finally {
-    (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = spy;
+    (tdb.db.pool as unknown as { query: unknown }).query = query;
   }
 });
 
@@ -82,7 +86,7 @@ test("content columns keep their bytes whatever the other messages of the statem
 });
 
 test("a statement that fails writes nothing for any message in it, and every caller hears of it", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 1 });
   const before = await counts();
   // The first write occupies the only statement slot; the next three queue and share one.
   const first = writer.write(row());
@@ -96,7 +100,7 @@ test("a statement that fails writes nothing for any message in it, and every cal
 });
 
 test("two writes with one Idempotency-Key go into separate statements: one creates, one does not", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 1 });
   const a = row({ idempotencyKey: "same", requestHash: "h" });
   const b = row({ idempotencyKey: "same", requestHash: "h" });
   const blocker = writer.write(row());
@@ -122,7 +126,7 @@ test("through the API: 60 concurrent sends are all answered 202 and all stored",
 });
 
 test("a message no statement can take within the queue wait is answered unavailable, and is never written later", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1, maxQueueWaitMs: 200 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 1, maxQueueWaitMs: 200 });
   const locker = await tdb.db.pool.connect();
   await locker.query("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE");
   let stuck: Promise<boolean>;
