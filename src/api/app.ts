@@ -69,7 +69,7 @@ export async function buildApp(
   app.removeContentTypeParser("text/plain");
   registerJsonBody(app);
   registerErrorHandling(app);
-  await registerSecurityHeaders(app);
+  registerSecurityHeaders(app);
   await registerIpRateLimit(app, deps.config);
   registerAuth(app, deps.keys);
   registerKeyRateLimit(app, deps.config);
