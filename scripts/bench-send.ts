@@ -5,7 +5,11 @@
 // except that no accepted message was lost. Target: sealpost / baseline >= 0.6.
 //
 //   npm run bench:send -- [--duration 10] [--connections 50] [--pipelining 1] [--warmup 2]
-//                         [--only baseline|sealpost] [--log-level info] [--cpu-prof]
+//                         [--only baseline|sealpost] [--log-level info] [--cpu-prof] [--rounds 1]
+//
+// --rounds N measures both targets N times, alternating which goes first, and prints the
+// ratio of each round and their median: on a machine others share, load moves between
+// two measurements, and a ratio of one round can be off by a third either way.
 //
 // Process layout: the server under test runs in a child process and autocannon in this
 // one. Node runs JavaScript (and TLS record work) on one thread per process, so a
@@ -151,7 +155,7 @@ async function serve(setup: Setup): Promise<{ port: number; close(): Promise<voi
 function runChild(): void {
   let server: Awaited<ReturnType<typeof serve>> | null = null;
   process.on("message", async (msg: { setup?: Setup; stop?: true; cpu?: true }) => {
-    if (msg.cpu) process.send!({ cpu: process.cpuUsage() });
+    if (msg.cpu) process.send!({ cpu: process.cpuUsage(), maxRssKb: process.resourceUsage().maxRSS });
     else if (msg.setup) {
       server = await serve(msg.setup);
       process.send!({ port: server.port });
@@ -198,13 +202,18 @@ async function settledCount(pool: pg.Pool, sql: string): Promise<number> {
 
 
 /** CPU time (ms) this process and the server child used so far, and all Postgres processes (Linux /proc; 0 elsewhere). */
-async function cpuSnapshot(child: ChildProcess): Promise<{ server: number; postgres: number; client: number }> {
-  const server = await new Promise<NodeJS.CpuUsage>((resolve) => {
-    child.once("message", (m: { cpu: NodeJS.CpuUsage }) => resolve(m.cpu));
+async function cpuSnapshot(child: ChildProcess): Promise<{ server: number; postgres: number; client: number; serverMaxRssMb: number }> {
+  const m = await new Promise<{ cpu: NodeJS.CpuUsage; maxRssKb: number }>((resolve) => {
+    child.once("message", resolve);
     child.send({ cpu: true });
   });
   const self = process.cpuUsage();
-  return { server: (server.user + server.system) / 1000, postgres: postgresCpuMs(), client: (self.user + self.system) / 1000 }; // USER_HZ is 100 on Linux
+  return {
+    server: (m.cpu.user + m.cpu.system) / 1000,
+    postgres: postgresCpuMs(), // USER_HZ is 100 on Linux
+    client: (self.user + self.system) / 1000,
+    serverMaxRssMb: m.maxRssKb / 1024,
+  };
 }
 
 interface Figures {
@@ -220,6 +229,9 @@ interface Figures {
   codes: string;
   /** CPU milliseconds per answered request. */
   cpu: { server: number; postgres: number; client: number };
+  /** The server process's peak resident set (MB), warm-up and load included. */
+  maxRssMb: number;
+  round: number;
 }
 
 async function measure(target: Target, o: { duration: number; warmup: number; connections: number; pipelining: number }, ctx: {
@@ -245,7 +257,7 @@ async function measure(target: Target, o: { duration: number; warmup: number; co
     const cpu0 = await cpuSnapshot(child);
     const r = await load(o.duration);
     const cpu1 = await cpuSnapshot(child);
-    const per = (k: keyof typeof cpu0) => (cpu1[k] - cpu0[k]) / Math.max(1, r.requests.total);
+    const per = (k: "server" | "postgres" | "client") => (cpu1[k] - cpu0[k]) / Math.max(1, r.requests.total);
     const rows = (await settledCount(ctx.pool, countSql)) - before;
     return {
       target,
@@ -259,6 +271,8 @@ async function measure(target: Target, o: { duration: number; warmup: number; co
       cutOff: r.requests.sent - r.requests.total,
       codes: Object.entries(r.statusCodeStats).map(([c, s]) => `${c}:${s.count}`).join(" "),
       cpu: { server: per("server"), postgres: per("postgres"), client: per("client") },
+      maxRssMb: cpu1.serverMaxRssMb,
+      round: 0,
     };
   } finally {
     await stopServer(child);
@@ -275,6 +289,7 @@ async function main(): Promise<void> {
       only: { type: "string" },
       "log-level": { type: "string", default: "info" },
       "cpu-prof": { type: "boolean", default: false },
+      rounds: { type: "string", default: "1" },
     },
   });
   const o = { duration: Number(a.duration), warmup: Number(a.warmup), connections: Number(a.connections), pipelining: Number(a.pipelining) };
@@ -296,28 +311,39 @@ async function main(): Promise<void> {
       `body ${JSON.stringify(RESET_BODY).length} bytes; sealpost LOG_LEVEL=${a["log-level"]}; machine idle before start: ${(idle * 100).toFixed(0)}%` +
       `${idle < 0.85 ? "  (WARNING: other work is running, figures will be low)" : ""}\n`);
     const setup = { databaseUrl, pem, dataKey: randomBytes(32).toString("base64"), logLevel: a["log-level"]! };
+    const rounds = Math.max(1, Number(a.rounds));
     const results: Figures[] = [];
-    for (const t of targets) results.push(await measure(t, o, { setup, ca: ca.cert, key, pool: db.pool, cpuProf: a["cpu-prof"]! }));
-
-    console.log("target     req/s    p50 ms  p99 ms  non-2xx  errors  CPU ms/request: server  postgres  autocannon  statuses");
-    for (const r of results)
-      console.log(`${r.target.padEnd(9)} ${r.rps.toFixed(0).padStart(6)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.non2xx).padStart(7)}  ${String(r.errors).padStart(6)}  ` +
-        `${r.cpu.server.toFixed(3).padStart(22)}  ${r.cpu.postgres.toFixed(3).padStart(8)}  ${r.cpu.client.toFixed(3).padStart(10)}  ${r.codes}`);
-    const base = results.find((r) => r.target === "baseline");
-    const sp = results.find((r) => r.target === "sealpost");
-    if (base && sp) {
-      const ratio = sp.rps / base.rps;
-      const p99 = sp.p99 / Math.max(1, base.p99);
-      console.log(`\nratio sealpost/baseline = ${ratio.toFixed(2)} (target >= 0.60: ${ratio >= 0.6 ? "met" : "NOT met"}); ` +
-        `p99 ${sp.p99} ms = ${p99.toFixed(1)} x the baseline's (target <= 3: ${p99 <= 3 ? "met" : "NOT met"})`);
+    for (let round = 1; round <= rounds; round++) {
+      // Alternate which target goes first, so a trend in the machine's load favours neither.
+      for (const t of round % 2 === 1 ? targets : [...targets].reverse())
+        results.push({ ...(await measure(t, o, { setup, ca: ca.cert, key, pool: db.pool, cpuProf: a["cpu-prof"]! })), round });
     }
+
+    console.log("round  target     req/s    p50 ms  p99 ms  non-2xx  errors  CPU ms/request: server  postgres  autocannon  server max RSS MB  statuses");
+    for (const r of results)
+      console.log(`${String(r.round).padStart(5)}  ${r.target.padEnd(9)} ${r.rps.toFixed(0).padStart(6)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.non2xx).padStart(7)}  ${String(r.errors).padStart(6)}  ` +
+        `${r.cpu.server.toFixed(3).padStart(22)}  ${r.cpu.postgres.toFixed(3).padStart(8)}  ${r.cpu.client.toFixed(3).padStart(10)}  ${r.maxRssMb.toFixed(0).padStart(17)}  ${r.codes}`);
+    const pairs = Array.from({ length: rounds }, (_, i) => ({
+      base: results.find((r) => r.round === i + 1 && r.target === "baseline"),
+      sp: results.find((r) => r.round === i + 1 && r.target === "sealpost"),
+    })).flatMap(({ base, sp }) => (base && sp ? [{ ratio: sp.rps / base.rps, p99: sp.p99 / Math.max(1, base.p99), spP99: sp.p99 }] : []));
+    if (pairs.length > 0) {
+      const median = (xs: number[]) => { const s = [...xs].sort((x, y) => x - y); return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2; };
+      const ratio = median(pairs.map((p) => p.ratio));
+      const p99 = median(pairs.map((p) => p.p99));
+      if (pairs.length > 1) console.log(`\nratios per round: ${pairs.map((p) => p.ratio.toFixed(2)).join(" ")}; p99 ratios: ${pairs.map((p) => p.p99.toFixed(1)).join(" ")}`);
+      console.log(`${pairs.length > 1 ? "" : "\n"}ratio sealpost/baseline = ${ratio.toFixed(2)}${pairs.length > 1 ? " (median)" : ""} (target >= 0.60: ${ratio >= 0.6 ? "met" : "NOT met"}); ` +
+        `p99 = ${p99.toFixed(1)} x the baseline's${pairs.length > 1 ? " (median)" : ` (${pairs[0]!.spP99} ms)`} (target <= 3: ${p99 <= 3 ? "met" : "NOT met"})`);
+    }
+    const rss = Math.max(0, ...results.filter((r) => r.target === "sealpost").map((r) => r.maxRssMb));
+    if (rss > 0) console.log(`sealpost server peak RSS ${rss.toFixed(0)} MB (target <= 200: ${rss <= 200 ? "met" : "NOT met"})`);
     let lost = false;
     for (const r of results) {
       // Every 202 must have its row. A few more rows than 202s is expected: requests in
       // flight when autocannon stopped were committed, but their answers were not counted.
       const missing = r.accepted - r.rows;
       lost ||= missing > 0;
-      console.log(`${r.target}: ${r.accepted} x 202, ${r.rows} rows written, ${r.cutOff} requests cut off at the end -> ${missing > 0 ? `${missing} LOST` : "nothing lost"}${r.rows - r.accepted > r.cutOff ? " (more extra rows than cut-off requests!)" : ""}`);
+      console.log(`${rounds > 1 ? `round ${r.round} ` : ""}${r.target}: ${r.accepted} x 202, ${r.rows} rows written, ${r.cutOff} requests cut off at the end -> ${missing > 0 ? `${missing} LOST` : "nothing lost"}${r.rows - r.accepted > r.cutOff ? " (more extra rows than cut-off requests!)" : ""}`);
     }
     if (a["cpu-prof"]) console.log(`\nCPU profiles of the server children (the largest file per target is the main thread): ${PROFILE_DIR}/<target>/`);
     if (lost) process.exitCode = 1;
