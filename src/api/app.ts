@@ -28,7 +28,12 @@ export async function buildApp(
   https: SecureContextOptions,
   opts: BuildOptions = {},
 ): Promise<FastifyInstance> {
-  const writer = given.writer ?? new MessageWriter(given.db.pool, { maxQueueWaitMs: maxQueueWaitFor(given.db.statementTimeoutMs, given.db.singleSession) });
+  const writer =
+    given.writer ??
+    new MessageWriter(given.db.pool, {
+      maxQueueWaitMs: maxQueueWaitFor(given.db.statementTimeoutMs, given.db.singleSession),
+      prepared: !given.db.singleSession,
+    });
   const deps: AppDeps = { ...given, writer };
   const app = Fastify({
     https,

@@ -111,9 +111,19 @@ function params(rows: NewMessageRow[]): unknown[] {
  * building, its query engine, result mapping, and the garbage they leave) was the
  * largest library cost per request in the API's CPU profile (issue 10). It never runs inside a
  * transaction, so the embedded database's single session is held for this statement only.
+ *
+ * `prepared`: a named statement, parsed and planned once per connection instead of once
+ * per call; that took about a quarter off Postgres' CPU per accepted message in bench:send.
+ * Never on the embedded database: its one session is shared by every connection, and a
+ * second connection preparing the same name fails (42P05). A pooler in front of Postgres
+ * must keep prepared statements per client (session pooling, or PgBouncer 1.21+ with
+ * max_prepared_statements).
  */
-export async function insertMessages(pool: pg.Pool, rows: NewMessageRow[]): Promise<Set<string>> {
-  const { rows: out } = await pool.query<{ id: string; recipients: number }>(INSERT_MESSAGES_SQL, params(rows));
+export async function insertMessages(pool: pg.Pool, rows: NewMessageRow[], opts: { prepared?: boolean } = {}): Promise<Set<string>> {
+  const values = params(rows);
+  const { rows: out } = await pool.query<{ id: string; recipients: number }>(
+    opts.prepared ? { name: "sealpost_insert_messages", text: INSERT_MESSAGES_SQL, values } : { text: INSERT_MESSAGES_SQL, values },
+  );
   const byId = new Map(rows.map((r) => [r.id, r]));
   for (const o of out) {
     if (o.recipients !== byId.get(o.id)?.recipients.length) throw new Error(`message ${o.id}: recipient rows were not all written`);

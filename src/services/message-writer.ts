@@ -44,6 +44,8 @@ export interface MessageWriterOptions {
   maxInFlight?: number;
   /** Longest wait in the queue before a message is answered 503 unsent (see maxQueueWaitFor). */
   maxQueueWaitMs?: number;
+  /** Prepare the statement once per connection (not on the embedded database, see insertMessages). */
+  prepared?: boolean;
 }
 
 export class MessageWriter {
@@ -53,6 +55,7 @@ export class MessageWriter {
   readonly #maxBatch: number;
   readonly #maxInFlight: number;
   readonly #maxQueueWaitMs: number;
+  readonly #prepared: boolean;
 
   /** `pool`: the process's pg.Pool (DatabaseHandle.pool); statements are auto-committed. */
   constructor(pool: pg.Pool, opts: MessageWriterOptions = {}) {
@@ -60,6 +63,7 @@ export class MessageWriter {
     this.#maxBatch = opts.maxBatch ?? 64;
     this.#maxInFlight = opts.maxInFlight ?? 2;
     this.#maxQueueWaitMs = opts.maxQueueWaitMs ?? maxQueueWaitFor(5000);
+    this.#prepared = opts.prepared ?? false;
   }
 
   /**
@@ -118,7 +122,7 @@ export class MessageWriter {
       if (batch.length === 0) return;
       for (const p of batch) clearTimeout(p.timer);
       this.#inFlight++;
-      insertMessages(this.#pool, batch.map((p) => p.row)).then(
+      insertMessages(this.#pool, batch.map((p) => p.row), { prepared: this.#prepared }).then(
         (created) => batch.forEach((p) => p.resolve(created.has(p.row.id))),
         (err) => batch.forEach((p) => p.reject(err)),
       ).finally(() => {

@@ -4,6 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import pg from "pg";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { createApiKey } from "../../src/services/api-keys.ts";
 import { MessageWriter } from "../../src/services/message-writer.ts";
@@ -46,7 +47,8 @@ test("200 concurrent writes share statements and all commit with their recipient
   let statements = 0;
   const query = tdb.db.pool.query;
   (tdb.db.pool as unknown as { query: unknown }).query = function (this: unknown, ...a: unknown[]) {
-    if (typeof a[0] === "string" && a[0].includes("INSERT INTO messages")) statements++;
+    const text = typeof a[0] === "string" ? a[0] : (a[0] as { text?: string } | undefined)?.text;
+    if (text?.includes("INSERT INTO messages")) statements++;
     return (query as (...a: unknown[]) => unknown).apply(tdb.db.pool, a);
   };
   try {
@@ -62,6 +64,22 @@ test("200 concurrent writes share statements and all commit with their recipient
   } finally {
     (tdb.db.pool as unknown as { query: unknown }).query = query;
   }
+});
+
+test("as a prepared statement (outside the embedded database), repeated writes on one connection all commit", async (t) => {
+  // One connection, so the session that prepared the statement is the one asked about it.
+  const pool = new pg.Pool({ connectionString: tdb.url, max: 1 });
+  t.after(() => pool.end());
+  const writer = new MessageWriter(pool, { maxBatch: 8, maxInFlight: 1, prepared: true });
+  const before = await counts();
+  for (let round = 0; round < 3; round++) {
+    const created = await Promise.all(Array.from({ length: 20 }, () => writer.write(row())));
+    assert.ok(created.every(Boolean));
+  }
+  const after = await counts();
+  assert.deepEqual({ m: after.messages - before.messages, r: after.recipients - before.recipients }, { m: 60, r: 120 });
+  const { rows } = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_prepared_statements WHERE name = 'sealpost_insert_messages'");
+  assert.equal(rows[0]!.n, 1, "the statement was prepared once and reused");
 });
 
 test("content columns keep their bytes whatever the other messages of the statement carry", async () => {
