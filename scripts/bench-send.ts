@@ -6,10 +6,14 @@
 //
 //   npm run bench:send -- [--duration 10] [--connections 50] [--pipelining 1] [--warmup 2]
 //                         [--only baseline|sealpost] [--log-level info] [--cpu-prof] [--rounds 1]
+//                         [--populate 0]
 //
 // --rounds N measures both targets N times, alternating which goes first, and prints the
 // ratio of each round and their median: on a machine others share, load moves between
 // two measurements, and a ratio of one round can be off by a third either way.
+// --populate N first stores N finished messages (each with a recipient, a done queue row
+// and a delivery attempt, content purged) and N/100 queued ones, with set-based SQL, so
+// the accept rate can be compared with the empty database's (issue 10: within 15% at 1M).
 //
 // Process layout: the server under test runs in a child process and autocannon in this
 // one. Node runs JavaScript (and TLS record work) on one thread per process, so a
@@ -83,6 +87,37 @@ const RESET_BODY = {
   metadata: { user_id: "usr_82731", locale: "en-GB" },
   tls: "required",
 };
+
+/** N finished messages with their rows, and n/100 queued ones, as the worker and retention leave them; ids are derived from the row number. */
+async function populate(pool: pg.Pool, apiKeyId: string, n: number): Promise<void> {
+  const queued = Math.floor(n / 100);
+  const total = n + queued;
+  // Message i (1..total): finished when i <= n, else queued. Deliveries, recipients and attempts reuse i as their id.
+  await pool.query(`INSERT INTO messages (id, api_key_id, status, tls_policy, message_id_header, from_address, subject, text_body, tags,
+                                          created_at, updated_at, finished_at, content_purged_at)
+    SELECT md5('bench' || i)::uuid, $1, CASE WHEN i <= $2 THEN 'delivered' ELSE 'queued' END, 'required', '<' || i || '@shop.example>', 'no-reply@shop.example',
+           CASE WHEN i <= $2 THEN NULL ELSE '\\x01'::bytea END, CASE WHEN i <= $2 THEN NULL ELSE '\\x01'::bytea END, ARRAY['password-reset'],
+           now() - make_interval(secs => ($3 - i) * 2), now() - make_interval(secs => ($3 - i) * 2),
+           CASE WHEN i <= $2 THEN now() - make_interval(secs => ($3 - i) * 2 - 1) END,
+           CASE WHEN i <= $2 THEN now() - make_interval(secs => ($3 - i) * 2 - 1) END
+      FROM generate_series(1, $3) AS i`, [apiKeyId, n, total]);
+  await pool.query(`INSERT INTO deliveries (id, message_id, domain, state, attempts, next_attempt_at, created_at)
+    SELECT i, md5('bench' || i)::uuid, 'example.com', CASE WHEN i <= $1 THEN 'done' ELSE 'pending' END, CASE WHEN i <= $1 THEN 1 ELSE 0 END,
+           now() + interval '1 day', now() - make_interval(secs => ($2 - i) * 2)
+      FROM generate_series(1, $2) AS i`, [n, total]);
+  await pool.query(`INSERT INTO recipients (id, message_id, delivery_id, position, kind, address, status, attempts, last_code, updated_at)
+    SELECT i, md5('bench' || i)::uuid, i, 1, 'to', 'user' || i || '@example.com', CASE WHEN i <= $1 THEN 'delivered' ELSE 'queued' END,
+           CASE WHEN i <= $1 THEN 1 ELSE 0 END, CASE WHEN i <= $1 THEN 250 END, now()
+      FROM generate_series(1, $2) AS i`, [n, total]);
+  await pool.query(`INSERT INTO delivery_attempts (id, message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher, verified,
+                                                   reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+    SELECT i, md5('bench' || i)::uuid, i, 1, 'mx.example.com', '192.0.2.1', 25, 'required', true, 'TLSv1.3', 'TLS_AES_256_GCM_SHA384', true,
+           250, '2.0.0', 'OK queued', 'delivered', now() - make_interval(secs => ($1 - i) * 2 - 1), 120
+      FROM generate_series(1, $1) AS i`, [n]);
+  for (const t of ["deliveries", "recipients", "delivery_attempts"])
+    await pool.query(`SELECT setval(pg_get_serial_sequence('${t}', 'id'), (SELECT max(id) FROM ${t}))`);
+  await pool.query("VACUUM ANALYZE messages, deliveries, recipients, delivery_attempts");
+}
 
 // ---------------------------------------------------------------- server child
 
@@ -290,6 +325,7 @@ async function main(): Promise<void> {
       "log-level": { type: "string", default: "info" },
       "cpu-prof": { type: "boolean", default: false },
       rounds: { type: "string", default: "1" },
+      populate: { type: "string", default: "0" },
     },
   });
   const o = { duration: Number(a.duration), warmup: Number(a.warmup), connections: Number(a.connections), pipelining: Number(a.pipelining) };
@@ -304,11 +340,17 @@ async function main(): Promise<void> {
     await db.pool.query(SCRATCH);
     const ca = createCa("sealpost bench CA");
     const pem = issueCertificate({ names: ["localhost", "127.0.0.1"], ca });
-    const { key } = await createApiKey(db.prisma, { name: "bench", scopes: ["send"], domains: ["shop.example"] });
+    const { key, record } = await createApiKey(db.prisma, { name: "bench", scopes: ["send"], domains: ["shop.example"] });
+    const stored = Number(a.populate);
+    if (stored > 0) {
+      const t0 = performance.now();
+      await populate(db.pool, record.id, stored);
+      console.log(`populated ${stored} finished messages and ${Math.floor(stored / 100)} queued ones in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    }
     const pgVersion = (await db.pool.query<{ server_version: string }>("SHOW server_version")).rows[0]!.server_version;
     console.log(`bench:send  node ${process.version}, ${cpus().length} CPUs (${cpus()[0]?.model}), Postgres ${pgVersion}, database ${name}`);
     console.log(`autocannon: ${o.duration}s per target after ${o.warmup}s warm-up, ${o.connections} connections, pipelining ${o.pipelining}; ` +
-      `body ${JSON.stringify(RESET_BODY).length} bytes; sealpost LOG_LEVEL=${a["log-level"]}; machine idle before start: ${(idle * 100).toFixed(0)}%` +
+      `body ${JSON.stringify(RESET_BODY).length} bytes; sealpost LOG_LEVEL=${a["log-level"]}; ${stored} finished messages stored before; machine idle before start: ${(idle * 100).toFixed(0)}%` +
       `${idle < 0.85 ? "  (WARNING: other work is running, figures will be low)" : ""}\n`);
     const setup = { databaseUrl, pem, dataKey: randomBytes(32).toString("base64"), logLevel: a["log-level"]! };
     const rounds = Math.max(1, Number(a.rounds));
