@@ -89,18 +89,18 @@ const RESET_BODY = {
 };
 
 /** N finished messages with their rows, and n/100 queued ones, as the worker and retention leave them; ids are derived from the row number. */
-async function populate(db: pg.Pool, apiKeyId: string, n: number): Promise<void> {
-  // One connection without the pool's statement timeout: a million rows take minutes on a busy machine.
-  const pool = await db.connect();
+async function populate(databaseUrl: string, apiKeyId: string, n: number): Promise<void> {
+  // A connection of its own, without the pool's statement and read timeouts: a million rows take minutes on a busy machine.
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
   try {
-    await pool.query("SET statement_timeout = 0");
-    await fill(pool, apiKeyId, n);
+    await fill(client, apiKeyId, n);
   } finally {
-    pool.release(true); // not back into the pool with its timeout off
+    await client.end();
   }
 }
 
-async function fill(pool: pg.PoolClient, apiKeyId: string, n: number): Promise<void> {
+async function fill(pool: pg.Client, apiKeyId: string, n: number): Promise<void> {
   const queued = Math.floor(n / 100);
   const total = n + queued;
   // Message i (1..total): finished when i <= n, else queued. Deliveries, recipients and attempts reuse i as their id.
@@ -357,7 +357,7 @@ async function main(): Promise<void> {
     const stored = Number(a.populate);
     if (stored > 0) {
       const t0 = performance.now();
-      await populate(db.pool, record.id, stored);
+      await populate(databaseUrl, record.id, stored);
       console.log(`populated ${stored} finished messages and ${Math.floor(stored / 100)} queued ones in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     }
     const pgVersion = (await db.pool.query<{ server_version: string }>("SHOW server_version")).rows[0]!.server_version;
