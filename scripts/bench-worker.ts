@@ -106,7 +106,7 @@ async function main(): Promise<void> {
     let next = 0;
     const ctx = {
       db: db0.prisma,
-      writer: new MessageWriter(db0.prisma),
+      writer: new MessageWriter(db0.pool),
       cipher,
       serverTlsPolicy: config.SMTP_TLS_POLICY,
       limits: { attachmentMaxBytes: config.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: config.ATTACHMENTS_TOTAL_MAX_BYTES },

@@ -82,10 +82,10 @@ WITH input AS (
 )
 SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients FROM msg m`;
 
-// Content travels as base64 text and is decoded by the statement. Passed as bytea[],
-// an array whose first element is null made the driver adapter take the later Buffers
-// for text: they were stored as their base64 characters, and the worker could not read
-// what the API had accepted.
+// Content travels as base64 text and is decoded by the statement: a third larger than
+// the bytes, where node-postgres would send a bytea[] element as hex (twice as large) and
+// escape it again as an array element. (Through Prisma's driver adapter, a bytea[] whose
+// first element was null even made the later Buffers go as text.)
 const b64 = (b: Buffer | null): string | null => (b === null ? null : b.toString("base64"));
 
 function params(rows: NewMessageRow[]): unknown[] {
@@ -104,9 +104,26 @@ function params(rows: NewMessageRow[]): unknown[] {
   ];
 }
 
-/** Inserts rows in one statement; returns the ids that were created (a reused idempotency key creates nothing). */
-export async function insertMessages(db: Db | Tx, rows: NewMessageRow[]): Promise<Set<string>> {
-  const out = await db.$queryRawUnsafe<Array<{ id: string; recipients: number }>>(INSERT_MESSAGES_SQL, ...params(rows));
+/**
+ * Inserts rows in one auto-committed statement; returns the ids that were created (a
+ * reused idempotency key creates nothing). It runs on the process's pg.Pool, not through
+ * Prisma: this is the accept path's only statement, and Prisma's $queryRaw path (request
+ * building, its query engine, result mapping, and the garbage they leave) was the
+ * largest library cost per request in the API's CPU profile (issue 10). It never runs inside a
+ * transaction, so the embedded database's single session is held for this statement only.
+ *
+ * `prepared`: a named statement, parsed and planned once per connection instead of once
+ * per call; that took about a quarter off Postgres' CPU per accepted message in bench:send.
+ * Never on the embedded database: its one session is shared by every connection, and a
+ * second connection preparing the same name fails (42P05). A pooler in front of Postgres
+ * must keep prepared statements per client (session pooling, or PgBouncer 1.21+ with
+ * max_prepared_statements).
+ */
+export async function insertMessages(pool: pg.Pool, rows: NewMessageRow[], opts: { prepared?: boolean } = {}): Promise<Set<string>> {
+  const values = params(rows);
+  const { rows: out } = await pool.query<{ id: string; recipients: number }>(
+    opts.prepared ? { name: "sealpost_insert_messages", text: INSERT_MESSAGES_SQL, values } : { text: INSERT_MESSAGES_SQL, values },
+  );
   const byId = new Map(rows.map((r) => [r.id, r]));
   for (const o of out) {
     if (o.recipients !== byId.get(o.id)?.recipients.length) throw new Error(`message ${o.id}: recipient rows were not all written`);

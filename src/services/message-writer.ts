@@ -9,7 +9,7 @@
 // carry many messages. A caller is answered only after the statement that carried its
 // message has committed. Measured on two cores, this is what lets POST /send scale
 // with concurrency instead of paying a full round trip, plan and commit per request.
-import type { Db } from "../db/client.ts";
+import type pg from "pg";
 import { insertMessages, type NewMessageRow } from "../db/messages.ts";
 import { DatabaseUnavailableError } from "../db/errors.ts";
 
@@ -44,21 +44,26 @@ export interface MessageWriterOptions {
   maxInFlight?: number;
   /** Longest wait in the queue before a message is answered 503 unsent (see maxQueueWaitFor). */
   maxQueueWaitMs?: number;
+  /** Prepare the statement once per connection (not on the embedded database, see insertMessages). */
+  prepared?: boolean;
 }
 
 export class MessageWriter {
   #queue: Pending[] = [];
   #inFlight = 0;
-  readonly #db: Db;
+  readonly #pool: pg.Pool;
   readonly #maxBatch: number;
   readonly #maxInFlight: number;
   readonly #maxQueueWaitMs: number;
+  readonly #prepared: boolean;
 
-  constructor(db: Db, opts: MessageWriterOptions = {}) {
-    this.#db = db;
+  /** `pool`: the process's pg.Pool (DatabaseHandle.pool); statements are auto-committed. */
+  constructor(pool: pg.Pool, opts: MessageWriterOptions = {}) {
+    this.#pool = pool;
     this.#maxBatch = opts.maxBatch ?? 64;
     this.#maxInFlight = opts.maxInFlight ?? 2;
     this.#maxQueueWaitMs = opts.maxQueueWaitMs ?? maxQueueWaitFor(5000);
+    this.#prepared = opts.prepared ?? false;
   }
 
   /**
@@ -117,7 +122,7 @@ export class MessageWriter {
       if (batch.length === 0) return;
       for (const p of batch) clearTimeout(p.timer);
       this.#inFlight++;
-      insertMessages(this.#db, batch.map((p) => p.row)).then(
+      insertMessages(this.#pool, batch.map((p) => p.row), { prepared: this.#prepared }).then(
         (created) => batch.forEach((p) => p.resolve(created.has(p.row.id))),
         (err) => batch.forEach((p) => p.reject(err)),
       ).finally(() => {

@@ -4,6 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import pg from "pg";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { createApiKey } from "../../src/services/api-keys.ts";
 import { MessageWriter } from "../../src/services/message-writer.ts";
@@ -32,7 +33,7 @@ function row(over: Partial<NewMessageRow> = {}): NewMessageRow {
   };
 }
 
-const insertMessagesForTest = (rows: NewMessageRow[]) => insertMessages(tdb.db.prisma, rows);
+const insertMessagesForTest = (rows: NewMessageRow[]) => insertMessages(tdb.db.pool, rows);
 
 const counts = async () => ({
   messages: await tdb.db.prisma.message.count(),
@@ -41,10 +42,15 @@ const counts = async () => ({
 });
 
 test("200 concurrent writes share statements and all commit with their recipients and queue rows", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 2 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 2 });
+  // The send statements that go through the pool are counted.
   let statements = 0;
-  const spy = tdb.db.prisma.$queryRawUnsafe.bind(tdb.db.prisma);
-  (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = ((...a: Parameters<typeof spy>) => (statements++, spy(...a))) as typeof spy;
+  const query = tdb.db.pool.query;
+  (tdb.db.pool as unknown as { query: unknown }).query = function (this: unknown, ...a: unknown[]) {
+    const text = typeof a[0] === "string" ? a[0] : (a[0] as { text?: string } | undefined)?.text;
+    if (text?.includes("INSERT INTO messages")) statements++;
+    return (query as (...a: unknown[]) => unknown).apply(tdb.db.pool, a);
+  };
   try {
     const before = await counts();
     const rows = Array.from({ length: 200 }, () => row());
@@ -56,8 +62,24 @@ test("200 concurrent writes share statements and all commit with their recipient
     const tags = await tdb.db.prisma.message.findUniqueOrThrow({ where: { id: rows[7]!.id } });
     assert.deepEqual(tags.tags, ["t"]);
   } finally {
-    (tdb.db.prisma as unknown as { $queryRawUnsafe: typeof spy }).$queryRawUnsafe = spy;
+    (tdb.db.pool as unknown as { query: unknown }).query = query;
   }
+});
+
+test("as a prepared statement (outside the embedded database), repeated writes on one connection all commit", async (t) => {
+  // One connection, so the session that prepared the statement is the one asked about it.
+  const pool = new pg.Pool({ connectionString: tdb.url, max: 1 });
+  t.after(() => pool.end());
+  const writer = new MessageWriter(pool, { maxBatch: 8, maxInFlight: 1, prepared: true });
+  const before = await counts();
+  for (let round = 0; round < 3; round++) {
+    const created = await Promise.all(Array.from({ length: 20 }, () => writer.write(row())));
+    assert.ok(created.every(Boolean));
+  }
+  const after = await counts();
+  assert.deepEqual({ m: after.messages - before.messages, r: after.recipients - before.recipients }, { m: 60, r: 120 });
+  const { rows } = await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_prepared_statements WHERE name = 'sealpost_insert_messages'");
+  assert.equal(rows[0]!.n, 1, "the statement was prepared once and reused");
 });
 
 test("content columns keep their bytes whatever the other messages of the statement carry", async () => {
@@ -82,7 +104,7 @@ test("content columns keep their bytes whatever the other messages of the statem
 });
 
 test("a statement that fails writes nothing for any message in it, and every caller hears of it", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 1 });
   const before = await counts();
   // The first write occupies the only statement slot; the next three queue and share one.
   const first = writer.write(row());
@@ -96,7 +118,7 @@ test("a statement that fails writes nothing for any message in it, and every cal
 });
 
 test("two writes with one Idempotency-Key go into separate statements: one creates, one does not", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 1 });
   const a = row({ idempotencyKey: "same", requestHash: "h" });
   const b = row({ idempotencyKey: "same", requestHash: "h" });
   const blocker = writer.write(row());
@@ -122,7 +144,7 @@ test("through the API: 60 concurrent sends are all answered 202 and all stored",
 });
 
 test("a message no statement can take within the queue wait is answered unavailable, and is never written later", async () => {
-  const writer = new MessageWriter(tdb.db.prisma, { maxBatch: 64, maxInFlight: 1, maxQueueWaitMs: 200 });
+  const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 1, maxQueueWaitMs: 200 });
   const locker = await tdb.db.pool.connect();
   await locker.query("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE");
   let stuck: Promise<boolean>;

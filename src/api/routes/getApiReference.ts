@@ -2,7 +2,7 @@
 // from the swagger-ui-dist package. Everything the page loads is served here, from the
 // package (its standalone bundle and stylesheet) and from this file (the page and the
 // script that starts it): no CDN, no inline script, and a Content-Security-Policy that
-// allows only that (security-headers.ts, apiReferenceHelmet).
+// allows only that (security-headers.ts, useApiReferencePolicy).
 //
 // It is not an operation in ROUTES (those are JSON operations with zod schemas); its
 // entry in openapi.yaml is written by openapi.ts, like GET /openapi.yaml.
@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import type { FastifyInstance } from "fastify";
-import { apiReferenceHelmet } from "../plugins/security-headers.ts";
+import { useApiReferencePolicy } from "../plugins/security-headers.ts";
 
 const packageDir = dirname(createRequire(import.meta.url).resolve("swagger-ui-dist/package.json"));
 const version = (JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as { version: string }).version;
@@ -66,7 +66,7 @@ export function registerApiReference(app: FastifyInstance): void {
   const bundle = fromPackage("swagger-ui-bundle.js");
   const css = fromPackage("swagger-ui.css");
   const open = { config: { scope: null } };
-  app.get("/docs", { ...open, helmet: apiReferenceHelmet() }, async (_req, reply) => reply.type("text/html; charset=utf-8").send(PAGE));
+  app.get("/docs", open, async (_req, reply) => useApiReferencePolicy(reply).type("text/html; charset=utf-8").send(PAGE));
   app.get("/docs/assets/init.js", open, async (_req, reply) => reply.type("text/javascript; charset=utf-8").send(INIT_JS));
   app.get(`${ASSETS}/swagger-ui-bundle.js`, open, async (_req, reply) =>
     reply.type("text/javascript; charset=utf-8").header("cache-control", IMMUTABLE).send(bundle()),
