@@ -145,9 +145,8 @@ GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpos
 -- Nothing at all on api_keys: it never authenticates anyone and never needs a key hash.
 -- ---------------------------------------------------------------------------------
 
--- findMessageToDeliver (db/messages.ts) reads the whole message (content, sender,
--- Message-ID); claimDeliveries (db/deliveries.ts) moves it to 'sending' and returns its
--- tls_policy; completeDelivery sets its status, and when the delivery does not hold all
+-- claimDeliveries (db/deliveries.ts) reads the whole message (content, sender,
+-- Message-ID, tls_policy) and moves it to 'sending'; completeDelivery sets its status, and when the delivery does not hold all
 -- of its recipients, completeDelivery and returnUnstarted lock it (underMessageLock, FOR
 -- NO KEY UPDATE) and refreshMessageStatus sets the derived status and finished_at. Retention's purgeContent (db/content.ts) erases the five content columns
 -- and stamps content_purged_at; findContentSamplesUnderKey (db/content.ts) reads content
@@ -164,8 +163,8 @@ GRANT UPDATE (status, updated_at, finished_at,
 GRANT SELECT ON deliveries TO sealpost_worker;
 GRANT UPDATE (state, attempts, lease_owner, next_attempt_at) ON deliveries TO sealpost_worker;
 
--- Pending recipients of a claimed delivery (claimDeliveries), the To/Cc headers and
--- every recipient's status (findMessageToDeliver), each outcome (completeDelivery), the
+-- Pending recipients of a claimed delivery, the To/Cc headers and every recipient's
+-- status (claimDeliveries), each outcome (completeDelivery), the
 -- statuses a message's status derives from (refreshMessageStatus), and the unstarted
 -- ones handed back (returnUnstarted).
 GRANT SELECT ON recipients TO sealpost_worker;

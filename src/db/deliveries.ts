@@ -6,6 +6,7 @@ import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type MessageStatus, type
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { Db, Tx } from "./client.ts";
+import type { Mailbox } from "../domain/address.ts";
 
 export function countDeliveriesOf(tx: Db | Tx, messageId: string): Promise<number> {
   return tx.delivery.count({ where: { messageId } });
@@ -52,6 +53,17 @@ interface DeliveryRecipient {
   address: string;
 }
 
+/**
+ * The message of a claimed delivery as the worker needs it: content still encrypted (the
+ * worker decrypts it), every recipient of the message with its status and queue row.
+ */
+export interface MessageToDeliver {
+  id: string; message_id_header: string; created_at: Date; from_address: string; from_name: string | null;
+  reply_to: Mailbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
+  attachments: Buffer | null; content_purged_at: Date | null;
+  recipients: Array<{ id: string; kind: string; address: string; name: string | null; status: RecipientStatus; delivery_id: string }>;
+}
+
 export interface ClaimedDelivery {
   id: bigint;
   messageId: string;
@@ -61,20 +73,31 @@ export interface ClaimedDelivery {
   tlsPolicy: TlsPolicy;
   /** Recipients of this delivery still to be delivered, in request order. */
   recipients: DeliveryRecipient[];
+  /** The message, loaded by the claim itself so that a delivery costs no further read. */
+  message: MessageToDeliver;
+  /** Claimed under the full delivery lease (it starts at once), not the short claim lease. */
+  started: boolean;
 }
 
+// The claim reads the message with its content in the same statement, so a delivery needs
+// no read of its own. Of the rows claimed (oldest due first), the first $5 start at once
+// and take the full delivery lease here, which saves renewLeases a statement per delivery;
+// the rest wait in the worker's backlog under the short claim lease ($3).
 const CLAIM_SQL = `
 WITH due AS (
-  SELECT id FROM deliveries
+  SELECT id, next_attempt_at FROM deliveries
    WHERE state = 'pending' AND next_attempt_at <= now() AND id <> ALL($4::bigint[])
    ORDER BY next_attempt_at
    LIMIT $1
    FOR UPDATE SKIP LOCKED
+), ranked AS (
+  SELECT id, row_number() OVER (ORDER BY next_attempt_at, id) AS rn FROM due
 ), claimed AS (
   UPDATE deliveries d
-     SET attempts = d.attempts + 1, lease_owner = $2, next_attempt_at = now() + make_interval(secs => $3::double precision / 1000)
-    FROM due WHERE d.id = due.id
-  RETURNING d.id, d.message_id, d.domain, d.attempts, d.created_at
+     SET attempts = d.attempts + 1, lease_owner = $2,
+         next_attempt_at = now() + make_interval(secs => (CASE WHEN ranked.rn <= $5 THEN $6 ELSE $3 END)::double precision / 1000)
+    FROM ranked WHERE d.id = ranked.id
+  RETURNING d.id, d.message_id, d.domain, d.attempts, d.created_at, ranked.rn
 ), rcpt AS (
   UPDATE recipients r SET status = 'sending', updated_at = now()
     FROM claimed WHERE r.delivery_id = claimed.id AND r.status IN ('queued', 'scheduled', 'deferred', 'sending')
@@ -85,22 +108,36 @@ WITH due AS (
    WHERE m.id = c.message_id AND m.status IN ('queued', 'scheduled', 'deferred')
   RETURNING m.id
 )
-SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy,
+SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy, c.rn <= $5 AS started,
        COALESCE((SELECT json_agg(json_build_object('id', r.id::text, 'address', r.address) ORDER BY r.position)
-                   FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS recipients
+                   FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS pending,
+       m.message_id_header, m.from_address, m.from_name, m.reply_to, m.subject, m.text_body, m.html_body, m.headers,
+       m.attachments, m.content_purged_at, m.created_at AS message_created_at,
+       (SELECT json_agg(json_build_object('id', r.id::text, 'kind', r.kind, 'address', r.address, 'name', r.name,
+                                          'status', r.status, 'delivery_id', r.delivery_id::text) ORDER BY r.position)
+          FROM recipients r WHERE r.message_id = m.id) AS all_recipients
   FROM claimed c JOIN messages m ON m.id = c.message_id
- ORDER BY c.created_at, c.id`;
+ ORDER BY c.rn`;
+
+interface ClaimRow {
+  id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string; started: boolean;
+  pending: Array<{ id: string; address: string }>;
+  message_id_header: string; from_address: string; from_name: string | null; reply_to: Mailbox[] | null;
+  subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null; attachments: Buffer | null;
+  content_purged_at: Date | null; message_created_at: Date; all_recipients: MessageToDeliver["recipients"];
+}
 
 /**
- * Claims up to `limit` due deliveries under a lease of `leaseMs`. `holding` are the rows
- * this worker is still working on: a lease of one of them that ran out (the database was
- * away longer than it) is renewed, never claimed a second time by the same worker.
+ * Claims up to `limit` due deliveries, each with its message. The first `startNow` (oldest
+ * due first) take the full lease `leaseMs`, being started at once; the others the claim
+ * lease `claimLeaseMs`. `holding` are the rows this worker is still working on: a lease of
+ * one of them that ran out (the database was away longer than it) is renewed, never
+ * claimed a second time by the same worker.
  */
-export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: number, leaseMs: number, holding: Iterable<bigint> = []): Promise<ClaimedDelivery[]> {
-  const { rows } = await pool.query<{
-    id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string;
-    recipients: Array<{ id: string; address: string }>;
-  }>(CLAIM_SQL, [limit, workerId, leaseMs, [...holding].map(String)]);
+export async function claimDeliveries(
+  pool: pg.Pool, workerId: string, limit: number, leases: { claimLeaseMs: number; leaseMs: number; startNow: number }, holding: Iterable<bigint> = [],
+): Promise<ClaimedDelivery[]> {
+  const { rows } = await pool.query<ClaimRow>(CLAIM_SQL, [limit, workerId, leases.claimLeaseMs, [...holding].map(String), leases.startNow, leases.leaseMs]);
   return rows.map((r) => ({
     id: BigInt(r.id),
     messageId: r.message_id,
@@ -108,7 +145,13 @@ export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: nu
     attempt: Number(r.attempts),
     createdAt: r.created_at,
     tlsPolicy: r.tls_policy === "required" ? "required" : "opportunistic",
-    recipients: r.recipients.map((x) => ({ id: BigInt(x.id), address: x.address })),
+    recipients: r.pending.map((x) => ({ id: BigInt(x.id), address: x.address })),
+    started: r.started,
+    message: {
+      id: r.message_id, message_id_header: r.message_id_header, created_at: r.message_created_at, from_address: r.from_address,
+      from_name: r.from_name, reply_to: r.reply_to, subject: r.subject, text_body: r.text_body, html_body: r.html_body,
+      headers: r.headers, attachments: r.attachments, content_purged_at: r.content_purged_at, recipients: r.all_recipients ?? [],
+    },
   }));
 }
 

@@ -179,7 +179,11 @@ export class ClaimLoop implements WorkerHandle {
   /** Claims up to the backlog's target, under the short claim lease. */
   async #claim(): Promise<{ claimed: number; failed: boolean }> {
     try {
-      const got = await claimDeliveries(this.#deps.pool, this.id, this.#backlogTarget - this.#backlog.length, this.#opts.claimLeaseMs, this.#held.keys());
+      // The rows the loop starts right after this claim (slots free beyond the backlog,
+      // which goes first) take the full lease in the claim itself.
+      const startNow = Math.max(0, this.#opts.concurrency - this.#inFlight.size - this.#backlog.length);
+      const leases = { claimLeaseMs: this.#opts.claimLeaseMs, leaseMs: this.#opts.leaseMs, startNow };
+      const got = await claimDeliveries(this.#deps.pool, this.id, this.#backlogTarget - this.#backlog.length, leases, this.#held.keys());
       for (const d of got) this.#held.set(d.id, { delivery: d, phase: "waiting" });
       this.#backlog.push(...got);
       this.#databaseAnswered();
@@ -204,17 +208,23 @@ export class ClaimLoop implements WorkerHandle {
   }
 
   /**
-   * Starts up to `free` deliveries from the backlog. Their leases become full delivery
-   * leases first, in one statement; a row that is no longer ours (its claim lease ran out
-   * and another worker took it) is dropped, and none is started while the database does
-   * not answer. Returns false when that statement failed.
+   * Starts up to `free` deliveries from the backlog. Those claimed under the claim lease
+   * get the full delivery lease first, in one statement (those the claim gave it to just
+   * now need none); a row that is no longer ours (its claim lease ran out and another
+   * worker took it) is dropped, and none is started while the database does not answer.
+   * Returns false when that statement failed.
    */
   async #startFromBacklog(free: number): Promise<boolean> {
     const batch = this.#backlog.splice(0, free);
     let ours: Set<bigint>;
     try {
-      ours = await renewLeases(this.#deps.pool, this.id, batch.map((delivery) => ({ delivery, leaseMs: this.#opts.leaseMs })));
+      const toExtend = batch.filter((d) => !d.started);
+      ours = await renewLeases(this.#deps.pool, this.id, toExtend.map((delivery) => ({ delivery, leaseMs: this.#opts.leaseMs })));
+      for (const d of batch) if (d.started) ours.add(d.id);
     } catch (err) {
+      // Back to the backlog, each to be fenced when it starts: how long the database stays
+      // away, and so whether a lease from the claim still holds by then, is unknown.
+      for (const d of batch) d.started = false;
       this.#backlog.unshift(...batch);
       this.#databaseFailed();
       this.#log.warn({ err: errorFields(err) }, "starting deliveries failed; retrying after the poll interval");
