@@ -242,36 +242,105 @@ WITH fence AS (
 )
 SELECT (SELECT count(*) FROM fence)::int AS fenced`;
 
+/** The delivery_attempts rows of one recipient's result, as the statements' JSON input. */
+function evidenceRows(r: RecipientResult) {
+  return r.attempts.map((a) => ({
+    recipient_id: String(r.recipientId),
+    mx_host: a.evidence.mxHost,
+    ip: a.evidence.ip,
+    port: a.evidence.port,
+    policy: a.evidence.policy,
+    tls: a.evidence.tls,
+    tls_version: a.evidence.tlsVersion,
+    cipher: a.evidence.cipher,
+    verified: a.evidence.verified,
+    verify_error: a.evidence.verifyError,
+    cert_subject: a.evidence.certSubject,
+    cert_issuer: a.evidence.certIssuer,
+    cert_not_after: a.evidence.certNotAfter?.toISOString() ?? null,
+    cert_fingerprint: a.evidence.certFingerprint,
+    reply_code: a.replyCode,
+    enhanced_code: a.enhancedCode,
+    reply_text: a.replyText,
+    outcome: a.outcome,
+    started_at: a.evidence.startedAt.toISOString(),
+    duration_ms: a.evidence.durationMs,
+  }));
+}
+
+// Group commit of results: many deliveries, each holding every recipient of its message,
+// in one statement. The fence is per delivery: a row whose lease was lost is left out of
+// the fence CTE, and its recipients, evidence and message are written only through a join
+// with the rows the fence kept, so a fenced-out delivery writes nothing while the others in
+// the same statement are written.
+const COMPLETE_MANY_SQL = `
+WITH input AS (
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::boolean[])
+    AS u(id, owner, attempts, state, retry_at, msg_status, msg_final)
+), fence AS (
+  UPDATE deliveries d
+     SET state = i.state, lease_owner = NULL, next_attempt_at = COALESCE(i.retry_at, d.next_attempt_at)
+    FROM input i
+   WHERE d.id = i.id AND d.lease_owner = i.owner AND d.attempts = i.attempts
+  RETURNING d.id, d.message_id, d.attempts, i.msg_status, i.msg_final
+), rcpt AS (
+  UPDATE recipients r
+     SET status = u.status, attempts = r.attempts + 1, last_code = u.code, last_enhanced = u.enhanced,
+         last_reply = u.reply, updated_at = now()
+    FROM unnest($8::bigint[], $9::bigint[], $10::text[], $11::int[], $12::text[], $13::text[]) AS u(id, delivery_id, status, code, enhanced, reply)
+    JOIN fence f ON f.id = u.delivery_id
+   WHERE r.id = u.id AND r.delivery_id = u.delivery_id
+  RETURNING r.id
+), evidence AS (
+  INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
+                                 verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
+                                 reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+  SELECT f.message_id, a.recipient_id, f.attempts, a.mx_host, a.ip, a.port, a.policy, a.tls, a.tls_version, a.cipher,
+         a.verified, a.verify_error, a.cert_subject, a.cert_issuer, a.cert_not_after, a.cert_fingerprint,
+         a.reply_code, a.enhanced_code, a.reply_text, a.outcome, a.started_at, a.duration_ms
+    FROM json_to_recordset($14::json) AS a(delivery_id bigint, recipient_id bigint, mx_host text, ip text, port int, policy text, tls boolean,
+         tls_version text, cipher text, verified boolean, verify_error text, cert_subject text, cert_issuer text,
+         cert_not_after timestamptz, cert_fingerprint text, reply_code int, enhanced_code text, reply_text text,
+         outcome text, started_at timestamptz, duration_ms int)
+    JOIN fence f ON f.id = a.delivery_id
+  RETURNING 1
+), msg AS (
+  UPDATE messages m SET status = f.msg_status, updated_at = now(), finished_at = CASE WHEN f.msg_final THEN now() ELSE m.finished_at END
+    FROM fence f
+   WHERE m.id = f.message_id
+  RETURNING 1
+)
+SELECT id::text AS id FROM fence`;
+
+/**
+ * Records the outcomes of many attempts in one statement, each under its own fence.
+ * Every completion must carry the message status (it holds all of its message's
+ * recipients); one that does not goes through completeDelivery. Returns the ids written:
+ * one missing had lost its lease, and nothing of it was written.
+ */
+export async function completeDeliveries(pool: pg.Pool, cs: Completion[]): Promise<Set<bigint>> {
+  if (cs.some((c) => !c.message)) throw new Error("completeDeliveries takes only completions that carry their message status");
+  const rcpt = cs.flatMap((c) => c.results.map((r) => ({ c, r })));
+  const evidence = cs.flatMap((c) => c.results.flatMap((r) => evidenceRows(r).map((e) => ({ delivery_id: String(c.delivery.id), ...e }))));
+  const deferred = (c: Completion) => c.results.some((r) => r.status === "deferred");
+  const { rows } = await pool.query<{ id: string }>(COMPLETE_MANY_SQL, [
+    cs.map((c) => String(c.delivery.id)), cs.map((c) => c.workerId), cs.map((c) => c.delivery.attempt),
+    cs.map((c) => (deferred(c) ? "pending" : "done")), cs.map((c) => (deferred(c) ? c.retryAt : null)),
+    cs.map((c) => c.message!.status), cs.map((c) => c.message!.final),
+    rcpt.map(({ r }) => String(r.recipientId)), rcpt.map(({ c }) => String(c.delivery.id)), rcpt.map(({ r }) => r.status),
+    rcpt.map(({ r }) => r.replyCode), rcpt.map(({ r }) => r.enhancedCode), rcpt.map(({ r }) => r.replyText),
+    JSON.stringify(evidence),
+  ]);
+  return new Set(rows.map((r) => BigInt(r.id)));
+}
+
 /**
  * Records the outcome of one attempt. Returns false (and writes nothing) when the
  * lease was lost: another worker owns the row now and its result wins.
  */
 export async function completeDelivery(pool: pg.Pool, c: Completion): Promise<boolean> {
   const anyDeferred = c.results.some((r) => r.status === "deferred");
-  const evidence = c.results.flatMap((r) =>
-    r.attempts.map((a) => ({
-      recipient_id: String(r.recipientId),
-      mx_host: a.evidence.mxHost,
-      ip: a.evidence.ip,
-      port: a.evidence.port,
-      policy: a.evidence.policy,
-      tls: a.evidence.tls,
-      tls_version: a.evidence.tlsVersion,
-      cipher: a.evidence.cipher,
-      verified: a.evidence.verified,
-      verify_error: a.evidence.verifyError,
-      cert_subject: a.evidence.certSubject,
-      cert_issuer: a.evidence.certIssuer,
-      cert_not_after: a.evidence.certNotAfter?.toISOString() ?? null,
-      cert_fingerprint: a.evidence.certFingerprint,
-      reply_code: a.replyCode,
-      enhanced_code: a.enhancedCode,
-      reply_text: a.replyText,
-      outcome: a.outcome,
-      started_at: a.evidence.startedAt.toISOString(),
-      duration_ms: a.evidence.durationMs,
-    })),
-  );
+  const evidence = c.results.flatMap((r) => evidenceRows(r));
   const params = [
     String(c.delivery.id), c.workerId, c.delivery.attempt, anyDeferred ? "pending" : "done", anyDeferred ? c.retryAt : null,
     c.results.map((r) => String(r.recipientId)), c.results.map((r) => r.status), c.results.map((r) => r.replyCode),
