@@ -33,9 +33,10 @@ export function cancelUntouchedDeliveries(tx: Db | Tx, messageId: string): Promi
 // what a newer attempt recorded.
 //
 // Leases: a claim takes a short claim lease (WORKER_CLAIM_LEASE_MS), so rows a dead
-// worker claimed ahead but never started are due again within seconds. Starting a
-// delivery extends its lease to WORKER_LEASE_MS (renewLeases, fenced: a row someone
-// else has claimed since is not started), and a worker renews every lease it holds in
+// worker claimed ahead but never started are due again within seconds. A delivery
+// runs under WORKER_LEASE_MS: the claim gives it to the rows that start at once, and
+// starting one that waited extends its lease (renewLeases, fenced: a row someone else
+// has claimed since is not started), and a worker renews every lease it holds in
 // one statement every WORKER_LEASE_RENEW_MS, so a peer slower than the lease, or a
 // result write waiting for the database to come back, keeps its row. A lease that ran
 // out while nobody else claimed the row is still the owner's: every fence is owner +
@@ -157,8 +158,8 @@ export async function claimDeliveries(
 
 // Never shortens a lease: a renewal of a row as "not started" may cross the statement
 // that started it. Committed without waiting for the WAL flush (synchronous_commit off for
-// this transaction only, which Postgres allows per transaction): it runs once per delivery
-// started; a renewal lost if the database crashes leaves the lease it extended (at least
+// this transaction only, which Postgres allows per transaction): it runs for deliveries
+// that waited in the backlog when they start, and at every heartbeat; a renewal lost if the database crashes leaves the lease it extended (at least
 // the claim lease) and is redone by the next one, while results stay durable.
 const RENEW_SQL = `
 UPDATE deliveries d
@@ -175,7 +176,7 @@ RETURNING d.id::text AS id`;
  */
 export async function renewLeases(pool: pg.Pool, workerId: string, leases: Array<{ delivery: ClaimedDelivery; leaseMs: number }>): Promise<Set<bigint>> {
   if (leases.length === 0) return new Set();
-  // Not a named (prepared) statement, though it runs once per delivery started: the
+  // Not a named (prepared) statement, though it runs often: the
   // embedded database is one session shared by every connection, where a second
   // connection preparing the same name fails (42P05).
   const { rows } = await pool.query<{ id: string }>(RENEW_SQL, [
