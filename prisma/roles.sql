@@ -145,9 +145,9 @@ GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpos
 -- Nothing at all on api_keys: it never authenticates anyone and never needs a key hash.
 -- ---------------------------------------------------------------------------------
 
--- findMessageToDeliver (db/messages.ts) reads the whole message (content, sender,
--- Message-ID); claimDeliveries (db/deliveries.ts) moves it to 'sending' and returns its
--- tls_policy; completeDelivery sets its status, and when the delivery does not hold all
+-- claimDeliveries (db/deliveries.ts) reads the whole message (content, sender,
+-- Message-ID, tls_policy) and moves it to 'sending'; completeDelivery and
+-- completeDeliveries set its status, and when the delivery does not hold all
 -- of its recipients, completeDelivery and returnUnstarted lock it (underMessageLock, FOR
 -- NO KEY UPDATE) and refreshMessageStatus sets the derived status and finished_at. Retention's purgeContent (db/content.ts) erases the five content columns
 -- and stamps content_purged_at; findContentSamplesUnderKey (db/content.ts) reads content
@@ -159,20 +159,20 @@ GRANT UPDATE (status, updated_at, finished_at,
 
 -- The queue (db/deliveries.ts): claimDeliveries takes a lease (attempts, lease_owner,
 -- next_attempt_at) with FOR UPDATE SKIP LOCKED; renewLeases, completeDelivery,
--- releaseLeases and returnUnstarted write under the lease fence. It never creates or
--- deletes queue rows.
+-- completeDeliveries, releaseLeases and returnUnstarted write under the lease fence.
+-- It never creates or deletes queue rows.
 GRANT SELECT ON deliveries TO sealpost_worker;
 GRANT UPDATE (state, attempts, lease_owner, next_attempt_at) ON deliveries TO sealpost_worker;
 
--- Pending recipients of a claimed delivery (claimDeliveries), the To/Cc headers and
--- every recipient's status (findMessageToDeliver), each outcome (completeDelivery), the
+-- Pending recipients of a claimed delivery, the To/Cc headers and every recipient's
+-- status (claimDeliveries), each outcome (completeDelivery, completeDeliveries), the
 -- statuses a message's status derives from (refreshMessageStatus), and the unstarted
 -- ones handed back (returnUnstarted).
 GRANT SELECT ON recipients TO sealpost_worker;
 GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at) ON recipients TO sealpost_worker;
 
--- Evidence of every attempt is appended by the completion statement (completeDelivery,
--- no RETURNING), never read back, never changed: it is the record of what happened.
+-- Evidence of every attempt is appended by the completion statements (completeDelivery,
+-- completeDeliveries; no RETURNING), never read back, never changed: it is the record of what happened.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
               reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)

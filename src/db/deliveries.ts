@@ -6,6 +6,7 @@ import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type MessageStatus, type
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { Db, Tx } from "./client.ts";
+import type { Mailbox } from "../domain/address.ts";
 
 export function countDeliveriesOf(tx: Db | Tx, messageId: string): Promise<number> {
   return tx.delivery.count({ where: { messageId } });
@@ -32,9 +33,10 @@ export function cancelUntouchedDeliveries(tx: Db | Tx, messageId: string): Promi
 // what a newer attempt recorded.
 //
 // Leases: a claim takes a short claim lease (WORKER_CLAIM_LEASE_MS), so rows a dead
-// worker claimed ahead but never started are due again within seconds. Starting a
-// delivery extends its lease to WORKER_LEASE_MS (renewLeases, fenced: a row someone
-// else has claimed since is not started), and a worker renews every lease it holds in
+// worker claimed ahead but never started are due again within seconds. A delivery
+// runs under WORKER_LEASE_MS: the claim gives it to the rows that start at once, and
+// starting one that waited extends its lease (renewLeases, fenced: a row someone else
+// has claimed since is not started), and a worker renews every lease it holds in
 // one statement every WORKER_LEASE_RENEW_MS, so a peer slower than the lease, or a
 // result write waiting for the database to come back, keeps its row. A lease that ran
 // out while nobody else claimed the row is still the owner's: every fence is owner +
@@ -52,6 +54,17 @@ interface DeliveryRecipient {
   address: string;
 }
 
+/**
+ * The message of a claimed delivery as the worker needs it: content still encrypted (the
+ * worker decrypts it), every recipient of the message with its status and queue row.
+ */
+export interface MessageToDeliver {
+  id: string; message_id_header: string; created_at: Date; from_address: string; from_name: string | null;
+  reply_to: Mailbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
+  attachments: Buffer | null; content_purged_at: Date | null;
+  recipients: Array<{ id: string; kind: string; address: string; name: string | null; status: RecipientStatus; delivery_id: string }>;
+}
+
 export interface ClaimedDelivery {
   id: bigint;
   messageId: string;
@@ -61,20 +74,31 @@ export interface ClaimedDelivery {
   tlsPolicy: TlsPolicy;
   /** Recipients of this delivery still to be delivered, in request order. */
   recipients: DeliveryRecipient[];
+  /** The message, loaded by the claim itself so that a delivery costs no further read. */
+  message: MessageToDeliver;
+  /** Claimed under the full delivery lease (it starts at once), not the short claim lease. */
+  started: boolean;
 }
 
+// The claim reads the message with its content in the same statement, so a delivery needs
+// no read of its own. Of the rows claimed (oldest due first), the first $5 start at once
+// and take the full delivery lease here, which saves renewLeases a statement per delivery;
+// the rest wait in the worker's backlog under the short claim lease ($3).
 const CLAIM_SQL = `
 WITH due AS (
-  SELECT id FROM deliveries
+  SELECT id, next_attempt_at FROM deliveries
    WHERE state = 'pending' AND next_attempt_at <= now() AND id <> ALL($4::bigint[])
    ORDER BY next_attempt_at
    LIMIT $1
    FOR UPDATE SKIP LOCKED
+), ranked AS (
+  SELECT id, row_number() OVER (ORDER BY next_attempt_at, id) AS rn FROM due
 ), claimed AS (
   UPDATE deliveries d
-     SET attempts = d.attempts + 1, lease_owner = $2, next_attempt_at = now() + make_interval(secs => $3::double precision / 1000)
-    FROM due WHERE d.id = due.id
-  RETURNING d.id, d.message_id, d.domain, d.attempts, d.created_at
+     SET attempts = d.attempts + 1, lease_owner = $2,
+         next_attempt_at = now() + make_interval(secs => (CASE WHEN ranked.rn <= $5 THEN $6 ELSE $3 END)::double precision / 1000)
+    FROM ranked WHERE d.id = ranked.id
+  RETURNING d.id, d.message_id, d.domain, d.attempts, d.created_at, ranked.rn
 ), rcpt AS (
   UPDATE recipients r SET status = 'sending', updated_at = now()
     FROM claimed WHERE r.delivery_id = claimed.id AND r.status IN ('queued', 'scheduled', 'deferred', 'sending')
@@ -85,22 +109,36 @@ WITH due AS (
    WHERE m.id = c.message_id AND m.status IN ('queued', 'scheduled', 'deferred')
   RETURNING m.id
 )
-SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy,
+SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy, c.rn <= $5 AS started,
        COALESCE((SELECT json_agg(json_build_object('id', r.id::text, 'address', r.address) ORDER BY r.position)
-                   FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS recipients
+                   FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS pending,
+       m.message_id_header, m.from_address, m.from_name, m.reply_to, m.subject, m.text_body, m.html_body, m.headers,
+       m.attachments, m.content_purged_at, m.created_at AS message_created_at,
+       (SELECT json_agg(json_build_object('id', r.id::text, 'kind', r.kind, 'address', r.address, 'name', r.name,
+                                          'status', r.status, 'delivery_id', r.delivery_id::text) ORDER BY r.position)
+          FROM recipients r WHERE r.message_id = m.id) AS all_recipients
   FROM claimed c JOIN messages m ON m.id = c.message_id
- ORDER BY c.created_at, c.id`;
+ ORDER BY c.rn`;
+
+interface ClaimRow {
+  id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string; started: boolean;
+  pending: Array<{ id: string; address: string }>;
+  message_id_header: string; from_address: string; from_name: string | null; reply_to: Mailbox[] | null;
+  subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null; attachments: Buffer | null;
+  content_purged_at: Date | null; message_created_at: Date; all_recipients: MessageToDeliver["recipients"];
+}
 
 /**
- * Claims up to `limit` due deliveries under a lease of `leaseMs`. `holding` are the rows
- * this worker is still working on: a lease of one of them that ran out (the database was
- * away longer than it) is renewed, never claimed a second time by the same worker.
+ * Claims up to `limit` due deliveries, each with its message. The first `startNow` (oldest
+ * due first) take the full lease `leaseMs`, being started at once; the others the claim
+ * lease `claimLeaseMs`. `holding` are the rows this worker is still working on: a lease of
+ * one of them that ran out (the database was away longer than it) is renewed, never
+ * claimed a second time by the same worker.
  */
-export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: number, leaseMs: number, holding: Iterable<bigint> = []): Promise<ClaimedDelivery[]> {
-  const { rows } = await pool.query<{
-    id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string;
-    recipients: Array<{ id: string; address: string }>;
-  }>(CLAIM_SQL, [limit, workerId, leaseMs, [...holding].map(String)]);
+export async function claimDeliveries(
+  pool: pg.Pool, workerId: string, limit: number, leases: { claimLeaseMs: number; leaseMs: number; startNow: number }, holding: Iterable<bigint> = [],
+): Promise<ClaimedDelivery[]> {
+  const { rows } = await pool.query<ClaimRow>(CLAIM_SQL, [limit, workerId, leases.claimLeaseMs, [...holding].map(String), leases.startNow, leases.leaseMs]);
   return rows.map((r) => ({
     id: BigInt(r.id),
     messageId: r.message_id,
@@ -108,14 +146,20 @@ export async function claimDeliveries(pool: pg.Pool, workerId: string, limit: nu
     attempt: Number(r.attempts),
     createdAt: r.created_at,
     tlsPolicy: r.tls_policy === "required" ? "required" : "opportunistic",
-    recipients: r.recipients.map((x) => ({ id: BigInt(x.id), address: x.address })),
+    recipients: r.pending.map((x) => ({ id: BigInt(x.id), address: x.address })),
+    started: r.started,
+    message: {
+      id: r.message_id, message_id_header: r.message_id_header, created_at: r.message_created_at, from_address: r.from_address,
+      from_name: r.from_name, reply_to: r.reply_to, subject: r.subject, text_body: r.text_body, html_body: r.html_body,
+      headers: r.headers, attachments: r.attachments, content_purged_at: r.content_purged_at, recipients: r.all_recipients ?? [],
+    },
   }));
 }
 
 // Never shortens a lease: a renewal of a row as "not started" may cross the statement
 // that started it. Committed without waiting for the WAL flush (synchronous_commit off for
-// this transaction only, which Postgres allows per transaction): it runs once per delivery
-// started; a renewal lost if the database crashes leaves the lease it extended (at least
+// this transaction only, which Postgres allows per transaction): it runs for deliveries
+// that waited in the backlog when they start, and at every heartbeat; a renewal lost if the database crashes leaves the lease it extended (at least
 // the claim lease) and is redone by the next one, while results stay durable.
 const RENEW_SQL = `
 UPDATE deliveries d
@@ -132,7 +176,7 @@ RETURNING d.id::text AS id`;
  */
 export async function renewLeases(pool: pg.Pool, workerId: string, leases: Array<{ delivery: ClaimedDelivery; leaseMs: number }>): Promise<Set<bigint>> {
   if (leases.length === 0) return new Set();
-  // Not a named (prepared) statement, though it runs once per delivery started: the
+  // Not a named (prepared) statement, though it runs often: the
   // embedded database is one session shared by every connection, where a second
   // connection preparing the same name fails (42P05).
   const { rows } = await pool.query<{ id: string }>(RENEW_SQL, [
@@ -199,36 +243,105 @@ WITH fence AS (
 )
 SELECT (SELECT count(*) FROM fence)::int AS fenced`;
 
+/** The delivery_attempts rows of one recipient's result, as the statements' JSON input. */
+function evidenceRows(r: RecipientResult) {
+  return r.attempts.map((a) => ({
+    recipient_id: String(r.recipientId),
+    mx_host: a.evidence.mxHost,
+    ip: a.evidence.ip,
+    port: a.evidence.port,
+    policy: a.evidence.policy,
+    tls: a.evidence.tls,
+    tls_version: a.evidence.tlsVersion,
+    cipher: a.evidence.cipher,
+    verified: a.evidence.verified,
+    verify_error: a.evidence.verifyError,
+    cert_subject: a.evidence.certSubject,
+    cert_issuer: a.evidence.certIssuer,
+    cert_not_after: a.evidence.certNotAfter?.toISOString() ?? null,
+    cert_fingerprint: a.evidence.certFingerprint,
+    reply_code: a.replyCode,
+    enhanced_code: a.enhancedCode,
+    reply_text: a.replyText,
+    outcome: a.outcome,
+    started_at: a.evidence.startedAt.toISOString(),
+    duration_ms: a.evidence.durationMs,
+  }));
+}
+
+// Group commit of results: many deliveries, each holding every recipient of its message,
+// in one statement. The fence is per delivery: a row whose lease was lost is left out of
+// the fence CTE, and its recipients, evidence and message are written only through a join
+// with the rows the fence kept, so a fenced-out delivery writes nothing while the others in
+// the same statement are written.
+const COMPLETE_MANY_SQL = `
+WITH input AS (
+  SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::boolean[])
+    AS u(id, owner, attempts, state, retry_at, msg_status, msg_final)
+), fence AS (
+  UPDATE deliveries d
+     SET state = i.state, lease_owner = NULL, next_attempt_at = COALESCE(i.retry_at, d.next_attempt_at)
+    FROM input i
+   WHERE d.id = i.id AND d.lease_owner = i.owner AND d.attempts = i.attempts
+  RETURNING d.id, d.message_id, d.attempts, i.msg_status, i.msg_final
+), rcpt AS (
+  UPDATE recipients r
+     SET status = u.status, attempts = r.attempts + 1, last_code = u.code, last_enhanced = u.enhanced,
+         last_reply = u.reply, updated_at = now()
+    FROM unnest($8::bigint[], $9::bigint[], $10::text[], $11::int[], $12::text[], $13::text[]) AS u(id, delivery_id, status, code, enhanced, reply)
+    JOIN fence f ON f.id = u.delivery_id
+   WHERE r.id = u.id AND r.delivery_id = u.delivery_id
+  RETURNING r.id
+), evidence AS (
+  INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
+                                 verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
+                                 reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+  SELECT f.message_id, a.recipient_id, f.attempts, a.mx_host, a.ip, a.port, a.policy, a.tls, a.tls_version, a.cipher,
+         a.verified, a.verify_error, a.cert_subject, a.cert_issuer, a.cert_not_after, a.cert_fingerprint,
+         a.reply_code, a.enhanced_code, a.reply_text, a.outcome, a.started_at, a.duration_ms
+    FROM json_to_recordset($14::json) AS a(delivery_id bigint, recipient_id bigint, mx_host text, ip text, port int, policy text, tls boolean,
+         tls_version text, cipher text, verified boolean, verify_error text, cert_subject text, cert_issuer text,
+         cert_not_after timestamptz, cert_fingerprint text, reply_code int, enhanced_code text, reply_text text,
+         outcome text, started_at timestamptz, duration_ms int)
+    JOIN fence f ON f.id = a.delivery_id
+  RETURNING 1
+), msg AS (
+  UPDATE messages m SET status = f.msg_status, updated_at = now(), finished_at = CASE WHEN f.msg_final THEN now() ELSE m.finished_at END
+    FROM fence f
+   WHERE m.id = f.message_id
+  RETURNING 1
+)
+SELECT id::text AS id FROM fence`;
+
+/**
+ * Records the outcomes of many attempts in one statement, each under its own fence.
+ * Every completion must carry the message status (it holds all of its message's
+ * recipients); one that does not goes through completeDelivery. Returns the ids written:
+ * one missing had lost its lease, and nothing of it was written.
+ */
+export async function completeDeliveries(pool: pg.Pool, cs: Completion[]): Promise<Set<bigint>> {
+  if (cs.some((c) => !c.message)) throw new Error("completeDeliveries takes only completions that carry their message status");
+  const rcpt = cs.flatMap((c) => c.results.map((r) => ({ c, r })));
+  const evidence = cs.flatMap((c) => c.results.flatMap((r) => evidenceRows(r).map((e) => ({ delivery_id: String(c.delivery.id), ...e }))));
+  const deferred = (c: Completion) => c.results.some((r) => r.status === "deferred");
+  const { rows } = await pool.query<{ id: string }>(COMPLETE_MANY_SQL, [
+    cs.map((c) => String(c.delivery.id)), cs.map((c) => c.workerId), cs.map((c) => c.delivery.attempt),
+    cs.map((c) => (deferred(c) ? "pending" : "done")), cs.map((c) => (deferred(c) ? c.retryAt : null)),
+    cs.map((c) => c.message!.status), cs.map((c) => c.message!.final),
+    rcpt.map(({ r }) => String(r.recipientId)), rcpt.map(({ c }) => String(c.delivery.id)), rcpt.map(({ r }) => r.status),
+    rcpt.map(({ r }) => r.replyCode), rcpt.map(({ r }) => r.enhancedCode), rcpt.map(({ r }) => r.replyText),
+    JSON.stringify(evidence),
+  ]);
+  return new Set(rows.map((r) => BigInt(r.id)));
+}
+
 /**
  * Records the outcome of one attempt. Returns false (and writes nothing) when the
  * lease was lost: another worker owns the row now and its result wins.
  */
 export async function completeDelivery(pool: pg.Pool, c: Completion): Promise<boolean> {
   const anyDeferred = c.results.some((r) => r.status === "deferred");
-  const evidence = c.results.flatMap((r) =>
-    r.attempts.map((a) => ({
-      recipient_id: String(r.recipientId),
-      mx_host: a.evidence.mxHost,
-      ip: a.evidence.ip,
-      port: a.evidence.port,
-      policy: a.evidence.policy,
-      tls: a.evidence.tls,
-      tls_version: a.evidence.tlsVersion,
-      cipher: a.evidence.cipher,
-      verified: a.evidence.verified,
-      verify_error: a.evidence.verifyError,
-      cert_subject: a.evidence.certSubject,
-      cert_issuer: a.evidence.certIssuer,
-      cert_not_after: a.evidence.certNotAfter?.toISOString() ?? null,
-      cert_fingerprint: a.evidence.certFingerprint,
-      reply_code: a.replyCode,
-      enhanced_code: a.enhancedCode,
-      reply_text: a.replyText,
-      outcome: a.outcome,
-      started_at: a.evidence.startedAt.toISOString(),
-      duration_ms: a.evidence.durationMs,
-    })),
-  );
+  const evidence = c.results.flatMap((r) => evidenceRows(r));
   const params = [
     String(c.delivery.id), c.workerId, c.delivery.attempt, anyDeferred ? "pending" : "done", anyDeferred ? c.retryAt : null,
     c.results.map((r) => String(r.recipientId)), c.results.map((r) => r.status), c.results.map((r) => r.replyCode),

@@ -1,9 +1,7 @@
 // Statements on a message and the rows that hang off it (recipients, delivery
-// attempts): the API writes and reads them, the worker loads one to deliver it. The
-// worker's statements on recipients and evidence go with its queue rows, in db/deliveries.ts.
-import type pg from "pg";
-import type { Mailbox } from "../domain/address.ts";
-import type { RecipientStatus } from "../domain/message.ts";
+// attempts): the API writes and reads them. The worker's statements (the claim, which
+// also loads the message to deliver, recipients and evidence) go with its queue rows, in
+// db/deliveries.ts.
 import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db, Tx } from "./client.ts";
 
@@ -210,33 +208,6 @@ export function findMessageSummaries(db: Db | Tx, apiKeyId: string, f: SummaryFi
     take: f.limit,
     select: summarySelect,
   });
-}
-
-// ---------------------------------------------------------------------------------
-// Delivering: the worker loads a claimed delivery's message over the process's pg.Pool
-// (its hot path, like the queue statements in db/deliveries.ts) and decrypts it itself.
-// ---------------------------------------------------------------------------------
-
-const LOAD_MESSAGE_TO_DELIVER_SQL = `
-SELECT m.id::text AS id, m.message_id_header, m.created_at, m.from_address, m.from_name, m.reply_to, m.subject,
-       m.text_body, m.html_body, m.headers, m.attachments, m.content_purged_at,
-       (SELECT json_agg(json_build_object('id', r.id::text, 'kind', r.kind, 'address', r.address, 'name', r.name,
-                                          'status', r.status, 'delivery_id', r.delivery_id::text) ORDER BY r.position)
-          FROM recipients r WHERE r.message_id = m.id) AS recipients
-  FROM messages m WHERE m.id = $1::uuid`;
-
-/** A message as the worker loads it to deliver: content still encrypted, every recipient with its status and queue row. */
-export interface MessageToDeliver {
-  id: string; message_id_header: string; created_at: Date; from_address: string; from_name: string | null;
-  reply_to: Mailbox[] | null; subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null;
-  attachments: Buffer | null; content_purged_at: Date | null;
-  recipients: Array<{ id: string; kind: string; address: string; name: string | null; status: RecipientStatus; delivery_id: string }>;
-}
-
-/** The message of a claimed delivery, with all its recipients in request order; null when there is none. */
-export async function findMessageToDeliver(pool: pg.Pool, messageId: string): Promise<MessageToDeliver | null> {
-  const { rows } = await pool.query<MessageToDeliver>(LOAD_MESSAGE_TO_DELIVER_SQL, [messageId]);
-  return rows[0] ?? null;
 }
 
 // ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // The claim loop (ARCHITECTURE.md, "Leases and fences"): claims due deliveries in batches,
 // runs up to WORKER_CONCURRENCY of them at once, renews the leases it holds, records each
-// result under its lease fence (retrying through a database outage), and polls again.
+// result under its lease fence (results finishing together share a statement,
+// result-writer.ts; retried through a database outage), and polls again.
 // stop() stops claiming, lets in-flight deliveries finish and their results be written for
 // a grace period, then hands back the leases it still holds.
 //
@@ -8,8 +9,9 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { claimDeliveries, completeDelivery, releaseLeases, renewLeases, returnUnstarted, type ClaimedDelivery, type Completion } from "../db/deliveries.ts";
+import { claimDeliveries, releaseLeases, renewLeases, returnUnstarted, type ClaimedDelivery, type Completion } from "../db/deliveries.ts";
 import { runDelivery, type DeliveryDeps } from "./deliver.ts";
+import { isStatementRejected, ResultWriter } from "./result-writer.ts";
 import { errorFields } from "../logger.ts";
 
 // A result write is retried from RECORD_RETRY_MIN_MS, doubling up to RECORD_RETRY_MAX_MS,
@@ -19,19 +21,6 @@ import { errorFields } from "../logger.ts";
 const RECORD_RETRY_MIN_MS = 200;
 const RECORD_RETRY_MAX_MS = 2_000;
 const REJECTED_STATEMENT_TRIES = 5;
-
-/**
- * The database refused the statement itself: SQLSTATE class 22 (data), 23 (integrity),
- * 42 (syntax or privilege) or 0A (unsupported). Anything else (no connection, shutdown,
- * statement or lock timeout, a full disk, a deadlock) passes once the database is back.
- * Kept here rather than in db/errors.ts on purpose: the API answers 503 only for what it
- * knows to be an outage, while the worker must keep trying through anything that is not
- * its own statement's fault.
- */
-function isStatementRejected(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^(22|23|42|0A)[0-9A-Z]{3}$/.test(code);
-}
 
 export interface WorkerHandle {
   readonly id: string;
@@ -69,6 +58,7 @@ export class ClaimLoop implements WorkerHandle {
   readonly #deps: DeliveryDeps;
   readonly #opts: WorkerOptions;
   readonly #log: Logger;
+  readonly #writer: ResultWriter;
   #state: ClaimLoopState = "created";
 
   /** Every delivery this worker holds a lease on. */
@@ -103,6 +93,7 @@ export class ClaimLoop implements WorkerHandle {
     this.#deps = deps;
     this.#opts = opts;
     this.#log = logger.child({ component: "worker", worker: this.id });
+    this.#writer = new ResultWriter(deps.pool);
     this.#backlogTarget = Math.max(opts.concurrency, Math.min(opts.batchSize, 2 * opts.concurrency));
   }
 
@@ -179,7 +170,11 @@ export class ClaimLoop implements WorkerHandle {
   /** Claims up to the backlog's target, under the short claim lease. */
   async #claim(): Promise<{ claimed: number; failed: boolean }> {
     try {
-      const got = await claimDeliveries(this.#deps.pool, this.id, this.#backlogTarget - this.#backlog.length, this.#opts.claimLeaseMs, this.#held.keys());
+      // The rows the loop starts right after this claim (slots free beyond the backlog,
+      // which goes first) take the full lease in the claim itself.
+      const startNow = Math.max(0, this.#opts.concurrency - this.#inFlight.size - this.#backlog.length);
+      const leases = { claimLeaseMs: this.#opts.claimLeaseMs, leaseMs: this.#opts.leaseMs, startNow };
+      const got = await claimDeliveries(this.#deps.pool, this.id, this.#backlogTarget - this.#backlog.length, leases, this.#held.keys());
       for (const d of got) this.#held.set(d.id, { delivery: d, phase: "waiting" });
       this.#backlog.push(...got);
       this.#databaseAnswered();
@@ -204,17 +199,23 @@ export class ClaimLoop implements WorkerHandle {
   }
 
   /**
-   * Starts up to `free` deliveries from the backlog. Their leases become full delivery
-   * leases first, in one statement; a row that is no longer ours (its claim lease ran out
-   * and another worker took it) is dropped, and none is started while the database does
-   * not answer. Returns false when that statement failed.
+   * Starts up to `free` deliveries from the backlog. Those claimed under the claim lease
+   * get the full delivery lease first, in one statement (those the claim gave it to just
+   * now need none); a row that is no longer ours (its claim lease ran out and another
+   * worker took it) is dropped, and none is started while the database does not answer.
+   * Returns false when that statement failed.
    */
   async #startFromBacklog(free: number): Promise<boolean> {
     const batch = this.#backlog.splice(0, free);
     let ours: Set<bigint>;
     try {
-      ours = await renewLeases(this.#deps.pool, this.id, batch.map((delivery) => ({ delivery, leaseMs: this.#opts.leaseMs })));
+      const toExtend = batch.filter((d) => !d.started);
+      ours = await renewLeases(this.#deps.pool, this.id, toExtend.map((delivery) => ({ delivery, leaseMs: this.#opts.leaseMs })));
+      for (const d of batch) if (d.started) ours.add(d.id);
     } catch (err) {
+      // Back to the backlog, each to be fenced when it starts: how long the database stays
+      // away, and so whether a lease from the claim still holds by then, is unknown.
+      for (const d of batch) d.started = false;
       this.#backlog.unshift(...batch);
       this.#databaseFailed();
       this.#log.warn({ err: errorFields(err) }, "starting deliveries failed; retrying after the poll interval");
@@ -282,7 +283,7 @@ export class ClaimLoop implements WorkerHandle {
     try {
       for (;;) {
         try {
-          const ok = await completeDelivery(this.#deps.pool, c);
+          const ok = await this.#writer.write(c);
           if (tries > 0) this.#log.info(fields(), "delivery result recorded after the database came back");
           return ok;
         } catch (err) {

@@ -1,5 +1,5 @@
-// One claimed delivery (one message, one recipient domain): load and decrypt the
-// content, build the message, find the hosts (MX or relay), try them in order under
+// One claimed delivery (one message, one recipient domain): decrypt the content the
+// claim loaded, build the message, find the hosts (MX or relay), try them in order under
 // the message's TLS policy, and turn the per-recipient outcomes into a completion.
 import { isIP } from "node:net";
 import { lookup } from "node:dns/promises";
@@ -12,8 +12,7 @@ import { nextRetryDelay } from "./backoff.ts";
 import { isPastLifetime } from "../domain/retry-lifetime.ts";
 import { composeMessage } from "./compose.ts";
 import type { MxResolution } from "./mx.ts";
-import type { ClaimedDelivery, Completion, RecipientResult } from "../db/deliveries.ts";
-import { findMessageToDeliver } from "../db/messages.ts";
+import type { ClaimedDelivery, Completion, MessageToDeliver, RecipientResult } from "../db/deliveries.ts";
 import { cleartextEvidence } from "./smtp-evidence.ts";
 import { localVerdict } from "./smtp-reply.ts";
 import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
@@ -43,10 +42,8 @@ export interface DeliveryDeps {
   now?: () => Date;
 }
 
-/** The message as the composer needs it, decrypted; null when its content was purged. */
-async function loadMessage(deps: DeliveryDeps, messageId: string) {
-  const m = await findMessageToDeliver(deps.pool, messageId);
-  if (!m) throw new Error(`message ${messageId} of a claimed delivery does not exist`);
+/** The claimed message as the composer needs it, decrypted; null when its content was purged. */
+function loadMessage(deps: DeliveryDeps, m: MessageToDeliver) {
   if (m.content_purged_at) return null;
   const dec = (col: string, v: Buffer | null) => (v === null ? null : deps.cipher.decrypt(v, contentAad(m.id, col)).toString("utf8"));
   const pick = (kind: string) => m.recipients.filter((r) => r.kind === kind).map((r) => ({ address: r.address, name: r.name }));
@@ -69,14 +66,14 @@ async function loadMessage(deps: DeliveryDeps, messageId: string) {
   };
 }
 
-type LoadedMessage = NonNullable<Awaited<ReturnType<typeof loadMessage>>>;
+type LoadedMessage = NonNullable<ReturnType<typeof loadMessage>>;
 
 /** Runs one attempt of a claimed delivery and returns what to record. */
 export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
   const now = deps.now ?? (() => new Date());
   const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
   const results = new RecipientResults(d, policy, now);
-  const content = await loadContent(deps, d);
+  const content = loadContent(deps, d);
   if ("loaded" in content) await deliverToHosts(deps, d, policy, content.loaded, results, now);
   else if (content.notSent) results.decideAll(content.notSent.verdict, content.notSent.failed);
   const retryAt = settleDeferrals(deps.settings, d, results.list(), now);
@@ -138,11 +135,11 @@ interface NotSent {
  * The decrypted message to send, or why there is none: `notSent` null when the delivery
  * has no recipient left (nothing to load, nothing to decide).
  */
-async function loadContent(deps: DeliveryDeps, d: ClaimedDelivery): Promise<{ loaded: LoadedMessage } | { notSent: NotSent | null }> {
+function loadContent(deps: DeliveryDeps, d: ClaimedDelivery): { loaded: LoadedMessage } | { notSent: NotSent | null } {
   if (d.recipients.length === 0) return { notSent: null };
   let loaded: LoadedMessage | null;
   try {
-    loaded = await loadMessage(deps, d.messageId);
+    loaded = loadMessage(deps, d.message);
   } catch (err) {
     if (!(err instanceof ContentDecryptError)) throw err;
     return { notSent: unreadable(err) };
