@@ -595,7 +595,7 @@ async function claimLatency(c: Ctx, url: string): Promise<{ p50: number; p99: nu
   try {
     for (let i = 0; i < c.o.claimProbes; i++) {
       const t0 = performance.now();
-      const got = await claimDeliveries(pool, "bench-claim-probe", c.worker.batch, c.worker.claimLeaseMs);
+      const got = await claimDeliveries(pool, "bench-claim-probe", c.worker.batch, { claimLeaseMs: c.worker.claimLeaseMs, leaseMs: c.worker.claimLeaseMs, startNow: 0 });
       times.push(performance.now() - t0);
       claimed += got.length;
       await returnUnstarted(pool, "bench-claim-probe", got);

@@ -2,6 +2,7 @@
 // attempts): the API writes and reads them. The worker's statements (the claim, which
 // also loads the message to deliver, recipients and evidence) go with its queue rows, in
 // db/deliveries.ts.
+import type pg from "pg";
 import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db, Tx } from "./client.ts";
 
