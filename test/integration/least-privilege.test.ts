@@ -227,6 +227,19 @@ test("a worker under sealpost_worker delivers, records evidence and purges", asy
   }
 });
 
+test("the API under sealpost_api adds, shows, lists and removes a sender domain, and cannot read a private key", async () => {
+  const admin = (await createApiKey(owner.db.prisma, { name: "domains", scopes: ["admin"] })).key;
+  const added = await t.call("POST", "/domains", { key: admin, body: { name: "least.example", bounce_domain: "b.least.example" } });
+  assert.equal(added.status, 201, added.body);
+  const id = added.json().id as string;
+  assert.equal((await t.call("GET", `/domains/${id}`, { key: admin })).json().dkim.length, 2);
+  assert.deepEqual((await t.call("GET", "/domains", { key: admin })).json().data.map((d: { name: string }) => d.name), ["least.example"]);
+  assert.equal(await deniedCode(apiDb, "SELECT private_key FROM dkim_keys"), "42501");
+  assert.equal(await deniedCode(apiDb, "UPDATE sender_domains SET verified_at = now()"), "42501");
+  assert.equal((await t.call("DELETE", `/domains/${id}`, { key: admin })).status, 200);
+  assert.equal((await owner.db.pool.query("SELECT count(*)::int AS n FROM dkim_keys")).rows[0].n, 0, "the keys went with the domain");
+});
+
 test("what each role must not do fails with 42501", async () => {
   assert.equal(await deniedCode(workerDb, "SELECT secret_hash FROM api_keys"), "42501");
   assert.equal(await deniedCode(apiDb, "DELETE FROM messages"), "42501");
