@@ -144,10 +144,12 @@ GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpos
 -- findSenderDomains, findSenderDomainById, findSenderDomainByName, and insertSenderDomain
 -- (it reads the new row back). INSERT: insertSenderDomain, the domain and its keys in one
 -- statement. DELETE: deleteSenderDomain (DELETE /domains/:id); its keys go by ON DELETE
--- CASCADE, which runs as the table owner, so no DELETE on dkim_keys. The check columns
--- (verified_at, checked_at, check_result) are not the API's to write here.
+-- CASCADE, which runs as the table owner, so no DELETE on dkim_keys. UPDATE:
+-- recordDomainCheck (POST /domains/:id/verify) writes the check's time and result and
+-- whether the domain is verified; the name and keys are never changed.
 GRANT SELECT ON sender_domains TO sealpost_api;
 GRANT INSERT (id, name, bounce_domain, created_by_key_id, created_at) ON sender_domains TO sealpost_api;
+GRANT UPDATE (verified_at, checked_at, check_result) ON sender_domains TO sealpost_api;
 GRANT DELETE ON sender_domains TO sealpost_api;
 -- DKIM keys: insertSenderDomain writes a new domain's key pairs, private key encrypted;
 -- the reads above show selectors and public keys. The API never reads a private key back

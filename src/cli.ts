@@ -66,7 +66,7 @@ const COMMANDS: Record<string, CommandSpec> = {
   keys rotate-data      re-encrypt stored content under the first SEALPOST_DATA_KEY
   domains add <domain> [--bounce-domain B]
                         add a sender domain: makes its DKIM keys, prints the DNS records to publish
-  domains list | show <domain> | remove <domain>
+  domains list | show <domain> | verify <domain> | remove <domain>
   healthcheck serve|worker
                         exit 0 when the API on this host answers /readyz, or the worker's loop runs
 
@@ -172,12 +172,13 @@ there may still decrypt. ${DATABASE}`,
   },
   domains: {
     path: "domains",
-    sub: ["add", "list", "show", "remove"],
+    sub: ["add", "list", "show", "verify", "remove"],
     usage: `usage: sealpost domains <add|list|show|remove> [options]
 
   domains add <domain> [--bounce-domain B]
   domains list
   domains show <domain>
+  domains verify <domain>
   domains remove <domain>
 
 Sender domains: mail from a domain is DKIM-signed once its records are published
@@ -212,6 +213,16 @@ domain, DKIM selectors. ${DATABASE}`,
 
 Shows a sender domain and the DNS records to publish, one a line: name, type, value.
 ${DATABASE}`,
+  },
+  "domains verify": {
+    path: "domains verify",
+    positionals: ["domain"],
+    usage: `usage: sealpost domains verify <domain>
+
+Checks the domain's DNS records through the worker's resolver (DNS_SERVERS) and prints
+each one's state: ok, missing, mismatch (with what was found and what is expected),
+invalid, or pending when DNS did not answer. Exit 0 once verified, 1 when a DKIM
+record is missing or wrong, 3 when DNS did not answer (try again). ${DATABASE}`,
   },
   "domains remove": {
     path: "domains remove",
@@ -434,6 +445,25 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
       const list = await withRuntime(config, (rt) => services.listDomains(rt.db.prisma, null));
       for (const d of list) out([d.id, d.name, d.status, d.bounce_domain ?? "-", d.dkim.map((k) => k.selector).join(",")].join("\t"));
       return 0;
+    }
+    case "domains verify": {
+      const { createTxtResolver } = await import("./worker/mx.ts");
+      const dns = createTxtResolver(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {});
+      const r = await withRuntime(config, async (rt) => {
+        const d = await services.findDomainForOwner(rt.db.prisma, arg);
+        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id) : null;
+      });
+      if (!r) {
+        out(`no domain ${arg} (sealpost domains list shows them)`);
+        return 1;
+      }
+      out(`${r.domain.name}: ${r.status}`);
+      for (const c of r.checks) {
+        out(`${c.state}\t${c.purpose}\t${c.name}\t${c.detail}`);
+        if (c.state === "mismatch" || c.state === "invalid") out(`\tfound:    ${c.found}\n\texpected: ${c.expected}`);
+        if (c.state === "missing") out(`\texpected: ${c.expected}`);
+      }
+      return r.status === "verified" ? 0 : r.status === "pending" ? 3 : 1;
     }
     case "domains show":
     case "domains remove": {
@@ -696,6 +726,7 @@ export async function main(argv: string[]): Promise<number> {
       case "domains add":
       case "domains list":
       case "domains show":
+      case "domains verify":
       case "domains remove":
         return await domainsCommand(config, cmd);
       default:

@@ -13,7 +13,7 @@ import { encodeCursor } from "../services/messages.ts";
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema } from "./schemas.ts";
+import { IdParams, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -386,6 +386,33 @@ const listDomains: OperationExamples = { responses: { 200: { one: { summary: "On
 const getDomain: OperationExamples = { responses: { 200: { pending: { summary: "A domain not yet verified", value: exampleDomain } }, 404: noSuchDomain } };
 const deleteDomain: OperationExamples = { responses: { 200: { removed: { summary: "Removed", value: { id: DOMAIN_ID, deleted: true } } }, 404: noSuchDomain } };
 
+const verifyDomain: OperationExamples = {
+  responses: {
+    200: {
+      wrongKey: {
+        summary: "One DKIM record holds another key; no DMARC record yet",
+        value: {
+          status: "failed",
+          checks: [
+            { purpose: "dkim", name: "sp202603e._domainkey.shop.example", state: "ok", expected: `v=DKIM1; k=ed25519; p=${ED_P}`, found: `v=DKIM1; k=ed25519; p=${ED_P}`, detail: "published as expected" },
+            {
+              purpose: "dkim", name: "sp202603r._domainkey.shop.example", state: "mismatch", expected: `v=DKIM1; k=rsa; p=${RSA_P}`, found: "v=DKIM1; k=rsa; p=MIIBIjANBgkq...old",
+              detail: "the record at sp202603r._domainkey.shop.example holds another key: replace it with the expected value",
+            },
+            { purpose: "spf", name: "bounces.shop.example", state: "ok", expected: "v=spf1 a mx ~all", found: "v=spf1 ip4:192.0.2.25 -all", detail: "an SPF record is published; make sure it lists the hosts that send" },
+            {
+              purpose: "dmarc", name: "_dmarc.shop.example", state: "missing", expected: "v=DMARC1; p=none", found: null,
+              detail: "no DMARC record at _dmarc.shop.example: receivers apply their own policy (a warning; signing does not need it)",
+            },
+          ],
+          domain: { ...exampleDomain, checked_at: "2026-03-02T09:20:00.000Z" },
+        } satisfies z.output<typeof VerifyDomainResponseSchema>,
+      },
+    },
+    404: noSuchDomain,
+  },
+};
+
 const health = (what: string): OperationExamples => ({ responses: { 200: { ok: { summary: what, value: { status: "ok" } } } } });
 
 const readyz: OperationExamples = {
@@ -407,6 +434,7 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   listDomains,
   getDomain,
   deleteDomain,
+  verifyDomain,
   healthz: health("The process answers"),
   readyz,
 };

@@ -189,3 +189,23 @@ export const SenderDomainSchema = z
 export const SenderDomainListSchema = z.strictObject({ data: z.array(SenderDomainSchema) }).meta({ id: "SenderDomainList" });
 
 export const DeleteDomainResponseSchema = z.strictObject({ id: z.uuid(), deleted: z.literal(true) }).meta({ id: "DeleteDomainResponse" });
+
+export const VerifyDomainResponseSchema = z
+  .strictObject({
+    status: z.enum(["verified", "pending", "failed"]).meta({
+      description: "`verified`: every DKIM record holds our key; `failed`: one is missing or wrong; `pending`: DNS did not answer, try again",
+    }),
+    checks: z.array(
+      z.strictObject({
+        purpose: z.enum(["dkim", "spf", "dmarc"]),
+        name: z.string(),
+        state: z.enum(["ok", "missing", "mismatch", "invalid", "pending"]),
+        expected: z.string(),
+        found: z.string().nullable(),
+        detail: z.string(),
+        policy: z.string().optional().meta({ description: "DMARC: the published p= policy" }),
+      }),
+    ),
+    domain: SenderDomainSchema,
+  })
+  .meta({ id: "VerifyDomainResponse" });

@@ -65,3 +65,16 @@ export async function deleteSenderDomain(db: Db | Tx, id: string): Promise<boole
   const r = await db.senderDomain.deleteMany({ where: { id } });
   return r.count > 0;
 }
+
+/**
+ * Records a DNS check: when, what it found, and whether the domain is verified now. A
+ * check that got no answer leaves `verified_at` as it was (`verifiedAt: undefined`).
+ */
+export async function recordDomainCheck(db: Db | Tx, id: string, check: { at: Date; result: object; verifiedAt: Date | null | undefined }): Promise<SenderDomainRow | null> {
+  const r = await db.senderDomain.updateManyAndReturn({
+    where: { id },
+    data: { checkedAt: check.at, checkResult: check.result, ...(check.verifiedAt !== undefined ? { verifiedAt: check.verifiedAt } : {}) },
+    select: { id: true },
+  });
+  return r.length > 0 ? findSenderDomainById(db, id) : null;
+}

@@ -101,3 +101,81 @@ export function dnsRecords(domain: { name: string; bounceDomain: string | null }
     { purpose: "dmarc", type: "TXT", name: `_dmarc.${domain.name}`, value: SUGGESTED_DMARC },
   ];
 }
+
+/** What a DNS lookup answered, as the checks need it (see worker/mx.ts TxtAnswer). */
+export type TxtLookupResult = { kind: "records"; records: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
+
+type RecordState = "ok" | "missing" | "mismatch" | "invalid" | "pending";
+
+export interface RecordCheck {
+  purpose: DnsRecord["purpose"];
+  name: string;
+  state: RecordState;
+  expected: string;
+  /** What DNS holds at the name for this purpose, or null. */
+  found: string | null;
+  detail: string;
+  /** DMARC: the p= policy published. */
+  policy?: string;
+}
+
+/** The tags of a DKIM or DMARC record (RFC 6376 section 3.2 tag=value list), names lowercased. */
+function tags(record: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of record.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0) out.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1).replace(/\s+/g, ""));
+  }
+  return out;
+}
+
+function checkDkim(record: DnsRecord, expectedKey: string, answer: TxtLookupResult): RecordCheck {
+  const base = { purpose: "dkim" as const, name: record.name, expected: record.value };
+  if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
+  const candidates = answer.kind === "records" ? answer.records.filter((r) => tags(r).has("p")) : [];
+  if (candidates.length === 0) return { ...base, state: "missing", found: null, detail: `no DKIM record at ${record.name}: publish it` };
+  const match = candidates.find((r) => tags(r).get("p") === expectedKey);
+  if (match) return { ...base, state: "ok", found: match, detail: "published as expected" };
+  return { ...base, state: "mismatch", found: candidates[0]!, detail: `the record at ${record.name} holds another key: replace it with the expected value` };
+}
+
+function checkSpf(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
+  const base = { purpose: "spf" as const, name: record.name, expected: record.value };
+  if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
+  const spf = answer.kind === "records" ? answer.records.filter((r) => /^v=spf1(\s|$)/i.test(r)) : [];
+  if (spf.length === 0) return { ...base, state: "missing", found: null, detail: `no SPF record at ${record.name}: receivers cannot tell which hosts may send for it` };
+  // RFC 7208 section 4.5: more than one SPF record is a permanent error.
+  if (spf.length > 1) return { ...base, state: "invalid", found: spf.join(" | "), detail: `${record.name} has ${spf.length} SPF records; RFC 7208 allows one: merge them` };
+  return { ...base, state: "ok", found: spf[0]!, detail: "an SPF record is published; make sure it lists the hosts that send" };
+}
+
+function checkDmarc(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
+  const base = { purpose: "dmarc" as const, name: record.name, expected: record.value };
+  if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
+  const dmarc = answer.kind === "records" ? answer.records.filter((r) => /^v=DMARC1\s*(;|$)/.test(r)) : [];
+  if (dmarc.length === 0) return { ...base, state: "missing", found: null, detail: `no DMARC record at ${record.name}: receivers apply their own policy (a warning; signing does not need it)` };
+  if (dmarc.length > 1) return { ...base, state: "invalid", found: dmarc.join(" | "), detail: `${record.name} has ${dmarc.length} DMARC records; RFC 7489 section 6.6.3 ignores them all: keep one` };
+  const policy = tags(dmarc[0]!).get("p");
+  if (!policy || !["none", "quarantine", "reject"].includes(policy.toLowerCase()))
+    return { ...base, state: "invalid", found: dmarc[0]!, detail: "the DMARC record has no valid p= tag (none, quarantine or reject)" };
+  return { ...base, state: "ok", found: dmarc[0]!, detail: `DMARC policy ${policy.toLowerCase()}`, policy: policy.toLowerCase() };
+}
+
+/**
+ * The state of each record to publish, from what DNS answered for its name. The domain is
+ * verified when every DKIM record holds our key; SPF and DMARC are reported (a missing
+ * DMARC record is a warning). A lookup that got no answer is `pending`, never failed.
+ */
+export function checkRecords(records: readonly DnsRecord[], keys: readonly DkimPublicKey[], answers: ReadonlyMap<string, TxtLookupResult>): {
+  status: "verified" | "pending" | "failed";
+  checks: RecordCheck[];
+} {
+  const checks = records.map((r) => {
+    const answer = answers.get(r.name) ?? { kind: "pending" as const, reason: `${r.name} was not looked up` };
+    if (r.purpose === "dkim") return checkDkim(r, keys.find((k) => k.selector === r.selector)!.publicKey, answer);
+    return r.purpose === "spf" ? checkSpf(r, answer) : checkDmarc(r, answer);
+  });
+  const dkim = checks.filter((c) => c.purpose === "dkim");
+  const status = dkim.every((c) => c.state === "ok") ? "verified" : dkim.some((c) => c.state === "pending") ? "pending" : "failed";
+  return { status, checks };
+}

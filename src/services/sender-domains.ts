@@ -7,11 +7,12 @@ import { randomUUID } from "node:crypto";
 import type { Db } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";
 import {
-  deleteSenderDomain, findSenderDomainById, findSenderDomainByName, findSenderDomains, insertSenderDomain, type SenderDomainRow,
+  deleteSenderDomain, findSenderDomainById, recordDomainCheck, findSenderDomainByName, findSenderDomains, insertSenderDomain, type SenderDomainRow,
 } from "../db/sender-domains.ts";
 import { AppError } from "../domain/errors.ts";
 import {
-  DKIM_ALGORITHMS, dkimSelector, dnsRecords, keyCoversDomain, type AddDomainRequest, type DkimAlgorithm, type DnsRecord,
+  checkRecords, DKIM_ALGORITHMS, dkimSelector, dnsRecords, keyCoversDomain, type AddDomainRequest, type DkimAlgorithm, type DnsRecord,
+  type RecordCheck, type TxtLookupResult,
 } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { generateDkimKey } from "../security/dkim-keys.ts";
@@ -97,4 +98,33 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 export async function removeDomain(db: Db, actor: DomainActor, id: string): Promise<void> {
   await visibleDomain(db, actor, id);
   if (!(await deleteSenderDomain(db, id))) throw new AppError("not_found", "no such domain");
+}
+
+/** Looks up the TXT records at a name (worker/mx.ts createTxtResolver in production). */
+export interface TxtLookup {
+  txt(name: string): Promise<TxtLookupResult>;
+}
+
+export interface VerifyResult {
+  status: "verified" | "pending" | "failed";
+  checks: RecordCheck[];
+  domain: SenderDomainView;
+}
+
+/**
+ * Checks the domain's records in DNS and records the outcome. Verified when every DKIM
+ * record of an active key holds our public key; a DKIM record missing or wrong un-verifies
+ * it; a lookup without an answer (timeout) is `pending` and changes nothing but checked_at.
+ */
+export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, id: string, now = new Date()): Promise<VerifyResult> {
+  const row = await visibleDomain(db, actor, id);
+  const keys = row.dkimKeys.filter((k) => k.retiredAt === null).map((k) => ({ selector: k.selector, algorithm: k.algorithm as DkimAlgorithm, publicKey: k.publicKey }));
+  const records = dnsRecords(row, keys);
+  const names = [...new Set(records.map((r) => r.name))];
+  const answers = new Map(await Promise.all(names.map(async (n) => [n, await dns.txt(n)] as const)));
+  const { status, checks } = checkRecords(records, keys, answers);
+  const verifiedAt = status === "verified" ? (row.verifiedAt ?? now) : status === "failed" ? null : undefined;
+  const updated = await recordDomainCheck(db, id, { at: now, result: { status, checks }, verifiedAt });
+  if (!updated) throw new AppError("not_found", "no such domain");
+  return { status, checks, domain: domainView(updated) };
 }

@@ -2,7 +2,7 @@
 // real database, in child processes.
 import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -12,6 +12,7 @@ import { createEmptyDatabase, createTestDatabase, type TestDatabase } from "../h
 import { TEST_DATA_KEY, testServerCertificates } from "../helpers/app.ts";
 import { exitWithin, freePort, spawnCli, stackFrames } from "../helpers/cli-process.ts";
 import { startPrivatePostgres } from "../helpers/private-postgres.ts";
+import { startFakeDns } from "../helpers/fake-dns.ts";
 import { testCaFile } from "../helpers/worker.ts";
 import { ApiKeyVerifier } from "../../src/services/api-keys.ts";
 
@@ -85,6 +86,21 @@ test("domains add prints the records to publish; list, show, remove; mistakes ar
   assert.match(list.stdout, new RegExp(`^${id}\tcli\\.example\tpending\tbounces\\.cli\\.example\tsp\\d{6}e,sp\\d{6}r$`, "m"));
   assert.equal(cli(["domains", "show", id]).stdout, cli(["domains", "show", "CLI.example"]).stdout, "by id or by name");
   assert.match(cli(["domains", "show", "cli.example"]).stdout, /_domainkey\.cli\.example\tTXT/);
+  // verify asks the DNS servers of DNS_SERVERS: nothing published there yet.
+  const dns = await startFakeDns({});
+  // Run without blocking this process: the fake DNS answers from its event loop.
+  const verify = await new Promise<{ code: number | null; stdout: string; stderr: string }>((done) => {
+    execFile(process.execPath, ["src/cli.ts", "domains", "verify", "cli.example"], {
+      env: { PATH: process.env.PATH ?? "", DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: TEST_DATA_KEY, LOG_LEVEL: "warn", DNS_SERVERS: dns.address },
+      encoding: "utf8", timeout: 60_000,
+    }, (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : null) : 0, stdout, stderr }));
+  });
+  await dns.close();
+  assert.equal(verify.code, 1, verify.stderr);
+  assert.match(verify.stdout, /^cli\.example: failed$/m);
+  assert.match(verify.stdout, /^missing\tdkim\tsp\d{6}r\._domainkey\.cli\.example\tno DKIM record/m);
+  assert.match(verify.stdout, /^missing\tdmarc\t_dmarc\.cli\.example\t/m);
+  assert.equal(dns.queries.filter((q) => q.type === "TXT").length, 4, "asked the fake DNS, not the system's");
   const removed = cli(["domains", "remove", "cli.example"]);
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(await count(), before - 1);

@@ -10,15 +10,24 @@ import { assertProblem } from "../helpers/route-security.ts";
 import { ContentDecryptError } from "../../src/security/content-cipher.ts";
 import { dkimKeyAad } from "../../src/security/dkim-keys.ts";
 import { findKeyIdsInUse } from "../../src/db/content.ts";
+import { createTxtResolver } from "../../src/worker/mx.ts";
+import { startFakeDns, type FakeDns, type FakeZone } from "../helpers/fake-dns.ts";
 
 let t: TestApp;
 let admin: string;
+let dns: FakeDns;
 
 before(async () => {
-  t = await startTestApp();
+  dns = await startFakeDns({});
+  // The resolver the worker uses, pointed at the fake DNS, with a short timeout so a
+  // dropped query turns pending quickly.
+  t = await startTestApp({}, { dns: createTxtResolver({ servers: [dns.address], timeoutMs: 300, tries: 1 }) });
   admin = (await t.createKey({ name: "admin", scopes: ["admin"] })).key;
 });
-after(() => t.close());
+after(async () => {
+  await t.close();
+  await dns.close();
+});
 
 const rows = async () =>
   (await t.tdb.db.pool.query(`SELECT (SELECT count(*)::int FROM sender_domains) AS domains, (SELECT count(*)::int FROM dkim_keys) AS keys`)).rows[0] as {
@@ -135,4 +144,83 @@ test("a key limited by --domains sees and removes only its own domains", async (
 test("a send-and-read key has no admin scope unless asked: /domains is 403", async () => {
   const plain = (await t.createKey({ name: "default scopes" })).key;
   assertProblem(await t.call("GET", "/domains", { key: plain }), 403, "forbidden");
+});
+
+/** A TXT value as a zone file holds a long one: 255-byte character-strings. */
+const split = (value: string) => value.match(/.{1,255}/g)!;
+
+interface VerifyBody {
+  status: string;
+  checks: Array<{ purpose: string; name: string; state: string; found: string | null; expected: string; policy?: string }>;
+  domain: { status: string; verified_at: string | null; checked_at: string | null };
+}
+
+test("verify: each record's state from DNS; missing, wrong and a timeout are told apart", async () => {
+  const d = (await t.call("POST", "/domains", { key: admin, body: { name: "verify.example", bounce_domain: "mail.verify.example" } })).json() as DomainBody;
+  const rec = (purpose: string, i = 0) => d.records.filter((r) => r.purpose === purpose)[i]!;
+  const [ed, rsa] = [rec("dkim", 0), rec("dkim", 1)];
+  const good: FakeZone = {
+    [ed.name]: { TXT: [ed.value] },
+    [rsa.name]: { TXT: [split(rsa.value)] },
+    "mail.verify.example": { TXT: ["v=spf1 ip4:192.0.2.25 -all", "google-site-verification=abc"] },
+    "_dmarc.verify.example": { TXT: ["v=DMARC1; p=quarantine; rua=mailto:d@verify.example"] },
+  };
+  const verify = async () => {
+    const r = await t.call("POST", `/domains/${d.id}/verify`, { key: admin });
+    assert.equal(r.status, 200, r.body);
+    return r.json() as VerifyBody;
+  };
+  const states = (v: VerifyBody) => Object.fromEntries(v.checks.map((c) => [c.name, c.state]));
+
+  // Nothing published yet: every record missing, the domain not verified.
+  dns.setZone({});
+  let v = await verify();
+  assert.equal(v.status, "failed");
+  assert.deepEqual(Object.values(states(v)), ["missing", "missing", "missing", "missing"]);
+  assert.equal(v.domain.status, "pending");
+
+  dns.setZone(good);
+  v = await verify();
+  assert.equal(v.status, "verified", JSON.stringify(v.checks));
+  assert.deepEqual(Object.values(states(v)), ["ok", "ok", "ok", "ok"]);
+  assert.equal(v.checks.find((c) => c.purpose === "dmarc")!.policy, "quarantine");
+  assert.equal(v.checks.find((c) => c.purpose === "dkim" && c.name === rsa.name)!.found, rsa.value, "the split record is joined");
+  assert.equal(v.domain.status, "verified");
+  const verifiedAt = v.domain.verified_at;
+  assert.ok(verifiedAt);
+  assert.equal(((await t.call("GET", `/domains/${d.id}`, { key: admin })).json() as DomainBody).status, "verified");
+
+  // Each DKIM record missing, then wrong: failed, naming what was found and what is expected.
+  for (const r of [ed, rsa]) {
+    dns.setZone({ ...good, [r.name]: { TXT: ["unrelated"] } });
+    v = await verify();
+    assert.equal(v.status, "failed");
+    assert.equal(states(v)[r.name], "missing", r.name);
+    const other = r === ed ? "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" : "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAold";
+    dns.setZone({ ...good, [r.name]: { TXT: [other] } });
+    v = await verify();
+    const c = v.checks.find((x) => x.name === r.name)!;
+    assert.equal(c.state, "mismatch");
+    assert.equal(c.found, other);
+    assert.equal(c.expected, r.value);
+    assert.equal(v.domain.status, "pending", "a wrong DKIM record un-verifies the domain");
+  }
+  // SPF missing or doubled, DMARC missing: reported, but DKIM alone decides verification.
+  dns.setZone({ ...good, "mail.verify.example": { TXT: ["v=spf1 -all", "v=spf1 mx -all"] }, "_dmarc.verify.example": { rcode: "NXDOMAIN" } });
+  v = await verify();
+  assert.equal(v.status, "verified");
+  assert.equal(states(v)["mail.verify.example"], "invalid");
+  assert.equal(states(v)["_dmarc.verify.example"], "missing");
+  dns.setZone({ ...good, "mail.verify.example": { TXT: ["not spf"] } });
+  assert.equal(states(await verify())["mail.verify.example"], "missing");
+
+  // A DNS timeout is pending, not failed, and leaves the verification as it was.
+  dns.setZone({ ...good, [rsa.name]: { drop: true } });
+  v = await verify();
+  assert.equal(v.status, "pending");
+  assert.equal(states(v)[rsa.name], "pending");
+  assert.equal(v.domain.status, "verified");
+  dns.setZone({ ...good, [ed.name]: { rcode: "SERVFAIL" } });
+  assert.equal((await verify()).status, "pending");
+  assert.ok(v.domain.checked_at);
 });

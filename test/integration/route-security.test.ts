@@ -7,12 +7,19 @@ import { randomBytes } from "node:crypto";
 import { ROUTES } from "../../src/api/routes/index.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { runCommonRouteTests } from "../helpers/route-security.ts";
+import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 
 let t: TestApp;
+let dns: FakeDns;
 before(async () => {
-  t = await startTestApp();
+  // POST /domains/:id/verify asks DNS: an empty fake zone answers NXDOMAIN at once.
+  dns = await startFakeDns({});
+  t = await startTestApp({ DNS_SERVERS: dns.address });
 });
-after(() => t.close());
+after(async () => {
+  await t.close();
+  await dns.close();
+});
 
 /** What each scoped route needs to be called successfully, by operationId. */
 const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
@@ -26,6 +33,7 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   listDomains: { okStatus: 200 },
   getDomain: { okStatus: 200 },
   deleteDomain: { okStatus: 200 },
+  verifyDomain: { okStatus: 200 },
 };
 
 const scoped = ROUTES.filter((r) => r.scope !== null);

@@ -9,7 +9,8 @@ import createDomain from "./createDomain.ts";
 import listDomains from "./listDomains.ts";
 import getDomain from "./getDomain.ts";
 import deleteDomain from "./deleteDomain.ts";
+import verifyDomain from "./verifyDomain.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, createDomain, listDomains, getDomain, deleteDomain, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, healthz, readyz];
