@@ -72,7 +72,8 @@ GRANT USAGE ON SCHEMA public TO sealpost_api, sealpost_worker;
 -- ---------------------------------------------------------------------------------
 -- sealpost_api: `sealpost serve`. Authenticates keys, accepts messages (one INSERT
 -- with CTEs, insertMessages in src/db/messages.ts), reads them back, cancels. It never
--- deletes anything and never records delivery results.
+-- deletes a message and never records delivery results; the only row it deletes is a
+-- sender domain an admin key removes.
 -- ---------------------------------------------------------------------------------
 
 -- db/api-keys.ts: findApiKeyById (ApiKeyVerifier loads a key's record and hash by id),
@@ -138,6 +139,23 @@ GRANT UPDATE (request_hash, status_code, response, message_id, created_at, expir
 GRANT SELECT ON data_keys TO sealpost_api;
 GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_api;
 GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpost_api;
+
+-- Sender domains (db/sender-domains.ts, the /domains routes of admin keys). SELECT:
+-- findSenderDomains, findSenderDomainById, findSenderDomainByName, and insertSenderDomain
+-- (it reads the new row back). INSERT: insertSenderDomain, the domain and its keys in one
+-- statement. DELETE: deleteSenderDomain (DELETE /domains/:id); its keys go by ON DELETE
+-- CASCADE, which runs as the table owner, so no DELETE on dkim_keys. UPDATE:
+-- recordDomainCheck (POST /domains/:id/verify) writes the check's time and result and
+-- whether the domain is verified; the name and keys are never changed.
+GRANT SELECT ON sender_domains TO sealpost_api;
+GRANT INSERT (id, name, bounce_domain, created_by_key_id, created_at) ON sender_domains TO sealpost_api;
+GRANT UPDATE (verified_at, checked_at, check_result) ON sender_domains TO sealpost_api;
+GRANT DELETE ON sender_domains TO sealpost_api;
+-- DKIM keys: insertSenderDomain writes a new domain's key pairs, private key encrypted;
+-- the reads above show selectors and public keys. The API never reads a private key back
+-- (no SELECT on private_key): only the worker, which signs, does.
+GRANT INSERT (id, domain_id, selector, algorithm, public_key, private_key, created_at) ON dkim_keys TO sealpost_api;
+GRANT SELECT (id, domain_id, selector, algorithm, public_key, created_at, retired_at) ON dkim_keys TO sealpost_api;
 
 -- ---------------------------------------------------------------------------------
 -- sealpost_worker: `sealpost worker`. Claims due deliveries, loads and decrypts the

@@ -1,4 +1,4 @@
-// sealpost command line: serve | worker | start | migrate | keys.
+// sealpost command line: serve | worker | start | migrate | keys | domains.
 //
 // The command line is parsed in full before anything else happens: `--help` anywhere
 // prints that command's usage and touches nothing, and a mistyped word is a usage error
@@ -11,10 +11,12 @@ import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createLogger, errorFields } from "./logger.ts";
 import type { Runtime } from "./runtime.ts";
 import { migrate, MigrationError, resolveRolledBack } from "./db/migrate.ts";
-import { countActiveKeys, createApiKey, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
+import type { SenderDomainView } from "./services/sender-domains.ts";
+import { countActiveKeys, createApiKey, DEFAULT_SCOPES, listApiKeys, revokeApiKey, SCOPES, type Scope } from "./services/api-keys.ts";
 import { parseDomain } from "./domain/address.ts";
 import { editDistance } from "./domain/edit-distance.ts";
 import { errorChain, isPermissionDenied } from "./db/errors.ts";
+import { AppError } from "./domain/errors.ts";
 import { DataKeyError } from "./security/data-keys.ts";
 
 // The runtime (Prisma, PGlite) and the HTTPS server (Fastify) are loaded only by the
@@ -49,7 +51,7 @@ const DATABASE = `Uses DATABASE_URL, or without it the embedded database in DATA
 const COMMANDS: Record<string, CommandSpec> = {
   "": {
     path: "",
-    sub: ["start", "serve", "worker", "migrate", "keys", "healthcheck", "help"],
+    sub: ["start", "serve", "worker", "migrate", "keys", "domains", "healthcheck", "help"],
     usage: `usage: sealpost <command> [options]
 
   start                 API and delivery worker in one process (what npm start runs)
@@ -62,6 +64,9 @@ const COMMANDS: Record<string, CommandSpec> = {
   keys list
   keys revoke <id>
   keys rotate-data      re-encrypt stored content under the first SEALPOST_DATA_KEY
+  domains add <domain> [--bounce-domain B]
+                        add a sender domain: makes its DKIM keys, prints the DNS records to publish
+  domains list | show <domain> | verify <domain> | remove <domain>
   healthcheck serve|worker
                         exit 0 when the API on this host answers /readyz, or the worker's loop runs
 
@@ -135,7 +140,8 @@ Run sealpost keys <command> --help for each. ${DATABASE}`,
 Creates an API key and prints it once (only a hash of its secret is stored).
 
   --name N              what the key is for (required)
-  --scopes LIST         send, read or send,read (default send,read)
+  --scopes LIST         any of send, read, admin, comma separated (default send,read);
+                        admin manages sender domains (/domains)
   --domains LIST        sender domains it may use in from, comma separated, or * for any (default *)
   --tls POLICY          the key's default TLS policy: required or opportunistic
   --rate-limit N        requests per RATE_LIMIT_KEY_WINDOW_MS for this key (default RATE_LIMIT_KEY_MAX)
@@ -163,6 +169,67 @@ list). Servers stop accepting it within API_KEY_CACHE_TTL_MS. ${DATABASE}`,
 
 Re-encrypts stored content under the first key of SEALPOST_DATA_KEY; every key listed
 there may still decrypt. ${DATABASE}`,
+  },
+  domains: {
+    path: "domains",
+    sub: ["add", "list", "show", "verify", "remove"],
+    usage: `usage: sealpost domains <add|list|show|remove> [options]
+
+  domains add <domain> [--bounce-domain B]
+  domains list
+  domains show <domain>
+  domains verify <domain>
+  domains remove <domain>
+
+Sender domains: mail from a domain is DKIM-signed once its records are published
+(README, "Set up your sending domain"). <domain> is its name or its id. Run sealpost
+domains <command> --help for each. ${DATABASE}`,
+  },
+  "domains add": {
+    path: "domains add",
+    positionals: ["domain"],
+    options: { "bounce-domain": { type: "string" } },
+    usage: `usage: sealpost domains add <domain> [--bounce-domain B]
+
+Adds a sender domain, makes its DKIM key pairs (RSA-2048 and Ed25519, private keys
+encrypted with SEALPOST_DATA_KEY) and prints the DNS records to publish, one a line:
+name, type, value.
+
+  --bounce-domain B     a subdomain of <domain> for the envelope sender (Return-Path)
+
+${DATABASE}`,
+  },
+  "domains list": {
+    path: "domains list",
+    usage: `usage: sealpost domains list
+
+Lists the sender domains, one a line: id, name, status (pending or verified), bounce
+domain, DKIM selectors. ${DATABASE}`,
+  },
+  "domains show": {
+    path: "domains show",
+    positionals: ["domain"],
+    usage: `usage: sealpost domains show <domain>
+
+Shows a sender domain and the DNS records to publish, one a line: name, type, value.
+${DATABASE}`,
+  },
+  "domains verify": {
+    path: "domains verify",
+    positionals: ["domain"],
+    usage: `usage: sealpost domains verify <domain>
+
+Checks the domain's DNS records through the worker's resolver (DNS_SERVERS) and prints
+each one's state: ok, missing, mismatch (with what was found and what is expected),
+invalid, or pending when DNS did not answer. Exit 0 once verified, 1 when a DKIM
+record is missing or wrong, 3 when DNS did not answer (try again). ${DATABASE}`,
+  },
+  "domains remove": {
+    path: "domains remove",
+    positionals: ["domain"],
+    usage: `usage: sealpost domains remove <domain>
+
+Removes a sender domain and its DKIM keys; mail from it is no longer signed. ${DATABASE}`,
   },
   healthcheck: {
     path: "healthcheck",
@@ -286,10 +353,10 @@ function sayWhichDatabase(config: Config): void {
 }
 
 /** A one-off command on the runtime (openRuntime checks the database answers first). */
-async function withRuntime<T>(config: Config, fn: (rt: Runtime) => Promise<T>): Promise<T> {
+async function withRuntime<T>(config: Config, fn: (rt: Runtime) => Promise<T>, opts: { dataKeys?: "encrypts" } = {}): Promise<T> {
   sayWhichDatabase(config);
   const { openRuntime } = await runtime();
-  const rt = await openRuntime(config, createLogger(config.LOG_LEVEL === "info" ? "warn" : config.LOG_LEVEL, process.stderr));
+  const rt = await openRuntime(config, createLogger(config.LOG_LEVEL === "info" ? "warn" : config.LOG_LEVEL, process.stderr), opts);
   try {
     return await fn(rt);
   } finally {
@@ -302,8 +369,8 @@ function keyInput(values: Record<string, string | boolean | undefined>) {
   const spec = COMMANDS["keys create"]!;
   const name = values.name;
   if (typeof name !== "string" || name.trim() === "") throw new UsageError("needs --name", spec);
-  const scopes = String(values.scopes ?? "send,read").split(",").map((s) => s.trim());
-  for (const s of scopes) if (!(SCOPES as readonly string[]).includes(s)) throw new UsageError(`unknown scope ${s} (use send, read)`, spec);
+  const scopes = String(values.scopes ?? DEFAULT_SCOPES.join(",")).split(",").map((s) => s.trim());
+  for (const s of scopes) if (!(SCOPES as readonly string[]).includes(s)) throw new UsageError(`unknown scope ${s} (use ${SCOPES.join(", ")})`, spec);
   const domains = String(values.domains ?? "*").split(",").map((s) => s.trim().toLowerCase());
   for (const d of domains) if (d !== "*" && !parseDomain(d).ok) throw new UsageError(`not a domain: ${d}`, spec);
   const tls = values.tls;
@@ -348,6 +415,69 @@ async function keysCommand(config: Config, cmd: Invocation): Promise<number> {
         out(`${r.unreadable.length} messages could not be decrypted and were left as they are: ${r.unreadable.join(", ")}`);
         return 1;
       }
+      return 0;
+    }
+  }
+  throw new Error(`no handler for ${cmd.path}`);
+}
+
+/** The lines of a domain for the terminal: a summary, then each record to publish. */
+function printDomain(d: SenderDomainView): void {
+  out(`${d.name} (id ${d.id}): ${d.status}${d.bounce_domain ? `; bounce domain ${d.bounce_domain}` : ""}; DKIM selectors ${d.dkim.map((k) => k.selector).join(", ")}`);
+  out("DNS records to publish (name, type, value):");
+  for (const r of d.records) out([r.name, r.type, r.value].join("\t"));
+}
+
+async function domainsCommand(config: Config, cmd: Invocation): Promise<number> {
+  const services = await import("./services/sender-domains.ts");
+  const arg = cmd.positionals[0] ?? "";
+  switch (cmd.path) {
+    case "domains add": {
+      const { AddDomainRequestSchema } = await import("./domain/sender-domain.ts");
+      const bounce = cmd.values["bounce-domain"];
+      const parsed = AddDomainRequestSchema.safeParse({ name: arg, ...(typeof bounce === "string" ? { bounce_domain: bounce } : {}) });
+      if (!parsed.success) throw new UsageError(parsed.error.issues.map((i) => i.message).join("; "), COMMANDS["domains add"]!);
+      const d = await withRuntime(config, (rt) => services.addDomain(rt.db.prisma, rt.cipher, null, parsed.data), { dataKeys: "encrypts" });
+      printDomain(d);
+      return 0;
+    }
+    case "domains list": {
+      const list = await withRuntime(config, (rt) => services.listDomains(rt.db.prisma, null));
+      for (const d of list) out([d.id, d.name, d.status, d.bounce_domain ?? "-", d.dkim.map((k) => k.selector).join(",")].join("\t"));
+      return 0;
+    }
+    case "domains verify": {
+      const { createTxtResolver } = await import("./worker/mx.ts");
+      const dns = createTxtResolver(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {});
+      const r = await withRuntime(config, async (rt) => {
+        const d = await services.findDomainForOwner(rt.db.prisma, arg);
+        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id) : null;
+      });
+      if (!r) {
+        out(`no domain ${arg} (sealpost domains list shows them)`);
+        return 1;
+      }
+      out(`${r.domain.name}: ${r.status}`);
+      for (const c of r.checks) {
+        out(`${c.state}\t${c.purpose}\t${c.name}\t${c.detail}`);
+        if (c.state === "mismatch" || c.state === "invalid") out(`\tfound:    ${c.found}\n\texpected: ${c.expected}`);
+        if (c.state === "missing") out(`\texpected: ${c.expected}`);
+      }
+      return r.status === "verified" ? 0 : r.status === "pending" ? 3 : 1;
+    }
+    case "domains show":
+    case "domains remove": {
+      const found = await withRuntime(config, async (rt) => {
+        const d = await services.findDomainForOwner(rt.db.prisma, arg);
+        if (d && cmd.path === "domains remove") await services.removeDomain(rt.db.prisma, null, d.id);
+        return d;
+      });
+      if (!found) {
+        out(`no domain ${arg} (sealpost domains list shows them)`);
+        return 1;
+      }
+      if (cmd.path === "domains show") printDomain(found);
+      else out(`removed ${found.name} and its DKIM keys; remove its DNS records too`);
       return 0;
     }
   }
@@ -550,6 +680,8 @@ export function explainDatabaseError(err: unknown, config: Config): string | nul
 /** One line for any error that ends a command; the stack only at LOG_LEVEL=debug or trace. */
 export function describeFailure(err: unknown, config: Config | null): string {
   if (err instanceof ConfigError || err instanceof DataKeyError || err instanceof MigrationError) return `sealpost: ${err.message}`;
+  // A refusal of a service (a domain that exists already): what it said, as the API says it.
+  if (err instanceof AppError) return `sealpost: ${err.message}`;
   const db = config ? explainDatabaseError(err, config) : null;
   if (db) return `sealpost: ${db}`;
   const message = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, " ").trim();
@@ -591,6 +723,12 @@ export async function main(argv: string[]): Promise<number> {
         out(`sealpost: ${r.ok ? "healthy" : "unhealthy"}: ${r.detail}`);
         return r.ok ? 0 : 1;
       }
+      case "domains add":
+      case "domains list":
+      case "domains show":
+      case "domains verify":
+      case "domains remove":
+        return await domainsCommand(config, cmd);
       default:
         return await keysCommand(config, cmd);
     }

@@ -15,6 +15,8 @@ import { registerApiReference } from "./routes/getApiReference.ts";
 import { openApiYaml } from "./openapi.ts";
 import { createHttpsServer, type HttpsServerTimeouts } from "./https-server.ts";
 import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
+import type { TxtLookup } from "../services/sender-domains.ts";
+import { createTxtResolver } from "../worker/mx.ts";
 
 const TIMEOUTS: HttpsServerTimeouts = { keepAliveTimeoutMs: 72_000, requestTimeoutMs: 60_000, connectionTimeoutMs: 30_000 };
 
@@ -24,7 +26,7 @@ export interface BuildOptions {
 }
 
 export async function buildApp(
-  given: Omit<AppDeps, "writer"> & { writer?: MessageWriter },
+  given: Omit<AppDeps, "writer" | "dns"> & { writer?: MessageWriter; dns?: TxtLookup },
   https: SecureContextOptions,
   opts: BuildOptions = {},
 ): Promise<FastifyInstance> {
@@ -34,7 +36,9 @@ export async function buildApp(
       maxQueueWaitMs: maxQueueWaitFor(given.db.statementTimeoutMs, given.db.singleSession),
       prepared: !given.db.singleSession,
     });
-  const deps: AppDeps = { ...given, writer };
+  // The same resolver set-up as the worker's (DNS_SERVERS), so a domain verifies against the DNS that delivery sees.
+  const dns = given.dns ?? createTxtResolver(given.config.DNS_SERVERS ? { servers: given.config.DNS_SERVERS } : {});
+  const deps: AppDeps = { ...given, writer, dns };
   const app = Fastify({
     https,
     // Our https.Server: the same as Fastify's, plus a 400 for plain HTTP sent to this port.

@@ -3,6 +3,7 @@ import type { Config } from "../config.ts";
 import type { DatabaseHandle } from "../db/client.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyVerifier } from "../services/api-keys.ts";
+import type { TxtLookup } from "../services/sender-domains.ts";
 import type { MessageWriter } from "../services/message-writer.ts";
 
 /** Everything the API needs, built by the caller (server.ts or a test). */
@@ -13,6 +14,8 @@ export interface AppDeps {
   keys: ApiKeyVerifier;
   logger: Logger;
   now?: () => Date;
+  /** DNS for POST /domains/:id/verify; buildApp makes one on DNS_SERVERS when not given. */
+  dns: TxtLookup;
   /** Groups concurrent sends into one statement; buildApp makes one when not given. */
   writer: MessageWriter;
 }

@@ -8,11 +8,12 @@
 import type { z } from "zod";
 import { AppError, ERROR_CODES, summarizeFieldErrors, type ErrorCode } from "../domain/errors.ts";
 import { SendRequestSchema } from "../domain/message.ts";
+import { AddDomainRequestSchema } from "../domain/sender-domain.ts";
 import { encodeCursor } from "../services/messages.ts";
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema } from "./schemas.ts";
+import { IdParams, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -329,6 +330,89 @@ const cancelMessage: OperationExamples = {
   },
 };
 
+// ---- /domains ----------------------------------------------------------------------
+
+const DOMAIN_ID = "2b7e4c1a-5d3f-4a6b-8c9d-0e1f2a3b4c5d";
+const RSA_P = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwR3n...IDAQAB";
+const ED_P = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+const exampleDomain = {
+  id: DOMAIN_ID,
+  name: "shop.example",
+  bounce_domain: "bounces.shop.example",
+  status: "pending",
+  created_at: CREATED,
+  verified_at: null,
+  checked_at: null,
+  dkim: [
+    { selector: "sp202603e", algorithm: "ed25519-sha256", created_at: CREATED, retired_at: null },
+    { selector: "sp202603r", algorithm: "rsa-sha256", created_at: CREATED, retired_at: null },
+  ],
+  records: [
+    { purpose: "dkim", type: "TXT", name: "sp202603e._domainkey.shop.example", value: `v=DKIM1; k=ed25519; p=${ED_P}` },
+    { purpose: "dkim", type: "TXT", name: "sp202603r._domainkey.shop.example", value: `v=DKIM1; k=rsa; p=${RSA_P}` },
+    { purpose: "spf", type: "TXT", name: "bounces.shop.example", value: "v=spf1 a mx ~all" },
+    { purpose: "dmarc", type: "TXT", name: "_dmarc.shop.example", value: "v=DMARC1; p=none" },
+  ],
+} satisfies z.output<typeof SenderDomainSchema>;
+
+const noSuchDomain = { missing: { summary: "No such domain for this key", value: p("not_found", "no such domain") } };
+
+const createDomain: OperationExamples = {
+  request: {
+    withBounce: { summary: "A domain with a bounce subdomain", value: { name: "shop.example", bounce_domain: "bounces.shop.example" } satisfies z.input<typeof AddDomainRequestSchema> },
+  },
+  responses: {
+    201: { added: { summary: "Added: publish the records, then verify", value: exampleDomain } },
+    403: {
+      notCovered: {
+        summary: "The key may not send from this domain",
+        value: p("forbidden", "this API key may not send from shop.example, so it may not add it (its sender domains are set with keys create --domains)", {
+          errors: [{ path: "name", message: "is not one of this API key's sender domains" }],
+        }),
+      },
+    },
+    409: { duplicate: { summary: "The domain exists already", value: p("conflict", "the domain shop.example exists already", { errors: [{ path: "name", message: "names a domain that exists already" }] }) } },
+    422: {
+      ipLiteral: { summary: "An IP address instead of a domain", value: validationProblem(AddDomainRequestSchema, { name: "[192.0.2.1]" }, "body") },
+      bounceElsewhere: {
+        summary: "A bounce domain outside the sender domain",
+        value: validationProblem(AddDomainRequestSchema, { name: "shop.example", bounce_domain: "bounces.other.example" }, "body"),
+      },
+    },
+  },
+};
+
+const listDomains: OperationExamples = { responses: { 200: { one: { summary: "One domain", value: { data: [exampleDomain] } } } } };
+const getDomain: OperationExamples = { responses: { 200: { pending: { summary: "A domain not yet verified", value: exampleDomain } }, 404: noSuchDomain } };
+const deleteDomain: OperationExamples = { responses: { 200: { removed: { summary: "Removed", value: { id: DOMAIN_ID, deleted: true } } }, 404: noSuchDomain } };
+
+const verifyDomain: OperationExamples = {
+  responses: {
+    200: {
+      wrongKey: {
+        summary: "One DKIM record holds another key; no DMARC record yet",
+        value: {
+          status: "failed",
+          checks: [
+            { purpose: "dkim", name: "sp202603e._domainkey.shop.example", state: "ok", expected: `v=DKIM1; k=ed25519; p=${ED_P}`, found: `v=DKIM1; k=ed25519; p=${ED_P}`, detail: "published as expected" },
+            {
+              purpose: "dkim", name: "sp202603r._domainkey.shop.example", state: "mismatch", expected: `v=DKIM1; k=rsa; p=${RSA_P}`, found: "v=DKIM1; k=rsa; p=MIIBIjANBgkq...old",
+              detail: "the record at sp202603r._domainkey.shop.example holds another key: replace it with the expected value",
+            },
+            { purpose: "spf", name: "bounces.shop.example", state: "ok", expected: "v=spf1 a mx ~all", found: "v=spf1 ip4:192.0.2.25 -all", detail: "an SPF record is published; make sure it lists the hosts that send" },
+            {
+              purpose: "dmarc", name: "_dmarc.shop.example", state: "missing", expected: "v=DMARC1; p=none", found: null,
+              detail: "no DMARC record at _dmarc.shop.example: receivers apply their own policy (a warning; signing does not need it)",
+            },
+          ],
+          domain: { ...exampleDomain, checked_at: "2026-03-02T09:20:00.000Z" },
+        } satisfies z.output<typeof VerifyDomainResponseSchema>,
+      },
+    },
+    404: noSuchDomain,
+  },
+};
+
 const health = (what: string): OperationExamples => ({ responses: { 200: { ok: { summary: what, value: { status: "ok" } } } } });
 
 const readyz: OperationExamples = {
@@ -346,6 +430,11 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   getMessage,
   getMessageEvents,
   cancelMessage,
+  createDomain,
+  listDomains,
+  getDomain,
+  deleteDomain,
+  verifyDomain,
   healthz: health("The process answers"),
   readyz,
 };

@@ -151,3 +151,61 @@ export type SendResponseView = z.output<typeof SendResponseSchema>;
 export type SendBatchResponseView = z.output<typeof SendBatchResponseSchema>;
 export type AttemptView = z.output<typeof AttemptSchema>;
 export type MessageView = z.output<typeof MessageSchema>;
+
+export const DomainIdParams = z.strictObject({ id: z.uuid({ message: "id must be a domain id (UUID)" }) });
+
+const DnsRecordSchema = z
+  .strictObject({
+    purpose: z.enum(["dkim", "spf", "dmarc"]),
+    type: z.literal("TXT"),
+    name: z.string().meta({ description: "The fully qualified name to publish the record at" }),
+    value: z.string().meta({ description: "The record's text, exactly" }),
+  })
+  .meta({ id: "DnsRecord" });
+
+export const SenderDomainSchema = z
+  .strictObject({
+    id: z.uuid(),
+    name: z.string(),
+    bounce_domain: z.string().nullable(),
+    status: z.enum(["pending", "verified"]).meta({ description: "`verified` once the DKIM records were found as published" }),
+    created_at: z.iso.datetime(),
+    verified_at: z.iso.datetime().nullable(),
+    checked_at: z.iso.datetime().nullable().meta({ description: "When the DNS records were last checked" }),
+    dkim: z
+      .array(
+        z.strictObject({
+          selector: z.string(),
+          algorithm: z.enum(["rsa-sha256", "ed25519-sha256"]),
+          created_at: z.iso.datetime(),
+          retired_at: z.iso.datetime().nullable(),
+        }),
+      )
+      .meta({ description: "The domain's DKIM keys (RSA-2048 and Ed25519, RFC 8463). Private keys never leave the server." }),
+    records: z.array(DnsRecordSchema).meta({ description: "The DNS records to publish" }),
+  })
+  .meta({ id: "SenderDomain" });
+
+export const SenderDomainListSchema = z.strictObject({ data: z.array(SenderDomainSchema) }).meta({ id: "SenderDomainList" });
+
+export const DeleteDomainResponseSchema = z.strictObject({ id: z.uuid(), deleted: z.literal(true) }).meta({ id: "DeleteDomainResponse" });
+
+export const VerifyDomainResponseSchema = z
+  .strictObject({
+    status: z.enum(["verified", "pending", "failed"]).meta({
+      description: "`verified`: every DKIM record holds our key; `failed`: one is missing or wrong; `pending`: DNS did not answer, try again",
+    }),
+    checks: z.array(
+      z.strictObject({
+        purpose: z.enum(["dkim", "spf", "dmarc"]),
+        name: z.string(),
+        state: z.enum(["ok", "missing", "mismatch", "invalid", "pending"]),
+        expected: z.string(),
+        found: z.string().nullable(),
+        detail: z.string(),
+        policy: z.string().optional().meta({ description: "DMARC: the published p= policy" }),
+      }),
+    ),
+    domain: SenderDomainSchema,
+  })
+  .meta({ id: "VerifyDomainResponse" });

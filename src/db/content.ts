@@ -67,12 +67,19 @@ export function findContentSamplesUnderKey(db: Db | Tx, keyId: string): Promise<
   );
 }
 
-/** Every key id some stored content value is encrypted under. */
+/**
+ * Every key id some stored content value or DKIM private key is encrypted under. DKIM
+ * keys count so that rotation never retires a data key a signing key still needs (they
+ * are not re-encrypted by rotation yet).
+ */
 export async function findKeyIdsInUse(db: Db | Tx): Promise<string[]> {
   const rows = await db.$queryRawUnsafe<Array<{ id: string }>>(
     `SELECT DISTINCT encode(substring(c.v from 3 for get_byte(c.v, 1)), 'escape') AS id FROM messages m
       CROSS JOIN LATERAL (VALUES ${CONTENT_COLUMNS.map((c) => `(m.${c})`).join(", ")}) AS c(v)
-      WHERE c.v IS NOT NULL AND length(c.v) > 2 AND get_byte(c.v, 0) = 1`,
+      WHERE c.v IS NOT NULL AND length(c.v) > 2 AND get_byte(c.v, 0) = 1
+     UNION
+     SELECT encode(substring(private_key from 3 for get_byte(private_key, 1)), 'escape') FROM dkim_keys
+      WHERE length(private_key) > 2 AND get_byte(private_key, 0) = 1`,
   );
   return rows.map((r) => r.id);
 }

@@ -110,3 +110,11 @@ export function isPermissionDenied(err: unknown): boolean {
   }
   return false;
 }
+
+/** A unique constraint refused the row (Prisma P2002, SQLSTATE 23505): it exists already. */
+export function isUniqueViolation(err: unknown): boolean {
+  for (const o of errorChain(err)) {
+    for (const c of [o.code, o.originalCode]) if (c === "P2002" || c === "23505") return true;
+  }
+  return false;
+}

@@ -8,8 +8,13 @@ import { countActiveApiKeys, findAllApiKeys, findApiKeyById, insertApiKey, markA
 import { AppError } from "../domain/errors.ts";
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 
-export const SCOPES = ["send", "read"] as const;
+export const SCOPES = ["send", "read", "admin"] as const;
 export type Scope = (typeof SCOPES)[number];
+/**
+ * What a key gets when no scopes are asked for. `admin` (sender domains: DNS records,
+ * verification, DKIM keys) is only ever given on request.
+ */
+export const DEFAULT_SCOPES: readonly Scope[] = ["send", "read"];
 
 const KEY_RE = /^sp_([0-9a-f]{16})_([a-z2-7]{52})$/;
 const B32 = "abcdefghijklmnopqrstuvwxyz234567";
@@ -56,7 +61,7 @@ export async function createApiKey(db: Db, input: NewKeyInput): Promise<{ key: s
     id,
     name: input.name,
     secretHash: hashSecret(secret),
-    scopes: input.scopes ?? [...SCOPES],
+    scopes: input.scopes ?? [...DEFAULT_SCOPES],
     allowedDomains: (input.domains ?? ["*"]).map((d) => d.toLowerCase()),
     tlsPolicy: input.tlsPolicy ?? null,
     rateLimitPerMinute: input.rateLimitPerMinute ?? null,

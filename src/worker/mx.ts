@@ -103,6 +103,35 @@ export function createMxResolver(opts: MxResolverOptions = {}): { resolve(domain
   return { resolve: (domain) => resolveDomain(resolver, random, domain) };
 }
 
+/** TXT records at a name, each one's strings joined (RFC 7208 section 3.3, RFC 6376 section 3.6.2.2). */
+type TxtAnswer =
+  | { kind: "records"; records: string[] }
+  /** A definite answer: the name has no TXT records, or does not exist. */
+  | { kind: "none"; reason: string }
+  /** No answer (timeout, SERVFAIL): ask again later. */
+  | { kind: "pending"; reason: string };
+
+export interface TxtResolver {
+  txt(name: string): Promise<TxtAnswer>;
+}
+
+/**
+ * TXT lookups through the same resolver set-up as MX resolution (DNS_SERVERS, timeouts),
+ * for checking the records of a sender domain: the answers the worker's DNS gives are
+ * the ones that count.
+ */
+export function createTxtResolver(opts: Pick<MxResolverOptions, "servers" | "timeoutMs" | "tries"> = {}): TxtResolver {
+  const resolver = new Resolver({ timeout: opts.timeoutMs ?? 5000, tries: opts.tries ?? 2 });
+  if (opts.servers?.length) resolver.setServers(opts.servers);
+  return {
+    async txt(name) {
+      const r = await lookup(() => resolver.resolveTxt(name));
+      if (r.ok) return { kind: "records", records: r.value.map((chunks) => chunks.join("")) };
+      return isDefinite(r.code) ? { kind: "none", reason: `${name}: ${describe(r.code)}` } : { kind: "pending", reason: `TXT lookup for ${name} failed: ${describe(r.code)}` };
+    },
+  };
+}
+
 async function resolveDomain(resolver: Resolver, random: () => number, input: string): Promise<MxResolution> {
   const domain = domainToASCII(normalizeName(input)); // IDN to A-labels; "" when invalid
   if (domain === "" || isIpLiteral(domain)) {

@@ -9,6 +9,7 @@ import { loadConfig, type Config } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { ContentCipher } from "../../src/security/content-cipher.ts";
 import { ApiKeyVerifier, createApiKey, type NewKeyInput } from "../../src/services/api-keys.ts";
+import type { TxtLookup } from "../../src/services/sender-domains.ts";
 import { issueCertificate, type Pem } from "../../src/tls/certificates.ts";
 import { testCa } from "./smtp-peers.ts";
 import { createTestDatabase, type TestDatabase } from "./db.ts";
@@ -50,7 +51,7 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function startTestApp(env: Record<string, string> = {}, opts: { tdb?: TestDatabase; routes?: AnyRoute[] } = {}): Promise<TestApp> {
+export async function startTestApp(env: Record<string, string> = {}, opts: { tdb?: TestDatabase; routes?: AnyRoute[]; dns?: TxtLookup } = {}): Promise<TestApp> {
   const tdb = opts.tdb ?? (await createTestDatabase());
   const config = loadConfig({
     NODE_ENV: "test",
@@ -68,7 +69,7 @@ export async function startTestApp(env: Record<string, string> = {}, opts: { tdb
   const cipher = testCipher();
   const certs = testServerCertificates();
   const app = await buildApp(
-    { config, db: tdb.db, cipher, keys: new ApiKeyVerifier(tdb.db.prisma, config.API_KEY_CACHE_TTL_MS), logger },
+    { config, db: tdb.db, cipher, keys: new ApiKeyVerifier(tdb.db.prisma, config.API_KEY_CACHE_TTL_MS), logger, ...(opts.dns ? { dns: opts.dns } : {}) },
     serverTlsOptions(certs.leaf),
     opts.routes ? { routes: opts.routes } : {},
   );

@@ -11,6 +11,8 @@ interface FakeRecords {
   MX?: { preference: number; exchange: string }[];
   A?: string[];
   AAAA?: string[];
+  /** TXT records, each one or more character-strings (a long DKIM key is split in 255-byte strings). */
+  TXT?: Array<string | string[]>;
   /** Answer every query for this name with this rcode and no records. */
   rcode?: "SERVFAIL" | "REFUSED" | "NXDOMAIN";
   /** Never answer queries for this name (the client times out). */
@@ -54,6 +56,8 @@ function answersFor(q: Question, records: FakeRecords): Answer[] {
         type: "MX" as const,
         data: { preference: mx.preference, exchange: mx.exchange === "" ? "." : mx.exchange },
       }));
+    case "TXT":
+      return (records.TXT ?? []).map((txt) => ({ ...base, type: "TXT" as const, data: typeof txt === "string" ? [txt] : txt }));
     default:
       return [];
   }

@@ -4,6 +4,7 @@
 // refusal must be an RFC 9457 problem+json whose request_id matches X-Request-Id.
 import { describe, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import type { ErrorCode } from "../../src/domain/errors.ts";
 import { revokeApiKey, SCOPES, type Scope } from "../../src/services/api-keys.ts";
 import { validSend, type TestApp } from "./app.ts";
@@ -35,15 +36,15 @@ export function assertProblem(res: Response, status: number, code: ErrorCode, no
 }
 
 export interface CommonRouteCase {
-  method: "GET" | "POST";
-  /** Builds the request path; `messageId` names a message of the owning key (ignored by routes without an id). */
-  path: (messageId: string) => string;
+  method: "GET" | "POST" | "DELETE";
+  /** Builds the request path; `resourceId` names a message or domain of the owning key (ignored by routes without an id). */
+  path: (resourceId: string) => string;
   /** The scope the route requires. */
   scope: Scope;
   /** A valid body for the route, built fresh for each request. */
   body?: () => unknown;
-  /** The path names a message: also check that another key's message is 404. */
-  takesMessageId: boolean;
+  /** What the path's id names, if anything: also check that another key's one is 404. */
+  resource: "message" | "domain" | null;
   /** Status of a successful call with a proper key (the positive control). */
   okStatus: number;
 }
@@ -64,8 +65,8 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
   const label = `${route.method} ${route.path(":id")} (scope ${route.scope})`;
   describe(`route security: ${label}`, () => {
     let owner: { key: string; id: string };
-    let messageId = "00000000-0000-4000-8000-000000000000";
-    const path = () => route.path(messageId);
+    let resourceId = "00000000-0000-4000-8000-000000000000";
+    const path = () => route.path(resourceId);
     const call = (opts: { key?: string; headers?: Record<string, string>; query?: string } = {}) =>
       getApp().call(route.method, path() + (opts.query ?? ""), {
         ...(opts.key ? { key: opts.key } : {}),
@@ -75,12 +76,16 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
 
     before(async () => {
       const t = getApp();
-      owner = await t.createKey({ name: `owner of ${label}` });
-      if (route.takesMessageId) {
-        // The message exists and belongs to `owner`, so any refusal below is about the key alone.
+      owner = await t.createKey({ name: `owner of ${label}`, scopes: [...SCOPES] });
+      // The message or domain exists and belongs to `owner`, so any refusal below is about the key alone.
+      if (route.resource === "message") {
         const r = await t.call("POST", "/send", { key: owner.key, body: validSend() });
         assert.equal(r.status, 202, r.body);
-        messageId = (r.json() as SendResponseView).id;
+        resourceId = (r.json() as SendResponseView).id;
+      } else if (route.resource === "domain") {
+        const r = await t.call("POST", "/domains", { key: owner.key, body: { name: `d${randomBytes(6).toString("hex")}.example` } });
+        assert.equal(r.status, 201, r.body);
+        resourceId = (r.json() as { id: string }).id;
       }
     });
 
@@ -128,10 +133,11 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
       }
     });
 
-    if (route.takesMessageId) {
-      test("another key's message is 404 not_found (never 403: its existence is not revealed)", async () => {
+    if (route.resource !== null) {
+      test(`another key's ${route.resource} is 404 not_found (never 403: its existence is not revealed)`, async () => {
         // The other key holds every scope: the refusal is about ownership, not permissions.
-        const other = await getApp().createKey({ name: "other tenant" });
+        // Domains are the installation's; a key sees those it may send from (--domains).
+        const other = await getApp().createKey({ name: "other tenant", scopes: [...SCOPES], ...(route.resource === "domain" ? { domains: ["elsewhere.example"] } : {}) });
         assertProblem(await call({ key: other.key }), 404, "not_found");
       });
     }

@@ -2,7 +2,7 @@
 // real database, in child processes.
 import { test, before, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -12,6 +12,7 @@ import { createEmptyDatabase, createTestDatabase, type TestDatabase } from "../h
 import { TEST_DATA_KEY, testServerCertificates } from "../helpers/app.ts";
 import { exitWithin, freePort, spawnCli, stackFrames } from "../helpers/cli-process.ts";
 import { startPrivatePostgres } from "../helpers/private-postgres.ts";
+import { startFakeDns } from "../helpers/fake-dns.ts";
 import { testCaFile } from "../helpers/worker.ts";
 import { ApiKeyVerifier } from "../../src/services/api-keys.ts";
 
@@ -57,8 +58,59 @@ test("keys create prints the key once; list never shows a secret; revoke takes e
   assert.match(cli(["keys", "list"]).stdout, new RegExp(`^${id}\t.*\trevoked `, "m"));
 });
 
+test("domains add prints the records to publish; list, show, remove; mistakes are one line and write nothing", async () => {
+  const count = async () => (await tdb.db.pool.query("SELECT count(*)::int AS n FROM sender_domains")).rows[0].n as number;
+  const added = cli(["domains", "add", "cli.example", "--bounce-domain", "bounces.cli.example"]);
+  assert.equal(added.code, 0, added.stderr);
+  assert.match(added.stdout, /^cli\.example \(id [0-9a-f-]{36}\): pending; bounce domain bounces\.cli\.example; DKIM selectors sp\d{6}e, sp\d{6}r$/m);
+  assert.match(added.stdout, /^sp\d{6}r\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=rsa; p=[A-Za-z0-9+/=]{300,}$/m);
+  assert.match(added.stdout, /^sp\d{6}e\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/m);
+  assert.match(added.stdout, /^_dmarc\.cli\.example\tTXT\tv=DMARC1; p=none$/m);
+  assert.doesNotMatch(added.stdout + added.stderr, /PRIVATE/);
+  const id = /\(id ([0-9a-f-]{36})\)/.exec(added.stdout)![1]!;
+
+  const before = await count();
+  for (const [args, re] of [
+    [["domains", "add", "cli.example"], /^sealpost: the domain cli\.example exists already$/],
+    [["domains", "add", "[192.0.2.1]"], /^sealpost: domains add: name must be a domain name/],
+    [["domains", "add", "x.example", "--bounce-domain", "b.other.example"], /^sealpost: domains add: bounce_domain must be a subdomain of x\.example/],
+  ] as Array<[string[], RegExp]>) {
+    const r = cli(args);
+    assert.notEqual(r.code, 0, args.join(" "));
+    assert.match(r.stderr.split("\n")[0]!, re, r.stderr);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+  assert.equal(await count(), before, "the mistakes wrote nothing");
+
+  const list = cli(["domains", "list"]);
+  assert.match(list.stdout, new RegExp(`^${id}\tcli\\.example\tpending\tbounces\\.cli\\.example\tsp\\d{6}e,sp\\d{6}r$`, "m"));
+  assert.equal(cli(["domains", "show", id]).stdout, cli(["domains", "show", "CLI.example"]).stdout, "by id or by name");
+  assert.match(cli(["domains", "show", "cli.example"]).stdout, /_domainkey\.cli\.example\tTXT/);
+  // verify asks the DNS servers of DNS_SERVERS: nothing published there yet.
+  const dns = await startFakeDns({});
+  // Run without blocking this process: the fake DNS answers from its event loop.
+  const verify = await new Promise<{ code: number | null; stdout: string; stderr: string }>((done) => {
+    execFile(process.execPath, ["src/cli.ts", "domains", "verify", "cli.example"], {
+      env: { PATH: process.env.PATH ?? "", DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: TEST_DATA_KEY, LOG_LEVEL: "warn", DNS_SERVERS: dns.address },
+      encoding: "utf8", timeout: 60_000,
+    }, (err, stdout, stderr) => done({ code: err ? (typeof err.code === "number" ? err.code : null) : 0, stdout, stderr }));
+  });
+  await dns.close();
+  assert.equal(verify.code, 1, verify.stderr);
+  assert.match(verify.stdout, /^cli\.example: failed$/m);
+  assert.match(verify.stdout, /^missing\tdkim\tsp\d{6}r\._domainkey\.cli\.example\tno DKIM record/m);
+  assert.match(verify.stdout, /^missing\tdmarc\t_dmarc\.cli\.example\t/m);
+  assert.equal(dns.queries.filter((q) => q.type === "TXT").length, 4, "asked the fake DNS, not the system's");
+  const removed = cli(["domains", "remove", "cli.example"]);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.equal(await count(), before - 1);
+  const again = cli(["domains", "show", "cli.example"]);
+  assert.equal(again.code, 1);
+  assert.match(again.stdout, /^no domain cli\.example/);
+});
+
 test("bad arguments are usage errors, not crashes", () => {
-  for (const args of [["keys", "create"], ["keys", "create", "--name", "x", "--scopes", "admin"], ["keys", "create", "--name", "x", "--domains", "not a domain"], ["keys", "frobnicate"], ["nope"]]) {
+  for (const args of [["keys", "create"], ["keys", "create", "--name", "x", "--scopes", "root"], ["keys", "create", "--name", "x", "--domains", "not a domain"], ["keys", "frobnicate"], ["nope"]]) {
     const r = cli(args);
     assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, /^sealpost: /);
@@ -93,7 +145,7 @@ function assertOneLine(r: { code: number | null; stdout: string; stderr: string 
   assert.deepEqual(stackFrames(r.stdout + r.stderr), [], `${what}: no stack trace`);
 }
 
-const HELP_PATHS = [[], ["help"], ["start"], ["serve"], ["worker"], ["migrate"], ["migrate", "resolve"], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["keys", "rotate-data"]];
+const HELP_PATHS = [[], ["help"], ["start"], ["serve"], ["worker"], ["migrate"], ["migrate", "resolve"], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["keys", "rotate-data"], ["domains"], ["domains", "add"], ["domains", "remove"]];
 
 test("--help on every command and subcommand prints its usage, exit 0, and opens no database", async () => {
   // Nothing listens on this port: a command that touched the database would fail.

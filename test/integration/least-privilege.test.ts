@@ -94,13 +94,13 @@ before(async () => {
   workerUrl = urlAs(WORKER_ROLE);
   apiDb = open(apiUrl);
   workerDb = open(workerUrl);
-  t = await startTestApp({ DATABASE_URL: apiUrl, MIGRATE_ON_START: "false" }, { tdb: asRole(apiDb, apiUrl) });
-  key = (await createApiKey(owner.db.prisma, { name: "least-privilege" })).key;
-  peer = await startPeer({ ip: "127.0.0.2" });
   dns = await startFakeDns({
     "good.test": { MX: [{ preference: 10, exchange: TEST_MX_HOST }] },
     [TEST_MX_HOST]: { A: ["127.0.0.2"] },
   });
+  t = await startTestApp({ DATABASE_URL: apiUrl, MIGRATE_ON_START: "false", DNS_SERVERS: dns.address }, { tdb: asRole(apiDb, apiUrl) });
+  key = (await createApiKey(owner.db.prisma, { name: "least-privilege" })).key;
+  peer = await startPeer({ ip: "127.0.0.2" });
 });
 
 after(async () => {
@@ -225,6 +225,22 @@ test("a worker under sealpost_worker delivers, records evidence and purges", asy
     assert.equal(after.content_purged, true);
     assert.equal(after.subject, null);
   }
+});
+
+test("the API under sealpost_api adds, shows, lists and removes a sender domain, and cannot read a private key", async () => {
+  const admin = (await createApiKey(owner.db.prisma, { name: "domains", scopes: ["admin"] })).key;
+  const added = await t.call("POST", "/domains", { key: admin, body: { name: "least.example", bounce_domain: "b.least.example" } });
+  assert.equal(added.status, 201, added.body);
+  const id = added.json().id as string;
+  assert.equal((await t.call("GET", `/domains/${id}`, { key: admin })).json().dkim.length, 2);
+  assert.deepEqual((await t.call("GET", "/domains", { key: admin })).json().data.map((d: { name: string }) => d.name), ["least.example"]);
+  assert.equal(await deniedCode(apiDb, "SELECT private_key FROM dkim_keys"), "42501");
+  assert.equal(await deniedCode(apiDb, "UPDATE sender_domains SET name = 'other.example'"), "42501");
+  assert.equal(await deniedCode(apiDb, "UPDATE dkim_keys SET public_key = 'x'"), "42501");
+  const verify = await t.call("POST", `/domains/${id}/verify`, { key: admin });
+  assert.equal(verify.status, 200, verify.body);
+  assert.equal((await t.call("DELETE", `/domains/${id}`, { key: admin })).status, 200);
+  assert.equal((await owner.db.pool.query("SELECT count(*)::int AS n FROM dkim_keys")).rows[0].n, 0, "the keys went with the domain");
 });
 
 test("what each role must not do fails with 42501", async () => {

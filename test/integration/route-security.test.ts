@@ -3,15 +3,23 @@
 // for a fixture) without anyone remembering to add it here.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { ROUTES } from "../../src/api/routes/index.ts";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { runCommonRouteTests } from "../helpers/route-security.ts";
+import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 
 let t: TestApp;
+let dns: FakeDns;
 before(async () => {
-  t = await startTestApp();
+  // POST /domains/:id/verify asks DNS: an empty fake zone answers NXDOMAIN at once.
+  dns = await startFakeDns({});
+  t = await startTestApp({ DNS_SERVERS: dns.address });
 });
-after(() => t.close());
+after(async () => {
+  await t.close();
+  await dns.close();
+});
 
 /** What each scoped route needs to be called successfully, by operationId. */
 const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
@@ -21,6 +29,11 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   getMessage: { okStatus: 200 },
   getMessageEvents: { okStatus: 200 },
   cancelMessage: { okStatus: 200 },
+  createDomain: { body: () => ({ name: `d${randomBytes(6).toString("hex")}.example` }), okStatus: 201 },
+  listDomains: { okStatus: 200 },
+  getDomain: { okStatus: 200 },
+  deleteDomain: { okStatus: 200 },
+  verifyDomain: { okStatus: 200 },
 };
 
 const scoped = ROUTES.filter((r) => r.scope !== null);
@@ -38,7 +51,7 @@ for (const route of scoped) {
     path: (id) => route.url.replace(":id", id),
     scope: route.scope!,
     ...(fixture.body ? { body: fixture.body } : {}),
-    takesMessageId: route.url.includes(":id"),
+    resource: !route.url.includes(":id") ? null : route.url.startsWith("/domains") ? "domain" : "message",
     okStatus: fixture.okStatus,
   });
 }

@@ -5,7 +5,12 @@ import getMessage from "./getMessage.ts";
 import getMessageEvents from "./getMessageEvents.ts";
 import listMessages from "./listMessages.ts";
 import cancelMessage from "./cancelMessage.ts";
+import createDomain from "./createDomain.ts";
+import listDomains from "./listDomains.ts";
+import getDomain from "./getDomain.ts";
+import deleteDomain from "./deleteDomain.ts";
+import verifyDomain from "./verifyDomain.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, healthz, readyz];

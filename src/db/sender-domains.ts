@@ -1,0 +1,80 @@
+// Statements on sender_domains and dkim_keys (issue 11). A domain and its key pairs are
+// written in one statement (a nested create), so no domain exists without keys.
+import type { Db, Tx } from "./client.ts";
+
+interface DkimKeyRow {
+  id: string;
+  selector: string;
+  algorithm: string;
+  publicKey: string;
+  createdAt: Date;
+  retiredAt: Date | null;
+}
+
+export interface SenderDomainRow {
+  id: string;
+  name: string;
+  bounceDomain: string | null;
+  createdAt: Date;
+  verifiedAt: Date | null;
+  checkedAt: Date | null;
+  checkResult: unknown;
+  dkimKeys: DkimKeyRow[];
+}
+
+export interface NewSenderDomainRow {
+  id: string;
+  name: string;
+  bounceDomain: string | null;
+  createdByKeyId: string | null;
+  keys: Array<{ id: string; selector: string; algorithm: string; publicKey: string; privateKey: Buffer }>;
+}
+
+// Private keys are never selected here: what the API shows is built from these columns only.
+const DOMAIN_SELECT = {
+  id: true, name: true, bounceDomain: true, createdAt: true, verifiedAt: true, checkedAt: true, checkResult: true,
+  dkimKeys: { select: { id: true, selector: true, algorithm: true, publicKey: true, createdAt: true, retiredAt: true }, orderBy: { selector: "asc" as const } },
+};
+
+/** The domain and its keys in one INSERT; a duplicate name fails with Prisma's P2002. */
+export function insertSenderDomain(db: Db | Tx, row: NewSenderDomainRow): Promise<SenderDomainRow> {
+  return db.senderDomain.create({
+    data: {
+      id: row.id, name: row.name, bounceDomain: row.bounceDomain, createdByKeyId: row.createdByKeyId,
+      dkimKeys: { create: row.keys.map((k) => ({ id: k.id, selector: k.selector, algorithm: k.algorithm, publicKey: k.publicKey, privateKey: new Uint8Array(k.privateKey) })) },
+    },
+    select: DOMAIN_SELECT,
+  });
+}
+
+/** Every domain, or those named in `names` (a key limited by --domains), by name. */
+export function findSenderDomains(db: Db | Tx, names: string[] | null): Promise<SenderDomainRow[]> {
+  return db.senderDomain.findMany({ where: names ? { name: { in: names } } : {}, orderBy: { name: "asc" }, select: DOMAIN_SELECT });
+}
+
+export function findSenderDomainById(db: Db | Tx, id: string): Promise<SenderDomainRow | null> {
+  return db.senderDomain.findUnique({ where: { id }, select: DOMAIN_SELECT });
+}
+
+export function findSenderDomainByName(db: Db | Tx, name: string): Promise<SenderDomainRow | null> {
+  return db.senderDomain.findUnique({ where: { name }, select: DOMAIN_SELECT });
+}
+
+/** Deletes a domain (its keys go with it, ON DELETE CASCADE); false when there was none. */
+export async function deleteSenderDomain(db: Db | Tx, id: string): Promise<boolean> {
+  const r = await db.senderDomain.deleteMany({ where: { id } });
+  return r.count > 0;
+}
+
+/**
+ * Records a DNS check: when, what it found, and whether the domain is verified now. A
+ * check that got no answer leaves `verified_at` as it was (`verifiedAt: undefined`).
+ */
+export async function recordDomainCheck(db: Db | Tx, id: string, check: { at: Date; result: object; verifiedAt: Date | null | undefined }): Promise<SenderDomainRow | null> {
+  const r = await db.senderDomain.updateManyAndReturn({
+    where: { id },
+    data: { checkedAt: check.at, checkResult: check.result, ...(check.verifiedAt !== undefined ? { verifiedAt: check.verifiedAt } : {}) },
+    select: { id: true },
+  });
+  return r.length > 0 ? findSenderDomainById(db, id) : null;
+}

@@ -1,0 +1,181 @@
+// Sender domains (issue 11): what a domain name must be, who may manage it, DKIM selector
+// names and the DNS records an operator publishes. Pure: the key pairs are made in
+// src/security/dkim-keys.ts and the checks against DNS in src/services/domain-checks.ts.
+import { z } from "zod";
+import { parseDomain } from "./address.ts";
+
+/** RFC 6376 signing algorithms we use: RSA-2048 and Ed25519 (RFC 8463). */
+export const DKIM_ALGORITHMS = ["rsa-sha256", "ed25519-sha256"] as const;
+export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
+
+/** The `k=` tag of the DNS record for each algorithm. */
+const DKIM_KEY_TYPE: Record<DkimAlgorithm, "rsa" | "ed25519"> = { "rsa-sha256": "rsa", "ed25519-sha256": "ed25519" };
+
+/** A domain name as stored: lowercased, letters-digits-hyphens labels, no IP literal. */
+function domainName(what: string) {
+  return z.string().transform((input, ctx) => {
+    const lower = input.trim().toLowerCase().replace(/\.$/, "");
+    const r = parseDomain(lower);
+    if (!r.ok) {
+      ctx.addIssue({ code: "custom", message: `${what} must be a domain name such as mail.example.com: ${r.message}`, input });
+      return z.NEVER;
+    }
+    return r.value;
+  });
+}
+
+export const AddDomainRequestSchema = z
+  .strictObject({
+    name: domainName("name").meta({ description: "The domain in the From address of the mail to send, e.g. example.com" }),
+    bounce_domain: domainName("bounce_domain")
+      .optional()
+      .meta({ description: "A subdomain of `name` for the envelope sender (Return-Path), e.g. bounces.example.com" }),
+  })
+  .superRefine((v, ctx) => {
+    if (v.bounce_domain !== undefined && !isSubdomainOf(v.bounce_domain, v.name))
+      ctx.addIssue({ code: "custom", path: ["bounce_domain"], message: `bounce_domain must be a subdomain of ${v.name}, e.g. bounces.${v.name}`, input: v.bounce_domain });
+  })
+  .meta({ id: "AddDomainRequest" });
+export type AddDomainRequest = z.infer<typeof AddDomainRequestSchema>;
+
+/** Strictly below `parent` (a.b.example.com under example.com), never the domain itself. */
+function isSubdomainOf(child: string, parent: string): boolean {
+  return child.endsWith(`.${parent}`);
+}
+
+/**
+ * Whether an API key limited to `allowedDomains` (its --domains) may manage `name`: the
+ * same rule as sending from it (send-message.ts checkSenderAllowed), so a key can never
+ * sign for a domain it may not send from.
+ */
+export function keyCoversDomain(allowedDomains: readonly string[], name: string): boolean {
+  return allowedDomains.includes("*") || allowedDomains.includes(name);
+}
+
+/**
+ * A dated selector: `sp` + year and month of creation + `r` (RSA) or `e` (Ed25519), e.g.
+ * sp202612r. Dated so a rotation gets a new name (RFC 6376 section 3.1: selectors exist
+ * so a domain can have several keys at once) and an operator can tell the old from the new.
+ */
+export function dkimSelector(at: Date, algorithm: DkimAlgorithm): string {
+  const month = String(at.getUTCMonth() + 1).padStart(2, "0");
+  return `sp${at.getUTCFullYear()}${month}${algorithm === "rsa-sha256" ? "r" : "e"}`;
+}
+
+export interface DkimPublicKey {
+  selector: string;
+  algorithm: DkimAlgorithm;
+  /** Base64 `p=` value: the SubjectPublicKeyInfo for RSA, the raw 32-byte key for Ed25519 (RFC 8463 section 4.2). */
+  publicKey: string;
+}
+
+export interface DnsRecord {
+  /** What the record is for; a verification reports the state of each by this name. */
+  purpose: "dkim" | "spf" | "dmarc";
+  type: "TXT";
+  name: string;
+  value: string;
+  /** For DKIM: which key it publishes. */
+  selector?: string;
+}
+
+/** The TXT value that publishes a DKIM public key (RFC 6376 section 3.6.1). */
+function dkimRecordValue(key: Pick<DkimPublicKey, "algorithm" | "publicKey">): string {
+  return `v=DKIM1; k=${DKIM_KEY_TYPE[key.algorithm]}; p=${key.publicKey}`;
+}
+
+/** The SPF record suggested for the envelope domain when none exists yet. */
+const SUGGESTED_SPF = "v=spf1 a mx ~all";
+/** The DMARC record suggested to start with: monitor only (RFC 7489 section 6.3, p=none). */
+const SUGGESTED_DMARC = "v=DMARC1; p=none";
+
+/**
+ * The records to publish for a domain: one TXT per DKIM key at <selector>._domainkey,
+ * SPF at the envelope domain (the bounce domain when there is one, since SPF checks the
+ * MAIL FROM domain, RFC 7208 section 2.4) and DMARC at _dmarc.<domain> (RFC 7489 section 6.1).
+ */
+export function dnsRecords(domain: { name: string; bounceDomain: string | null }, keys: readonly DkimPublicKey[]): DnsRecord[] {
+  return [
+    ...keys.map((k) => ({ purpose: "dkim" as const, type: "TXT" as const, name: `${k.selector}._domainkey.${domain.name}`, value: dkimRecordValue(k), selector: k.selector })),
+    { purpose: "spf", type: "TXT", name: domain.bounceDomain ?? domain.name, value: SUGGESTED_SPF },
+    { purpose: "dmarc", type: "TXT", name: `_dmarc.${domain.name}`, value: SUGGESTED_DMARC },
+  ];
+}
+
+/** What a DNS lookup answered, as the checks need it (see worker/mx.ts TxtAnswer). */
+export type TxtLookupResult = { kind: "records"; records: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
+
+type RecordState = "ok" | "missing" | "mismatch" | "invalid" | "pending";
+
+export interface RecordCheck {
+  purpose: DnsRecord["purpose"];
+  name: string;
+  state: RecordState;
+  expected: string;
+  /** What DNS holds at the name for this purpose, or null. */
+  found: string | null;
+  detail: string;
+  /** DMARC: the p= policy published. */
+  policy?: string;
+}
+
+/** The tags of a DKIM or DMARC record (RFC 6376 section 3.2 tag=value list), names lowercased. */
+function tags(record: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of record.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0) out.set(part.slice(0, eq).trim().toLowerCase(), part.slice(eq + 1).replace(/\s+/g, ""));
+  }
+  return out;
+}
+
+function checkDkim(record: DnsRecord, expectedKey: string, answer: TxtLookupResult): RecordCheck {
+  const base = { purpose: "dkim" as const, name: record.name, expected: record.value };
+  if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
+  const candidates = answer.kind === "records" ? answer.records.filter((r) => tags(r).has("p")) : [];
+  if (candidates.length === 0) return { ...base, state: "missing", found: null, detail: `no DKIM record at ${record.name}: publish it` };
+  const match = candidates.find((r) => tags(r).get("p") === expectedKey);
+  if (match) return { ...base, state: "ok", found: match, detail: "published as expected" };
+  return { ...base, state: "mismatch", found: candidates[0]!, detail: `the record at ${record.name} holds another key: replace it with the expected value` };
+}
+
+function checkSpf(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
+  const base = { purpose: "spf" as const, name: record.name, expected: record.value };
+  if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
+  const spf = answer.kind === "records" ? answer.records.filter((r) => /^v=spf1(\s|$)/i.test(r)) : [];
+  if (spf.length === 0) return { ...base, state: "missing", found: null, detail: `no SPF record at ${record.name}: receivers cannot tell which hosts may send for it` };
+  // RFC 7208 section 4.5: more than one SPF record is a permanent error.
+  if (spf.length > 1) return { ...base, state: "invalid", found: spf.join(" | "), detail: `${record.name} has ${spf.length} SPF records; RFC 7208 allows one: merge them` };
+  return { ...base, state: "ok", found: spf[0]!, detail: "an SPF record is published; make sure it lists the hosts that send" };
+}
+
+function checkDmarc(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
+  const base = { purpose: "dmarc" as const, name: record.name, expected: record.value };
+  if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
+  const dmarc = answer.kind === "records" ? answer.records.filter((r) => /^v=DMARC1\s*(;|$)/.test(r)) : [];
+  if (dmarc.length === 0) return { ...base, state: "missing", found: null, detail: `no DMARC record at ${record.name}: receivers apply their own policy (a warning; signing does not need it)` };
+  if (dmarc.length > 1) return { ...base, state: "invalid", found: dmarc.join(" | "), detail: `${record.name} has ${dmarc.length} DMARC records; RFC 7489 section 6.6.3 ignores them all: keep one` };
+  const policy = tags(dmarc[0]!).get("p");
+  if (!policy || !["none", "quarantine", "reject"].includes(policy.toLowerCase()))
+    return { ...base, state: "invalid", found: dmarc[0]!, detail: "the DMARC record has no valid p= tag (none, quarantine or reject)" };
+  return { ...base, state: "ok", found: dmarc[0]!, detail: `DMARC policy ${policy.toLowerCase()}`, policy: policy.toLowerCase() };
+}
+
+/**
+ * The state of each record to publish, from what DNS answered for its name. The domain is
+ * verified when every DKIM record holds our key; SPF and DMARC are reported (a missing
+ * DMARC record is a warning). A lookup that got no answer is `pending`, never failed.
+ */
+export function checkRecords(records: readonly DnsRecord[], keys: readonly DkimPublicKey[], answers: ReadonlyMap<string, TxtLookupResult>): {
+  status: "verified" | "pending" | "failed";
+  checks: RecordCheck[];
+} {
+  const checks = records.map((r) => {
+    const answer = answers.get(r.name) ?? { kind: "pending" as const, reason: `${r.name} was not looked up` };
+    if (r.purpose === "dkim") return checkDkim(r, keys.find((k) => k.selector === r.selector)!.publicKey, answer);
+    return r.purpose === "spf" ? checkSpf(r, answer) : checkDmarc(r, answer);
+  });
+  const dkim = checks.filter((c) => c.purpose === "dkim");
+  const status = dkim.every((c) => c.state === "ok") ? "verified" : dkim.some((c) => c.state === "pending") ? "pending" : "failed";
+  return { status, checks };
+}

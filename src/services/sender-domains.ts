@@ -1,0 +1,130 @@
+// Sender domains (issue 11): adding one (with its DKIM key pairs), listing, showing and
+// removing. Called by the /domains routes with the caller's API key, and by the CLI
+// (`sealpost domains`, run as the owner) with none. A key limited by --domains sees and
+// manages only the domains it may send from; another domain is "not found" to it, as
+// another key's message is.
+import { randomUUID } from "node:crypto";
+import type { Db } from "../db/client.ts";
+import { isUniqueViolation } from "../db/errors.ts";
+import {
+  deleteSenderDomain, findSenderDomainById, recordDomainCheck, findSenderDomainByName, findSenderDomains, insertSenderDomain, type SenderDomainRow,
+} from "../db/sender-domains.ts";
+import { AppError } from "../domain/errors.ts";
+import {
+  checkRecords, DKIM_ALGORITHMS, dkimSelector, dnsRecords, keyCoversDomain, type AddDomainRequest, type DkimAlgorithm, type DnsRecord,
+  type RecordCheck, type TxtLookupResult,
+} from "../domain/sender-domain.ts";
+import type { ContentCipher } from "../security/content-cipher.ts";
+import { generateDkimKey } from "../security/dkim-keys.ts";
+
+/** Who asks: an API key's sender domains, or null for the owner (CLI). */
+export type DomainActor = { allowedDomains: readonly string[]; keyId: string } | null;
+
+export interface SenderDomainView {
+  id: string;
+  name: string;
+  bounce_domain: string | null;
+  status: "pending" | "verified";
+  created_at: string;
+  verified_at: string | null;
+  checked_at: string | null;
+  dkim: Array<{ selector: string; algorithm: DkimAlgorithm; created_at: string; retired_at: string | null }>;
+  records: Array<{ purpose: DnsRecord["purpose"]; type: "TXT"; name: string; value: string }>;
+}
+
+function domainView(row: SenderDomainRow): SenderDomainView {
+  const keys = row.dkimKeys.map((k) => ({ ...k, algorithm: k.algorithm as DkimAlgorithm }));
+  return {
+    id: row.id,
+    name: row.name,
+    bounce_domain: row.bounceDomain,
+    status: row.verifiedAt ? "verified" : "pending",
+    created_at: row.createdAt.toISOString(),
+    verified_at: row.verifiedAt?.toISOString() ?? null,
+    checked_at: row.checkedAt?.toISOString() ?? null,
+    dkim: keys.map((k) => ({ selector: k.selector, algorithm: k.algorithm, created_at: k.createdAt.toISOString(), retired_at: k.retiredAt?.toISOString() ?? null })),
+    records: dnsRecords(row, keys.filter((k) => k.retiredAt === null)).map((r) => ({ purpose: r.purpose, type: r.type, name: r.name, value: r.value })),
+  };
+}
+
+const covers = (actor: DomainActor, name: string) => actor === null || keyCoversDomain(actor.allowedDomains, name);
+
+/**
+ * Adds a domain with a fresh RSA-2048 and Ed25519 key pair. Refused, with nothing written,
+ * when the key may not send from the domain (403) or the domain exists already (409).
+ */
+export async function addDomain(db: Db, cipher: ContentCipher, actor: DomainActor, input: AddDomainRequest, now = new Date()): Promise<SenderDomainView> {
+  if (!covers(actor, input.name))
+    throw new AppError("forbidden", `this API key may not send from ${input.name}, so it may not add it (its sender domains are set with keys create --domains)`, {
+      errors: [{ path: "name", message: "is not one of this API key's sender domains" }],
+    });
+  const exists = () => new AppError("conflict", `the domain ${input.name} exists already`, { errors: [{ path: "name", message: "names a domain that exists already" }] });
+  if (await findSenderDomainByName(db, input.name)) throw exists();
+  const keys = await Promise.all(DKIM_ALGORITHMS.map(async (algorithm) => ({ ...(await generateDkimKey(algorithm, cipher)), selector: dkimSelector(now, algorithm) })));
+  try {
+    const row = await insertSenderDomain(db, { id: randomUUID(), name: input.name, bounceDomain: input.bounce_domain ?? null, createdByKeyId: actor?.keyId ?? null, keys });
+    return domainView(row);
+  } catch (err) {
+    if (isUniqueViolation(err)) throw exists(); // added meanwhile by another request
+    throw err;
+  }
+}
+
+export async function listDomains(db: Db, actor: DomainActor): Promise<SenderDomainView[]> {
+  const names = actor === null || actor.allowedDomains.includes("*") ? null : [...actor.allowedDomains];
+  return (await findSenderDomains(db, names)).map(domainView);
+}
+
+/** The domain with this id, if the actor may see it; otherwise 404 (its existence is not revealed). */
+async function visibleDomain(db: Db, actor: DomainActor, id: string): Promise<SenderDomainRow> {
+  const row = await findSenderDomainById(db, id);
+  if (!row || !covers(actor, row.name)) throw new AppError("not_found", "no such domain");
+  return row;
+}
+
+export async function getDomain(db: Db, actor: DomainActor, id: string): Promise<SenderDomainView> {
+  return domainView(await visibleDomain(db, actor, id));
+}
+
+/** Finds a domain by id or by name, for the CLI, where an operator types either. */
+export async function findDomainForOwner(db: Db, idOrName: string): Promise<SenderDomainView | null> {
+  const row = UUID_RE.test(idOrName) ? await findSenderDomainById(db, idOrName) : await findSenderDomainByName(db, idOrName.toLowerCase());
+  return row ? domainView(row) : null;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Removes a domain and its key pairs: mail from it is no longer signed. */
+export async function removeDomain(db: Db, actor: DomainActor, id: string): Promise<void> {
+  await visibleDomain(db, actor, id);
+  if (!(await deleteSenderDomain(db, id))) throw new AppError("not_found", "no such domain");
+}
+
+/** Looks up the TXT records at a name (worker/mx.ts createTxtResolver in production). */
+export interface TxtLookup {
+  txt(name: string): Promise<TxtLookupResult>;
+}
+
+export interface VerifyResult {
+  status: "verified" | "pending" | "failed";
+  checks: RecordCheck[];
+  domain: SenderDomainView;
+}
+
+/**
+ * Checks the domain's records in DNS and records the outcome. Verified when every DKIM
+ * record of an active key holds our public key; a DKIM record missing or wrong un-verifies
+ * it; a lookup without an answer (timeout) is `pending` and changes nothing but checked_at.
+ */
+export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, id: string, now = new Date()): Promise<VerifyResult> {
+  const row = await visibleDomain(db, actor, id);
+  const keys = row.dkimKeys.filter((k) => k.retiredAt === null).map((k) => ({ selector: k.selector, algorithm: k.algorithm as DkimAlgorithm, publicKey: k.publicKey }));
+  const records = dnsRecords(row, keys);
+  const names = [...new Set(records.map((r) => r.name))];
+  const answers = new Map(await Promise.all(names.map(async (n) => [n, await dns.txt(n)] as const)));
+  const { status, checks } = checkRecords(records, keys, answers);
+  const verifiedAt = status === "verified" ? (row.verifiedAt ?? now) : status === "failed" ? null : undefined;
+  const updated = await recordDomainCheck(db, id, { at: now, result: { status, checks }, verifiedAt });
+  if (!updated) throw new AppError("not_found", "no such domain");
+  return { status, checks, domain: domainView(updated) };
+}
