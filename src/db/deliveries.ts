@@ -35,8 +35,9 @@ export function cancelUntouchedDeliveries(tx: Db | Tx, messageId: string): Promi
 // Leases: a claim takes a short claim lease (WORKER_CLAIM_LEASE_MS), so rows a dead
 // worker claimed ahead but never started are due again within seconds. A delivery
 // runs under WORKER_LEASE_MS: the claim gives it to the rows that start at once, and
-// starting one that waited extends its lease (renewLeases, fenced: a row someone else
-// has claimed since is not started), and a worker renews every lease it holds in
+// starting one that waited extends its lease first (renewLeases, fenced: a row someone
+// else has claimed since is not started) unless its claim lease surely outlasts two
+// heartbeats (worker/claim-loop.ts), and a worker renews every lease it holds in
 // one statement every WORKER_LEASE_RENEW_MS, so a peer slower than the lease, or a
 // result write waiting for the database to come back, keeps its row. A lease that ran
 // out while nobody else claimed the row is still the owner's: every fence is owner +

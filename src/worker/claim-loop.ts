@@ -49,6 +49,12 @@ interface Held {
   delivery: ClaimedDelivery;
   /** waiting: claimed, in the backlog; sending: SMTP work started; recording: writing the result. */
   phase: "waiting" | "sending" | "recording";
+  /**
+   * performance.now() by which the row's lease surely still holds: when the statement that
+   * set it was sent, plus the lease it set. The database's now() was later, so the lease
+   * it stored runs out later still.
+   */
+  leaseUntil: number;
 }
 
 export type ClaimLoopState = "created" | "running" | "stopping" | "stopped";
@@ -174,8 +180,9 @@ export class ClaimLoop implements WorkerHandle {
       // which goes first) take the full lease in the claim itself.
       const startNow = Math.max(0, this.#opts.concurrency - this.#inFlight.size - this.#backlog.length);
       const leases = { claimLeaseMs: this.#opts.claimLeaseMs, leaseMs: this.#opts.leaseMs, startNow };
+      const sentAt = performance.now();
       const got = await claimDeliveries(this.#deps.pool, this.id, this.#backlogTarget - this.#backlog.length, leases, this.#held.keys());
-      for (const d of got) this.#held.set(d.id, { delivery: d, phase: "waiting" });
+      for (const d of got) this.#held.set(d.id, { delivery: d, phase: "waiting", leaseUntil: sentAt + (d.started ? leases.leaseMs : leases.claimLeaseMs) });
       this.#backlog.push(...got);
       this.#databaseAnswered();
       return { claimed: got.length, failed: false };
@@ -208,10 +215,18 @@ export class ClaimLoop implements WorkerHandle {
   async #startFromBacklog(free: number): Promise<boolean> {
     const batch = this.#backlog.splice(0, free);
     let ours: Set<bigint>;
+    let toExtend: ClaimedDelivery[] = [];
+    let renewSentAt = 0;
     try {
-      const toExtend = batch.filter((d) => !d.started);
+      // A row whose lease surely holds for two more heartbeats starts as it is: the next
+      // heartbeat gives it the full lease (it renews rows under way with WORKER_LEASE_MS),
+      // so a statement per start is spent only on rows whose claim lease is running short.
+      const now = performance.now();
+      const holding = batch.filter((d) => d.started || (this.#held.get(d.id)?.leaseUntil ?? 0) - now >= 2 * this.#opts.renewMs);
+      toExtend = batch.filter((d) => !holding.includes(d));
+      renewSentAt = now;
       ours = await renewLeases(this.#deps.pool, this.id, toExtend.map((delivery) => ({ delivery, leaseMs: this.#opts.leaseMs })));
-      for (const d of batch) if (d.started) ours.add(d.id);
+      for (const d of holding) ours.add(d.id);
     } catch (err) {
       // Back to the backlog, each to be fenced when it starts: how long the database stays
       // away, and so whether a lease from the claim still holds by then, is unknown.
@@ -227,13 +242,13 @@ export class ClaimLoop implements WorkerHandle {
         this.#held.delete(d.id);
         this.#log.warn({ delivery: String(d.id), attempt: d.attempt }, "a claimed delivery was taken over before it started; dropped");
       } else if (this.#state !== "running") this.#backlog.push(d); // handed back by stop()
-      else this.#startDelivery(d);
+      else this.#startDelivery(d, toExtend.includes(d) ? renewSentAt + this.#opts.leaseMs : (this.#held.get(d.id)?.leaseUntil ?? 0));
     }
     return true;
   }
 
-  #startDelivery(d: ClaimedDelivery): void {
-    const h: Held = { delivery: d, phase: "sending" };
+  #startDelivery(d: ClaimedDelivery, leaseUntil: number): void {
+    const h: Held = { delivery: d, phase: "sending", leaseUntil };
     this.#held.set(d.id, h);
     const p = this.#deliverAndRecord(h).finally(() => {
       this.#inFlight.delete(p);
@@ -346,12 +361,17 @@ export class ClaimLoop implements WorkerHandle {
     const snapshot = [...this.#held.values()].map((h) => ({ h, phase: h.phase }));
     const { leaseMs, claimLeaseMs } = this.#opts;
     try {
+      const sentAt = performance.now();
       const ours = await renewLeases(this.#deps.pool, this.id, snapshot.map(({ h, phase }) => ({ delivery: h.delivery, leaseMs: phase === "waiting" ? claimLeaseMs : leaseMs })));
       this.#databaseAnswered();
       for (const { h, phase } of snapshot) {
         // A row written since the snapshot is simply gone; only a row in the same phase
         // as when the renewal was sent is known lost.
-        if (ours.has(h.delivery.id) || this.#held.get(h.delivery.id) !== h || h.phase !== phase) continue;
+        if (ours.has(h.delivery.id)) {
+          h.leaseUntil = Math.max(h.leaseUntil, sentAt + (phase === "waiting" ? claimLeaseMs : leaseMs));
+          continue;
+        }
+        if (this.#held.get(h.delivery.id) !== h || h.phase !== phase) continue;
         if (phase === "waiting") {
           const i = this.#backlog.indexOf(h.delivery);
           if (i >= 0) this.#backlog.splice(i, 1);
