@@ -211,4 +211,10 @@ GRANT SELECT ON data_keys TO sealpost_worker;
 GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_worker;
 GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;
 
+-- DKIM signing: findSigningKeys (db/sender-domains.ts) reads a verified domain's
+-- unretired key pairs, private key included (encrypted; the worker decrypts it to sign).
+-- Nothing written.
+GRANT SELECT (id, name, verified_at) ON sender_domains TO sealpost_worker;
+GRANT SELECT (id, domain_id, selector, algorithm, private_key, retired_at) ON dkim_keys TO sealpost_worker;
+
 COMMIT;

@@ -111,6 +111,7 @@ const EnvSchema = z
     SMTP_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
     DNS_SERVERS: hostPortList.optional(),
     DNS_CACHE_TTL: duration.default(60_000),
+    DKIM_SIGNING: z.enum(["on", "off"]).default("on"),
     WORKER_CONCURRENCY: int(1, 1000).default(8),
     WORKER_BATCH_SIZE: int(1, 1000).default(50),
     WORKER_LEASE_MS: int(1000, 86_400_000).default(5 * 60_000),

@@ -1,5 +1,6 @@
 // Statements on sender_domains and dkim_keys (issue 11). A domain and its key pairs are
 // written in one statement (a nested create), so no domain exists without keys.
+import type pg from "pg";
 import type { Db, Tx } from "./client.ts";
 
 interface DkimKeyRow {
@@ -77,4 +78,27 @@ export async function recordDomainCheck(db: Db | Tx, id: string, check: { at: Da
     select: { id: true },
   });
   return r.length > 0 ? findSenderDomainById(db, id) : null;
+}
+
+/** A key the worker signs with: the private key still encrypted (dkimKeyAad binds it to its row). */
+export interface SigningKeyRow {
+  id: string;
+  selector: string;
+  algorithm: string;
+  privateKey: Buffer;
+}
+
+/**
+ * The worker's: the unretired key pairs of `domain` when it is verified, RSA first; none
+ * when it is unknown or not verified (then nothing is signed).
+ */
+export async function findSigningKeys(pool: pg.Pool, domain: string): Promise<SigningKeyRow[]> {
+  const { rows } = await pool.query<SigningKeyRow>(
+    `SELECT k.id::text AS id, k.selector, k.algorithm, k.private_key AS "privateKey"
+       FROM sender_domains d JOIN dkim_keys k ON k.domain_id = d.id
+      WHERE d.name = $1 AND d.verified_at IS NOT NULL AND k.retired_at IS NULL
+      ORDER BY k.algorithm DESC, k.selector`,
+    [domain],
+  );
+  return rows;
 }

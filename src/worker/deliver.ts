@@ -39,6 +39,8 @@ export interface DeliveryDeps {
   settings: DeliverySettings;
   resolveMx(domain: string): Promise<MxResolution>;
   attempt(opts: AttemptOptions): Promise<AttemptResult>;
+  /** Adds DKIM signatures for the From domain when it is a verified sender domain (DKIM_SIGNING=on). */
+  signer?: { sign(raw: Buffer, fromAddress: string): Promise<{ message: Buffer }> };
   now?: () => Date;
 }
 
@@ -174,7 +176,8 @@ interface Target {
 /** Hosts in order until one takes the message; RFC 5321 5.1. */
 async function deliverToHosts(deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, loaded: LoadedMessage, results: RecipientResults, now: () => Date): Promise<void> {
   const startedAt = now();
-  const raw = await composeMessage(loaded.content);
+  const composed = await composeMessage(loaded.content);
+  const raw = deps.signer ? (await deps.signer.sign(composed, loaded.fromAddress)).message : composed;
   const found = await targetsFor(deps, d.domain);
   if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt);
   if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt);

@@ -10,6 +10,7 @@ import { heartbeatFile } from "../healthcheck.ts";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
 import { readSmtpCaFile, type Config } from "../config.ts";
+import { DkimSigner } from "./dkim.ts";
 import { ClaimLoop, type WorkerHandle } from "./claim-loop.ts";
 import type { DeliveryDeps, DeliverySettings } from "./deliver.ts";
 import type pg from "pg";
@@ -77,6 +78,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
       settings: deliverySettings(c),
       resolveMx: cachingResolver((d) => resolver.resolve(d), c.DNS_CACHE_TTL),
       attempt: o.attempt ?? ((a) => sessions.attempt(a)),
+      ...(c.DKIM_SIGNING === "on" ? { signer: new DkimSigner(o.pool, o.cipher) } : {}),
     },
     {
       concurrency: c.WORKER_CONCURRENCY,

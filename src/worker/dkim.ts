@@ -1,0 +1,72 @@
+// DKIM signing (RFC 6376, Ed25519 per RFC 8463) of outgoing messages with mailauth's
+// signer. A message whose From domain is a verified sender domain gets one signature per
+// unretired key pair of it (RSA-2048 and Ed25519), relaxed/relaxed, over the exact bytes
+// sent. Keys are read and decrypted once per domain and kept for DKIM_KEY_CACHE_MS; a
+// domain without verified keys is remembered as such for as long.
+import { dkimSign } from "mailauth/lib/dkim/sign.js";
+import type pg from "pg";
+import { findSigningKeys } from "../db/sender-domains.ts";
+import type { ContentCipher } from "../security/content-cipher.ts";
+import { dkimKeyAad } from "../security/dkim-keys.ts";
+
+/**
+ * The header fields a receiver checks (issue 11): From, To, Cc, Subject, Date,
+ * Message-ID, Reply-To and the MIME headers. mailauth's signer lists each field as often
+ * as the message has it, so From is not oversigned (listed once more than present);
+ * a From added in transit is still caught by DMARC's single-From rule (RFC 7489 6.6.1).
+ */
+const SIGNED_HEADERS = ["From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"];
+
+interface SigningKey {
+  selector: string;
+  algorithm: string;
+  privateKey: string;
+}
+
+export interface Signed {
+  message: Buffer;
+  /** Selectors of the signatures added, e.g. ["sp202612r", "sp202612e"]; empty when none. */
+  selectors: string[];
+}
+
+export class DkimSigner {
+  readonly #pool: pg.Pool;
+  readonly #cipher: ContentCipher;
+  readonly #ttlMs: number;
+  readonly #keys = new Map<string, { at: number; keys: Promise<SigningKey[]> }>();
+
+  constructor(pool: pg.Pool, cipher: ContentCipher, ttlMs = 60_000) {
+    this.#pool = pool;
+    this.#cipher = cipher;
+    this.#ttlMs = ttlMs;
+  }
+
+  /** Signs `raw` for the domain of `fromAddress`; unchanged when that domain has no verified keys. */
+  async sign(raw: Buffer, fromAddress: string): Promise<Signed> {
+    const domain = fromAddress.slice(fromAddress.lastIndexOf("@") + 1).toLowerCase();
+    const keys = await this.#keysOf(domain);
+    if (keys.length === 0) return { message: raw, selectors: [] };
+    const result = await dkimSign(raw, {
+      signingDomain: domain,
+      selector: keys[0]!.selector,
+      privateKey: keys[0]!.privateKey,
+      canonicalization: "relaxed/relaxed",
+      headerList: SIGNED_HEADERS,
+      signatureData: keys.map((k) => ({ signingDomain: domain, selector: k.selector, privateKey: k.privateKey, algorithm: k.algorithm, canonicalization: "relaxed/relaxed" })),
+    });
+    if (result.errors?.length) throw new Error(`DKIM signing for ${domain} failed: ${result.errors.map((e) => e.err?.message ?? String(e)).join("; ")}`);
+    return { message: Buffer.concat([Buffer.from(result.signatures), raw]), selectors: keys.map((k) => k.selector) };
+  }
+
+  #keysOf(domain: string): Promise<SigningKey[]> {
+    const hit = this.#keys.get(domain);
+    if (hit && Date.now() - hit.at < this.#ttlMs) return hit.keys;
+    const keys = findSigningKeys(this.#pool, domain).then((rows) =>
+      rows.map((r) => ({ selector: r.selector, algorithm: r.algorithm, privateKey: this.#cipher.decrypt(r.privateKey, dkimKeyAad(r.id)).toString("utf8") })),
+    );
+    // A failed read is not remembered: the next message asks again.
+    keys.catch(() => this.#keys.delete(domain));
+    this.#keys.set(domain, { at: Date.now(), keys });
+    return keys;
+  }
+}
