@@ -193,7 +193,7 @@ GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at
 -- completeDeliveries; no RETURNING), never read back, never changed: it is the record of what happened.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
-              reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+              dkim_selectors, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
   ON delivery_attempts TO sealpost_worker;
 GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 

@@ -19,6 +19,7 @@ const attempt = (n: number): AttemptView => ({
     used: true, version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", verified: true, verify_error: null,
     certificate: { subject: "CN=mx.example.com", issuer: "CN=Example CA", not_after: at, fingerprint_sha256: "AB:CD:EF" },
   },
+  dkim: { selectors: ["sp203001r", "sp203001e"] },
   smtp: { code: 451, enhanced_code: "4.7.1", text: "try again later" },
 });
 const message: MessageView = {

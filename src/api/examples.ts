@@ -213,6 +213,7 @@ const deliveredAttempt = {
       fingerprint_sha256: "CD:53:0E:4A:9B:71:2F:66:18:A0:3C:5D:E2:47:91:0B:6F:84:2A:C3:D9:15:7E:60:B8:4C:21:F9:03:AE:57:DD",
     },
   },
+  dkim: { selectors: ["sp202603r", "sp202603e"] },
   smtp: { code: 250, enhanced_code: "2.0.0", text: "OK: queued as 4Qk2ZT0y3pz9v" },
 } satisfies z.output<typeof MessageSchema>["recipients"][number]["delivery_attempts"][number];
 

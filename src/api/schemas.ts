@@ -56,6 +56,9 @@ const AttemptSchema = z
         })
         .nullable(),
     }),
+    dkim: z
+      .strictObject({ selectors: z.array(z.string()).describe("Selectors of the DKIM signatures on the bytes sent; empty when the message went out unsigned") })
+      .describe("How the bytes sent were signed"),
     smtp: z.strictObject({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() }),
   })
   .meta({ id: "DeliveryAttempt", description: "Evidence of one SMTP attempt for one recipient" });

@@ -35,6 +35,8 @@ export interface AttemptEvidence extends TlsEvidence {
   policy: TlsPolicy;
   startedAt: Date;
   durationMs: number;
+  /** Selectors of the DKIM signatures on the bytes sent (none: unsigned, or nothing sent). */
+  dkimSelectors?: string[];
 }
 
 /** What one attempt decides for a recipient: the recipient statuses an SMTP reply (or its absence) can lead to. */

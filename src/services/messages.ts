@@ -16,7 +16,7 @@ type AttemptRow = {
   attempt: number; startedAt: Date; durationMs: number; outcome: string; mxHost: string | null; ip: string | null;
   port: number | null; policy: string; tls: boolean; tlsVersion: string | null; cipher: string | null;
   verified: boolean | null; verifyError: string | null; certSubject: string | null; certIssuer: string | null;
-  certNotAfter: Date | null; certFingerprint: string | null; replyCode: number | null; enhancedCode: string | null; replyText: string | null;
+  certNotAfter: Date | null; certFingerprint: string | null; dkimSelectors: string[]; replyCode: number | null; enhancedCode: string | null; replyText: string | null;
 };
 
 function attemptView(a: AttemptRow) {
@@ -40,6 +40,7 @@ function attemptView(a: AttemptRow) {
         ? { subject: a.certSubject, issuer: a.certIssuer, not_after: a.certNotAfter?.toISOString() ?? null, fingerprint_sha256: a.certFingerprint }
         : null,
     },
+    dkim: { selectors: a.dkimSelectors },
     smtp: { code: a.replyCode, enhanced_code: a.enhancedCode, text: a.replyText },
   };
 }

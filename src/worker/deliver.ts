@@ -40,7 +40,7 @@ export interface DeliveryDeps {
   resolveMx(domain: string): Promise<MxResolution>;
   attempt(opts: AttemptOptions): Promise<AttemptResult>;
   /** Adds DKIM signatures for the From domain when it is a verified sender domain (DKIM_SIGNING=on). */
-  signer?: { sign(raw: Buffer, fromAddress: string): Promise<{ message: Buffer }> };
+  signer?: { sign(raw: Buffer, fromAddress: string): Promise<{ message: Buffer; selectors: string[] }> };
   now?: () => Date;
 }
 
@@ -177,7 +177,7 @@ interface Target {
 async function deliverToHosts(deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, loaded: LoadedMessage, results: RecipientResults, now: () => Date): Promise<void> {
   const startedAt = now();
   const composed = await composeMessage(loaded.content);
-  const raw = deps.signer ? (await deps.signer.sign(composed, loaded.fromAddress)).message : composed;
+  const { message: raw, selectors: dkimSelectors } = deps.signer ? await deps.signer.sign(composed, loaded.fromAddress) : { message: composed, selectors: [] };
   const found = await targetsFor(deps, d.domain);
   if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt);
   if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt);
@@ -185,7 +185,8 @@ async function deliverToHosts(deps: DeliveryDeps, d: ClaimedDelivery, policy: Tl
   for (const target of found.targets.slice(0, deps.settings.maxHostsPerAttempt)) {
     const envelope = { from: loaded.fromAddress, to: remaining.map((r) => r.address) };
     const result = await deps.attempt(attemptOptions(deps.settings, policy, target, envelope, raw));
-    remaining.forEach((r, i) => results.record(r.id, result.evidence, result.recipients[i]!));
+    const evidence = { ...result.evidence, dkimSelectors };
+    remaining.forEach((r, i) => results.record(r.id, evidence, result.recipients[i]!));
     // The next MX only when this one could not take the message at all; never after
     // a 5xx to RCPT/DATA or once the data was handed over.
     if (!result.tryNextHost) break;

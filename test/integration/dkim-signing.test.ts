@@ -55,12 +55,14 @@ after(async () => {
   await t?.close();
 });
 
-async function deliveredBytes(body: Record<string, unknown>): Promise<Buffer> {
+/** The bytes the peer received, and the selectors the message view says signed them. */
+async function delivered(body: Record<string, unknown>): Promise<{ raw: Buffer; selectors: string[] }> {
   const id = await sendMessage(t, sender, body);
-  await waitForMessage(t, sender, id, ["delivered"], { logs: workerLogs });
+  const view = await waitForMessage(t, sender, id, ["delivered"], { logs: workerLogs });
+  const selectors = view.recipients[0]!.delivery_attempts.at(-1)!.dkim.selectors;
   const got = peer.received.find((m) => m.data.includes(Buffer.from(String(body.subject).slice(0, 8))) || m.data.toString("latin1").includes(id));
   assert.ok(got, "the peer received the message");
-  return got.data;
+  return { raw: got.data, selectors };
 }
 
 async function mailauthResults(raw: Buffer): Promise<Array<{ selector: string; result: string; algo: string }>> {
@@ -98,7 +100,7 @@ function dkimpyResults(raw: Buffer): boolean[] {
 test("a verified domain's message carries RSA and Ed25519 signatures that mailauth and dkimpy accept; one changed byte fails both", async () => {
   const subject = "Votre reçu – commande n° 1042 ✓";
   const longLine = `Lorem-${"x".repeat(1200)}-end`;
-  const raw = await deliveredBytes({
+  const { raw, selectors } = await delivered({
     from: { name: "Boutique Été", address: "orders@shop.example" },
     to: "Alice <alice@good.test>",
     cc: "bob@good.test",
@@ -115,6 +117,8 @@ test("a verified domain's message carries RSA and Ed25519 signatures that mailau
   const ma = await mailauthResults(raw);
   assert.deepEqual(ma.map((r) => r.result), ["pass", "pass"], JSON.stringify(ma));
   assert.deepEqual(ma.map((r) => r.algo).sort(), ["ed25519-sha256", "rsa-sha256"]);
+  // The evidence names the selectors that signed, as the receiver saw them.
+  assert.deepEqual([...selectors].sort(), ma.map((r) => r.selector).sort());
   assert.deepEqual(dkimpyResults(raw), [true, true]);
 
   // One byte of the body changed.
@@ -136,6 +140,7 @@ test("a verified domain's message carries RSA and Ed25519 signatures that mailau
 });
 
 test("a message from a domain that is not a verified sender domain is sent unsigned", async () => {
-  const raw = await deliveredBytes({ from: "orders@elsewhere.example", to: "carol@good.test", subject: "Unsigned receipt", text: "hello" });
+  const { raw, selectors } = await delivered({ from: "orders@elsewhere.example", to: "carol@good.test", subject: "Unsigned receipt", text: "hello" });
+  assert.deepEqual(selectors, []);
   assert.doesNotMatch(raw.subarray(0, raw.indexOf("\r\n\r\n")).toString("latin1"), /^DKIM-Signature:/im);
 });
