@@ -40,7 +40,7 @@ function attemptView(a: AttemptRow) {
         ? { subject: a.certSubject, issuer: a.certIssuer, not_after: a.certNotAfter?.toISOString() ?? null, fingerprint_sha256: a.certFingerprint }
         : null,
     },
-    dkim: { selectors: a.dkimSelectors },
+    dkim: { selectors: a.dkimSelectors ?? [] }, // a row written by hand may hold NULL
     smtp: { code: a.replyCode, enhanced_code: a.enhancedCode, text: a.replyText },
   };
 }

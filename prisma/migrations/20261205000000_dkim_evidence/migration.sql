@@ -1,3 +1,3 @@
 -- The DKIM selectors that signed the bytes of each attempt (issue 11): empty when the
 -- message went out unsigned. Part of the evidence, like the TLS session it went over.
-ALTER TABLE "delivery_attempts" ADD COLUMN "dkim_selectors" TEXT[] NOT NULL DEFAULT ARRAY[]::TEXT[];
+ALTER TABLE "delivery_attempts" ADD COLUMN "dkim_selectors" TEXT[] DEFAULT ARRAY[]::TEXT[];
