@@ -112,6 +112,7 @@ const EnvSchema = z
     DNS_SERVERS: hostPortList.optional(),
     DNS_CACHE_TTL: duration.default(60_000),
     DKIM_SIGNING: z.enum(["on", "off"]).default("on"),
+    SENDER_DOMAINS: z.enum(["verified", "any"]).optional(),
     WORKER_CONCURRENCY: int(1, 1000).default(8),
     WORKER_BATCH_SIZE: int(1, 1000).default(50),
     WORKER_LEASE_MS: int(1000, 86_400_000).default(5 * 60_000),
@@ -146,7 +147,15 @@ const EnvSchema = z
   // lease is a third of the lease, between 1 s and 15 s.
   .transform((e) => {
     const claimLease = e.WORKER_CLAIM_LEASE_MS ?? Math.max(1000, Math.min(15_000, Math.floor(e.WORKER_LEASE_MS / 3)));
-    return { ...e, WORKER_CLAIM_LEASE_MS: claimLease, WORKER_LEASE_RENEW_MS: e.WORKER_LEASE_RENEW_MS ?? Math.floor(claimLease / 3) };
+    // Sender domains: in production delivering straight to MX hosts, only verified (signed)
+    // domains; behind a relay (which signs or vouches for the mail) or in development, any.
+    const senderDomains = e.SENDER_DOMAINS ?? (e.NODE_ENV === "production" && !e.SMTP_RELAY_URL ? "verified" : "any");
+    return {
+      ...e,
+      WORKER_CLAIM_LEASE_MS: claimLease,
+      WORKER_LEASE_RENEW_MS: e.WORKER_LEASE_RENEW_MS ?? Math.floor(claimLease / 3),
+      SENDER_DOMAINS: senderDomains,
+    };
   })
   .refine((e) => e.WORKER_CLAIM_LEASE_MS <= e.WORKER_LEASE_MS, {
     message: "must not exceed WORKER_LEASE_MS: the claim lease of a delivery not yet started is the shorter one",

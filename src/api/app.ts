@@ -14,6 +14,7 @@ import { ROUTES } from "./routes/index.ts";
 import { registerApiReference } from "./routes/getApiReference.ts";
 import { openApiYaml } from "./openapi.ts";
 import { createHttpsServer, type HttpsServerTimeouts } from "./https-server.ts";
+import { SenderDomainGate } from "../services/sender-domain-gate.ts";
 import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
 import type { TxtLookup } from "../services/sender-domains.ts";
 import { createTxtResolver } from "../worker/mx.ts";
@@ -38,7 +39,8 @@ export async function buildApp(
     });
   // The same resolver set-up as the worker's (DNS_SERVERS), so a domain verifies against the DNS that delivery sees.
   const dns = given.dns ?? createTxtResolver(given.config.DNS_SERVERS ? { servers: given.config.DNS_SERVERS } : {});
-  const deps: AppDeps = { ...given, writer, dns };
+  const senderDomains = given.config.SENDER_DOMAINS === "verified" ? new SenderDomainGate(given.db.prisma) : undefined;
+  const deps: AppDeps = { ...given, writer, dns, senderDomains };
   const app = Fastify({
     https,
     // Our https.Server: the same as Fastify's, plus a 400 for plain HTTP sent to this port.

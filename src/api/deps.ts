@@ -1,3 +1,4 @@
+import type { SenderDomainGate } from "../services/sender-domain-gate.ts";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import type { DatabaseHandle } from "../db/client.ts";
@@ -18,4 +19,6 @@ export interface AppDeps {
   dns: TxtLookup;
   /** Groups concurrent sends into one statement; buildApp makes one when not given. */
   writer: MessageWriter;
+  /** Refuses From domains that are not verified sender domains; buildApp makes one when SENDER_DOMAINS=verified. */
+  senderDomains?: SenderDomainGate | undefined;
 }

@@ -13,6 +13,7 @@ import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyRecord } from "./api-keys.ts";
 import type { MessageWriter } from "./message-writer.ts";
+import type { SenderDomainGate } from "./sender-domain-gate.ts";
 
 const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
 
@@ -31,6 +32,8 @@ export interface SendContext {
   cipher: ContentCipher;
   serverTlsPolicy: TlsPolicy;
   limits: Limits;
+  /** Set when only verified sender domains may send (SENDER_DOMAINS=verified). */
+  senderDomains?: SenderDomainGate | undefined;
   now?: () => Date;
 }
 
@@ -85,6 +88,7 @@ export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: Se
   const now = (ctx.now ?? (() => new Date()))();
   const msg = prepareMessage(req, ctx.limits, now);
   checkSenderAllowed(key, msg.from.address);
+  if (ctx.senderDomains) await ctx.senderDomains.check(msg.from.address);
   const id = newMessageId(now.getTime());
   const policy = strictest(ctx.serverTlsPolicy, key.tlsPolicy, msg.tls);
   const status = msg.sendAt ? "scheduled" : "queued";

@@ -115,3 +115,13 @@ test("a bad SMTP_RELAY_URL is one configuration line naming the variable, never 
     );
   }
 });
+
+test("only verified sender domains by default in production without a relay; any behind a relay, in development, or when asked", () => {
+  const prod = { NODE_ENV: "production", DATABASE_URL: "postgresql://x/y" };
+  assert.equal(loadConfig(prod).SENDER_DOMAINS, "verified");
+  assert.equal(loadConfig({ ...prod, SMTP_RELAY_URL: "smtp://relay.example:587" }).SENDER_DOMAINS, "any");
+  assert.equal(loadConfig({ ...prod, SENDER_DOMAINS: "any" }).SENDER_DOMAINS, "any");
+  assert.equal(loadConfig({}).SENDER_DOMAINS, "any");
+  assert.equal(loadConfig({ SENDER_DOMAINS: "verified" }).SENDER_DOMAINS, "verified");
+  assert.throws(() => loadConfig({ SENDER_DOMAINS: "some" }), /SENDER_DOMAINS/);
+});

@@ -24,6 +24,7 @@ export function sendContext(deps: AppDeps): SendContext {
     cipher: deps.cipher,
     serverTlsPolicy: c.SMTP_TLS_POLICY,
     limits: { attachmentMaxBytes: c.ATTACHMENT_MAX_BYTES, attachmentsTotalMaxBytes: c.ATTACHMENTS_TOTAL_MAX_BYTES },
+    senderDomains: deps.senderDomains,
     ...(deps.now ? { now: deps.now } : {}),
   };
 }
