@@ -209,41 +209,6 @@ export interface Completion {
   message?: { status: MessageStatus; final: boolean };
 }
 
-// Fence, recipients and evidence in one statement. Data-modifying CTEs all run, so the
-// recipient and evidence writes are guarded by EXISTS (fence) rather than by order.
-const COMPLETE_SQL = `
-WITH fence AS (
-  UPDATE deliveries
-     SET state = $4, lease_owner = NULL, next_attempt_at = COALESCE($5::timestamptz, next_attempt_at)
-   WHERE id = $1 AND lease_owner = $2 AND attempts = $3
-  RETURNING id
-), rcpt AS (
-  UPDATE recipients r
-     SET status = u.status, attempts = r.attempts + 1, last_code = u.code, last_enhanced = u.enhanced,
-         last_reply = u.reply, updated_at = now()
-    FROM unnest($6::bigint[], $7::text[], $8::int[], $9::text[], $10::text[]) AS u(id, status, code, enhanced, reply)
-   WHERE r.id = u.id AND EXISTS (SELECT 1 FROM fence)
-  RETURNING r.id
-), evidence AS (
-  INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
-                                 verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint, dkim_selectors,
-                                 reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
-  SELECT $11::uuid, a.recipient_id, $3, a.mx_host, a.ip, a.port, a.policy, a.tls, a.tls_version, a.cipher,
-         a.verified, a.verify_error, a.cert_subject, a.cert_issuer, a.cert_not_after, a.cert_fingerprint, COALESCE(a.dkim_selectors, '{}'),
-         a.reply_code, a.enhanced_code, a.reply_text, a.outcome, a.started_at, a.duration_ms
-    FROM json_to_recordset($12::json) AS a(recipient_id bigint, mx_host text, ip text, port int, policy text, tls boolean,
-         tls_version text, cipher text, verified boolean, verify_error text, cert_subject text, cert_issuer text,
-         cert_not_after timestamptz, cert_fingerprint text, dkim_selectors text[], reply_code int, enhanced_code text, reply_text text,
-         outcome text, started_at timestamptz, duration_ms int)
-   WHERE EXISTS (SELECT 1 FROM fence)
-  RETURNING 1
-), msg AS (
-  UPDATE messages SET status = $13, updated_at = now(), finished_at = CASE WHEN $14 THEN now() ELSE finished_at END
-   WHERE id = $11::uuid AND $13::text IS NOT NULL AND EXISTS (SELECT 1 FROM fence)
-  RETURNING 1
-)
-SELECT (SELECT count(*) FROM fence)::int AS fenced`;
-
 /** The delivery_attempts rows of one recipient's result, as the statements' JSON input. */
 function evidenceRows(r: RecipientResult) {
   return r.attempts.map((a) => ({
@@ -271,12 +236,13 @@ function evidenceRows(r: RecipientResult) {
   }));
 }
 
-// Group commit of results: many deliveries, each holding every recipient of its message,
-// in one statement. The fence is per delivery: a row whose lease was lost is left out of
-// the fence CTE, and its recipients, evidence and message are written only through a join
-// with the rows the fence kept, so a fenced-out delivery writes nothing while the others in
-// the same statement are written.
-const COMPLETE_MANY_SQL = `
+// Results of one or many deliveries in one statement (group commit). The fence is per
+// delivery: a row whose lease was lost is left out of the fence CTE, and its recipients,
+// evidence and message are written only through a join with the rows the fence kept, so a
+// fenced-out delivery writes nothing while the others in the same statement are written.
+// A delivery without a message status (its message has recipients at other domains)
+// leaves the message row to its caller, which derives the status under the row lock.
+const COMPLETE_SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::boolean[])
     AS u(id, owner, attempts, state, retry_at, msg_status, msg_final)
@@ -310,26 +276,24 @@ WITH input AS (
 ), msg AS (
   UPDATE messages m SET status = f.msg_status, updated_at = now(), finished_at = CASE WHEN f.msg_final THEN now() ELSE m.finished_at END
     FROM fence f
-   WHERE m.id = f.message_id
+   WHERE m.id = f.message_id AND f.msg_status IS NOT NULL
   RETURNING 1
 )
 SELECT id::text AS id FROM fence`;
 
 /**
- * Records the outcomes of many attempts in one statement, each under its own fence.
- * Every completion must carry the message status (it holds all of its message's
- * recipients); one that does not goes through completeDelivery. Returns the ids written:
- * one missing had lost its lease, and nothing of it was written.
+ * Records the outcomes of many attempts in one statement, each under its own fence, on the
+ * pool or on a client inside a transaction. Returns the ids written: one missing had lost
+ * its lease, and nothing of it was written.
  */
-export async function completeDeliveries(pool: pg.Pool, cs: Completion[]): Promise<Set<bigint>> {
-  if (cs.some((c) => !c.message)) throw new Error("completeDeliveries takes only completions that carry their message status");
+export async function completeDeliveries(db: pg.Pool | pg.PoolClient, cs: Completion[]): Promise<Set<bigint>> {
   const rcpt = cs.flatMap((c) => c.results.map((r) => ({ c, r })));
   const evidence = cs.flatMap((c) => c.results.flatMap((r) => evidenceRows(r).map((e) => ({ delivery_id: String(c.delivery.id), ...e }))));
   const deferred = (c: Completion) => c.results.some((r) => r.status === "deferred");
-  const { rows } = await pool.query<{ id: string }>(COMPLETE_MANY_SQL, [
+  const { rows } = await db.query<{ id: string }>(COMPLETE_SQL, [
     cs.map((c) => String(c.delivery.id)), cs.map((c) => c.workerId), cs.map((c) => c.delivery.attempt),
     cs.map((c) => (deferred(c) ? "pending" : "done")), cs.map((c) => (deferred(c) ? c.retryAt : null)),
-    cs.map((c) => c.message!.status), cs.map((c) => c.message!.final),
+    cs.map((c) => c.message?.status ?? null), cs.map((c) => c.message?.final ?? false),
     rcpt.map(({ r }) => String(r.recipientId)), rcpt.map(({ c }) => String(c.delivery.id)), rcpt.map(({ r }) => r.status),
     rcpt.map(({ r }) => r.replyCode), rcpt.map(({ r }) => r.enhancedCode), rcpt.map(({ r }) => r.replyText),
     JSON.stringify(evidence),
@@ -339,25 +303,15 @@ export async function completeDeliveries(pool: pg.Pool, cs: Completion[]): Promi
 
 /**
  * Records the outcome of one attempt. Returns false (and writes nothing) when the
- * lease was lost: another worker owns the row now and its result wins.
+ * lease was lost: another worker owns the row now and its result wins. A delivery that
+ * does not hold all of its message's recipients is written under the message row lock,
+ * where the message status is derived from every recipient.
  */
 export async function completeDelivery(pool: pg.Pool, c: Completion): Promise<boolean> {
-  const anyDeferred = c.results.some((r) => r.status === "deferred");
-  const evidence = c.results.flatMap((r) => evidenceRows(r));
-  const params = [
-    String(c.delivery.id), c.workerId, c.delivery.attempt, anyDeferred ? "pending" : "done", anyDeferred ? c.retryAt : null,
-    c.results.map((r) => String(r.recipientId)), c.results.map((r) => r.status), c.results.map((r) => r.replyCode),
-    c.results.map((r) => r.enhancedCode), c.results.map((r) => r.replyText),
-    c.delivery.messageId, JSON.stringify(evidence), c.message?.status ?? null, c.message?.final ?? false,
-  ];
-  if (c.message) {
-    // One statement, so atomic without an explicit transaction.
-    const { rows } = await pool.query<{ fenced: number }>(COMPLETE_SQL, params);
-    return rows[0]?.fenced === 1;
-  }
+  // One statement, so atomic without an explicit transaction.
+  if (c.message) return (await completeDeliveries(pool, [c])).has(c.delivery.id);
   return underMessageLock(pool, c.delivery.messageId, async (client) => {
-    const { rows } = await client.query<{ fenced: number }>(COMPLETE_SQL, params);
-    if (rows[0]?.fenced !== 1) return false; // rolled back: nothing written
+    if (!(await completeDeliveries(client, [c])).has(c.delivery.id)) return false; // rolled back: nothing written
     await refreshMessageStatus(client, c.delivery.messageId);
     return true;
   });

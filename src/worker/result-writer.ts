@@ -64,9 +64,8 @@ export class ResultWriter {
 
   async #writeBatch(batch: Pending[]): Promise<void> {
     try {
-      const written = batch.length === 1 ? null : await completeDeliveries(this.#pool, batch.map((p) => p.c));
-      if (written) for (const p of batch) p.resolve(written.has(p.c.delivery.id));
-      else batch[0]!.resolve(await completeDelivery(this.#pool, batch[0]!.c));
+      const written = await completeDeliveries(this.#pool, batch.map((p) => p.c));
+      for (const p of batch) p.resolve(written.has(p.c.delivery.id));
     } catch (err) {
       if (batch.length > 1 && isStatementRejected(err)) {
         // One result the database refuses must not hold the others back: each on its own.
