@@ -71,7 +71,8 @@ export interface SmtpSession {
   readonly evidence: TlsEvidence;
   /** False once the connection is gone; a pool must then open a new one. */
   readonly usable: boolean;
-  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientVerdict[]; tryNextHost: boolean }>;
+  /** `messageSent`: every byte of the message was handed to the connection (the server may have it). */
+  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientVerdict[]; tryNextHost: boolean; messageSent: boolean }>;
   /** Sends QUIT and waits for the connection to end. */
   close(): Promise<void>;
 }
@@ -286,19 +287,21 @@ function connectFailure(e: ConnectError, target: SmtpTarget, plan: TlsPlan): Ses
 const describePeer = (t: SmtpTarget) => `${t.host}[${t.ip}]:${t.port}`;
 
 function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession {
-  let transactions = 0;
+  let halfDone = false;
   return {
     evidence,
     get usable() {
       return !conn.destroyed;
     },
     async send(envelope, message) {
-      // RFC 5321 4.1.1.5: RSET before reusing the connection, in case the last
-      // transaction ended half way (every RCPT refused, DATA refused).
-      if (transactions++ > 0 && !conn.destroyed) {
-        await new Promise<void>((resolve) => conn.reset(() => resolve()));
-      }
-      return sendOne(conn, envelope, message);
+      // RFC 5321 4.1.1.5: RSET before reusing the connection when the last transaction
+      // ended half way (MAIL or every RCPT refused, DATA refused). One that ended with the
+      // reply to the final dot is over on both sides (RFC 5321 4.1.1.4), so the next MAIL
+      // follows at once, as nodemailer's own pool does: a round trip less per message.
+      if (halfDone && !conn.destroyed) await new Promise<void>((resolve) => conn.reset(() => resolve()));
+      const r = await sendOne(conn, envelope, message);
+      halfDone = !r.complete;
+      return { recipients: r.recipients, tryNextHost: r.tryNextHost, messageSent: r.messageSent };
     },
     close: () => closeConnection(conn),
   };
@@ -308,8 +311,9 @@ function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession
 // address would break the command line, so it is refused here and never sent.
 const UNSENDABLE = /[\x00-\x20\x7f<>]/;
 
+/** `complete`: the transaction ended with the server's reply to the final dot. */
 async function sendOne(conn: SMTPConnection, envelope: { from: string; to: string[] }, message: Buffer) {
-  const all = (verdict: ReplyVerdict) => ({ recipients: envelope.to.map((address) => ({ address, ...verdict })), tryNextHost: false });
+  const all = (verdict: ReplyVerdict) => ({ recipients: envelope.to.map((address) => ({ address, ...verdict })), tryNextHost: false, complete: true, messageSent: false });
   if (UNSENDABLE.test(envelope.from)) return all(localVerdict("bounced", LOCAL_STATUS.badSender, "invalid sender address"));
   const to = [...new Set(envelope.to.filter((a) => a !== "" && !UNSENDABLE.test(a)))];
   const badAddress = localVerdict("bounced", LOCAL_STATUS.badRecipient, "invalid recipient address");
@@ -326,7 +330,7 @@ async function sendOne(conn: SMTPConnection, envelope: { from: string; to: strin
   });
   const { verdicts, tryNextHost } = classifySend({ to, err, info, rcptErrors: rcptErrorsOf(conn), messageSent });
   const recipients = envelope.to.map((address) => ({ address, ...(verdicts.get(address) ?? badAddress) }));
-  return { recipients, tryNextHost };
+  return { recipients, tryNextHost, complete: err === null, messageSent };
 }
 
 // nodemailer keeps the per-recipient RCPT errors on its private `_envelope` and copies them

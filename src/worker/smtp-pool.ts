@@ -11,14 +11,18 @@ export interface PoolOptions {
   maxIdlePerDestination?: number;
   /** Close an idle session after this long (Postfix: smtp_connection_cache_time_limit, 2 s; we keep 5 s). */
   idleTimeoutMs?: number;
-  /** Messages one connection carries before it is closed (Postfix: smtp_connection_reuse_count_limit). */
+  /** Messages one connection carries before it is closed (Postfix: smtp_connection_reuse_count_limit, no limit by default). */
   maxMessagesPerConnection?: number;
+  /** A connection is not reused once it is this old (Postfix: smtp_connection_reuse_time_limit, 300 s). */
+  maxSessionAgeMs?: number;
   open?: typeof openSession;
 }
 
 interface Idle {
   session: SmtpSession;
   messages: number;
+  /** performance.now() when the session was opened. */
+  openedAt: number;
   timer: NodeJS.Timeout;
 }
 
@@ -31,13 +35,15 @@ export class SmtpSessionPool {
   readonly #max: number;
   readonly #idleMs: number;
   readonly #maxMessages: number;
+  readonly #maxAgeMs: number;
   readonly #open: typeof openSession;
   #closed = false;
 
   constructor(opts: PoolOptions = {}) {
     this.#max = opts.maxIdlePerDestination ?? 4;
     this.#idleMs = opts.idleTimeoutMs ?? 5_000;
-    this.#maxMessages = opts.maxMessagesPerConnection ?? 100;
+    this.#maxMessages = opts.maxMessagesPerConnection ?? Infinity;
+    this.#maxAgeMs = opts.maxSessionAgeMs ?? 300_000;
     this.#open = opts.open ?? openSession;
   }
 
@@ -46,7 +52,7 @@ export class SmtpSessionPool {
     const key = destinationKey(opts);
     const reused = this.#take(key);
     if (reused) {
-      const r = await this.#sendOn(reused.session, reused.messages, key, opts);
+      const r = await this.#sendOn(reused, key, opts);
       // A cached connection the server had already dropped: try once on a fresh one, as
       // Postfix does, instead of deferring every recipient for a stale socket.
       if (!r.staleReuse) return r.result;
@@ -54,14 +60,21 @@ export class SmtpSessionPool {
     const startedAt = new Date();
     const opened = await this.#open(opts);
     if ("failure" in opened) return failedAttempt(opened.failure, opts, startedAt);
-    return (await this.#sendOn(opened.session, 0, key, opts, startedAt)).result;
+    return (await this.#sendOn({ session: opened.session, messages: 0, openedAt: performance.now() }, key, opts, startedAt)).result;
   }
 
-  async #sendOn(session: SmtpSession, used: number, key: string, opts: AttemptOptions, startedAt = new Date()): Promise<{ result: AttemptResult; staleReuse: boolean }> {
-    const { recipients, tryNextHost } = await session.send(opts.envelope, opts.message);
+  async #sendOn(
+    s: Pick<Idle, "session" | "messages" | "openedAt">, key: string, opts: AttemptOptions, startedAt = new Date(),
+  ): Promise<{ result: AttemptResult; staleReuse: boolean }> {
+    const { session, messages: used } = s;
+    const { recipients, tryNextHost, messageSent } = await session.send(opts.envelope, opts.message);
     const result: AttemptResult = { evidence: attemptEvidence(session.evidence, opts, startedAt), recipients, tryNextHost };
-    const staleReuse = used > 0 && !session.usable && recipients.every((r) => r.outcome === "deferred" && r.replyCode === null);
-    if (session.usable && used + 1 < this.#maxMessages && !this.#closed) this.#put(key, session, used + 1);
+    // A server that dropped the idle connection may have said so first with a 421 (RFC 5321
+    // 3.8), which then answers our MAIL. Only a message that did not wholly go out is sent
+    // again on a fresh connection: without its final dot the server cannot have it.
+    const staleReuse = used > 0 && !session.usable && !messageSent && recipients.every((r) => r.outcome === "deferred" && (r.replyCode === null || r.replyCode === 421));
+    const reusable = session.usable && used + 1 < this.#maxMessages && performance.now() - s.openedAt < this.#maxAgeMs;
+    if (reusable && !this.#closed) this.#put(key, session, used + 1, s.openedAt);
     else await session.close();
     return { result, staleReuse };
   }
@@ -77,7 +90,7 @@ export class SmtpSessionPool {
     return null;
   }
 
-  #put(key: string, session: SmtpSession, messages: number): void {
+  #put(key: string, session: SmtpSession, messages: number, openedAt: number): void {
     const list = this.#idle.get(key) ?? [];
     if (list.length >= this.#max) {
       void session.close();
@@ -86,6 +99,7 @@ export class SmtpSessionPool {
     const idle: Idle = {
       session,
       messages,
+      openedAt,
       timer: setTimeout(() => {
         const l = this.#idle.get(key);
         const i = l?.indexOf(idle) ?? -1;

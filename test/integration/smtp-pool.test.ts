@@ -70,3 +70,40 @@ test("sessions are not shared across policies", async () => {
     await pool.close();
   }
 });
+
+test("a session is reused up to the message limit and the age limit, then replaced (Postfix's reuse count and time limits)", async () => {
+  const peer = await startPeer({ ip: "127.0.0.8" });
+  peers.push(peer);
+  const byCount = new SmtpSessionPool({ maxMessagesPerConnection: 2 });
+  try {
+    for (let i = 0; i < 5; i++) assert.equal((await byCount.attempt(options(peer, `c${i}@example.test`))).recipients[0]!.outcome, "delivered");
+    assert.equal(peer.sessions.length, 3, "five messages at two per connection take three connections");
+  } finally {
+    await byCount.close();
+  }
+  const byAge = new SmtpSessionPool({ maxSessionAgeMs: 0 });
+  try {
+    for (let i = 0; i < 2; i++) assert.equal((await byAge.attempt(options(peer, `a${i}@example.test`))).recipients[0]!.outcome, "delivered");
+    assert.equal(peer.sessions.length, 5, "a session past its age is not reused");
+    assert.equal(byAge.idleCount, 0);
+  } finally {
+    await byAge.close();
+  }
+});
+
+test("after a transaction refused half way the session is RSET before its next message; after a whole one it carries on", async () => {
+  const peer = await startPeer({ ip: "127.0.0.9", rcpt: { "gone@example.test": { code: 550, message: "5.1.1 no such user" } } });
+  peers.push(peer);
+  const pool = new SmtpSessionPool();
+  try {
+    const outcomes = [];
+    for (const to of ["a@example.test", "gone@example.test", "b@example.test", "c@example.test"])
+      outcomes.push((await pool.attempt(options(peer, to))).recipients[0]!.outcome);
+    // Without the RSET the server would answer the next MAIL with 503 (nested MAIL command).
+    assert.deepEqual(outcomes, ["delivered", "bounced", "delivered", "delivered"]);
+    assert.equal(peer.sessions.length, 1, "one connection carried all four transactions");
+    assert.deepEqual(peer.received.map((m) => m.to[0]), ["a@example.test", "b@example.test", "c@example.test"]);
+  } finally {
+    await pool.close();
+  }
+});
