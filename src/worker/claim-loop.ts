@@ -10,7 +10,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { claimDeliveries, releaseLeases, renewLeases, returnUnstarted, type ClaimedDelivery, type Completion } from "../db/deliveries.ts";
-import { runDelivery, type DeliveryDeps } from "./deliver.ts";
+import { prepareMessage, runDelivery, type DeliveryDeps, type PreparedMessage } from "./deliver.ts";
 import { isStatementRejected, ResultWriter } from "./result-writer.ts";
 import { errorFields } from "../logger.ts";
 
@@ -55,6 +55,8 @@ interface Held {
    * it stored runs out later still.
    */
   leaseUntil: number;
+  /** Its message, being built ahead of its start (deliver.ts prepareMessage); null until then. */
+  prepared: Promise<PreparedMessage> | null;
 }
 
 export type ClaimLoopState = "created" | "running" | "stopping" | "stopped";
@@ -71,11 +73,22 @@ export class ClaimLoop implements WorkerHandle {
   readonly #held = new Map<bigint, Held>();
   // Claimed but not yet started: one claim statement serves many deliveries, and a
   // freed slot starts the next delivery at once instead of waiting for a claim round
-  // trip. Kept small (about two rounds of work), and under the short claim lease, so a
-  // worker that dies leaves these rows waiting seconds rather than a whole lease.
+  // trip. Up to four rounds of work (WORKER_BATCH_SIZE at most), topped up when half is
+  // left, so the claim's round trip never leaves a slot without work; under the short
+  // claim lease, so a worker that dies leaves these rows waiting seconds, not a lease.
   readonly #backlog: ClaimedDelivery[] = [];
   readonly #backlogTarget: number;
+  /** Every delivery under way, sending or recording its result. */
   readonly #inFlight = new Set<Promise<void>>();
+  // A slot is taken while a delivery talks SMTP and freed when the peer has answered: the
+  // result is recorded after that (group commit, result-writer.ts) while the slot already
+  // carries the next message, so a slot never idles through a commit. Results waiting to
+  // be written are bounded, so a database slower than the SMTP side slows the claiming.
+  #sending = 0;
+  #recording = 0;
+  /** Starts under way (startFromBacklog): stop() waits for them before handing the backlog back. */
+  readonly #starts = new Set<Promise<boolean>>();
+  readonly #maxRecording: number;
   /** Deliveries whose result write has failed and is being retried. */
   #unrecorded = 0;
   /** Set by stop(): result writes are retried until then. */
@@ -100,7 +113,8 @@ export class ClaimLoop implements WorkerHandle {
     this.#opts = opts;
     this.#log = logger.child({ component: "worker", worker: this.id });
     this.#writer = new ResultWriter(deps.pool);
-    this.#backlogTarget = Math.max(opts.concurrency, Math.min(opts.batchSize, 2 * opts.concurrency));
+    this.#backlogTarget = Math.max(opts.concurrency, Math.min(opts.batchSize, 4 * opts.concurrency));
+    this.#maxRecording = 4 * opts.concurrency;
   }
 
   get state(): ClaimLoopState {
@@ -139,6 +153,7 @@ export class ClaimLoop implements WorkerHandle {
     this.#wake?.();
     this.#resumeRetries(); // retry now, then within the grace period
     await this.#running;
+    await Promise.all(this.#starts);
     await this.#handBackBacklog();
     const timedOut = await this.#settleInFlight(deadline);
     if (this.#heartbeat) clearInterval(this.#heartbeat);
@@ -156,10 +171,13 @@ export class ClaimLoop implements WorkerHandle {
       this.#lastLoopAt = Date.now();
       // While a result waits for the database, nothing new is claimed: once the database
       // is back, this worker's results are written before it takes more work.
-      const claim = this.#unrecorded === 0 && this.#backlog.length < opts.concurrency ? await this.#claim() : { claimed: 0, failed: false };
-      let failed = claim.failed;
-      const free = opts.concurrency - this.#inFlight.size;
-      if (this.#state === "running" && free > 0 && this.#backlog.length > 0 && !(await this.#startFromBacklog(free))) failed = true;
+      // Slots freed since the last round start from the backlog before the claim round
+      // trip, not after it; the claim then tops the backlog up, and what it took to start
+      // at once starts right after.
+      let failed = !(await this.#startFree());
+      const claim = this.#unrecorded === 0 && this.#backlog.length < this.#backlogTarget / 2 ? await this.#claim() : { claimed: 0, failed: false };
+      if (claim.failed || !(await this.#startFree())) failed = true;
+      const free = this.#freeSlots();
       const nothingToDo = claim.claimed === 0 && this.#backlog.length === 0;
       if (nothingToDo && this.#inFlight.size === 0) {
         const waiters = this.#idleWaiters;
@@ -169,7 +187,38 @@ export class ClaimLoop implements WorkerHandle {
       if (this.#state !== "running") break;
       // Wait for the poll interval, or until a slot frees up.
       if (nothingToDo || failed) await this.#wait(opts.pollMs);
-      else if (this.#inFlight.size >= opts.concurrency) await this.#wait(60_000);
+      else if (free <= 0) await this.#wait(60_000);
+    }
+  }
+
+  #freeSlots(): number {
+    return this.#recording < this.#maxRecording ? this.#opts.concurrency - this.#sending : 0;
+  }
+
+  /**
+   * Starts deliveries from the backlog in the free slots; false when the database did not
+   * answer. Called by the loop and by a delivery as it frees its slot, so a slot is refilled
+   * at once even while the loop waits for a claim.
+   */
+  #startFree(): Promise<boolean> {
+    const free = this.#freeSlots();
+    if (this.#state !== "running" || free <= 0 || this.#backlog.length === 0) return Promise.resolve(true);
+    const p = this.#startFromBacklog(free).finally(() => this.#starts.delete(p));
+    this.#starts.add(p);
+    return p;
+  }
+
+  /**
+   * Builds the messages next in line (as many as there are slots) while the slots are busy,
+   * so a freed slot finds its message ready. Only so many: a backlog of large messages is
+   * not held in memory built.
+   */
+  #prepareAhead(): void {
+    for (const d of this.#backlog.slice(0, this.#opts.concurrency)) {
+      const h = this.#held.get(d.id);
+      if (!h || h.prepared) continue;
+      h.prepared = prepareMessage(this.#deps, d);
+      h.prepared.catch(() => {}); // a failure is reported by the delivery that awaits it; a dropped one never is
     }
   }
 
@@ -178,12 +227,13 @@ export class ClaimLoop implements WorkerHandle {
     try {
       // The rows the loop starts right after this claim (slots free beyond the backlog,
       // which goes first) take the full lease in the claim itself.
-      const startNow = Math.max(0, this.#opts.concurrency - this.#inFlight.size - this.#backlog.length);
+      const startNow = Math.max(0, this.#opts.concurrency - this.#sending - this.#backlog.length);
       const leases = { claimLeaseMs: this.#opts.claimLeaseMs, leaseMs: this.#opts.leaseMs, startNow };
       const sentAt = performance.now();
       const got = await claimDeliveries(this.#deps.pool, this.id, this.#backlogTarget - this.#backlog.length, leases, this.#held.keys());
-      for (const d of got) this.#held.set(d.id, { delivery: d, phase: "waiting", leaseUntil: sentAt + (d.started ? leases.leaseMs : leases.claimLeaseMs) });
+      for (const d of got) this.#held.set(d.id, { delivery: d, phase: "waiting", leaseUntil: sentAt + (d.started ? leases.leaseMs : leases.claimLeaseMs), prepared: null });
       this.#backlog.push(...got);
+      this.#prepareAhead();
       this.#databaseAnswered();
       return { claimed: got.length, failed: false };
     } catch (err) {
@@ -214,6 +264,8 @@ export class ClaimLoop implements WorkerHandle {
    */
   async #startFromBacklog(free: number): Promise<boolean> {
     const batch = this.#backlog.splice(0, free);
+    this.#sending += batch.length; // the slots are taken now, while the lease statement runs
+    this.#prepareAhead();
     let ours: Set<bigint>;
     let toExtend: ClaimedDelivery[] = [];
     let renewSentAt = 0;
@@ -232,6 +284,7 @@ export class ClaimLoop implements WorkerHandle {
       // away, and so whether a lease from the claim still holds by then, is unknown.
       for (const d of batch) d.started = false;
       this.#backlog.unshift(...batch);
+      this.#sending -= batch.length;
       this.#databaseFailed();
       this.#log.warn({ err: errorFields(err) }, "starting deliveries failed; retrying after the poll interval");
       return false;
@@ -239,19 +292,24 @@ export class ClaimLoop implements WorkerHandle {
     this.#databaseAnswered();
     for (const d of batch) {
       if (!ours.has(d.id)) {
+        this.#sending--;
         this.#held.delete(d.id);
         this.#log.warn({ delivery: String(d.id), attempt: d.attempt }, "a claimed delivery was taken over before it started; dropped");
-      } else if (this.#state !== "running") this.#backlog.push(d); // handed back by stop()
-      else this.#startDelivery(d, toExtend.includes(d) ? renewSentAt + this.#opts.leaseMs : (this.#held.get(d.id)?.leaseUntil ?? 0));
+      } else if (this.#state !== "running") {
+        this.#sending--;
+        this.#backlog.push(d); // handed back by stop()
+      } else this.#startDelivery(d, toExtend.includes(d) ? renewSentAt + this.#opts.leaseMs : (this.#held.get(d.id)?.leaseUntil ?? 0));
     }
     return true;
   }
 
   #startDelivery(d: ClaimedDelivery, leaseUntil: number): void {
-    const h: Held = { delivery: d, phase: "sending", leaseUntil };
+    const h: Held = { delivery: d, phase: "sending", leaseUntil, prepared: this.#held.get(d.id)?.prepared ?? prepareMessage(this.#deps, d) };
     this.#held.set(d.id, h);
     const p = this.#deliverAndRecord(h).finally(() => {
       this.#inFlight.delete(p);
+      if (h.phase === "sending") this.#sending--;
+      else this.#recording--;
       this.#wake?.();
     });
     this.#inFlight.add(p);
@@ -263,8 +321,12 @@ export class ClaimLoop implements WorkerHandle {
     const d = h.delivery;
     const log = this.#log;
     try {
-      const completion = await runDelivery(this.#deps, d, this.id);
+      const completion = await runDelivery(this.#deps, d, this.id, h.prepared ?? undefined);
       h.phase = "recording";
+      this.#sending--;
+      this.#recording++;
+      void this.#startFree();
+      this.#wake?.();
       const written = await this.#record(completion);
       const summary = completion.results.map((r) => r.status);
       if (written === true) log.info({ delivery: String(d.id), message: d.messageId, domain: d.domain, attempt: d.attempt, outcomes: summary }, "delivery attempt recorded");

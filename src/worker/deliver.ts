@@ -70,13 +70,29 @@ function loadMessage(deps: DeliveryDeps, m: MessageToDeliver) {
 
 type LoadedMessage = NonNullable<ReturnType<typeof loadMessage>>;
 
+/** A delivery's message ready to send (decrypted, built, signed), or why nothing is sent. */
+export type PreparedMessage = { loaded: LoadedMessage; raw: Buffer; dkimSelectors: string[] } | { notSent: NotSent | null };
+
+/**
+ * Decrypts, builds and signs the message of a claimed delivery. The claim loop starts this
+ * when a delivery is claimed, so the message is ready when a slot frees up: building it
+ * takes several turns of the event loop, which would otherwise hold the slot's SMTP session idle.
+ */
+export async function prepareMessage(deps: DeliveryDeps, d: ClaimedDelivery): Promise<PreparedMessage> {
+  const content = loadContent(deps, d);
+  if (!("loaded" in content)) return content;
+  const composed = await composeMessage(content.loaded.content);
+  const { message: raw, selectors: dkimSelectors } = deps.signer ? await deps.signer.sign(composed, content.loaded.fromAddress) : { message: composed, selectors: [] };
+  return { loaded: content.loaded, raw, dkimSelectors };
+}
+
 /** Runs one attempt of a claimed delivery and returns what to record. */
-export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string): Promise<Completion> {
+export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string, prepared = prepareMessage(deps, d)): Promise<Completion> {
   const now = deps.now ?? (() => new Date());
   const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
   const results = new RecipientResults(d, policy, now);
-  const content = loadContent(deps, d);
-  if ("loaded" in content) await deliverToHosts(deps, d, policy, content.loaded, results, now);
+  const content = await prepared;
+  if ("loaded" in content) await deliverToHosts(deps, d, policy, content, results, now);
   else if (content.notSent) results.decideAll(content.notSent.verdict, content.notSent.failed);
   const retryAt = settleDeferrals(deps.settings, d, results.list(), now);
   const message = "loaded" in content ? messageStatusIfWhole(d, content.loaded, results) : undefined;
@@ -174,10 +190,11 @@ interface Target {
 }
 
 /** Hosts in order until one takes the message; RFC 5321 5.1. */
-async function deliverToHosts(deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, loaded: LoadedMessage, results: RecipientResults, now: () => Date): Promise<void> {
+async function deliverToHosts(
+  deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, { loaded, raw, dkimSelectors }: { loaded: LoadedMessage; raw: Buffer; dkimSelectors: string[] },
+  results: RecipientResults, now: () => Date,
+): Promise<void> {
   const startedAt = now();
-  const composed = await composeMessage(loaded.content);
-  const { message: raw, selectors: dkimSelectors } = deps.signer ? await deps.signer.sign(composed, loaded.fromAddress) : { message: composed, selectors: [] };
   const found = await targetsFor(deps, d.domain);
   if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt);
   if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt);
