@@ -12,6 +12,8 @@
 //
 //   npm run bench -- [--quick] [--only accept,drain,...] [--rows N] [--messages N] [--burst N]
 //                    [--duration S] [--connections N]
+//   BENCH_NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- --only drain
+//                    passes NODE_OPTIONS to the serve and worker processes only (profiles)
 //
 // Everything runs on loopback: a private Postgres cluster (initdb; fsync, synchronous_commit
 // and full_page_writes on, as in production) so its CPU can be counted apart from the shared

@@ -39,7 +39,7 @@ export function spawnSealpost(command: "serve" | "worker" | "start", env: Record
     cwd: REPO,
     // Only what is given: the suite's own environment (DATABASE_URL of the shared
     // cluster, say) must not leak into a process under test.
-    env: { PATH: process.env.PATH ?? "", ...env },
+    env: { PATH: process.env.PATH ?? "", ...(process.env.BENCH_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}), ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: string[] = [];
