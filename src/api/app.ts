@@ -1,5 +1,6 @@
 // buildApp: the Fastify application with every plugin and route, given its
 // dependencies. It never listens; server.ts (or a test) does.
+import { AppError } from "../domain/errors.ts";
 import { randomUUID } from "node:crypto";
 import Fastify, { LogController, type FastifyInstance } from "fastify";
 import type { SecureContextOptions } from "node:tls";
@@ -58,7 +59,8 @@ export async function buildApp(
     requestIdHeader: false,
     // One log line per request (the onResponse hook below) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true,
+    // Our own 503 while closing (below): Fastify's has no Retry-After and is not a problem document.
+    return503OnClosing: false,
     connectionTimeout: TIMEOUTS.connectionTimeoutMs,
     requestTimeout: TIMEOUTS.requestTimeoutMs,
     keepAliveTimeout: TIMEOUTS.keepAliveTimeoutMs,
@@ -67,9 +69,19 @@ export async function buildApp(
 
   // Hooks that do not wait for anything take a callback: an async hook costs a promise and
   // a microtask turn per request.
+  // A request that reaches a closing server (pipelined, or on a keep-alive connection that
+  // was busy when the close began) is answered 503 with Retry-After, and the connection
+  // closed, so the client retries on another instance or the restarted one.
+  let closing = false;
+  app.addHook("preClose", (done) => {
+    closing = true;
+    done();
+  });
   app.addHook("onRequest", (req, reply, done) => {
     reply.header("x-request-id", req.id);
-    done();
+    if (!closing) return done();
+    reply.header("connection", "close");
+    done(new AppError("service_unavailable", "this server is shutting down; retry the request"));
   });
   // Method, route path (no query string: it never carries a key, but could carry an id
   // someone considers private), status and time. Never headers or bodies.
