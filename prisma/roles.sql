@@ -146,10 +146,10 @@ GRANT UPDATE (check_value, encrypting_since, retired_at) ON data_keys TO sealpos
 -- statement. DELETE: deleteSenderDomain (DELETE /domains/:id); its keys go by ON DELETE
 -- CASCADE, which runs as the table owner, so no DELETE on dkim_keys. UPDATE:
 -- recordDomainCheck (POST /domains/:id/verify) writes the check's time and result and
--- whether the domain is verified; the name and keys are never changed.
+-- whether the domain and its bounce domain are verified; the name and keys are never changed.
 GRANT SELECT ON sender_domains TO sealpost_api;
 GRANT INSERT (id, name, bounce_domain, created_by_key_id, created_at) ON sender_domains TO sealpost_api;
-GRANT UPDATE (verified_at, checked_at, check_result) ON sender_domains TO sealpost_api;
+GRANT UPDATE (verified_at, checked_at, check_result, bounce_verified_at) ON sender_domains TO sealpost_api;
 GRANT DELETE ON sender_domains TO sealpost_api;
 -- DKIM keys: insertSenderDomain writes a new domain's key pairs, private key encrypted;
 -- the reads above show selectors and public keys. The API never reads a private key back
@@ -213,8 +213,9 @@ GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;
 
 -- DKIM signing: findSigningKeys (db/sender-domains.ts) reads a verified domain's
 -- unretired key pairs, private key included (encrypted; the worker decrypts it to sign).
--- Nothing written.
-GRANT SELECT (id, name, verified_at) ON sender_domains TO sealpost_worker;
+-- Nothing written. Bounce addresses: findBounceDomain reads a sender domain's bounce
+-- domain once it is verified, for the envelope sender.
+GRANT SELECT (id, name, verified_at, bounce_domain, bounce_verified_at) ON sender_domains TO sealpost_worker;
 GRANT SELECT (id, domain_id, selector, algorithm, private_key, retired_at) ON dkim_keys TO sealpost_worker;
 
 COMMIT;

@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { Logger } from "pino";
-import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { bounceMxHost, ConfigError, loadConfig, type Config } from "./config.ts";
 import { createLogger, errorFields } from "./logger.ts";
 import type { Runtime } from "./runtime.ts";
 import { migrate, MigrationError, resolveRolledBack } from "./db/migrate.ts";
@@ -423,7 +423,7 @@ async function keysCommand(config: Config, cmd: Invocation): Promise<number> {
 
 /** The lines of a domain for the terminal: a summary, then each record to publish. */
 function printDomain(d: SenderDomainView): void {
-  out(`${d.name} (id ${d.id}): ${d.status}${d.bounce_domain ? `; bounce domain ${d.bounce_domain}` : ""}; DKIM selectors ${d.dkim.map((k) => k.selector).join(", ")}`);
+  out(`${d.name} (id ${d.id}): ${d.status}${d.bounce_domain ? `; bounce domain ${d.bounce_domain} ${d.bounce_status}` : ""}; DKIM selectors ${d.dkim.map((k) => k.selector).join(", ")}`);
   out("DNS records to publish (name, type, value):");
   for (const r of d.records) out([r.name, r.type, r.value].join("\t"));
 }
@@ -437,12 +437,12 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
       const bounce = cmd.values["bounce-domain"];
       const parsed = AddDomainRequestSchema.safeParse({ name: arg, ...(typeof bounce === "string" ? { bounce_domain: bounce } : {}) });
       if (!parsed.success) throw new UsageError(parsed.error.issues.map((i) => i.message).join("; "), COMMANDS["domains add"]!);
-      const d = await withRuntime(config, (rt) => services.addDomain(rt.db.prisma, rt.cipher, null, parsed.data), { dataKeys: "encrypts" });
+      const d = await withRuntime(config, (rt) => services.addDomain(rt.db.prisma, rt.cipher, null, parsed.data, bounceMxHost(config)), { dataKeys: "encrypts" });
       printDomain(d);
       return 0;
     }
     case "domains list": {
-      const list = await withRuntime(config, (rt) => services.listDomains(rt.db.prisma, null));
+      const list = await withRuntime(config, (rt) => services.listDomains(rt.db.prisma, null, bounceMxHost(config)));
       for (const d of list) out([d.id, d.name, d.status, d.bounce_domain ?? "-", d.dkim.map((k) => k.selector).join(",")].join("\t"));
       return 0;
     }
@@ -450,14 +450,14 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
       const { createTxtResolver } = await import("./worker/mx.ts");
       const dns = createTxtResolver(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {});
       const r = await withRuntime(config, async (rt) => {
-        const d = await services.findDomainForOwner(rt.db.prisma, arg);
-        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id) : null;
+        const d = await services.findDomainForOwner(rt.db.prisma, arg, bounceMxHost(config));
+        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id, bounceMxHost(config)) : null;
       });
       if (!r) {
         out(`no domain ${arg} (sealpost domains list shows them)`);
         return 1;
       }
-      out(`${r.domain.name}: ${r.status}`);
+      out(`${r.domain.name}: ${r.status}${r.bounce_status ? `; bounce domain ${r.domain.bounce_domain}: ${r.bounce_status}` : ""}`);
       for (const c of r.checks) {
         out(`${c.state}\t${c.purpose}\t${c.name}\t${c.detail}`);
         if (c.state === "mismatch" || c.state === "invalid") out(`\tfound:    ${c.found}\n\texpected: ${c.expected}`);
@@ -468,7 +468,7 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
     case "domains show":
     case "domains remove": {
       const found = await withRuntime(config, async (rt) => {
-        const d = await services.findDomainForOwner(rt.db.prisma, arg);
+        const d = await services.findDomainForOwner(rt.db.prisma, arg, bounceMxHost(config));
         if (d && cmd.path === "domains remove") await services.removeDomain(rt.db.prisma, null, d.id);
         return d;
       });

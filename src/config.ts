@@ -1,6 +1,7 @@
 // The one place that reads process.env. Every variable is parsed and checked here
 // once; the rest of the code receives a frozen Config.
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { TLS_POLICIES } from "./domain/tls-policy.ts";
@@ -105,6 +106,7 @@ const EnvSchema = z
     SMTP_MX_PORT: int(1, 65535).default(25),
     SMTP_CA_FILE: optionalPath,
     SMTP_HELO_NAME: z.string().min(1).optional(),
+    BOUNCE_MX_HOST: z.string().min(1).transform((v) => v.trim().toLowerCase().replace(/\.$/, "")).optional(),
     SMTP_MAX_RETRY: duration.default(3 * 86_400_000),
     SMTP_RETRY_MIN: duration.default(60_000),
     SMTP_RETRY_MAX: duration.default(3_600_000),
@@ -192,6 +194,14 @@ export class ConfigError extends Error {
  * The PEM of SMTP_CA_FILE, checked to be a certificate. Read when the worker starts, not
  * with the rest of the configuration: it is I/O, and only the worker needs it.
  */
+/**
+ * The host a bounce domain's MX must name: where bounces reach sealpost. BOUNCE_MX_HOST,
+ * else the EHLO name, which is the sending host's name and, by default, the receiving one's.
+ */
+export function bounceMxHost(config: Pick<Config, "BOUNCE_MX_HOST" | "SMTP_HELO_NAME">): string {
+  return config.BOUNCE_MX_HOST ?? (config.SMTP_HELO_NAME ?? hostname()).toLowerCase();
+}
+
 export function readSmtpCaFile(file: string): string {
   let pem: string;
   try {

@@ -341,6 +341,7 @@ const exampleDomain = {
   name: "shop.example",
   bounce_domain: "bounces.shop.example",
   status: "pending",
+  bounce_status: "pending",
   created_at: CREATED,
   verified_at: null,
   checked_at: null,
@@ -353,6 +354,7 @@ const exampleDomain = {
     { purpose: "dkim", type: "TXT", name: "sp202603r._domainkey.shop.example", value: `v=DKIM1; k=rsa; p=${RSA_P}` },
     { purpose: "spf", type: "TXT", name: "bounces.shop.example", value: "v=spf1 a mx ~all" },
     { purpose: "dmarc", type: "TXT", name: "_dmarc.shop.example", value: "v=DMARC1; p=none" },
+    { purpose: "bounce_mx", type: "MX", name: "bounces.shop.example", value: "10 mail.shop.example" },
   ],
 } satisfies z.output<typeof SenderDomainSchema>;
 
@@ -394,6 +396,7 @@ const verifyDomain: OperationExamples = {
         summary: "One DKIM record holds another key; no DMARC record yet",
         value: {
           status: "failed",
+          bounce_status: "verified",
           checks: [
             { purpose: "dkim", name: "sp202603e._domainkey.shop.example", state: "ok", expected: `v=DKIM1; k=ed25519; p=${ED_P}`, found: `v=DKIM1; k=ed25519; p=${ED_P}`, detail: "published as expected" },
             {
@@ -405,8 +408,9 @@ const verifyDomain: OperationExamples = {
               purpose: "dmarc", name: "_dmarc.shop.example", state: "missing", expected: "v=DMARC1; p=none", found: null,
               detail: "no DMARC record at _dmarc.shop.example: receivers apply their own policy (a warning; signing does not need it)",
             },
+            { purpose: "bounce_mx", name: "bounces.shop.example", state: "ok", expected: "10 mail.shop.example", found: "mail.shop.example", detail: "bounces come back to sealpost" },
           ],
-          domain: { ...exampleDomain, checked_at: "2026-03-02T09:20:00.000Z" },
+          domain: { ...exampleDomain, bounce_status: "verified", checked_at: "2026-03-02T09:20:00.000Z" },
         } satisfies z.output<typeof VerifyDomainResponseSchema>,
       },
     },

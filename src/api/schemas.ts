@@ -157,12 +157,16 @@ export type MessageView = z.output<typeof MessageSchema>;
 
 export const DomainIdParams = z.strictObject({ id: z.uuid({ message: "id must be a domain id (UUID)" }) });
 
+const RecordPurposeSchema = z.enum(["dkim", "spf", "dmarc", "bounce_mx"]).meta({
+  description: "`bounce_mx`: the bounce domain's MX, pointing where bounces reach sealpost (BOUNCE_MX_HOST)",
+});
+
 const DnsRecordSchema = z
   .strictObject({
-    purpose: z.enum(["dkim", "spf", "dmarc"]),
-    type: z.literal("TXT"),
+    purpose: RecordPurposeSchema,
+    type: z.enum(["TXT", "MX"]),
     name: z.string().meta({ description: "The fully qualified name to publish the record at" }),
-    value: z.string().meta({ description: "The record's text, exactly" }),
+    value: z.string().meta({ description: "The record's data, exactly: the text of a TXT record, `preference host` of an MX record" }),
   })
   .meta({ id: "DnsRecord" });
 
@@ -172,6 +176,9 @@ export const SenderDomainSchema = z
     name: z.string(),
     bounce_domain: z.string().nullable(),
     status: z.enum(["pending", "verified"]).meta({ description: "`verified` once the DKIM records were found as published" }),
+    bounce_status: z.enum(["pending", "verified"]).nullable().meta({
+      description: "`verified` once the bounce domain's MX and SPF records were found: from then on it is the envelope sender (`bounce+<token>@<bounce domain>`, one per recipient); null without a bounce domain",
+    }),
     created_at: z.iso.datetime(),
     verified_at: z.iso.datetime().nullable(),
     checked_at: z.iso.datetime().nullable().meta({ description: "When the DNS records were last checked" }),
@@ -198,9 +205,12 @@ export const VerifyDomainResponseSchema = z
     status: z.enum(["verified", "pending", "failed"]).meta({
       description: "`verified`: every DKIM record holds our key; `failed`: one is missing or wrong; `pending`: DNS did not answer, try again",
     }),
+    bounce_status: z.enum(["verified", "pending", "failed"]).nullable().meta({
+      description: "The bounce domain's: `verified` when its MX names BOUNCE_MX_HOST and it has an SPF record; null without a bounce domain",
+    }),
     checks: z.array(
       z.strictObject({
-        purpose: z.enum(["dkim", "spf", "dmarc"]),
+        purpose: RecordPurposeSchema,
         name: z.string(),
         state: z.enum(["ok", "missing", "mismatch", "invalid", "pending"]),
         expected: z.string(),

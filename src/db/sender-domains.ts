@@ -20,6 +20,7 @@ export interface SenderDomainRow {
   verifiedAt: Date | null;
   checkedAt: Date | null;
   checkResult: unknown;
+  bounceVerifiedAt: Date | null;
   dkimKeys: DkimKeyRow[];
 }
 
@@ -33,7 +34,7 @@ export interface NewSenderDomainRow {
 
 // Private keys are never selected here: what the API shows is built from these columns only.
 const DOMAIN_SELECT = {
-  id: true, name: true, bounceDomain: true, createdAt: true, verifiedAt: true, checkedAt: true, checkResult: true,
+  id: true, name: true, bounceDomain: true, createdAt: true, verifiedAt: true, checkedAt: true, checkResult: true, bounceVerifiedAt: true,
   dkimKeys: { select: { id: true, selector: true, algorithm: true, publicKey: true, createdAt: true, retiredAt: true }, orderBy: { selector: "asc" as const } },
 };
 
@@ -68,13 +69,20 @@ export async function deleteSenderDomain(db: Db | Tx, id: string): Promise<boole
 }
 
 /**
- * Records a DNS check: when, what it found, and whether the domain is verified now. A
- * check that got no answer leaves `verified_at` as it was (`verifiedAt: undefined`).
+ * Records a DNS check: when, what it found, and whether the domain and its bounce domain
+ * are verified now. A check that got no answer leaves `verified_at` (`bounce_verified_at`)
+ * as it was (`undefined`).
  */
-export async function recordDomainCheck(db: Db | Tx, id: string, check: { at: Date; result: object; verifiedAt: Date | null | undefined }): Promise<SenderDomainRow | null> {
+export async function recordDomainCheck(
+  db: Db | Tx, id: string, check: { at: Date; result: object; verifiedAt: Date | null | undefined; bounceVerifiedAt: Date | null | undefined },
+): Promise<SenderDomainRow | null> {
   const r = await db.senderDomain.updateManyAndReturn({
     where: { id },
-    data: { checkedAt: check.at, checkResult: check.result, ...(check.verifiedAt !== undefined ? { verifiedAt: check.verifiedAt } : {}) },
+    data: {
+      checkedAt: check.at, checkResult: check.result,
+      ...(check.verifiedAt !== undefined ? { verifiedAt: check.verifiedAt } : {}),
+      ...(check.bounceVerifiedAt !== undefined ? { bounceVerifiedAt: check.bounceVerifiedAt } : {}),
+    },
     select: { id: true },
   });
   return r.length > 0 ? findSenderDomainById(db, id) : null;
@@ -101,4 +109,14 @@ export async function findSigningKeys(pool: pg.Pool, domain: string): Promise<Si
     [domain],
   );
   return rows;
+}
+
+/**
+ * The worker's: the bounce domain of the sender domain `domain` when DNS showed it right
+ * (bounce_verified_at), to be the envelope sender; null otherwise.
+ */
+export async function findBounceDomain(pool: pg.Pool, domain: string): Promise<string | null> {
+  const { rows } = await pool.query<{ bounce_domain: string }>(
+    `SELECT bounce_domain FROM sender_domains WHERE name = $1 AND bounce_domain IS NOT NULL AND bounce_verified_at IS NOT NULL`, [domain]);
+  return rows[0]?.bounce_domain ?? null;
 }

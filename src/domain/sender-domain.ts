@@ -71,8 +71,8 @@ export interface DkimPublicKey {
 
 export interface DnsRecord {
   /** What the record is for; a verification reports the state of each by this name. */
-  purpose: "dkim" | "spf" | "dmarc";
-  type: "TXT";
+  purpose: "dkim" | "spf" | "dmarc" | "bounce_mx";
+  type: "TXT" | "MX";
   name: string;
   value: string;
   /** For DKIM: which key it publishes. */
@@ -89,21 +89,30 @@ const SUGGESTED_SPF = "v=spf1 a mx ~all";
 /** The DMARC record suggested to start with: monitor only (RFC 7489 section 6.3, p=none). */
 const SUGGESTED_DMARC = "v=DMARC1; p=none";
 
+/** The preference suggested for the bounce domain's MX record. */
+const BOUNCE_MX_PREFERENCE = 10;
+
 /**
  * The records to publish for a domain: one TXT per DKIM key at <selector>._domainkey,
  * SPF at the envelope domain (the bounce domain when there is one, since SPF checks the
- * MAIL FROM domain, RFC 7208 section 2.4) and DMARC at _dmarc.<domain> (RFC 7489 section 6.1).
+ * MAIL FROM domain, RFC 7208 section 2.4), DMARC at _dmarc.<domain> (RFC 7489 section 6.1)
+ * and, with a bounce domain, its MX pointing at `bounceMxHost`, where bounces come back.
  */
-export function dnsRecords(domain: { name: string; bounceDomain: string | null }, keys: readonly DkimPublicKey[]): DnsRecord[] {
+export function dnsRecords(domain: { name: string; bounceDomain: string | null }, keys: readonly DkimPublicKey[], bounceMxHost: string): DnsRecord[] {
   return [
     ...keys.map((k) => ({ purpose: "dkim" as const, type: "TXT" as const, name: `${k.selector}._domainkey.${domain.name}`, value: dkimRecordValue(k), selector: k.selector })),
     { purpose: "spf", type: "TXT", name: domain.bounceDomain ?? domain.name, value: SUGGESTED_SPF },
     { purpose: "dmarc", type: "TXT", name: `_dmarc.${domain.name}`, value: SUGGESTED_DMARC },
+    ...(domain.bounceDomain
+      ? [{ purpose: "bounce_mx" as const, type: "MX" as const, name: domain.bounceDomain, value: `${BOUNCE_MX_PREFERENCE} ${bounceMxHost}` }]
+      : []),
   ];
 }
 
-/** What a DNS lookup answered, as the checks need it (see worker/mx.ts TxtAnswer). */
+/** What a DNS lookup answered, as the checks need it (see worker/mx.ts createTxtResolver). */
 export type TxtLookupResult = { kind: "records"; records: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
+/** What an MX lookup answered: the exchange host names, lowercased, without the final dot. */
+export type MxLookupResult = { kind: "records"; hosts: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
 
 type RecordState = "ok" | "missing" | "mismatch" | "invalid" | "pending";
 
@@ -149,6 +158,15 @@ function checkSpf(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
   return { ...base, state: "ok", found: spf[0]!, detail: "an SPF record is published; make sure it lists the hosts that send" };
 }
 
+function checkBounceMx(record: DnsRecord, bounceMxHost: string, answer: MxLookupResult): RecordCheck {
+  const base = { purpose: "bounce_mx" as const, name: record.name, expected: record.value };
+  if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
+  const hosts = answer.kind === "records" ? answer.hosts : [];
+  if (hosts.length === 0) return { ...base, state: "missing", found: null, detail: `no MX record at ${record.name}: bounces to it cannot reach sealpost` };
+  if (hosts.includes(bounceMxHost)) return { ...base, state: "ok", found: hosts.join(", "), detail: "bounces come back to sealpost" };
+  return { ...base, state: "mismatch", found: hosts.join(", "), detail: `the MX of ${record.name} names other hosts: point it at ${bounceMxHost}` };
+}
+
 function checkDmarc(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
   const base = { purpose: "dmarc" as const, name: record.name, expected: record.value };
   if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
@@ -164,18 +182,29 @@ function checkDmarc(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
 /**
  * The state of each record to publish, from what DNS answered for its name. The domain is
  * verified when every DKIM record holds our key; SPF and DMARC are reported (a missing
- * DMARC record is a warning). A lookup that got no answer is `pending`, never failed.
+ * DMARC record is a warning). Its bounce domain is verified when its MX names
+ * `bounceMxHost` and it has an SPF record. A lookup that got no answer is `pending`, never failed.
  */
-export function checkRecords(records: readonly DnsRecord[], keys: readonly DkimPublicKey[], answers: ReadonlyMap<string, TxtLookupResult>): {
-  status: "verified" | "pending" | "failed";
-  checks: RecordCheck[];
-} {
+export function checkRecords(
+  records: readonly DnsRecord[], keys: readonly DkimPublicKey[],
+  answers: { txt: ReadonlyMap<string, TxtLookupResult>; mx: ReadonlyMap<string, MxLookupResult>; bounceMxHost: string },
+): { status: VerifyStatus; bounce: VerifyStatus | null; checks: RecordCheck[] } {
+  const notLooked = (name: string) => ({ kind: "pending" as const, reason: `${name} was not looked up` });
   const checks = records.map((r) => {
-    const answer = answers.get(r.name) ?? { kind: "pending" as const, reason: `${r.name} was not looked up` };
+    if (r.purpose === "bounce_mx") return checkBounceMx(r, answers.bounceMxHost, answers.mx.get(r.name) ?? notLooked(r.name));
+    const answer = answers.txt.get(r.name) ?? notLooked(r.name);
     if (r.purpose === "dkim") return checkDkim(r, keys.find((k) => k.selector === r.selector)!.publicKey, answer);
     return r.purpose === "spf" ? checkSpf(r, answer) : checkDmarc(r, answer);
   });
-  const dkim = checks.filter((c) => c.purpose === "dkim");
-  const status = dkim.every((c) => c.state === "ok") ? "verified" : dkim.some((c) => c.state === "pending") ? "pending" : "failed";
-  return { status, checks };
+  const bounceMx = checks.find((c) => c.purpose === "bounce_mx");
+  // The bounce domain is the envelope sender once its MX and its SPF record are right.
+  const bounce = bounceMx ? overall([bounceMx, checks.find((c) => c.purpose === "spf")!]) : null;
+  return { status: overall(checks.filter((c) => c.purpose === "dkim")), bounce, checks };
+}
+
+export type VerifyStatus = "verified" | "pending" | "failed";
+
+/** Verified when every check is ok; pending while one got no answer; otherwise failed. */
+function overall(checks: readonly RecordCheck[]): VerifyStatus {
+  return checks.every((c) => c.state === "ok") ? "verified" : checks.some((c) => c.state === "pending") ? "pending" : "failed";
 }

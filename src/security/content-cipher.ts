@@ -4,7 +4,7 @@
 // decrypting to someone else's content.
 //
 // Stored layout (bytea): version(1)=1 | keyIdLength(1) | keyId | nonce(12) | tag(16) | ciphertext
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 
 export interface DataKey {
   id: string;
@@ -66,6 +66,15 @@ export class ContentCipher {
   /** Every key id held, the encrypting one first. */
   get keyIds(): string[] {
     return [...this.#keys.keys()];
+  }
+
+  /**
+   * A key for another purpose derived from each data key held (HKDF-SHA256, RFC 5869, with
+   * the purpose as its info), the encrypting key's first: what one data key protects stays
+   * apart from what another derived key does, and retiring a data key retires its derivations.
+   */
+  derivedKeys(purpose: string): Buffer[] {
+    return [...this.#keys.values()].map((key) => Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), purpose, 32)));
   }
 
   /** A fresh check value for the held key `keyId`. */

@@ -2,6 +2,7 @@
 // CLI); only a SHA-256 of the 256-bit secret is stored, and comparison is
 // constant-time. A secret with 256 bits of entropy needs no slow hash: nobody can
 // guess it, and SHA-256 keeps verification off the request's critical path.
+import { base32 } from "../security/base32.ts";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Db } from "../db/client.ts";
 import { countActiveApiKeys, findAllApiKeys, findApiKeyById, insertApiKey, markApiKeyRevoked, type ApiKeyRow } from "../db/api-keys.ts";
@@ -17,22 +18,6 @@ export type Scope = (typeof SCOPES)[number];
 export const DEFAULT_SCOPES: readonly Scope[] = ["send", "read"];
 
 const KEY_RE = /^sp_([0-9a-f]{16})_([a-z2-7]{52})$/;
-const B32 = "abcdefghijklmnopqrstuvwxyz234567";
-
-function base32(buf: Buffer): string {
-  let bits = 0, value = 0, out = "";
-  for (const byte of buf) {
-    value = (value << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      out += B32[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  if (bits > 0) out += B32[(value << (5 - bits)) & 31];
-  return out;
-}
-
 const hashSecret = (secret: string): string => createHash("sha256").update(secret, "utf8").digest("hex");
 
 export interface ApiKeyRecord {

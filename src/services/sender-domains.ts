@@ -12,7 +12,7 @@ import {
 import { AppError } from "../domain/errors.ts";
 import {
   checkRecords, DKIM_ALGORITHMS, dkimSelector, dnsRecords, keyCoversDomain, type AddDomainRequest, type DkimAlgorithm, type DnsRecord,
-  type RecordCheck, type TxtLookupResult,
+  type MxLookupResult, type RecordCheck, type TxtLookupResult, type VerifyStatus,
 } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { generateDkimKey } from "../security/dkim-keys.ts";
@@ -25,25 +25,32 @@ export interface SenderDomainView {
   name: string;
   bounce_domain: string | null;
   status: "pending" | "verified";
+  /** Whether the bounce domain is the envelope sender: null without one. */
+  bounce_status: "pending" | "verified" | null;
   created_at: string;
   verified_at: string | null;
   checked_at: string | null;
   dkim: Array<{ selector: string; algorithm: DkimAlgorithm; created_at: string; retired_at: string | null }>;
-  records: Array<{ purpose: DnsRecord["purpose"]; type: "TXT"; name: string; value: string }>;
+  records: Array<{ purpose: DnsRecord["purpose"]; type: DnsRecord["type"]; name: string; value: string }>;
 }
 
-function domainView(row: SenderDomainRow): SenderDomainView {
+/**
+ * `bounceMxHost`: where bounces reach sealpost, the host the bounce domain's MX must name
+ * (config.ts bounceMxHost).
+ */
+function domainView(row: SenderDomainRow, bounceMxHost: string): SenderDomainView {
   const keys = row.dkimKeys.map((k) => ({ ...k, algorithm: k.algorithm as DkimAlgorithm }));
   return {
     id: row.id,
     name: row.name,
     bounce_domain: row.bounceDomain,
     status: row.verifiedAt ? "verified" : "pending",
+    bounce_status: row.bounceDomain === null ? null : row.bounceVerifiedAt ? "verified" : "pending",
     created_at: row.createdAt.toISOString(),
     verified_at: row.verifiedAt?.toISOString() ?? null,
     checked_at: row.checkedAt?.toISOString() ?? null,
     dkim: keys.map((k) => ({ selector: k.selector, algorithm: k.algorithm, created_at: k.createdAt.toISOString(), retired_at: k.retiredAt?.toISOString() ?? null })),
-    records: dnsRecords(row, keys.filter((k) => k.retiredAt === null)).map((r) => ({ purpose: r.purpose, type: r.type, name: r.name, value: r.value })),
+    records: dnsRecords(row, keys.filter((k) => k.retiredAt === null), bounceMxHost).map((r) => ({ purpose: r.purpose, type: r.type, name: r.name, value: r.value })),
   };
 }
 
@@ -53,7 +60,7 @@ const covers = (actor: DomainActor, name: string) => actor === null || keyCovers
  * Adds a domain with a fresh RSA-2048 and Ed25519 key pair. Refused, with nothing written,
  * when the key may not send from the domain (403) or the domain exists already (409).
  */
-export async function addDomain(db: Db, cipher: ContentCipher, actor: DomainActor, input: AddDomainRequest, now = new Date()): Promise<SenderDomainView> {
+export async function addDomain(db: Db, cipher: ContentCipher, actor: DomainActor, input: AddDomainRequest, bounceMxHost: string, now = new Date()): Promise<SenderDomainView> {
   if (!covers(actor, input.name))
     throw new AppError("forbidden", `this API key may not send from ${input.name}, so it may not add it (its sender domains are set with keys create --domains)`, {
       errors: [{ path: "name", message: "is not one of this API key's sender domains" }],
@@ -63,16 +70,16 @@ export async function addDomain(db: Db, cipher: ContentCipher, actor: DomainActo
   const keys = await Promise.all(DKIM_ALGORITHMS.map(async (algorithm) => ({ ...(await generateDkimKey(algorithm, cipher)), selector: dkimSelector(now, algorithm) })));
   try {
     const row = await insertSenderDomain(db, { id: randomUUID(), name: input.name, bounceDomain: input.bounce_domain ?? null, createdByKeyId: actor?.keyId ?? null, keys });
-    return domainView(row);
+    return domainView(row, bounceMxHost);
   } catch (err) {
     if (isUniqueViolation(err)) throw exists(); // added meanwhile by another request
     throw err;
   }
 }
 
-export async function listDomains(db: Db, actor: DomainActor): Promise<SenderDomainView[]> {
+export async function listDomains(db: Db, actor: DomainActor, bounceMxHost: string): Promise<SenderDomainView[]> {
   const names = actor === null || actor.allowedDomains.includes("*") ? null : [...actor.allowedDomains];
-  return (await findSenderDomains(db, names)).map(domainView);
+  return (await findSenderDomains(db, names)).map((row) => domainView(row, bounceMxHost));
 }
 
 /** The domain with this id, if the actor may see it; otherwise 404 (its existence is not revealed). */
@@ -82,14 +89,14 @@ async function visibleDomain(db: Db, actor: DomainActor, id: string): Promise<Se
   return row;
 }
 
-export async function getDomain(db: Db, actor: DomainActor, id: string): Promise<SenderDomainView> {
-  return domainView(await visibleDomain(db, actor, id));
+export async function getDomain(db: Db, actor: DomainActor, id: string, bounceMxHost: string): Promise<SenderDomainView> {
+  return domainView(await visibleDomain(db, actor, id), bounceMxHost);
 }
 
 /** Finds a domain by id or by name, for the CLI, where an operator types either. */
-export async function findDomainForOwner(db: Db, idOrName: string): Promise<SenderDomainView | null> {
+export async function findDomainForOwner(db: Db, idOrName: string, bounceMxHost: string): Promise<SenderDomainView | null> {
   const row = UUID_RE.test(idOrName) ? await findSenderDomainById(db, idOrName) : await findSenderDomainByName(db, idOrName.toLowerCase());
-  return row ? domainView(row) : null;
+  return row ? domainView(row, bounceMxHost) : null;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -100,13 +107,16 @@ export async function removeDomain(db: Db, actor: DomainActor, id: string): Prom
   if (!(await deleteSenderDomain(db, id))) throw new AppError("not_found", "no such domain");
 }
 
-/** Looks up the TXT records at a name (worker/mx.ts createTxtResolver in production). */
+/** Looks up the TXT and MX records at a name (worker/mx.ts createTxtResolver in production). */
 export interface TxtLookup {
   txt(name: string): Promise<TxtLookupResult>;
+  mx(name: string): Promise<MxLookupResult>;
 }
 
 export interface VerifyResult {
-  status: "verified" | "pending" | "failed";
+  status: VerifyStatus;
+  /** The bounce domain's: null without one. */
+  bounce_status: VerifyStatus | null;
   checks: RecordCheck[];
   domain: SenderDomainView;
 }
@@ -116,15 +126,20 @@ export interface VerifyResult {
  * record of an active key holds our public key; a DKIM record missing or wrong un-verifies
  * it; a lookup without an answer (timeout) is `pending` and changes nothing but checked_at.
  */
-export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, id: string, now = new Date()): Promise<VerifyResult> {
+export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, id: string, bounceMxHost: string, now = new Date()): Promise<VerifyResult> {
   const row = await visibleDomain(db, actor, id);
   const keys = row.dkimKeys.filter((k) => k.retiredAt === null).map((k) => ({ selector: k.selector, algorithm: k.algorithm as DkimAlgorithm, publicKey: k.publicKey }));
-  const records = dnsRecords(row, keys);
-  const names = [...new Set(records.map((r) => r.name))];
-  const answers = new Map(await Promise.all(names.map(async (n) => [n, await dns.txt(n)] as const)));
-  const { status, checks } = checkRecords(records, keys, answers);
-  const verifiedAt = status === "verified" ? (row.verifiedAt ?? now) : status === "failed" ? null : undefined;
-  const updated = await recordDomainCheck(db, id, { at: now, result: { status, checks }, verifiedAt });
+  const records = dnsRecords(row, keys, bounceMxHost);
+  const lookups = (type: DnsRecord["type"]) => [...new Set(records.filter((r) => r.type === type).map((r) => r.name))];
+  const [txt, mx] = await Promise.all([
+    Promise.all(lookups("TXT").map(async (n) => [n, await dns.txt(n)] as const)),
+    Promise.all(lookups("MX").map(async (n) => [n, await dns.mx(n)] as const)),
+  ]);
+  const { status, bounce, checks } = checkRecords(records, keys, { txt: new Map(txt), mx: new Map(mx), bounceMxHost });
+  const since = (verdict: VerifyStatus | null, before: Date | null) => (verdict === "verified" ? (before ?? now) : verdict === "failed" ? null : undefined);
+  const updated = await recordDomainCheck(db, id, {
+    at: now, result: { status, bounce_status: bounce, checks }, verifiedAt: since(status, row.verifiedAt), bounceVerifiedAt: since(bounce, row.bounceVerifiedAt),
+  });
   if (!updated) throw new AppError("not_found", "no such domain");
-  return { status, checks, domain: domainView(updated) };
+  return { status, bounce_status: bounce, checks, domain: domainView(updated, bounceMxHost) };
 }

@@ -17,6 +17,7 @@ import { cleartextEvidence } from "./smtp-evidence.ts";
 import { localVerdict } from "./smtp-reply.ts";
 import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
+import type { EnvelopeSenders } from "./envelope-sender.ts";
 
 export interface DeliverySettings {
   serverPolicy: TlsPolicy;
@@ -41,6 +42,8 @@ export interface DeliveryDeps {
   attempt(opts: AttemptOptions): Promise<AttemptResult>;
   /** Adds DKIM signatures for the From domain when it is a verified sender domain (DKIM_SIGNING=on). */
   signer?: { sign(raw: Buffer, fromAddress: string): Promise<{ message: Buffer; selectors: string[] }> };
+  /** Bounce addresses (envelope-sender.ts); without it, MAIL FROM is always the From address. */
+  envelopeSenders?: Pick<EnvelopeSenders, "bounceDomainOf" | "address">;
   now?: () => Date;
 }
 
@@ -70,8 +73,16 @@ function loadMessage(deps: DeliveryDeps, m: MessageToDeliver) {
 
 type LoadedMessage = NonNullable<ReturnType<typeof loadMessage>>;
 
-/** A delivery's message ready to send (decrypted, built, signed), or why nothing is sent. */
-export type PreparedMessage = { loaded: LoadedMessage; raw: Buffer; dkimSelectors: string[] } | { notSent: NotSent | null };
+/** A message ready to send: built, signed, and the bounce domain of its envelope sender (or null). */
+interface ReadyMessage {
+  loaded: LoadedMessage;
+  raw: Buffer;
+  dkimSelectors: string[];
+  bounceDomain: string | null;
+}
+
+/** A delivery's message ready to send, or why nothing is sent. */
+export type PreparedMessage = ReadyMessage | { notSent: NotSent | null };
 
 /**
  * Decrypts, builds and signs the message of a claimed delivery. The claim loop starts this
@@ -81,9 +92,12 @@ export type PreparedMessage = { loaded: LoadedMessage; raw: Buffer; dkimSelector
 export async function prepareMessage(deps: DeliveryDeps, d: ClaimedDelivery): Promise<PreparedMessage> {
   const content = loadContent(deps, d);
   if (!("loaded" in content)) return content;
-  const composed = await composeMessage(content.loaded.content);
+  const [composed, bounceDomain] = await Promise.all([
+    composeMessage(content.loaded.content),
+    deps.envelopeSenders ? deps.envelopeSenders.bounceDomainOf(content.loaded.fromAddress) : null,
+  ]);
   const { message: raw, selectors: dkimSelectors } = deps.signer ? await deps.signer.sign(composed, content.loaded.fromAddress) : { message: composed, selectors: [] };
-  return { loaded: content.loaded, raw, dkimSelectors };
+  return { loaded: content.loaded, raw, dkimSelectors, bounceDomain };
 }
 
 /** Runs one attempt of a claimed delivery and returns what to record. */
@@ -191,22 +205,31 @@ interface Target {
 
 /** Hosts in order until one takes the message; RFC 5321 5.1. */
 async function deliverToHosts(
-  deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, { loaded, raw, dkimSelectors }: { loaded: LoadedMessage; raw: Buffer; dkimSelectors: string[] },
-  results: RecipientResults, now: () => Date,
+  deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, { loaded, raw, dkimSelectors, bounceDomain }: ReadyMessage, results: RecipientResults, now: () => Date,
 ): Promise<void> {
   const startedAt = now();
   const found = await targetsFor(deps, d.domain);
   if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt);
   if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt);
+  // One transaction for every recipient; with a bounce domain, one per recipient, each with
+  // its own MAIL FROM, one after another over the same session.
+  const senders = deps.envelopeSenders;
+  const transactions = (rs: ClaimedDelivery["recipients"]) =>
+    bounceDomain && senders ? rs.map((r) => ({ from: senders.address(r.id, bounceDomain), to: [r] })) : [{ from: loaded.fromAddress, to: rs }];
   let remaining = d.recipients;
   for (const target of found.targets.slice(0, deps.settings.maxHostsPerAttempt)) {
-    const envelope = { from: loaded.fromAddress, to: remaining.map((r) => r.address) };
-    const result = await deps.attempt(attemptOptions(deps.settings, policy, target, envelope, raw));
-    const evidence = { ...result.evidence, dkimSelectors };
-    remaining.forEach((r, i) => results.record(r.id, evidence, result.recipients[i]!));
-    // The next MX only when this one could not take the message at all; never after
-    // a 5xx to RCPT/DATA or once the data was handed over.
-    if (!result.tryNextHost) break;
+    let nextHost = false;
+    for (const tx of transactions(remaining)) {
+      const envelope = { from: tx.from, to: tx.to.map((r) => r.address) };
+      const result = await deps.attempt(attemptOptions(deps.settings, policy, target, envelope, raw));
+      const evidence = { ...result.evidence, dkimSelectors };
+      tx.to.forEach((r, i) => results.record(r.id, evidence, result.recipients[i]!));
+      // The next MX only when this one could not take the message at all; never after
+      // a 5xx to RCPT/DATA or once the data was handed over.
+      nextHost = result.tryNextHost;
+      if (nextHost) break;
+    }
+    if (!nextHost) break;
     remaining = remaining.filter((r) => results.statusOf(r.id) === "deferred");
     if (remaining.length === 0) break;
   }

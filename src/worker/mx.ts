@@ -111,14 +111,19 @@ type TxtAnswer =
   /** No answer (timeout, SERVFAIL): ask again later. */
   | { kind: "pending"; reason: string };
 
+/** The exchanges of a name's MX records; `none` and `pending` as for TXT. */
+type MxAnswer = { kind: "records"; hosts: string[] } | Exclude<TxtAnswer, { kind: "records" }>;
+
 export interface TxtResolver {
   txt(name: string): Promise<TxtAnswer>;
+  /** The exchanges a name's MX records name, as written (lowercased, no final dot). */
+  mx(name: string): Promise<MxAnswer>;
 }
 
 /**
- * TXT lookups through the same resolver set-up as MX resolution (DNS_SERVERS, timeouts),
- * for checking the records of a sender domain: the answers the worker's DNS gives are
- * the ones that count.
+ * TXT and MX lookups through the same resolver set-up as MX resolution (DNS_SERVERS,
+ * timeouts), for checking the records of a sender domain: the answers the worker's DNS
+ * gives are the ones that count.
  */
 export function createTxtResolver(opts: Pick<MxResolverOptions, "servers" | "timeoutMs" | "tries"> = {}): TxtResolver {
   const resolver = new Resolver({ timeout: opts.timeoutMs ?? 5000, tries: opts.tries ?? 2 });
@@ -128,6 +133,11 @@ export function createTxtResolver(opts: Pick<MxResolverOptions, "servers" | "tim
       const r = await lookup(() => resolver.resolveTxt(name));
       if (r.ok) return { kind: "records", records: r.value.map((chunks) => chunks.join("")) };
       return isDefinite(r.code) ? { kind: "none", reason: `${name}: ${describe(r.code)}` } : { kind: "pending", reason: `TXT lookup for ${name} failed: ${describe(r.code)}` };
+    },
+    async mx(name) {
+      const r = await lookup(() => resolver.resolveMx(name));
+      if (r.ok) return { kind: "records", hosts: r.value.map((m) => normalizeName(m.exchange)) };
+      return isDefinite(r.code) ? { kind: "none", reason: `${name}: ${describe(r.code)}` } : { kind: "pending", reason: `MX lookup for ${name} failed: ${describe(r.code)}` };
     },
   };
 }

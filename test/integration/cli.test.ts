@@ -62,7 +62,7 @@ test("domains add prints the records to publish; list, show, remove; mistakes ar
   const count = async () => (await tdb.db.pool.query("SELECT count(*)::int AS n FROM sender_domains")).rows[0].n as number;
   const added = cli(["domains", "add", "cli.example", "--bounce-domain", "bounces.cli.example"]);
   assert.equal(added.code, 0, added.stderr);
-  assert.match(added.stdout, /^cli\.example \(id [0-9a-f-]{36}\): pending; bounce domain bounces\.cli\.example; DKIM selectors sp\d{6}e, sp\d{6}r$/m);
+  assert.match(added.stdout, /^cli\.example \(id [0-9a-f-]{36}\): pending; bounce domain bounces\.cli\.example pending; DKIM selectors sp\d{6}e, sp\d{6}r$/m);
   assert.match(added.stdout, /^sp\d{6}r\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=rsa; p=[A-Za-z0-9+/=]{300,}$/m);
   assert.match(added.stdout, /^sp\d{6}e\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/m);
   assert.match(added.stdout, /^_dmarc\.cli\.example\tTXT\tv=DMARC1; p=none$/m);
@@ -97,10 +97,12 @@ test("domains add prints the records to publish; list, show, remove; mistakes ar
   });
   await dns.close();
   assert.equal(verify.code, 1, verify.stderr);
-  assert.match(verify.stdout, /^cli\.example: failed$/m);
+  assert.match(verify.stdout, /^cli\.example: failed; bounce domain bounces\.cli\.example: failed$/m);
+  assert.match(verify.stdout, /^missing\tbounce_mx\tbounces\.cli\.example\tno MX record/m);
   assert.match(verify.stdout, /^missing\tdkim\tsp\d{6}r\._domainkey\.cli\.example\tno DKIM record/m);
   assert.match(verify.stdout, /^missing\tdmarc\t_dmarc\.cli\.example\t/m);
   assert.equal(dns.queries.filter((q) => q.type === "TXT").length, 4, "asked the fake DNS, not the system's");
+  assert.equal(dns.queries.filter((q) => q.type === "MX").length, 1);
   const removed = cli(["domains", "remove", "cli.example"]);
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(await count(), before - 1);

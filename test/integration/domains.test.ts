@@ -21,7 +21,7 @@ before(async () => {
   dns = await startFakeDns({});
   // The resolver the worker uses, pointed at the fake DNS, with a short timeout so a
   // dropped query turns pending quickly.
-  t = await startTestApp({}, { dns: createTxtResolver({ servers: [dns.address], timeoutMs: 300, tries: 1 }) });
+  t = await startTestApp({ BOUNCE_MX_HOST: "bounce-in.sealpost.test" }, { dns: createTxtResolver({ servers: [dns.address], timeoutMs: 300, tries: 1 }) });
   admin = (await t.createKey({ name: "admin", scopes: ["admin"] })).key;
 });
 after(async () => {
@@ -40,6 +40,7 @@ interface DomainBody {
   name: string;
   status: string;
   bounce_domain: string | null;
+  bounce_status: string | null;
   dkim: Array<{ selector: string; algorithm: string }>;
   records: Array<{ purpose: string; type: string; name: string; value: string }>;
 }
@@ -59,7 +60,10 @@ test("adding a domain makes two key pairs under dated selectors and answers the 
     ["dkim", "TXT", `sp${month}r._domainkey.shop.example`],
     ["spf", "TXT", "bounces.shop.example"],
     ["dmarc", "TXT", "_dmarc.shop.example"],
+    ["bounce_mx", "MX", "bounces.shop.example"],
   ]);
+  assert.equal(d.records[4]!.value, "10 bounce-in.sealpost.test");
+  assert.equal(d.bounce_status, "pending");
   assert.match(d.records[2]!.value, /^v=spf1 /);
   assert.match(d.records[3]!.value, /^v=DMARC1; p=/);
 
@@ -151,6 +155,7 @@ const split = (value: string) => value.match(/.{1,255}/g)!;
 
 interface VerifyBody {
   status: string;
+  bounce_status: string | null;
   checks: Array<{ purpose: string; name: string; state: string; found: string | null; expected: string; policy?: string }>;
   domain: { status: string; verified_at: string | null; checked_at: string | null };
 }
@@ -162,7 +167,7 @@ test("verify: each record's state from DNS; missing, wrong and a timeout are tol
   const good: FakeZone = {
     [ed.name]: { TXT: [ed.value] },
     [rsa.name]: { TXT: [split(rsa.value)] },
-    "mail.verify.example": { TXT: ["v=spf1 ip4:192.0.2.25 -all", "google-site-verification=abc"] },
+    "mail.verify.example": { TXT: ["v=spf1 ip4:192.0.2.25 -all", "google-site-verification=abc"], MX: [{ preference: 10, exchange: "bounce-in.sealpost.test" }] },
     "_dmarc.verify.example": { TXT: ["v=DMARC1; p=quarantine; rua=mailto:d@verify.example"] },
   };
   const verify = async () => {
@@ -170,19 +175,22 @@ test("verify: each record's state from DNS; missing, wrong and a timeout are tol
     assert.equal(r.status, 200, r.body);
     return r.json() as VerifyBody;
   };
-  const states = (v: VerifyBody) => Object.fromEntries(v.checks.map((c) => [c.name, c.state]));
+  // By name, and the bounce domain's MX apart from its SPF record at the same name.
+  const states = (v: VerifyBody) => Object.fromEntries(v.checks.map((c) => [c.purpose === "bounce_mx" ? `MX ${c.name}` : c.name, c.state]));
 
   // Nothing published yet: every record missing, the domain not verified.
   dns.setZone({});
   let v = await verify();
   assert.equal(v.status, "failed");
-  assert.deepEqual(Object.values(states(v)), ["missing", "missing", "missing", "missing"]);
+  assert.deepEqual(Object.values(states(v)), ["missing", "missing", "missing", "missing", "missing"]);
+  assert.equal(v.bounce_status, "failed");
   assert.equal(v.domain.status, "pending");
 
   dns.setZone(good);
   v = await verify();
   assert.equal(v.status, "verified", JSON.stringify(v.checks));
-  assert.deepEqual(Object.values(states(v)), ["ok", "ok", "ok", "ok"]);
+  assert.deepEqual(Object.values(states(v)), ["ok", "ok", "ok", "ok", "ok"]);
+  assert.equal(v.bounce_status, "verified");
   assert.equal(v.checks.find((c) => c.purpose === "dmarc")!.policy, "quarantine");
   assert.equal(v.checks.find((c) => c.purpose === "dkim" && c.name === rsa.name)!.found, rsa.value, "the split record is joined");
   assert.equal(v.domain.status, "verified");
@@ -206,13 +214,24 @@ test("verify: each record's state from DNS; missing, wrong and a timeout are tol
     assert.equal(v.domain.status, "pending", "a wrong DKIM record un-verifies the domain");
   }
   // SPF missing or doubled, DMARC missing: reported, but DKIM alone decides verification.
-  dns.setZone({ ...good, "mail.verify.example": { TXT: ["v=spf1 -all", "v=spf1 mx -all"] }, "_dmarc.verify.example": { rcode: "NXDOMAIN" } });
+  dns.setZone({ ...good, "mail.verify.example": { ...good["mail.verify.example"], TXT: ["v=spf1 -all", "v=spf1 mx -all"] }, "_dmarc.verify.example": { rcode: "NXDOMAIN" } });
   v = await verify();
   assert.equal(v.status, "verified");
   assert.equal(states(v)["mail.verify.example"], "invalid");
+  assert.equal(v.bounce_status, "failed", "the bounce domain needs its SPF record");
   assert.equal(states(v)["_dmarc.verify.example"], "missing");
-  dns.setZone({ ...good, "mail.verify.example": { TXT: ["not spf"] } });
+  dns.setZone({ ...good, "mail.verify.example": { ...good["mail.verify.example"], TXT: ["not spf"] } });
   assert.equal(states(await verify())["mail.verify.example"], "missing");
+  // The bounce domain's MX: missing, or naming another host.
+  dns.setZone({ ...good, "mail.verify.example": { TXT: good["mail.verify.example"]!.TXT } });
+  v = await verify();
+  assert.equal(states(v)["MX mail.verify.example"], "missing");
+  assert.equal(v.bounce_status, "failed");
+  assert.equal(v.status, "verified", "DKIM alone decides the domain's verification");
+  dns.setZone({ ...good, "mail.verify.example": { ...good["mail.verify.example"], MX: [{ preference: 5, exchange: "mx.elsewhere.example" }] } });
+  v = await verify();
+  const mx = v.checks.find((c) => c.purpose === "bounce_mx")!;
+  assert.deepEqual([mx.state, mx.found, mx.expected], ["mismatch", "mx.elsewhere.example", "10 bounce-in.sealpost.test"]);
 
   // A DNS timeout is pending, not failed, and leaves the verification as it was.
   dns.setZone({ ...good, [rsa.name]: { drop: true } });

@@ -1,3 +1,4 @@
+import { bounceMxHost } from "../../config.ts";
 import { AddDomainRequestSchema } from "../../domain/sender-domain.ts";
 import { addDomain } from "../../services/sender-domains.ts";
 import { defineRoute } from "../route.ts";
@@ -19,7 +20,7 @@ export default defineRoute({
   },
   async handler({ body, request, reply }, deps) {
     const key = request.apiKey!;
-    const view = await addDomain(deps.db.prisma, deps.cipher, { allowedDomains: key.allowedDomains, keyId: key.id }, body);
+    const view = await addDomain(deps.db.prisma, deps.cipher, { allowedDomains: key.allowedDomains, keyId: key.id }, body, bounceMxHost(deps.config));
     reply.code(201);
     return view;
   },

@@ -1,3 +1,4 @@
+import { bounceMxHost } from "../../config.ts";
 import { getDomain } from "../../services/sender-domains.ts";
 import { defineRoute } from "../route.ts";
 import { DomainIdParams, SenderDomainSchema } from "../schemas.ts";
@@ -14,6 +15,6 @@ export default defineRoute({
   errors: [401, 403, 404, 422, 429, 503],
   async handler({ params, request }, deps) {
     const key = request.apiKey!;
-    return getDomain(deps.db.prisma, { allowedDomains: key.allowedDomains, keyId: key.id }, params.id);
+    return getDomain(deps.db.prisma, { allowedDomains: key.allowedDomains, keyId: key.id }, params.id, bounceMxHost(deps.config));
   },
 });

@@ -1,3 +1,4 @@
+import { bounceMxHost } from "../../config.ts";
 import { listDomains } from "../../services/sender-domains.ts";
 import { defineRoute } from "../route.ts";
 import { SenderDomainListSchema } from "../schemas.ts";
@@ -13,6 +14,6 @@ export default defineRoute({
   errors: [401, 403, 429, 503],
   async handler({ request }, deps) {
     const key = request.apiKey!;
-    return { data: await listDomains(deps.db.prisma, { allowedDomains: key.allowedDomains, keyId: key.id }) };
+    return { data: await listDomains(deps.db.prisma, { allowedDomains: key.allowedDomains, keyId: key.id }, bounceMxHost(deps.config)) };
   },
 });
