@@ -34,8 +34,8 @@ export interface SealpostProcess {
 export function spawnSealpost(command: "serve" | "worker" | "start", env: Record<string, string>, opts: { name: string; logDir: string }): SealpostProcess {
   const logFile = join(opts.logDir, `${opts.name}.log`);
   const log = createWriteStream(logFile, { flags: "a" });
-  // The young-generation cap the image and bin/sealpost.js run with, so RSS is measured as deployed.
-  const child = spawn(process.execPath, ["--max-semi-space-size=8", CLI, command], {
+  // The V8 heap flags the image and bin/sealpost.js run with, so RSS is measured as deployed.
+  const child = spawn(process.execPath, ["--max-semi-space-size=8", "--heap-growing-percent=60", CLI, command], {
     cwd: REPO,
     // Only what is given: the suite's own environment (DATABASE_URL of the shared
     // cluster, say) must not leak into a process under test.
