@@ -424,8 +424,11 @@ async function keysCommand(config: Config, cmd: Invocation): Promise<number> {
 /** The lines of a domain for the terminal: a summary, then each record to publish. */
 function printDomain(d: SenderDomainView): void {
   out(`${d.name} (id ${d.id}): ${d.status}${d.bounce_domain ? `; bounce domain ${d.bounce_domain} ${d.bounce_status}` : ""}; DKIM selectors ${d.dkim.map((k) => k.selector).join(", ")}`);
-  out("DNS records to publish (name, type, value):");
-  for (const r of d.records) out([r.name, r.type, r.value].join("\t"));
+  out(`DNS records to publish (state at the last verify${d.checked_at ? `, ${d.checked_at}` : ""}; name; type; value):`);
+  for (const r of d.records) {
+    out([r.state, r.name, r.type, r.value].join("\t"));
+    if (r.state === "mismatch" || r.state === "invalid") out(`\tfound: ${r.found}`);
+  }
 }
 
 async function domainsCommand(config: Config, cmd: Invocation): Promise<number> {

@@ -336,6 +336,7 @@ const cancelMessage: OperationExamples = {
 const DOMAIN_ID = "2b7e4c1a-5d3f-4a6b-8c9d-0e1f2a3b4c5d";
 const RSA_P = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwR3n...IDAQAB";
 const ED_P = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+const UNCHECKED = { state: "unchecked", found: null, detail: null } as const;
 const exampleDomain = {
   id: DOMAIN_ID,
   name: "shop.example",
@@ -350,11 +351,11 @@ const exampleDomain = {
     { selector: "sp202603r", algorithm: "rsa-sha256", created_at: CREATED, retired_at: null },
   ],
   records: [
-    { purpose: "dkim", type: "TXT", name: "sp202603e._domainkey.shop.example", value: `v=DKIM1; k=ed25519; p=${ED_P}` },
-    { purpose: "dkim", type: "TXT", name: "sp202603r._domainkey.shop.example", value: `v=DKIM1; k=rsa; p=${RSA_P}` },
-    { purpose: "spf", type: "TXT", name: "bounces.shop.example", value: "v=spf1 a mx ~all" },
-    { purpose: "dmarc", type: "TXT", name: "_dmarc.shop.example", value: "v=DMARC1; p=none" },
-    { purpose: "bounce_mx", type: "MX", name: "bounces.shop.example", value: "10 mail.shop.example" },
+    { purpose: "dkim", type: "TXT", name: "sp202603e._domainkey.shop.example", value: `v=DKIM1; k=ed25519; p=${ED_P}`, ...UNCHECKED },
+    { purpose: "dkim", type: "TXT", name: "sp202603r._domainkey.shop.example", value: `v=DKIM1; k=rsa; p=${RSA_P}`, ...UNCHECKED },
+    { purpose: "spf", type: "TXT", name: "bounces.shop.example", value: "v=spf1 a mx ~all", ...UNCHECKED },
+    { purpose: "dmarc", type: "TXT", name: "_dmarc.shop.example", value: "v=DMARC1; p=none", ...UNCHECKED },
+    { purpose: "bounce_mx", type: "MX", name: "bounces.shop.example", value: "10 mail.shop.example", ...UNCHECKED },
   ],
 } satisfies z.output<typeof SenderDomainSchema>;
 
@@ -389,6 +390,20 @@ const listDomains: OperationExamples = { responses: { 200: { one: { summary: "On
 const getDomain: OperationExamples = { responses: { 200: { pending: { summary: "A domain not yet verified", value: exampleDomain } }, 404: noSuchDomain } };
 const deleteDomain: OperationExamples = { responses: { 200: { removed: { summary: "Removed", value: { id: DOMAIN_ID, deleted: true } } }, 404: noSuchDomain } };
 
+const verifyChecks = [
+  { purpose: "dkim", name: "sp202603e._domainkey.shop.example", state: "ok", expected: `v=DKIM1; k=ed25519; p=${ED_P}`, found: `v=DKIM1; k=ed25519; p=${ED_P}`, detail: "published as expected" },
+  {
+    purpose: "dkim", name: "sp202603r._domainkey.shop.example", state: "mismatch", expected: `v=DKIM1; k=rsa; p=${RSA_P}`, found: "v=DKIM1; k=rsa; p=MIIBIjANBgkq...old",
+    detail: "the record at sp202603r._domainkey.shop.example holds another key: replace it with the expected value",
+  },
+  { purpose: "spf", name: "bounces.shop.example", state: "ok", expected: "v=spf1 a mx ~all", found: "v=spf1 ip4:192.0.2.25 -all", detail: "an SPF record is published; make sure it lists the hosts that send" },
+  {
+    purpose: "dmarc", name: "_dmarc.shop.example", state: "missing", expected: "v=DMARC1; p=none", found: null,
+    detail: "no DMARC record at _dmarc.shop.example: receivers apply their own policy (a warning; signing does not need it)",
+  },
+  { purpose: "bounce_mx", name: "bounces.shop.example", state: "ok", expected: "10 mail.shop.example", found: "mail.shop.example", detail: "bounces come back to sealpost" },
+] satisfies z.output<typeof VerifyDomainResponseSchema>["checks"];
+
 const verifyDomain: OperationExamples = {
   responses: {
     200: {
@@ -397,20 +412,15 @@ const verifyDomain: OperationExamples = {
         value: {
           status: "failed",
           bounce_status: "verified",
-          checks: [
-            { purpose: "dkim", name: "sp202603e._domainkey.shop.example", state: "ok", expected: `v=DKIM1; k=ed25519; p=${ED_P}`, found: `v=DKIM1; k=ed25519; p=${ED_P}`, detail: "published as expected" },
-            {
-              purpose: "dkim", name: "sp202603r._domainkey.shop.example", state: "mismatch", expected: `v=DKIM1; k=rsa; p=${RSA_P}`, found: "v=DKIM1; k=rsa; p=MIIBIjANBgkq...old",
-              detail: "the record at sp202603r._domainkey.shop.example holds another key: replace it with the expected value",
-            },
-            { purpose: "spf", name: "bounces.shop.example", state: "ok", expected: "v=spf1 a mx ~all", found: "v=spf1 ip4:192.0.2.25 -all", detail: "an SPF record is published; make sure it lists the hosts that send" },
-            {
-              purpose: "dmarc", name: "_dmarc.shop.example", state: "missing", expected: "v=DMARC1; p=none", found: null,
-              detail: "no DMARC record at _dmarc.shop.example: receivers apply their own policy (a warning; signing does not need it)",
-            },
-            { purpose: "bounce_mx", name: "bounces.shop.example", state: "ok", expected: "10 mail.shop.example", found: "mail.shop.example", detail: "bounces come back to sealpost" },
-          ],
-          domain: { ...exampleDomain, bounce_status: "verified", checked_at: "2026-03-02T09:20:00.000Z" },
+          checks: verifyChecks,
+          domain: {
+            ...exampleDomain, bounce_status: "verified", checked_at: "2026-03-02T09:20:00.000Z",
+            // Each record shows what this check found.
+            records: exampleDomain.records.map((r) => {
+              const c = verifyChecks.find((x) => x.purpose === r.purpose && x.name === r.name)!;
+              return { ...r, state: c.state, found: c.found, detail: c.detail };
+            }),
+          },
         } satisfies z.output<typeof VerifyDomainResponseSchema>,
       },
     },

@@ -167,6 +167,11 @@ const DnsRecordSchema = z
     type: z.enum(["TXT", "MX"]),
     name: z.string().meta({ description: "The fully qualified name to publish the record at" }),
     value: z.string().meta({ description: "The record's data, exactly: the text of a TXT record, `preference host` of an MX record" }),
+    state: z.enum(["ok", "missing", "mismatch", "invalid", "pending", "unchecked"]).meta({
+      description: "What the last verify found: as in its `checks`; `unchecked` before the first verify, or since the record changed (a new key, another BOUNCE_MX_HOST)",
+    }),
+    found: z.string().nullable().meta({ description: "What DNS held at the last verify, or null" }),
+    detail: z.string().nullable().meta({ description: "The last verify's words on this record, or null when unchecked" }),
   })
   .meta({ id: "DnsRecord" });
 

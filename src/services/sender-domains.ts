@@ -31,7 +31,19 @@ export interface SenderDomainView {
   verified_at: string | null;
   checked_at: string | null;
   dkim: Array<{ selector: string; algorithm: DkimAlgorithm; created_at: string; retired_at: string | null }>;
-  records: Array<{ purpose: DnsRecord["purpose"]; type: DnsRecord["type"]; name: string; value: string }>;
+  records: Array<{
+    purpose: DnsRecord["purpose"]; type: DnsRecord["type"]; name: string; value: string;
+    /** What the last verify found for this record; `unchecked` before one, or since the record changed. */
+    state: RecordCheck["state"] | "unchecked";
+    found: string | null;
+    detail: string | null;
+  }>;
+}
+
+/** The last verify's check of each record, by purpose, name and expected value. */
+function lastChecks(checkResult: unknown): Map<string, RecordCheck> {
+  const checks = (checkResult as { checks?: RecordCheck[] } | null)?.checks ?? [];
+  return new Map(checks.map((c) => [`${c.purpose} ${c.name} ${c.expected}`, c]));
 }
 
 /**
@@ -40,6 +52,7 @@ export interface SenderDomainView {
  */
 function domainView(row: SenderDomainRow, bounceMxHost: string): SenderDomainView {
   const keys = row.dkimKeys.map((k) => ({ ...k, algorithm: k.algorithm as DkimAlgorithm }));
+  const checked = lastChecks(row.checkResult);
   return {
     id: row.id,
     name: row.name,
@@ -50,7 +63,10 @@ function domainView(row: SenderDomainRow, bounceMxHost: string): SenderDomainVie
     verified_at: row.verifiedAt?.toISOString() ?? null,
     checked_at: row.checkedAt?.toISOString() ?? null,
     dkim: keys.map((k) => ({ selector: k.selector, algorithm: k.algorithm, created_at: k.createdAt.toISOString(), retired_at: k.retiredAt?.toISOString() ?? null })),
-    records: dnsRecords(row, keys.filter((k) => k.retiredAt === null), bounceMxHost).map((r) => ({ purpose: r.purpose, type: r.type, name: r.name, value: r.value })),
+    records: dnsRecords(row, keys.filter((k) => k.retiredAt === null), bounceMxHost).map((r) => {
+      const c = checked.get(`${r.purpose} ${r.name} ${r.value}`);
+      return { purpose: r.purpose, type: r.type, name: r.name, value: r.value, state: c?.state ?? "unchecked", found: c?.found ?? null, detail: c?.detail ?? null };
+    }),
   };
 }
 

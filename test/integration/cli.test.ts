@@ -63,9 +63,9 @@ test("domains add prints the records to publish; list, show, remove; mistakes ar
   const added = cli(["domains", "add", "cli.example", "--bounce-domain", "bounces.cli.example"]);
   assert.equal(added.code, 0, added.stderr);
   assert.match(added.stdout, /^cli\.example \(id [0-9a-f-]{36}\): pending; bounce domain bounces\.cli\.example pending; DKIM selectors sp\d{6}e, sp\d{6}r$/m);
-  assert.match(added.stdout, /^sp\d{6}r\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=rsa; p=[A-Za-z0-9+/=]{300,}$/m);
-  assert.match(added.stdout, /^sp\d{6}e\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/m);
-  assert.match(added.stdout, /^_dmarc\.cli\.example\tTXT\tv=DMARC1; p=none$/m);
+  assert.match(added.stdout, /^unchecked\tsp\d{6}r\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=rsa; p=[A-Za-z0-9+/=]{300,}$/m);
+  assert.match(added.stdout, /^unchecked\tsp\d{6}e\._domainkey\.cli\.example\tTXT\tv=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/m);
+  assert.match(added.stdout, /^unchecked\t_dmarc\.cli\.example\tTXT\tv=DMARC1; p=none$/m);
   assert.doesNotMatch(added.stdout + added.stderr, /PRIVATE/);
   const id = /\(id ([0-9a-f-]{36})\)/.exec(added.stdout)![1]!;
 
@@ -103,6 +103,12 @@ test("domains add prints the records to publish; list, show, remove; mistakes ar
   assert.match(verify.stdout, /^missing\tdmarc\t_dmarc\.cli\.example\t/m);
   assert.equal(dns.queries.filter((q) => q.type === "TXT").length, 4, "asked the fake DNS, not the system's");
   assert.equal(dns.queries.filter((q) => q.type === "MX").length, 1);
+  // show lists every record with the state the last verify found.
+  const shown = cli(["domains", "show", "cli.example"]).stdout;
+  assert.match(shown, /state at the last verify, \d{4}-\d\d-\d\dT/);
+  for (const re of [/^missing\tsp\d{6}r\._domainkey\.cli\.example\tTXT\t/m, /^missing\tbounces\.cli\.example\tMX\t10 /m, /^missing\t_dmarc\.cli\.example\tTXT\t/m])
+    assert.match(shown, re);
+  assert.doesNotMatch(shown, /^unchecked/m);
   const removed = cli(["domains", "remove", "cli.example"]);
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(await count(), before - 1);

@@ -42,7 +42,7 @@ interface DomainBody {
   bounce_domain: string | null;
   bounce_status: string | null;
   dkim: Array<{ selector: string; algorithm: string }>;
-  records: Array<{ purpose: string; type: string; name: string; value: string }>;
+  records: Array<{ purpose: string; type: string; name: string; value: string; state: string; found: string | null }>;
 }
 
 test("adding a domain makes two key pairs under dated selectors and answers the records to publish", async () => {
@@ -196,7 +196,12 @@ test("verify: each record's state from DNS; missing, wrong and a timeout are tol
   assert.equal(v.domain.status, "verified");
   const verifiedAt = v.domain.verified_at;
   assert.ok(verifiedAt);
-  assert.equal(((await t.call("GET", `/domains/${d.id}`, { key: admin })).json() as DomainBody).status, "verified");
+  const shown = (await t.call("GET", `/domains/${d.id}`, { key: admin })).json() as DomainBody;
+  assert.equal(shown.status, "verified");
+  // The view keeps what the last verify found for each record.
+  assert.deepEqual(shown.records.map((r) => r.state), ["ok", "ok", "ok", "ok", "ok"]);
+  assert.equal(shown.records.find((r) => r.purpose === "dmarc")!.found, "v=DMARC1; p=quarantine; rua=mailto:d@verify.example");
+  assert.ok(d.records.every((r) => r.state === "unchecked"), "before any verify, every record is unchecked");
 
   // Each DKIM record missing, then wrong: failed, naming what was found and what is expected.
   for (const r of [ed, rsa]) {
