@@ -14,7 +14,8 @@
 -- grant no function needs is one to remove. The owner-only functions (run by `sealpost
 -- keys` as the owner) need none: insertApiKey, findAllApiKeys, markApiKeyRevoked
 -- (db/api-keys.ts), findContentNotUnderKey, rewriteContent, findKeyIdsInUse
--- (db/content.ts), retireKeysNotIn (db/data-keys.ts).
+-- (db/content.ts), retireKeysNotIn (db/data-keys.ts), findDkimKeysNotUnderKey,
+-- rewriteDkimPrivateKey (db/sender-domains.ts).
 -- Give each process its own LOGIN role that is a member of one of them:
 --
 --   CREATE ROLE sealpost_api_1 LOGIN PASSWORD '...' IN ROLE sealpost_api;

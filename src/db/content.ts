@@ -69,8 +69,8 @@ export function findContentSamplesUnderKey(db: Db | Tx, keyId: string): Promise<
 
 /**
  * Every key id some stored content value or DKIM private key is encrypted under. DKIM
- * keys count so that rotation never retires a data key a signing key still needs (they
- * are not re-encrypted by rotation yet).
+ * keys count so that rotation never retires a data key a signing key still needs (one it
+ * could not re-encrypt, say).
  */
 export async function findKeyIdsInUse(db: Db | Tx): Promise<string[]> {
   const rows = await db.$queryRawUnsafe<Array<{ id: string }>>(

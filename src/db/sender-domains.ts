@@ -120,3 +120,23 @@ export async function findBounceDomain(pool: pg.Pool, domain: string): Promise<s
     `SELECT bounce_domain FROM sender_domains WHERE name = $1 AND bounce_domain IS NOT NULL AND bounce_verified_at IS NOT NULL`, [domain]);
   return rows[0]?.bounce_domain ?? null;
 }
+
+// Owner only (`keys rotate-data`, services/rotate-data-key.ts): DKIM private keys are
+// re-encrypted under the newest data key like message content, each rewritten only if it
+// still holds the ciphertext that was read.
+
+/** The DKIM keys whose private key is not encrypted under the data key `keyId`. */
+export function findDkimKeysNotUnderKey(db: Db | Tx, keyId: string): Promise<Array<{ id: string; privateKey: Uint8Array }>> {
+  return db.$queryRawUnsafe<Array<{ id: string; privateKey: Uint8Array }>>(
+    `SELECT id::text AS id, private_key AS "privateKey" FROM dkim_keys
+      WHERE NOT (length(private_key) > 2 AND get_byte(private_key, 0) = 1
+                 AND substring(private_key from 3 for get_byte(private_key, 1)) = convert_to($1, 'UTF8'))
+      ORDER BY id`,
+    keyId,
+  );
+}
+
+/** Replaces a DKIM private key's ciphertext `from` with `to`; 0 when it changed meanwhile (or the key is gone). */
+export function rewriteDkimPrivateKey(db: Db | Tx, id: string, from: Uint8Array, to: Uint8Array): Promise<number> {
+  return db.$executeRawUnsafe(`UPDATE dkim_keys SET private_key = $3 WHERE id = $1::uuid AND private_key = $2`, id, from, to);
+}

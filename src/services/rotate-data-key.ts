@@ -1,17 +1,21 @@
-// Re-encrypts stored content under the newest data key (the first of
-// SEALPOST_DATA_KEY), a batch at a time, so an old key can then be removed. Each row
+// Re-encrypts stored content and DKIM private keys under the newest data key (the first
+// of SEALPOST_DATA_KEY), a batch of messages at a time, so an old key can then be removed. Each row
 // is rewritten only if it still holds the ciphertext that was read (a concurrent purge
 // wins). It runs only once the serving processes encrypt with that key themselves
 // (assertRotationAllowed), so they can read every row it rewrites; afterwards the keys
 // no stored value uses any more are marked retired and are no longer required at start.
 import type { Db } from "../db/client.ts";
 import { CONTENT_COLUMNS, findContentNotUnderKey, rewriteContent, type ContentColumn } from "../db/content.ts";
+import { findDkimKeysNotUnderKey, rewriteDkimPrivateKey } from "../db/sender-domains.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
+import { dkimKeyAad } from "../security/dkim-keys.ts";
 import { assertRotationAllowed, retireUnusedKeys } from "../security/data-key-check.ts";
 
 export interface RotationResult {
   rewritten: number;
-  /** Rows whose content did not authenticate (tampered, or under a key no longer configured): left as they are. */
+  /** DKIM private keys re-encrypted. */
+  dkimKeysRewritten: number;
+  /** Messages (and DKIM keys, as `dkim_keys:<id>`) that did not authenticate (tampered, or under a key no longer configured): left as they are. */
   unreadable: string[];
   /** Key ids that no stored value uses any more: they may be removed from SEALPOST_DATA_KEY once no process encrypts with them. */
   retired: string[];
@@ -47,5 +51,17 @@ export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batch
     lastId = rows[rows.length - 1]!.id;
     opts.onBatch?.(rewritten);
   }
-  return { rewritten, unreadable, retired: await retireUnusedKeys(db, current) };
+  let dkimKeysRewritten = 0;
+  for (const k of await findDkimKeysNotUnderKey(db, current)) {
+    let to: Buffer;
+    try {
+      to = cipher.encrypt(cipher.decrypt(k.privateKey, dkimKeyAad(k.id)), dkimKeyAad(k.id));
+    } catch (err) {
+      if (!(err instanceof ContentDecryptError)) throw err;
+      unreadable.push(`dkim_keys:${k.id}`);
+      continue;
+    }
+    dkimKeysRewritten += await rewriteDkimPrivateKey(db, k.id, k.privateKey, new Uint8Array(to));
+  }
+  return { rewritten, dkimKeysRewritten, unreadable, retired: await retireUnusedKeys(db, current) };
 }

@@ -185,7 +185,7 @@ test("a new key cannot encrypt before it was introduced; keys rotate-data refuse
   // Step 3: the rotation runs, and says when k1 may go.
   const ok = cli(["keys", "rotate-data"], newFirst);
   assert.equal(ok.code, 0, ok.stderr);
-  assert.match(ok.stdout, /re-encrypted 0 messages under data key k2/);
+  assert.match(ok.stdout, /re-encrypted 0 messages and 0 DKIM private keys under data key k2/);
   assert.match(ok.stdout, /no stored content uses data key k1 any more: remove it from SEALPOST_DATA_KEY once every process runs with k2 first/);
   // Step 4: k2 alone is enough now.
   await checkDataKeys(db, cipherOf(`k2:${K2}`), "encrypts");
@@ -233,4 +233,29 @@ test("content stored before the data_keys table existed: its key ids are require
   await checkDataKeys(db.prisma, k1, "encrypts");
   const proven = await db.prisma.dataKey.findUniqueOrThrow({ where: { id: "k1" } });
   assert.ok(proven.checkValue && k1.matchesCheckValue("k1", proven.checkValue), "the right key wrote its check value");
+});
+
+test("keys rotate-data re-encrypts DKIM private keys too, so the old data key retires and signing keys stay readable", async (t) => {
+  const tdb = await createTestDatabase();
+  t.after(() => tdb.drop());
+  const db = tdb.db.prisma;
+  const { addDomain } = await import("../../src/services/sender-domains.ts");
+  const { dkimKeyAad } = await import("../../src/security/dkim-keys.ts");
+  await checkDataKeys(db, cipherOf(`k1:${K1}`), "encrypts");
+  await addDomain(db, cipherOf(`k1:${K1}`), null, { name: "rotate.example" }, "mx.rotate.example");
+  await checkDataKeys(db, cipherOf(`k1:${K1},k2:${K2}`), "encrypts");
+  await checkDataKeys(db, cipherOf(`k2:${K2},k1:${K1}`), "encrypts");
+  const stored = async () => (await tdb.db.pool.query<{ id: string; private_key: Buffer }>("SELECT id::text AS id, private_key FROM dkim_keys ORDER BY id")).rows;
+  const before = await stored();
+  assert.equal(before.length, 2);
+  const r = await rotateDataKey(db, cipherOf(`k2:${K2},k1:${K1}`));
+  assert.equal(r.dkimKeysRewritten, 2);
+  assert.deepEqual(r.retired, ["k1"], "no stored value needs k1 any more");
+  const k2Only = cipherOf(`k2:${K2}`);
+  for (const [i, k] of (await stored()).entries()) {
+    assert.equal(k2Only.keyIdOf(k.private_key), "k2");
+    // The same private key, now readable with k2 alone.
+    assert.deepEqual(k2Only.decrypt(k.private_key, dkimKeyAad(k.id)), cipherOf(`k1:${K1}`).decrypt(before[i]!.private_key, dkimKeyAad(k.id)));
+  }
+  assert.equal((await rotateDataKey(db, cipherOf(`k2:${K2},k1:${K1}`))).dkimKeysRewritten, 0, "a second run has nothing left to do");
 });
