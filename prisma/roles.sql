@@ -155,8 +155,12 @@ GRANT DELETE ON sender_domains TO sealpost_api;
 -- DKIM keys: insertSenderDomain writes a new domain's key pairs, private key encrypted;
 -- the reads above show selectors and public keys. The API never reads a private key back
 -- (no SELECT on private_key): only the worker, which signs, does.
+-- Rotation: insertDkimKeys (POST /domains/:id/rotate-dkim) adds a new pair the same way;
+-- recordDomainCheck marks keys whose record was seen (verified_at) and retires the keys a
+-- verified new pair replaces (retired_at).
 GRANT INSERT (id, domain_id, selector, algorithm, public_key, private_key, created_at) ON dkim_keys TO sealpost_api;
-GRANT SELECT (id, domain_id, selector, algorithm, public_key, created_at, retired_at) ON dkim_keys TO sealpost_api;
+GRANT SELECT (id, domain_id, selector, algorithm, public_key, created_at, verified_at, retired_at) ON dkim_keys TO sealpost_api;
+GRANT UPDATE (verified_at, retired_at) ON dkim_keys TO sealpost_api;
 
 -- ---------------------------------------------------------------------------------
 -- sealpost_worker: `sealpost worker`. Claims due deliveries, loads and decrypts the
@@ -212,11 +216,12 @@ GRANT SELECT ON data_keys TO sealpost_worker;
 GRANT INSERT (id, check_value, created_at) ON data_keys TO sealpost_worker;
 GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;
 
--- DKIM signing: findSigningKeys (db/sender-domains.ts) reads a verified domain's
--- unretired key pairs, private key included (encrypted; the worker decrypts it to sign).
+-- DKIM signing: findSigningKeys (db/sender-domains.ts) reads a verified domain's newest
+-- verified, unretired key pair of each algorithm, private key included (encrypted; the
+-- worker decrypts it to sign).
 -- Nothing written. Bounce addresses: findBounceDomain reads a sender domain's bounce
 -- domain once it is verified, for the envelope sender.
 GRANT SELECT (id, name, verified_at, bounce_domain, bounce_verified_at) ON sender_domains TO sealpost_worker;
-GRANT SELECT (id, domain_id, selector, algorithm, private_key, retired_at) ON dkim_keys TO sealpost_worker;
+GRANT SELECT (id, domain_id, selector, algorithm, private_key, created_at, verified_at, retired_at) ON dkim_keys TO sealpost_worker;
 
 COMMIT;

@@ -172,13 +172,14 @@ there may still decrypt. ${DATABASE}`,
   },
   domains: {
     path: "domains",
-    sub: ["add", "list", "show", "verify", "remove"],
-    usage: `usage: sealpost domains <add|list|show|remove> [options]
+    sub: ["add", "list", "show", "verify", "rotate-dkim", "remove"],
+    usage: `usage: sealpost domains <add|list|show|verify|rotate-dkim|remove> [options]
 
   domains add <domain> [--bounce-domain B]
   domains list
   domains show <domain>
   domains verify <domain>
+  domains rotate-dkim <domain>
   domains remove <domain>
 
 Sender domains: mail from a domain is DKIM-signed once its records are published
@@ -211,8 +212,19 @@ domain, DKIM selectors. ${DATABASE}`,
     positionals: ["domain"],
     usage: `usage: sealpost domains show <domain>
 
-Shows a sender domain and the DNS records to publish, one a line: name, type, value.
-${DATABASE}`,
+Shows a sender domain, its DKIM keys (pending, active, retiring with the time it
+retires, retired) and the DNS records to publish, one a line: the state the last verify
+found (or unchecked), name, type, value. ${DATABASE}`,
+  },
+  "domains rotate-dkim": {
+    path: "domains rotate-dkim",
+    positionals: ["domain"],
+    usage: `usage: sealpost domains rotate-dkim <domain>
+
+Makes a new RSA-2048 and Ed25519 key pair under new selectors and prints the records to
+publish beside the current ones. The current keys sign until the new records verify
+(domains verify); then the new keys sign and the old ones stay published for
+DKIM_ROTATION_GRACE (7d) before they retire. ${DATABASE}`,
   },
   "domains verify": {
     path: "domains verify",
@@ -424,6 +436,7 @@ async function keysCommand(config: Config, cmd: Invocation): Promise<number> {
 /** The lines of a domain for the terminal: a summary, then each record to publish. */
 function printDomain(d: SenderDomainView): void {
   out(`${d.name} (id ${d.id}): ${d.status}${d.bounce_domain ? `; bounce domain ${d.bounce_domain} ${d.bounce_status}` : ""}; DKIM selectors ${d.dkim.map((k) => k.selector).join(", ")}`);
+  for (const k of d.dkim) out(`DKIM key ${k.selector} (${k.algorithm}): ${k.state}${k.state === "retiring" && k.retired_at ? ` until ${k.retired_at}` : ""}`);
   out(`DNS records to publish (state at the last verify${d.checked_at ? `, ${d.checked_at}` : ""}; name; type; value):`);
   for (const r of d.records) {
     out([r.state, r.name, r.type, r.value].join("\t"));
@@ -454,7 +467,7 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
       const dns = createTxtResolver(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {});
       const r = await withRuntime(config, async (rt) => {
         const d = await services.findDomainForOwner(rt.db.prisma, arg, bounceMxHost(config));
-        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id, bounceMxHost(config)) : null;
+        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id, bounceMxHost(config), config.DKIM_ROTATION_GRACE) : null;
       });
       if (!r) {
         out(`no domain ${arg} (sealpost domains list shows them)`);
@@ -467,6 +480,19 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
         if (c.state === "missing") out(`\texpected: ${c.expected}`);
       }
       return r.status === "verified" ? 0 : r.status === "pending" ? 3 : 1;
+    }
+    case "domains rotate-dkim": {
+      const d = await withRuntime(config, async (rt) => {
+        const found = await services.findDomainForOwner(rt.db.prisma, arg, bounceMxHost(config));
+        return found ? services.rotateDkim(rt.db.prisma, rt.cipher, null, found.id, bounceMxHost(config)) : null;
+      }, { dataKeys: "encrypts" });
+      if (!d) {
+        out(`no domain ${arg} (sealpost domains list shows them)`);
+        return 1;
+      }
+      printDomain(d);
+      out("publish the new DKIM records, then run sealpost domains verify: the new keys sign once they are seen");
+      return 0;
     }
     case "domains show":
     case "domains remove": {
@@ -730,6 +756,7 @@ export async function main(argv: string[]): Promise<number> {
       case "domains list":
       case "domains show":
       case "domains verify":
+      case "domains rotate-dkim":
       case "domains remove":
         return await domainsCommand(config, cmd);
       default:

@@ -106,6 +106,7 @@ const EnvSchema = z
     SMTP_MX_PORT: int(1, 65535).default(25),
     SMTP_CA_FILE: optionalPath,
     SMTP_HELO_NAME: z.string().min(1).optional(),
+    DKIM_ROTATION_GRACE: duration.default(7 * 86_400_000),
     BOUNCE_MX_HOST: z.string().min(1).transform((v) => v.trim().toLowerCase().replace(/\.$/, "")).optional(),
     SMTP_MAX_RETRY: duration.default(3 * 86_400_000),
     SMTP_RETRY_MIN: duration.default(60_000),

@@ -347,8 +347,8 @@ const exampleDomain = {
   verified_at: null,
   checked_at: null,
   dkim: [
-    { selector: "sp202603e", algorithm: "ed25519-sha256", created_at: CREATED, retired_at: null },
-    { selector: "sp202603r", algorithm: "rsa-sha256", created_at: CREATED, retired_at: null },
+    { selector: "sp202603e", algorithm: "ed25519-sha256", state: "pending", created_at: CREATED, verified_at: null, retired_at: null },
+    { selector: "sp202603r", algorithm: "rsa-sha256", state: "pending", created_at: CREATED, verified_at: null, retired_at: null },
   ],
   records: [
     { purpose: "dkim", type: "TXT", name: "sp202603e._domainkey.shop.example", value: `v=DKIM1; k=ed25519; p=${ED_P}`, ...UNCHECKED },
@@ -428,6 +428,39 @@ const verifyDomain: OperationExamples = {
   },
 };
 
+const ROTATED = "2026-09-01T08:00:00.000Z";
+const rotateDkim: OperationExamples = {
+  responses: {
+    200: {
+      rotated: {
+        summary: "New keys to publish; the current ones sign until these verify",
+        value: {
+          ...exampleDomain, status: "verified", bounce_status: "verified", verified_at: "2026-03-02T09:20:00.000Z", checked_at: "2026-03-02T09:20:00.000Z",
+          dkim: [
+            { selector: "sp202603e", algorithm: "ed25519-sha256", state: "active", created_at: CREATED, verified_at: "2026-03-02T09:20:00.000Z", retired_at: null },
+            { selector: "sp202603r", algorithm: "rsa-sha256", state: "active", created_at: CREATED, verified_at: "2026-03-02T09:20:00.000Z", retired_at: null },
+            { selector: "sp202609e", algorithm: "ed25519-sha256", state: "pending", created_at: ROTATED, verified_at: null, retired_at: null },
+            { selector: "sp202609r", algorithm: "rsa-sha256", state: "pending", created_at: ROTATED, verified_at: null, retired_at: null },
+          ],
+          records: [
+            ...exampleDomain.records.map((r) => ({ ...r, state: "ok" as const, found: r.value, detail: "published as expected" })).slice(0, 2),
+            { purpose: "dkim", type: "TXT", name: "sp202609e._domainkey.shop.example", value: `v=DKIM1; k=ed25519; p=${ED_P}`, ...UNCHECKED },
+            { purpose: "dkim", type: "TXT", name: "sp202609r._domainkey.shop.example", value: `v=DKIM1; k=rsa; p=${RSA_P}`, ...UNCHECKED },
+            ...exampleDomain.records.slice(2),
+          ],
+        } satisfies z.output<typeof SenderDomainSchema>,
+      },
+    },
+    404: noSuchDomain,
+    409: {
+      waiting: {
+        summary: "An earlier rotation still waits for its records",
+        value: p("conflict", "a key rotation of shop.example is waiting for its DNS records (sp202609e._domainkey.shop.example, sp202609r._domainkey.shop.example): publish them and verify first"),
+      },
+    },
+  },
+};
+
 const health = (what: string): OperationExamples => ({ responses: { 200: { ok: { summary: what, value: { status: "ok" } } } } });
 
 const readyz: OperationExamples = {
@@ -450,6 +483,7 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   getDomain,
   deleteDomain,
   verifyDomain,
+  rotateDkim,
   healthz: health("The process answers"),
   readyz,
 };

@@ -192,8 +192,13 @@ export const SenderDomainSchema = z
         z.strictObject({
           selector: z.string(),
           algorithm: z.enum(["rsa-sha256", "ed25519-sha256"]),
+          state: z.enum(["pending", "active", "retiring", "retired"]).meta({
+            description:
+              "`pending` until its record is seen; `active` signs (the newest seen key of its algorithm); `retiring` replaced by a newer key, still published until `retired_at`; `retired`: its record may be deleted",
+          }),
           created_at: z.iso.datetime(),
-          retired_at: z.iso.datetime().nullable(),
+          verified_at: z.iso.datetime().nullable().meta({ description: "When its DNS record was first seen right" }),
+          retired_at: z.iso.datetime().nullable().meta({ description: "When it retires (in the future while `retiring`) or retired" }),
         }),
       )
       .meta({ description: "The domain's DKIM keys (RSA-2048 and Ed25519, RFC 8463). Private keys never leave the server." }),

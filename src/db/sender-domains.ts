@@ -9,6 +9,7 @@ interface DkimKeyRow {
   algorithm: string;
   publicKey: string;
   createdAt: Date;
+  verifiedAt: Date | null;
   retiredAt: Date | null;
 }
 
@@ -24,18 +25,22 @@ export interface SenderDomainRow {
   dkimKeys: DkimKeyRow[];
 }
 
+type NewDkimKeyRow = { id: string; selector: string; algorithm: string; publicKey: string; privateKey: Buffer };
+
 export interface NewSenderDomainRow {
   id: string;
   name: string;
   bounceDomain: string | null;
   createdByKeyId: string | null;
-  keys: Array<{ id: string; selector: string; algorithm: string; publicKey: string; privateKey: Buffer }>;
+  keys: NewDkimKeyRow[];
 }
+
+const dkimKeyData = (k: NewDkimKeyRow) => ({ id: k.id, selector: k.selector, algorithm: k.algorithm, publicKey: k.publicKey, privateKey: new Uint8Array(k.privateKey) });
 
 // Private keys are never selected here: what the API shows is built from these columns only.
 const DOMAIN_SELECT = {
   id: true, name: true, bounceDomain: true, createdAt: true, verifiedAt: true, checkedAt: true, checkResult: true, bounceVerifiedAt: true,
-  dkimKeys: { select: { id: true, selector: true, algorithm: true, publicKey: true, createdAt: true, retiredAt: true }, orderBy: { selector: "asc" as const } },
+  dkimKeys: { select: { id: true, selector: true, algorithm: true, publicKey: true, createdAt: true, verifiedAt: true, retiredAt: true }, orderBy: { selector: "asc" as const } },
 };
 
 /** The domain and its keys in one INSERT; a duplicate name fails with Prisma's P2002. */
@@ -43,10 +48,15 @@ export function insertSenderDomain(db: Db | Tx, row: NewSenderDomainRow): Promis
   return db.senderDomain.create({
     data: {
       id: row.id, name: row.name, bounceDomain: row.bounceDomain, createdByKeyId: row.createdByKeyId,
-      dkimKeys: { create: row.keys.map((k) => ({ id: k.id, selector: k.selector, algorithm: k.algorithm, publicKey: k.publicKey, privateKey: new Uint8Array(k.privateKey) })) },
+      dkimKeys: { create: row.keys.map(dkimKeyData) },
     },
     select: DOMAIN_SELECT,
   });
+}
+
+/** A rotation's new key pairs for a domain; a selector taken meanwhile fails with P2002. */
+export async function insertDkimKeys(db: Db | Tx, domainId: string, keys: NewDkimKeyRow[]): Promise<void> {
+  await db.dkimKey.createMany({ data: keys.map((k) => ({ ...dkimKeyData(k), domainId })) });
 }
 
 /** Every domain, or those named in `names` (a key limited by --domains), by name. */
@@ -69,12 +79,27 @@ export async function deleteSenderDomain(db: Db | Tx, id: string): Promise<boole
 }
 
 /**
- * Records a DNS check: when, what it found, and whether the domain and its bounce domain
- * are verified now. A check that got no answer leaves `verified_at` (`bounce_verified_at`)
- * as it was (`undefined`).
+ * Records a DNS check in one transaction: when, what it found, whether the domain and its
+ * bounce domain are verified now (`undefined`: as they were, a check that got no answer),
+ * which keys' records were seen for the first time, and which keys retire when.
  */
 export async function recordDomainCheck(
-  db: Db | Tx, id: string, check: { at: Date; result: object; verifiedAt: Date | null | undefined; bounceVerifiedAt: Date | null | undefined },
+  db: Db, id: string,
+  check: {
+    at: Date; result: object; verifiedAt: Date | null | undefined; bounceVerifiedAt: Date | null | undefined;
+    keysSeen: string[]; retire: Array<{ id: string; at: Date }>;
+  },
+): Promise<SenderDomainRow | null> {
+  return db.$transaction(async (tx) => {
+    if (check.keysSeen.length > 0)
+      await tx.dkimKey.updateMany({ where: { domainId: id, id: { in: check.keysSeen }, verifiedAt: null }, data: { verifiedAt: check.at } });
+    for (const r of check.retire) await tx.dkimKey.updateMany({ where: { domainId: id, id: r.id, retiredAt: null }, data: { retiredAt: r.at } });
+    return updateDomainCheck(tx, id, check);
+  });
+}
+
+async function updateDomainCheck(
+  db: Tx, id: string, check: { at: Date; result: object; verifiedAt: Date | null | undefined; bounceVerifiedAt: Date | null | undefined },
 ): Promise<SenderDomainRow | null> {
   const r = await db.senderDomain.updateManyAndReturn({
     where: { id },
@@ -97,15 +122,17 @@ export interface SigningKeyRow {
 }
 
 /**
- * The worker's: the unretired key pairs of `domain` when it is verified, RSA first; none
- * when it is unknown or not verified (then nothing is signed).
+ * The worker's: the key of each algorithm that signs for `domain` when it is verified, RSA
+ * first: the newest whose record was seen and that is not retired (domain/sender-domain.ts
+ * dkimKeyStates, "active"). None when the domain is unknown or not verified (nothing is signed).
  */
 export async function findSigningKeys(pool: pg.Pool, domain: string): Promise<SigningKeyRow[]> {
   const { rows } = await pool.query<SigningKeyRow>(
-    `SELECT k.id::text AS id, k.selector, k.algorithm, k.private_key AS "privateKey"
+    `SELECT DISTINCT ON (k.algorithm) k.id::text AS id, k.selector, k.algorithm, k.private_key AS "privateKey"
        FROM sender_domains d JOIN dkim_keys k ON k.domain_id = d.id
-      WHERE d.name = $1 AND d.verified_at IS NOT NULL AND k.retired_at IS NULL
-      ORDER BY k.algorithm DESC, k.selector`,
+      WHERE d.name = $1 AND d.verified_at IS NOT NULL AND k.verified_at IS NOT NULL
+        AND (k.retired_at IS NULL OR k.retired_at > now())
+      ORDER BY k.algorithm DESC, k.created_at DESC, k.selector DESC`,
     [domain],
   );
   return rows;

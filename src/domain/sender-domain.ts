@@ -55,12 +55,45 @@ export function keyCoversDomain(allowedDomains: readonly string[], name: string)
 /**
  * A dated selector: `sp` + year and month of creation + `r` (RSA) or `e` (Ed25519), e.g.
  * sp202612r. Dated so a rotation gets a new name (RFC 6376 section 3.1: selectors exist
- * so a domain can have several keys at once) and an operator can tell the old from the new.
+ * so a domain can have several keys at once) and an operator can tell the old from the new;
+ * a second key of the same month gets a counter (sp202612r2), so none of `taken` is reused.
  */
-export function dkimSelector(at: Date, algorithm: DkimAlgorithm): string {
+export function dkimSelector(at: Date, algorithm: DkimAlgorithm, taken: ReadonlySet<string> = new Set()): string {
   const month = String(at.getUTCMonth() + 1).padStart(2, "0");
-  return `sp${at.getUTCFullYear()}${month}${algorithm === "rsa-sha256" ? "r" : "e"}`;
+  const base = `sp${at.getUTCFullYear()}${month}${algorithm === "rsa-sha256" ? "r" : "e"}`;
+  if (!taken.has(base)) return base;
+  for (let n = 2; ; n++) if (!taken.has(`${base}${n}`)) return `${base}${n}`;
 }
+
+/**
+ * Where a key is in its life (M3AAWG's rotation practice): `pending` until its DNS record
+ * is seen; `active` while it is the newest seen key of its algorithm, the one that signs;
+ * `retiring` once a newer one took over, still published so mail it signed still verifies,
+ * until its retired_at; `retired` after, when its record may be deleted.
+ */
+export type DkimKeyState = "pending" | "active" | "retiring" | "retired";
+
+export interface DkimKeyLife {
+  selector: string;
+  algorithm: DkimAlgorithm;
+  createdAt: Date;
+  verifiedAt: Date | null;
+  retiredAt: Date | null;
+}
+
+export const newestFirst = (a: DkimKeyLife, b: DkimKeyLife) => b.createdAt.getTime() - a.createdAt.getTime() || (a.selector < b.selector ? 1 : -1);
+
+/** The state of each key at `now`, by selector. */
+export function dkimKeyStates(keys: readonly DkimKeyLife[], now: Date): Map<string, DkimKeyState> {
+  const states = new Map<string, DkimKeyState>();
+  const signing = new Set(DKIM_ALGORITHMS.map((alg) => [...keys].sort(newestFirst).find((k) => k.algorithm === alg && k.verifiedAt && !isRetiredBy(k, now))?.selector));
+  for (const k of keys) {
+    states.set(k.selector, k.retiredAt && k.retiredAt <= now ? "retired" : signing.has(k.selector) ? "active" : k.verifiedAt ? "retiring" : "pending");
+  }
+  return states;
+}
+
+const isRetiredBy = (k: DkimKeyLife, now: Date) => k.retiredAt !== null && k.retiredAt <= now;
 
 export interface DkimPublicKey {
   selector: string;
@@ -180,15 +213,15 @@ function checkDmarc(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
 }
 
 /**
- * The state of each record to publish, from what DNS answered for its name. The domain is
- * verified when every DKIM record holds our key; SPF and DMARC are reported (a missing
- * DMARC record is a warning). Its bounce domain is verified when its MX names
- * `bounceMxHost` and it has an SPF record. A lookup that got no answer is `pending`, never failed.
+ * The state of each record to publish, from what DNS answered for its name (the domain's
+ * verdict is dkimVerdict's); SPF and DMARC are reported (a missing DMARC record is a
+ * warning). The bounce domain is verified when its MX names `bounceMxHost` and it has an
+ * SPF record. A lookup that got no answer is `pending`, never failed.
  */
 export function checkRecords(
   records: readonly DnsRecord[], keys: readonly DkimPublicKey[],
   answers: { txt: ReadonlyMap<string, TxtLookupResult>; mx: ReadonlyMap<string, MxLookupResult>; bounceMxHost: string },
-): { status: VerifyStatus; bounce: VerifyStatus | null; checks: RecordCheck[] } {
+): { bounce: VerifyStatus | null; checks: RecordCheck[] } {
   const notLooked = (name: string) => ({ kind: "pending" as const, reason: `${name} was not looked up` });
   const checks = records.map((r) => {
     if (r.purpose === "bounce_mx") return checkBounceMx(r, answers.bounceMxHost, answers.mx.get(r.name) ?? notLooked(r.name));
@@ -199,7 +232,16 @@ export function checkRecords(
   const bounceMx = checks.find((c) => c.purpose === "bounce_mx");
   // The bounce domain is the envelope sender once its MX and its SPF record are right.
   const bounce = bounceMx ? overall([bounceMx, checks.find((c) => c.purpose === "spf")!]) : null;
-  return { status: overall(checks.filter((c) => c.purpose === "dkim")), bounce, checks };
+  return { bounce, checks };
+}
+
+/**
+ * The domain's verdict from the checks of `records` (same order): verified when the DKIM
+ * record of every key in `deciding` (the keys that sign after this check, or those still
+ * waiting to be seen when none of their algorithm was) holds our key.
+ */
+export function dkimVerdict(records: readonly DnsRecord[], checks: readonly RecordCheck[], deciding: ReadonlySet<string>): VerifyStatus {
+  return overall(checks.filter((_, i) => records[i]!.purpose === "dkim" && deciding.has(records[i]!.selector!)));
 }
 
 export type VerifyStatus = "verified" | "pending" | "failed";

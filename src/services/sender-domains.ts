@@ -1,5 +1,5 @@
-// Sender domains (issue 11): adding one (with its DKIM key pairs), listing, showing and
-// removing. Called by the /domains routes with the caller's API key, and by the CLI
+// Sender domains (issue 11): adding one (with its DKIM key pairs), listing, showing,
+// verifying, rotating its keys and removing. Called by the /domains routes with the caller's API key, and by the CLI
 // (`sealpost domains`, run as the owner) with none. A key limited by --domains sees and
 // manages only the domains it may send from; another domain is "not found" to it, as
 // another key's message is.
@@ -7,12 +7,13 @@ import { randomUUID } from "node:crypto";
 import type { Db } from "../db/client.ts";
 import { isUniqueViolation } from "../db/errors.ts";
 import {
-  deleteSenderDomain, findSenderDomainById, recordDomainCheck, findSenderDomainByName, findSenderDomains, insertSenderDomain, type SenderDomainRow,
+  deleteSenderDomain, findSenderDomainById, recordDomainCheck, findSenderDomainByName, findSenderDomains, insertDkimKeys, insertSenderDomain,
+  type SenderDomainRow,
 } from "../db/sender-domains.ts";
 import { AppError } from "../domain/errors.ts";
 import {
-  checkRecords, DKIM_ALGORITHMS, dkimSelector, dnsRecords, keyCoversDomain, type AddDomainRequest, type DkimAlgorithm, type DnsRecord,
-  type MxLookupResult, type RecordCheck, type TxtLookupResult, type VerifyStatus,
+  checkRecords, DKIM_ALGORITHMS, dkimKeyStates, dkimSelector, dkimVerdict, dnsRecords, keyCoversDomain, newestFirst, type AddDomainRequest,
+  type DkimAlgorithm, type DkimKeyState, type DnsRecord, type MxLookupResult, type RecordCheck, type TxtLookupResult, type VerifyStatus,
 } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { generateDkimKey } from "../security/dkim-keys.ts";
@@ -30,7 +31,7 @@ export interface SenderDomainView {
   created_at: string;
   verified_at: string | null;
   checked_at: string | null;
-  dkim: Array<{ selector: string; algorithm: DkimAlgorithm; created_at: string; retired_at: string | null }>;
+  dkim: Array<{ selector: string; algorithm: DkimAlgorithm; state: DkimKeyState; created_at: string; verified_at: string | null; retired_at: string | null }>;
   records: Array<{
     purpose: DnsRecord["purpose"]; type: DnsRecord["type"]; name: string; value: string;
     /** What the last verify found for this record; `unchecked` before one, or since the record changed. */
@@ -50,8 +51,9 @@ function lastChecks(checkResult: unknown): Map<string, RecordCheck> {
  * `bounceMxHost`: where bounces reach sealpost, the host the bounce domain's MX must name
  * (config.ts bounceMxHost).
  */
-function domainView(row: SenderDomainRow, bounceMxHost: string): SenderDomainView {
-  const keys = row.dkimKeys.map((k) => ({ ...k, algorithm: k.algorithm as DkimAlgorithm }));
+function domainView(row: SenderDomainRow, bounceMxHost: string, now = new Date()): SenderDomainView {
+  const keys = keysOf(row);
+  const states = dkimKeyStates(keys, now);
   const checked = lastChecks(row.checkResult);
   return {
     id: row.id,
@@ -62,13 +64,19 @@ function domainView(row: SenderDomainRow, bounceMxHost: string): SenderDomainVie
     created_at: row.createdAt.toISOString(),
     verified_at: row.verifiedAt?.toISOString() ?? null,
     checked_at: row.checkedAt?.toISOString() ?? null,
-    dkim: keys.map((k) => ({ selector: k.selector, algorithm: k.algorithm, created_at: k.createdAt.toISOString(), retired_at: k.retiredAt?.toISOString() ?? null })),
-    records: dnsRecords(row, keys.filter((k) => k.retiredAt === null), bounceMxHost).map((r) => {
+    dkim: keys.map((k) => ({
+      selector: k.selector, algorithm: k.algorithm, state: states.get(k.selector)!, created_at: k.createdAt.toISOString(),
+      verified_at: k.verifiedAt?.toISOString() ?? null, retired_at: k.retiredAt?.toISOString() ?? null,
+    })),
+    // A retired key's record is no longer listed: it may be deleted.
+    records: dnsRecords(row, keys.filter((k) => states.get(k.selector) !== "retired"), bounceMxHost).map((r) => {
       const c = checked.get(`${r.purpose} ${r.name} ${r.value}`);
       return { purpose: r.purpose, type: r.type, name: r.name, value: r.value, state: c?.state ?? "unchecked", found: c?.found ?? null, detail: c?.detail ?? null };
     }),
   };
 }
+
+const keysOf = (row: SenderDomainRow) => row.dkimKeys.map((k) => ({ ...k, algorithm: k.algorithm as DkimAlgorithm }));
 
 const covers = (actor: DomainActor, name: string) => actor === null || keyCoversDomain(actor.allowedDomains, name);
 
@@ -138,24 +146,71 @@ export interface VerifyResult {
 }
 
 /**
- * Checks the domain's records in DNS and records the outcome. Verified when every DKIM
- * record of an active key holds our public key; a DKIM record missing or wrong un-verifies
- * it; a lookup without an answer (timeout) is `pending` and changes nothing but checked_at.
+ * Checks the domain's records in DNS and records the outcome. A key whose record holds its
+ * public key is seen (verified_at) and may sign; the newest seen key of each algorithm signs,
+ * and the older ones retire after `rotationGraceMs` (at once if never seen): still listed
+ * until then, so mail they signed keeps verifying. The domain is verified when the record of
+ * each signing key holds it (before any key was seen: each pending key's); a lookup without
+ * an answer (timeout) is `pending` and changes nothing but the check's record.
  */
-export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, id: string, bounceMxHost: string, now = new Date()): Promise<VerifyResult> {
+export async function verifyDomain(
+  db: Db, dns: TxtLookup, actor: DomainActor, id: string, bounceMxHost: string, rotationGraceMs: number, now = new Date(),
+): Promise<VerifyResult> {
   const row = await visibleDomain(db, actor, id);
-  const keys = row.dkimKeys.filter((k) => k.retiredAt === null).map((k) => ({ selector: k.selector, algorithm: k.algorithm as DkimAlgorithm, publicKey: k.publicKey }));
-  const records = dnsRecords(row, keys, bounceMxHost);
+  const states = dkimKeyStates(keysOf(row), now);
+  const live = keysOf(row).filter((k) => states.get(k.selector) !== "retired");
+  const records = dnsRecords(row, live, bounceMxHost);
   const lookups = (type: DnsRecord["type"]) => [...new Set(records.filter((r) => r.type === type).map((r) => r.name))];
   const [txt, mx] = await Promise.all([
     Promise.all(lookups("TXT").map(async (n) => [n, await dns.txt(n)] as const)),
     Promise.all(lookups("MX").map(async (n) => [n, await dns.mx(n)] as const)),
   ]);
-  const { status, bounce, checks } = checkRecords(records, keys, { txt: new Map(txt), mx: new Map(mx), bounceMxHost });
+  const { bounce, checks } = checkRecords(records, live, { txt: new Map(txt), mx: new Map(mx), bounceMxHost });
+  const ok = new Set(records.flatMap((r, i) => (r.purpose === "dkim" && checks[i]!.state === "ok" ? [r.selector!] : [])));
+  const seenNow = live.filter((k) => k.verifiedAt === null && ok.has(k.selector));
+  const seen = (k: (typeof live)[number]) => k.verifiedAt !== null || seenNow.includes(k);
+  const deciding = new Set<string>();
+  const retire: Array<{ id: string; at: Date }> = [];
+  for (const alg of DKIM_ALGORITHMS) {
+    const ofAlg = live.filter((k) => k.algorithm === alg).sort(newestFirst);
+    const signer = ofAlg.find(seen);
+    if (!signer) {
+      for (const k of ofAlg) deciding.add(k.selector);
+      continue;
+    }
+    deciding.add(signer.selector);
+    for (const k of ofAlg.slice(ofAlg.indexOf(signer) + 1))
+      if (k.retiredAt === null) retire.push({ id: k.id, at: seen(k) ? new Date(now.getTime() + rotationGraceMs) : now });
+  }
+  const status = dkimVerdict(records, checks, deciding);
   const since = (verdict: VerifyStatus | null, before: Date | null) => (verdict === "verified" ? (before ?? now) : verdict === "failed" ? null : undefined);
   const updated = await recordDomainCheck(db, id, {
     at: now, result: { status, bounce_status: bounce, checks }, verifiedAt: since(status, row.verifiedAt), bounceVerifiedAt: since(bounce, row.bounceVerifiedAt),
+    // A rotation completes only on a verified domain: the new key takes over once it is seen.
+    keysSeen: seenNow.map((k) => k.id), retire: status === "verified" ? retire : [],
   });
   if (!updated) throw new AppError("not_found", "no such domain");
-  return { status, bounce_status: bounce, checks, domain: domainView(updated, bounceMxHost) };
+  return { status, bounce_status: bounce, checks, domain: domainView(updated, bounceMxHost, now) };
+}
+
+/**
+ * Starts a DKIM key rotation (M3AAWG: about twice a year): a new RSA-2048 and Ed25519 pair
+ * under new selectors, to publish beside the current ones. Nothing changes for signing until
+ * their records verify (verifyDomain); 409 while an earlier rotation still waits for that.
+ */
+export async function rotateDkim(db: Db, cipher: ContentCipher, actor: DomainActor, id: string, bounceMxHost: string, now = new Date()): Promise<SenderDomainView> {
+  const row = await visibleDomain(db, actor, id);
+  const states = dkimKeyStates(keysOf(row), now);
+  const waiting = row.dkimKeys.filter((k) => states.get(k.selector) === "pending");
+  if (waiting.length > 0 && row.dkimKeys.some((k) => states.get(k.selector) === "active"))
+    throw new AppError("conflict", `a key rotation of ${row.name} is waiting for its DNS records (${waiting.map((k) => `${k.selector}._domainkey.${row.name}`).join(", ")}): publish them and verify first`);
+  const taken = new Set(row.dkimKeys.map((k) => k.selector));
+  const keys = await Promise.all(DKIM_ALGORITHMS.map(async (algorithm) => ({ ...(await generateDkimKey(algorithm, cipher)), selector: dkimSelector(now, algorithm, taken) })));
+  try {
+    await insertDkimKeys(db, row.id, keys);
+  } catch (err) {
+    if (isUniqueViolation(err)) throw new AppError("conflict", `${row.name} was rotated meanwhile by another request`);
+    throw err;
+  }
+  return getDomain(db, actor, id, bounceMxHost);
 }

@@ -1,6 +1,7 @@
 // DKIM signing (RFC 6376, Ed25519 per RFC 8463) of outgoing messages with mailauth's
 // signer. A message whose From domain is a verified sender domain gets one signature per
-// unretired key pair of it (RSA-2048 and Ed25519), relaxed/relaxed, over the exact bytes
+// active key of it (RSA-2048 and Ed25519: the newest of each whose record was seen, so a
+// rotation's new keys sign only once they verify), relaxed/relaxed, over the exact bytes
 // sent. Keys are read and decrypted once per domain and kept for DKIM_KEY_CACHE_MS; a
 // domain without verified keys is remembered as such for as long.
 import { dkimSign } from "mailauth/lib/dkim/sign.js";

@@ -26,6 +26,8 @@ let dns: FakeDns;
 let peer: SmtpPeer;
 let worker: WorkerHandle;
 let sender: string;
+let admin: string;
+let domainId: string;
 let zone: FakeZone;
 const workerLogs: string[] = [];
 
@@ -35,18 +37,21 @@ const split = (value: string) => value.match(/.{1,255}/g)!;
 before(async () => {
   dns = await startFakeDns(structuredClone(BASE_ZONE));
   t = await startTestApp({}, { dns: createTxtResolver({ servers: [dns.address], timeoutMs: 500, tries: 1 }) });
-  const admin = (await t.createKey({ name: "admin", scopes: ["admin"] })).key;
+  admin = (await t.createKey({ name: "admin", scopes: ["admin"] })).key;
   sender = (await t.createKey()).key;
   const d = (await t.call("POST", "/domains", { key: admin, body: { name: "shop.example", bounce_domain: "bounces.shop.example" } })).json() as {
-    id: string; records: Array<{ name: string; value: string }>;
+    id: string; records: Array<{ name: string; type: string; value: string }>;
   };
-  zone = { ...BASE_ZONE, ...Object.fromEntries(d.records.map((r) => [r.name, { TXT: [split(r.value)] }])) };
+  domainId = d.id;
+  zone = { ...BASE_ZONE, ...Object.fromEntries(d.records.filter((r) => r.type === "TXT").map((r) => [r.name, { TXT: [split(r.value)] }])) };
   dns.setZone(structuredClone(zone)); // a copy: encoding an answer turns its strings into Buffers in place
   const v = await t.call("POST", `/domains/${d.id}/verify`, { key: admin });
   assert.equal((v.json() as { status: string }).status, "verified", v.body);
   peer = await startPeer({ ip: "127.0.0.2" });
-  worker = startTestWorker(t.tdb, { DNS_SERVERS: dns.address, SMTP_MX_PORT: String(peer.port) }, workerLogs);
+  worker = startWorker();
 });
+
+const startWorker = () => startTestWorker(t.tdb, { DNS_SERVERS: dns.address, SMTP_MX_PORT: String(peer.port) }, workerLogs);
 
 after(async () => {
   await worker?.stop(2000);
@@ -143,4 +148,69 @@ test("a message from a domain that is not a verified sender domain is sent unsig
   const { raw, selectors } = await delivered({ from: "orders@elsewhere.example", to: "carol@good.test", subject: "Unsigned receipt", text: "hello" });
   assert.deepEqual(selectors, []);
   assert.doesNotMatch(raw.subarray(0, raw.indexOf("\r\n\r\n")).toString("latin1"), /^DKIM-Signature:/im);
+});
+
+interface DomainView {
+  dkim: Array<{ selector: string; algorithm: string; state: string; retired_at: string | null }>;
+  records: Array<{ purpose: string; type: string; name: string; value: string }>;
+}
+
+test("key rotation: new selectors sign only once they verify, the old ones stay published through the grace period, then retire", async () => {
+  // A fresh worker each time signing should change: workers read a domain's keys once a minute.
+  const restartWorker = async () => {
+    await worker.stop(2000);
+    worker = startWorker();
+  };
+  const selectorsIn = (v: DomainView, state: string) => v.dkim.filter((k) => k.state === state).map((k) => k.selector).sort();
+  const r = await t.call("POST", `/domains/${domainId}/rotate-dkim`, { key: admin });
+  assert.equal(r.status, 200, r.body);
+  const rotated = r.json() as DomainView;
+  const oldSelectors = selectorsIn(rotated, "active");
+  const newSelectors = selectorsIn(rotated, "pending");
+  assert.equal(oldSelectors.length, 2);
+  assert.equal(newSelectors.length, 2);
+  for (const s of newSelectors) assert.match(s, /^sp\d{6}[er]2$/, "a second key of the month gets its own selector");
+  assert.equal(rotated.records.filter((x) => x.purpose === "dkim").length, 4, "the new records to publish beside the current ones");
+  const again = await t.call("POST", `/domains/${domainId}/rotate-dkim`, { key: admin });
+  assert.equal(again.status, 409, again.body);
+  assert.match(again.body, /waiting for its DNS records/);
+
+  // Not published yet: the current keys still sign.
+  await restartWorker();
+  const before = await delivered({ from: "orders@shop.example", to: "dan@good.test", subject: "Before the rotation", text: "old keys" });
+  assert.deepEqual([...before.selectors].sort(), oldSelectors);
+  assert.deepEqual((await mailauthResults(before.raw)).map((x) => x.result), ["pass", "pass"]);
+
+  // Published and verified: the new keys take over, the old ones retire after the grace period.
+  zone = { ...zone, ...Object.fromEntries(rotated.records.filter((x) => x.type === "TXT").map((x) => [x.name, { TXT: [split(x.value)] }])) };
+  dns.setZone(structuredClone(zone));
+  const v = await t.call("POST", `/domains/${domainId}/verify`, { key: admin });
+  const verified = v.json() as { status: string; domain: DomainView };
+  assert.equal(verified.status, "verified", v.body);
+  assert.deepEqual(selectorsIn(verified.domain, "active"), newSelectors);
+  assert.deepEqual(selectorsIn(verified.domain, "retiring"), oldSelectors);
+  for (const k of verified.domain.dkim.filter((x) => x.state === "retiring")) {
+    const inDays = (Date.parse(k.retired_at!) - Date.now()) / 86_400_000;
+    assert.ok(inDays > 6.9 && inDays <= 7, `retires after DKIM_ROTATION_GRACE (7 days): ${k.retired_at}`);
+  }
+  assert.equal(verified.domain.records.filter((x) => x.purpose === "dkim").length, 4, "retiring keys stay listed: keep their records");
+
+  await restartWorker();
+  const after = await delivered({ from: "orders@shop.example", to: "erin@good.test", subject: "After the rotation", text: "new keys" });
+  assert.deepEqual([...after.selectors].sort(), newSelectors);
+  const ma = await mailauthResults(after.raw);
+  assert.deepEqual(ma.map((x) => x.result), ["pass", "pass"]);
+  assert.deepEqual(ma.map((x) => x.selector).sort(), newSelectors);
+  assert.deepEqual(dkimpyResults(after.raw), [true, true]);
+  // Mail signed before the switch still verifies during the grace period.
+  assert.deepEqual((await mailauthResults(before.raw)).map((x) => x.result), ["pass", "pass"]);
+
+  // The grace period is over (its end moved into the past): the old keys are retired, unlisted, unused.
+  await t.tdb.db.pool.query("UPDATE dkim_keys SET retired_at = now() - interval '1 second' WHERE retired_at IS NOT NULL");
+  const later = (await t.call("GET", `/domains/${domainId}`, { key: admin })).json() as DomainView;
+  assert.deepEqual(selectorsIn(later, "retired"), oldSelectors);
+  assert.deepEqual(later.records.filter((x) => x.purpose === "dkim").map((x) => x.name.split(".")[0]).sort(), newSelectors);
+  await restartWorker();
+  const last = await delivered({ from: "orders@shop.example", to: "fay@good.test", subject: "Long after the rotation", text: "new keys only" });
+  assert.deepEqual([...last.selectors].sort(), newSelectors);
 });

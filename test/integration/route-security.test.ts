@@ -34,6 +34,7 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   getDomain: { okStatus: 200 },
   deleteDomain: { okStatus: 200 },
   verifyDomain: { okStatus: 200 },
+  rotateDkim: { okStatus: 200 },
 };
 
 const scoped = ROUTES.filter((r) => r.scope !== null);

@@ -10,7 +10,8 @@ import listDomains from "./listDomains.ts";
 import getDomain from "./getDomain.ts";
 import deleteDomain from "./deleteDomain.ts";
 import verifyDomain from "./verifyDomain.ts";
+import rotateDkim from "./rotateDkim.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, healthz, readyz];

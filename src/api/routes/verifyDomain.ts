@@ -16,6 +16,6 @@ export default defineRoute({
   errors: [401, 403, 404, 422, 429, 503],
   async handler({ params, request }, deps) {
     const key = request.apiKey!;
-    return verifyDomain(deps.db.prisma, deps.dns, { allowedDomains: key.allowedDomains, keyId: key.id }, params.id, bounceMxHost(deps.config));
+    return verifyDomain(deps.db.prisma, deps.dns, { allowedDomains: key.allowedDomains, keyId: key.id }, params.id, bounceMxHost(deps.config), deps.config.DKIM_ROTATION_GRACE);
   },
 });
