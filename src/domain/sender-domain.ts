@@ -144,6 +144,14 @@ export function dnsRecords(domain: { name: string; bounceDomain: string | null }
 
 /** What a DNS lookup answered, as the checks need it (see worker/mx.ts createTxtResolver). */
 export type TxtLookupResult = { kind: "records"; records: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
+/**
+ * The DMARC policy that applies to the domain, as mailauth's policy discovery found it (RFC
+ * 9989 4.10: the domain's own record, else its Organizational Domain's).
+ */
+export type DmarcLookupResult =
+  | { kind: "record"; text: string; policy: string | undefined; adkim: string; aspf: string; foundAt: string; inherited: boolean }
+  | { kind: "none" }
+  | { kind: "pending"; reason: string };
 /** What an MX lookup answered: the exchange host names, lowercased, without the final dot. */
 export type MxLookupResult = { kind: "records"; hosts: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
 
@@ -200,16 +208,23 @@ function checkBounceMx(record: DnsRecord, bounceMxHost: string, answer: MxLookup
   return { ...base, state: "mismatch", found: hosts.join(", "), detail: `the MX of ${record.name} names other hosts: point it at ${bounceMxHost}` };
 }
 
-function checkDmarc(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
+/**
+ * `answer`: the TXT records at _dmarc.<domain> (several DMARC records there are discarded
+ * by receivers, which the operator must hear about); `policy`: what policy discovery found.
+ */
+function checkDmarc(record: DnsRecord, answer: TxtLookupResult, policy: DmarcLookupResult): RecordCheck {
   const base = { purpose: "dmarc" as const, name: record.name, expected: record.value };
   if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
-  const dmarc = answer.kind === "records" ? answer.records.filter((r) => /^v=DMARC1\s*(;|$)/.test(r)) : [];
-  if (dmarc.length === 0) return { ...base, state: "missing", found: null, detail: `no DMARC record at ${record.name}: receivers apply their own policy (a warning; signing does not need it)` };
-  if (dmarc.length > 1) return { ...base, state: "invalid", found: dmarc.join(" | "), detail: `${record.name} has ${dmarc.length} DMARC records; RFC 7489 section 6.6.3 ignores them all: keep one` };
-  const policy = tags(dmarc[0]!).get("p");
-  if (!policy || !["none", "quarantine", "reject"].includes(policy.toLowerCase()))
-    return { ...base, state: "invalid", found: dmarc[0]!, detail: "the DMARC record has no valid p= tag (none, quarantine or reject)" };
-  return { ...base, state: "ok", found: dmarc[0]!, detail: `DMARC policy ${policy.toLowerCase()}`, policy: policy.toLowerCase() };
+  const here = answer.kind === "records" ? answer.records.filter((r) => /^v=DMARC1\s*(;|$)/i.test(r)) : [];
+  if (here.length > 1) return { ...base, state: "invalid", found: here.join(" | "), detail: `${record.name} has ${here.length} DMARC records; receivers discard them all (RFC 9989 4.10): keep one` };
+  if (policy.kind === "pending") return { ...base, state: "pending", found: null, detail: policy.reason };
+  if (policy.kind === "none") return { ...base, state: "missing", found: null, detail: `no DMARC record at ${record.name}: receivers apply their own policy (a warning; signing does not need it)` };
+  const p = policy.policy?.toLowerCase();
+  if (!p || !["none", "quarantine", "reject"].includes(p))
+    return { ...base, state: "invalid", found: policy.text, detail: `the DMARC record at _dmarc.${policy.foundAt} has no valid p= tag (none, quarantine or reject)` };
+  const alignment = `DKIM alignment ${policy.adkim === "s" ? "strict" : "relaxed"}, SPF alignment ${policy.aspf === "s" ? "strict" : "relaxed"}`;
+  const from = policy.inherited ? `, inherited from _dmarc.${policy.foundAt}` : "";
+  return { ...base, state: "ok", found: policy.text, detail: `DMARC policy ${p} (${alignment}${from})`, policy: p };
 }
 
 /**
@@ -220,14 +235,14 @@ function checkDmarc(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
  */
 export function checkRecords(
   records: readonly DnsRecord[], keys: readonly DkimPublicKey[],
-  answers: { txt: ReadonlyMap<string, TxtLookupResult>; mx: ReadonlyMap<string, MxLookupResult>; bounceMxHost: string },
+  answers: { txt: ReadonlyMap<string, TxtLookupResult>; mx: ReadonlyMap<string, MxLookupResult>; dmarc: DmarcLookupResult; bounceMxHost: string },
 ): { bounce: VerifyStatus | null; checks: RecordCheck[] } {
   const notLooked = (name: string) => ({ kind: "pending" as const, reason: `${name} was not looked up` });
   const checks = records.map((r) => {
     if (r.purpose === "bounce_mx") return checkBounceMx(r, answers.bounceMxHost, answers.mx.get(r.name) ?? notLooked(r.name));
     const answer = answers.txt.get(r.name) ?? notLooked(r.name);
     if (r.purpose === "dkim") return checkDkim(r, keys.find((k) => k.selector === r.selector)!.publicKey, answer);
-    return r.purpose === "spf" ? checkSpf(r, answer) : checkDmarc(r, answer);
+    return r.purpose === "spf" ? checkSpf(r, answer) : checkDmarc(r, answer, answers.dmarc);
   });
   const bounceMx = checks.find((c) => c.purpose === "bounce_mx");
   // The bounce domain is the envelope sender once its MX and its SPF record are right.

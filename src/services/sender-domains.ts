@@ -13,10 +13,11 @@ import {
 import { AppError } from "../domain/errors.ts";
 import {
   checkRecords, DKIM_ALGORITHMS, dkimKeyStates, dkimSelector, dkimVerdict, dnsRecords, keyCoversDomain, newestFirst, type AddDomainRequest,
-  type DkimAlgorithm, type DkimKeyState, type DnsRecord, type MxLookupResult, type RecordCheck, type TxtLookupResult, type VerifyStatus,
+  type DkimAlgorithm, type DkimKeyState, type DmarcLookupResult, type DnsRecord, type MxLookupResult, type RecordCheck, type TxtLookupResult, type VerifyStatus,
 } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { generateDkimKey } from "../security/dkim-keys.ts";
+import getDmarcRecord from "mailauth/lib/dmarc/get-dmarc-record.js";
 
 /** Who asks: an API key's sender domains, or null for the owner (CLI). */
 export type DomainActor = { allowedDomains: readonly string[]; keyId: string } | null;
@@ -161,11 +162,12 @@ export async function verifyDomain(
   const live = keysOf(row).filter((k) => states.get(k.selector) !== "retired");
   const records = dnsRecords(row, live, bounceMxHost);
   const lookups = (type: DnsRecord["type"]) => [...new Set(records.filter((r) => r.type === type).map((r) => r.name))];
-  const [txt, mx] = await Promise.all([
+  const [txt, mx, dmarc] = await Promise.all([
     Promise.all(lookups("TXT").map(async (n) => [n, await dns.txt(n)] as const)),
     Promise.all(lookups("MX").map(async (n) => [n, await dns.mx(n)] as const)),
+    dmarcPolicy(dns, row.name),
   ]);
-  const { bounce, checks } = checkRecords(records, live, { txt: new Map(txt), mx: new Map(mx), bounceMxHost });
+  const { bounce, checks } = checkRecords(records, live, { txt: new Map(txt), mx: new Map(mx), dmarc, bounceMxHost });
   const ok = new Set(records.flatMap((r, i) => (r.purpose === "dkim" && checks[i]!.state === "ok" ? [r.selector!] : [])));
   const seenNow = live.filter((k) => k.verifiedAt === null && ok.has(k.selector));
   const seen = (k: (typeof live)[number]) => k.verifiedAt !== null || seenNow.includes(k);
@@ -191,6 +193,25 @@ export async function verifyDomain(
   });
   if (!updated) throw new AppError("not_found", "no such domain");
   return { status, bounce_status: bounce, checks, domain: domainView(updated, bounceMxHost, now) };
+}
+
+/**
+ * The DMARC policy receivers apply to `domain`, found by mailauth's policy discovery (RFC
+ * 9989 4.10: the domain's own record, else its Organizational Domain's) through `dns`.
+ */
+async function dmarcPolicy(dns: TxtLookup, domain: string): Promise<DmarcLookupResult> {
+  const resolver = async (name: string) => {
+    const r = await dns.txt(name);
+    if (r.kind === "records") return r.records.map((text) => [text]);
+    throw Object.assign(new Error(r.reason), { code: r.kind === "none" ? "ENOTFOUND" : "ETIMEOUT" });
+  };
+  try {
+    const r = await getDmarcRecord(domain, resolver);
+    if (!r) return { kind: "none" };
+    return { kind: "record", text: r.rr, policy: r.p, adkim: r.adkim ?? "r", aspf: r.aspf ?? "r", foundAt: r.recordDomain, inherited: r.isOrgRecord };
+  } catch (err) {
+    return { kind: "pending", reason: `DMARC policy lookup for ${domain} failed: ${(err as Error).message}` };
+  }
 }
 
 /**

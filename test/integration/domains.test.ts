@@ -156,7 +156,7 @@ const split = (value: string) => value.match(/.{1,255}/g)!;
 interface VerifyBody {
   status: string;
   bounce_status: string | null;
-  checks: Array<{ purpose: string; name: string; state: string; found: string | null; expected: string; policy?: string }>;
+  checks: Array<{ purpose: string; name: string; state: string; found: string | null; expected: string; detail: string; policy?: string }>;
   domain: { status: string; verified_at: string | null; checked_at: string | null };
 }
 
@@ -237,6 +237,13 @@ test("verify: each record's state from DNS; missing, wrong and a timeout are tol
   v = await verify();
   const mx = v.checks.find((c) => c.purpose === "bounce_mx")!;
   assert.deepEqual([mx.state, mx.found, mx.expected], ["mismatch", "mx.elsewhere.example", "10 bounce-in.sealpost.test"]);
+
+  // DMARC as receivers find it (mailauth's policy discovery): a record above the domain applies to it.
+  dns.setZone({ ...good, "_dmarc.verify.example": { rcode: "NXDOMAIN" }, "_dmarc.example": { TXT: ["v=DMARC1; p=reject; adkim=s"] } });
+  const inherited = (await verify()).checks.find((c) => c.purpose === "dmarc")!;
+  assert.equal(inherited.state, "ok", JSON.stringify(inherited));
+  assert.equal(inherited.policy, "reject");
+  assert.match(inherited.detail, /DKIM alignment strict, SPF alignment relaxed, inherited from _dmarc\.example/);
 
   // A DNS timeout is pending, not failed, and leaves the verification as it was.
   dns.setZone({ ...good, [rsa.name]: { drop: true } });
