@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { Logger } from "pino";
-import { bounceMxHost, ConfigError, loadConfig, type Config } from "./config.ts";
+import { bounceMxHost, ConfigError, loadConfig, verifySettings, type Config } from "./config.ts";
 import { createLogger, errorFields } from "./logger.ts";
 import type { Runtime } from "./runtime.ts";
 import { migrate, MigrationError, resolveRolledBack } from "./db/migrate.ts";
@@ -467,7 +467,7 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
       const dns = createTxtResolver(config.DNS_SERVERS ? { servers: config.DNS_SERVERS } : {});
       const r = await withRuntime(config, async (rt) => {
         const d = await services.findDomainForOwner(rt.db.prisma, arg, bounceMxHost(config));
-        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id, bounceMxHost(config), config.DKIM_ROTATION_GRACE) : null;
+        return d ? services.verifyDomain(rt.db.prisma, dns, null, d.id, verifySettings(config)) : null;
       });
       if (!r) {
         out(`no domain ${arg} (sealpost domains list shows them)`);

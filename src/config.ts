@@ -2,6 +2,7 @@
 // once; the rest of the code receives a frozen Config.
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { isIP } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { TLS_POLICIES } from "./domain/tls-policy.ts";
@@ -76,6 +77,12 @@ const hostPortList = z
   .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
   .pipe(z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?$/, "must be ip or ip:port")));
 
+// Addresses the worker sends from, as SPF sees them (the public ones behind any NAT).
+const ipList = z
+  .string()
+  .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
+  .pipe(z.array(z.string().refine((s) => isIP(s) !== 0, "must be an IPv4 or IPv6 address")));
+
 const EnvSchema = z
   .object({
     NODE_ENV: z.enum(["production", "development", "test"]).default("development"),
@@ -107,6 +114,7 @@ const EnvSchema = z
     SMTP_CA_FILE: optionalPath,
     SMTP_HELO_NAME: z.string().min(1).optional(),
     DKIM_ROTATION_GRACE: duration.default(7 * 86_400_000),
+    SMTP_SOURCE_IPS: ipList.optional(),
     BOUNCE_MX_HOST: z.string().min(1).transform((v) => v.trim().toLowerCase().replace(/\.$/, "")).optional(),
     SMTP_MAX_RETRY: duration.default(3 * 86_400_000),
     SMTP_RETRY_MIN: duration.default(60_000),
@@ -200,7 +208,22 @@ export class ConfigError extends Error {
  * else the EHLO name, which is the sending host's name and, by default, the receiving one's.
  */
 export function bounceMxHost(config: Pick<Config, "BOUNCE_MX_HOST" | "SMTP_HELO_NAME">): string {
-  return config.BOUNCE_MX_HOST ?? (config.SMTP_HELO_NAME ?? hostname()).toLowerCase();
+  return config.BOUNCE_MX_HOST ?? heloName(config).toLowerCase();
+}
+
+/** The name the worker gives in EHLO: SMTP_HELO_NAME, else the host name. */
+export function heloName(config: Pick<Config, "SMTP_HELO_NAME">): string {
+  return config.SMTP_HELO_NAME ?? hostname();
+}
+
+/** What a sender domain's verification needs (services/sender-domains.ts verifyDomain). */
+export function verifySettings(config: Config) {
+  return {
+    bounceMxHost: bounceMxHost(config),
+    rotationGraceMs: config.DKIM_ROTATION_GRACE,
+    sourceIps: config.SMTP_SOURCE_IPS ?? [],
+    heloName: heloName(config),
+  };
 }
 
 export function readSmtpCaFile(file: string): string {

@@ -152,6 +152,12 @@ export type DmarcLookupResult =
   | { kind: "record"; text: string; policy: string | undefined; adkim: string; aspf: string; foundAt: string; inherited: boolean }
   | { kind: "none" }
   | { kind: "pending"; reason: string };
+/** What mailauth's SPF evaluation (RFC 7208) gave for MAIL FROM at the envelope domain from `ip`. */
+export interface SpfEvaluation {
+  ip: string;
+  /** pass, fail, softfail, neutral, none, temperror or permerror. */
+  result: string;
+}
 /** What an MX lookup answered: the exchange host names, lowercased, without the final dot. */
 export type MxLookupResult = { kind: "records"; hosts: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
 
@@ -189,14 +195,25 @@ function checkDkim(record: DnsRecord, expectedKey: string, answer: TxtLookupResu
   return { ...base, state: "mismatch", found: candidates[0]!, detail: `the record at ${record.name} holds another key: replace it with the expected value` };
 }
 
-function checkSpf(record: DnsRecord, answer: TxtLookupResult): RecordCheck {
+/** `evaluations`: SPF evaluated for each of SMTP_SOURCE_IPS; empty when none is configured. */
+function checkSpf(record: DnsRecord, answer: TxtLookupResult, evaluations: readonly SpfEvaluation[]): RecordCheck {
   const base = { purpose: "spf" as const, name: record.name, expected: record.value };
   if (answer.kind === "pending") return { ...base, state: "pending", found: null, detail: answer.reason };
   const spf = answer.kind === "records" ? answer.records.filter((r) => /^v=spf1(\s|$)/i.test(r)) : [];
   if (spf.length === 0) return { ...base, state: "missing", found: null, detail: `no SPF record at ${record.name}: receivers cannot tell which hosts may send for it` };
   // RFC 7208 section 4.5: more than one SPF record is a permanent error.
   if (spf.length > 1) return { ...base, state: "invalid", found: spf.join(" | "), detail: `${record.name} has ${spf.length} SPF records; RFC 7208 allows one: merge them` };
-  return { ...base, state: "ok", found: spf[0]!, detail: "an SPF record is published; make sure it lists the hosts that send" };
+  if (evaluations.length === 0)
+    return { ...base, state: "ok", found: spf[0]!, detail: "an SPF record is published; set SMTP_SOURCE_IPS to check that it permits the addresses the worker sends from" };
+  if (evaluations.some((e) => e.result === "temperror"))
+    return { ...base, state: "pending", found: spf[0]!, detail: `evaluating the SPF record of ${record.name} failed on a DNS error: try again` };
+  const refused = evaluations.filter((e) => e.result !== "pass");
+  if (refused.length > 0)
+    return {
+      ...base, state: "mismatch", found: spf[0]!,
+      detail: `the SPF record of ${record.name} does not permit ${refused.map((e) => `${e.ip} (${e.result})`).join(", ")}: add ${refused.map((e) => `${e.ip.includes(":") ? "ip6" : "ip4"}:${e.ip}`).join(" ")} (or your relay's include:)`,
+    };
+  return { ...base, state: "ok", found: spf[0]!, detail: `the SPF record permits ${evaluations.map((e) => e.ip).join(", ")}` };
 }
 
 function checkBounceMx(record: DnsRecord, bounceMxHost: string, answer: MxLookupResult): RecordCheck {
@@ -235,14 +252,17 @@ function checkDmarc(record: DnsRecord, answer: TxtLookupResult, policy: DmarcLoo
  */
 export function checkRecords(
   records: readonly DnsRecord[], keys: readonly DkimPublicKey[],
-  answers: { txt: ReadonlyMap<string, TxtLookupResult>; mx: ReadonlyMap<string, MxLookupResult>; dmarc: DmarcLookupResult; bounceMxHost: string },
+  answers: {
+    txt: ReadonlyMap<string, TxtLookupResult>; mx: ReadonlyMap<string, MxLookupResult>; dmarc: DmarcLookupResult; spf: readonly SpfEvaluation[];
+    bounceMxHost: string;
+  },
 ): { bounce: VerifyStatus | null; checks: RecordCheck[] } {
   const notLooked = (name: string) => ({ kind: "pending" as const, reason: `${name} was not looked up` });
   const checks = records.map((r) => {
     if (r.purpose === "bounce_mx") return checkBounceMx(r, answers.bounceMxHost, answers.mx.get(r.name) ?? notLooked(r.name));
     const answer = answers.txt.get(r.name) ?? notLooked(r.name);
     if (r.purpose === "dkim") return checkDkim(r, keys.find((k) => k.selector === r.selector)!.publicKey, answer);
-    return r.purpose === "spf" ? checkSpf(r, answer) : checkDmarc(r, answer, answers.dmarc);
+    return r.purpose === "spf" ? checkSpf(r, answer, answers.spf) : checkDmarc(r, answer, answers.dmarc);
   });
   const bounceMx = checks.find((c) => c.purpose === "bounce_mx");
   // The bounce domain is the envelope sender once its MX and its SPF record are right.

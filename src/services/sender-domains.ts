@@ -13,11 +13,12 @@ import {
 import { AppError } from "../domain/errors.ts";
 import {
   checkRecords, DKIM_ALGORITHMS, dkimKeyStates, dkimSelector, dkimVerdict, dnsRecords, keyCoversDomain, newestFirst, type AddDomainRequest,
-  type DkimAlgorithm, type DkimKeyState, type DmarcLookupResult, type DnsRecord, type MxLookupResult, type RecordCheck, type TxtLookupResult, type VerifyStatus,
+  type DkimAlgorithm, type DkimKeyState, type DmarcLookupResult, type DnsRecord, type MxLookupResult, type SpfEvaluation, type RecordCheck, type TxtLookupResult, type VerifyStatus,
 } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { generateDkimKey } from "../security/dkim-keys.ts";
 import getDmarcRecord from "mailauth/lib/dmarc/get-dmarc-record.js";
+import { spf as evaluateSpf } from "mailauth/lib/spf/index.js";
 
 /** Who asks: an API key's sender domains, or null for the owner (CLI). */
 export type DomainActor = { allowedDomains: readonly string[]; keyId: string } | null;
@@ -136,6 +137,19 @@ export async function removeDomain(db: Db, actor: DomainActor, id: string): Prom
 export interface TxtLookup {
   txt(name: string): Promise<TxtLookupResult>;
   mx(name: string): Promise<MxLookupResult>;
+  /** Any record type, throwing with node:dns's codes: mailauth's SPF evaluation resolves through it. */
+  resolve(name: string, type: string): Promise<unknown>;
+}
+
+/** What verify needs from the configuration (config.ts). */
+export interface VerifySettings {
+  /** Where bounces reach sealpost (bounceMxHost). */
+  bounceMxHost: string;
+  /** DKIM_ROTATION_GRACE. */
+  rotationGraceMs: number;
+  /** SMTP_SOURCE_IPS: the SPF record must permit each; none configured, its presence is checked. */
+  sourceIps: readonly string[];
+  heloName: string;
 }
 
 export interface VerifyResult {
@@ -154,20 +168,20 @@ export interface VerifyResult {
  * each signing key holds it (before any key was seen: each pending key's); a lookup without
  * an answer (timeout) is `pending` and changes nothing but the check's record.
  */
-export async function verifyDomain(
-  db: Db, dns: TxtLookup, actor: DomainActor, id: string, bounceMxHost: string, rotationGraceMs: number, now = new Date(),
-): Promise<VerifyResult> {
+export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, id: string, settings: VerifySettings, now = new Date()): Promise<VerifyResult> {
+  const { bounceMxHost, rotationGraceMs } = settings;
   const row = await visibleDomain(db, actor, id);
   const states = dkimKeyStates(keysOf(row), now);
   const live = keysOf(row).filter((k) => states.get(k.selector) !== "retired");
   const records = dnsRecords(row, live, bounceMxHost);
   const lookups = (type: DnsRecord["type"]) => [...new Set(records.filter((r) => r.type === type).map((r) => r.name))];
-  const [txt, mx, dmarc] = await Promise.all([
+  const [txt, mx, dmarc, spf] = await Promise.all([
     Promise.all(lookups("TXT").map(async (n) => [n, await dns.txt(n)] as const)),
     Promise.all(lookups("MX").map(async (n) => [n, await dns.mx(n)] as const)),
     dmarcPolicy(dns, row.name),
+    spfFor(dns, row.bounceDomain ?? row.name, settings),
   ]);
-  const { bounce, checks } = checkRecords(records, live, { txt: new Map(txt), mx: new Map(mx), dmarc, bounceMxHost });
+  const { bounce, checks } = checkRecords(records, live, { txt: new Map(txt), mx: new Map(mx), dmarc, spf, bounceMxHost });
   const ok = new Set(records.flatMap((r, i) => (r.purpose === "dkim" && checks[i]!.state === "ok" ? [r.selector!] : [])));
   const seenNow = live.filter((k) => k.verifiedAt === null && ok.has(k.selector));
   const seen = (k: (typeof live)[number]) => k.verifiedAt !== null || seenNow.includes(k);
@@ -212,6 +226,18 @@ async function dmarcPolicy(dns: TxtLookup, domain: string): Promise<DmarcLookupR
   } catch (err) {
     return { kind: "pending", reason: `DMARC policy lookup for ${domain} failed: ${(err as Error).message}` };
   }
+}
+
+/**
+ * SPF evaluated by mailauth (RFC 7208, includes and all) for a MAIL FROM at `envelopeDomain`
+ * from each configured source address, through `dns`.
+ */
+function spfFor(dns: TxtLookup, envelopeDomain: string, settings: VerifySettings): Promise<SpfEvaluation[]> {
+  const resolver = (name: string, type: string) => dns.resolve(name, type) as Promise<string[][]>;
+  return Promise.all(settings.sourceIps.map(async (ip) => {
+    const r = await evaluateSpf({ sender: `postmaster@${envelopeDomain}`, ip, helo: settings.heloName, resolver, maxElapsedTime: 10_000 });
+    return { ip, result: r.status.result };
+  }));
 }
 
 /**

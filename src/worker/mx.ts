@@ -118,6 +118,8 @@ export interface TxtResolver {
   txt(name: string): Promise<TxtAnswer>;
   /** The exchanges a name's MX records name, as written (lowercased, no final dot). */
   mx(name: string): Promise<MxAnswer>;
+  /** Any record type, as node:dns answers it (throws with its error code): what mailauth's SPF evaluation asks. */
+  resolve(name: string, type: string): Promise<unknown>;
 }
 
 /**
@@ -134,6 +136,7 @@ export function createTxtResolver(opts: Pick<MxResolverOptions, "servers" | "tim
       if (r.ok) return { kind: "records", records: r.value.map((chunks) => chunks.join("")) };
       return isDefinite(r.code) ? { kind: "none", reason: `${name}: ${describe(r.code)}` } : { kind: "pending", reason: `TXT lookup for ${name} failed: ${describe(r.code)}` };
     },
+    resolve: (name, type) => resolver.resolve(name, type),
     async mx(name) {
       const r = await lookup(() => resolver.resolveMx(name));
       if (r.ok) return { kind: "records", hosts: r.value.map((m) => normalizeName(m.exchange)) };

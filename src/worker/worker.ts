@@ -2,14 +2,13 @@
 // resolver, the SMTP session pool and the delivery settings around a claim loop
 // (claim-loop.ts), plus what the process adds around it: the heartbeat file for
 // `sealpost healthcheck worker`, the retention sweep and the start-up line.
-import { hostname } from "node:os";
 import { mkdirSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { writeAtomic } from "../files.ts";
 import { heartbeatFile } from "../healthcheck.ts";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
-import { readSmtpCaFile, type Config } from "../config.ts";
+import { heloName, readSmtpCaFile, type Config } from "../config.ts";
 import { DkimSigner } from "./dkim.ts";
 import { ClaimLoop, type WorkerHandle } from "./claim-loop.ts";
 import type { DeliveryDeps, DeliverySettings } from "./deliver.ts";
@@ -28,7 +27,7 @@ function deliverySettings(config: Config): DeliverySettings {
     serverPolicy: config.SMTP_TLS_POLICY,
     relay: config.SMTP_RELAY_URL ?? null,
     mxPort: config.SMTP_MX_PORT,
-    heloName: config.SMTP_HELO_NAME ?? hostname(),
+    heloName: heloName(config),
     ca: config.SMTP_CA_FILE ? [readSmtpCaFile(config.SMTP_CA_FILE)] : [],
     connectTimeoutMs: config.SMTP_CONNECT_TIMEOUT_MS,
     maxRetryMs: config.SMTP_MAX_RETRY,

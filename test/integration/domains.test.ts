@@ -21,7 +21,7 @@ before(async () => {
   dns = await startFakeDns({});
   // The resolver the worker uses, pointed at the fake DNS, with a short timeout so a
   // dropped query turns pending quickly.
-  t = await startTestApp({ BOUNCE_MX_HOST: "bounce-in.sealpost.test" }, { dns: createTxtResolver({ servers: [dns.address], timeoutMs: 300, tries: 1 }) });
+  t = await startTestApp({ BOUNCE_MX_HOST: "bounce-in.sealpost.test", SMTP_SOURCE_IPS: "192.0.2.25" }, { dns: createTxtResolver({ servers: [dns.address], timeoutMs: 300, tries: 1 }) });
   admin = (await t.createKey({ name: "admin", scopes: ["admin"] })).key;
 });
 after(async () => {
@@ -227,6 +227,18 @@ test("verify: each record's state from DNS; missing, wrong and a timeout are tol
   assert.equal(states(v)["_dmarc.verify.example"], "missing");
   dns.setZone({ ...good, "mail.verify.example": { ...good["mail.verify.example"], TXT: ["not spf"] } });
   assert.equal(states(await verify())["mail.verify.example"], "missing");
+  // SPF evaluated by mailauth for the configured source address (SMTP_SOURCE_IPS), includes followed.
+  dns.setZone({ ...good, "mail.verify.example": { ...good["mail.verify.example"], TXT: ["v=spf1 ip4:198.51.100.7 -all"] } });
+  v = await verify();
+  const spf = v.checks.find((c) => c.purpose === "spf")!;
+  assert.equal(spf.state, "mismatch");
+  assert.match(spf.detail, /does not permit 192\.0\.2\.25 \(fail\): add ip4:192\.0\.2\.25/);
+  assert.equal(v.bounce_status, "failed", "the bounce domain needs an SPF record that permits the sending address");
+  dns.setZone({ ...good, "mail.verify.example": { ...good["mail.verify.example"], TXT: ["v=spf1 include:_spf.relay.example -all"] },
+    "_spf.relay.example": { TXT: ["v=spf1 ip4:192.0.2.0/24 -all"] } });
+  v = await verify();
+  assert.equal(v.checks.find((c) => c.purpose === "spf")!.state, "ok", "permitted through an include");
+  assert.equal(v.bounce_status, "verified");
   // The bounce domain's MX: missing, or naming another host.
   dns.setZone({ ...good, "mail.verify.example": { TXT: good["mail.verify.example"]!.TXT } });
   v = await verify();

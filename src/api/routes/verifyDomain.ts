@@ -1,4 +1,4 @@
-import { bounceMxHost } from "../../config.ts";
+import { verifySettings } from "../../config.ts";
 import { verifyDomain } from "../../services/sender-domains.ts";
 import { defineRoute } from "../route.ts";
 import { DomainIdParams, VerifyDomainResponseSchema } from "../schemas.ts";
@@ -16,6 +16,6 @@ export default defineRoute({
   errors: [401, 403, 404, 422, 429, 503],
   async handler({ params, request }, deps) {
     const key = request.apiKey!;
-    return verifyDomain(deps.db.prisma, deps.dns, { allowedDomains: key.allowedDomains, keyId: key.id }, params.id, bounceMxHost(deps.config), deps.config.DKIM_ROTATION_GRACE);
+    return verifyDomain(deps.db.prisma, deps.dns, { allowedDomains: key.allowedDomains, keyId: key.id }, params.id, verifySettings(deps.config));
   },
 });
