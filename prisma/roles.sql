@@ -99,12 +99,13 @@ GRANT UPDATE (status, updated_at, finished_at) ON messages TO sealpost_api;
 -- and scheduling columns are the worker's: the API writes next_attempt_at only in the
 -- INSERT, and lease_owner only because the cancel statement clears it. It reads
 -- next_attempt_at and created_at only to show, in GET /messages/:id, when a recipient is
--- tried next and when retrying ends (created_at + SMTP_MAX_RETRY); it never reads the
--- lease (no SELECT on lease_owner).
+-- tried next and when retrying ends (created_at + SMTP_MAX_RETRY), and lease_owner to show
+-- a recipient or message whose delivery a worker holds as `sending` (findStoredMessage,
+-- findMessageSummaries and its status filter: the claim no longer writes that status).
 -- SELECT: insertMessages (RETURNING id, message_id, domain), countDeliveriesOf and
 -- cancelUntouchedDeliveries (db/deliveries.ts: message_id, state, attempts),
--- findStoredMessage (state, next_attempt_at, created_at).
-GRANT SELECT (id, message_id, domain, state, attempts, next_attempt_at, created_at) ON deliveries TO sealpost_api;
+-- findStoredMessage and findMessageSummaries (state, next_attempt_at, created_at, lease_owner).
+GRANT SELECT (id, message_id, domain, state, attempts, next_attempt_at, created_at, lease_owner) ON deliveries TO sealpost_api;
 GRANT INSERT (message_id, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api; -- insertMessages
 GRANT UPDATE (state, lease_owner) ON deliveries TO sealpost_api; -- cancelUntouchedDeliveries
 GRANT USAGE ON SEQUENCE deliveries_id_seq TO sealpost_api; -- insertMessages: BIGSERIAL default (nextval)
@@ -169,10 +170,10 @@ GRANT UPDATE (verified_at, retired_at) ON dkim_keys TO sealpost_api;
 -- ---------------------------------------------------------------------------------
 
 -- claimDeliveries (db/deliveries.ts) reads the whole message (content, sender,
--- Message-ID, tls_policy) and moves it to 'sending'; completeDelivery and
--- completeDeliveries set its status, and when the delivery does not hold all
--- of its recipients, completeDelivery and returnUnstarted lock it (underMessageLock, FOR
--- NO KEY UPDATE) and refreshMessageStatus sets the derived status and finished_at. Retention's purgeContent (db/content.ts) erases the five content columns
+-- Message-ID, tls_policy); completeDelivery and completeDeliveries set its status, and
+-- when the delivery does not hold all of its recipients, completeDelivery locks it
+-- (underMessageLock, FOR NO KEY UPDATE) and refreshMessageStatus sets the derived status
+-- and finished_at. Retention's purgeContent (db/content.ts) erases the five content columns
 -- and stamps content_purged_at; findContentSamplesUnderKey (db/content.ts) reads content
 -- for the data-key check at start. It never creates messages.
 GRANT SELECT ON messages TO sealpost_worker;
@@ -182,15 +183,15 @@ GRANT UPDATE (status, updated_at, finished_at,
 
 -- The queue (db/deliveries.ts): claimDeliveries takes a lease (attempts, lease_owner,
 -- next_attempt_at) with FOR UPDATE SKIP LOCKED; renewLeases, completeDelivery,
--- completeDeliveries, releaseLeases and returnUnstarted write under the lease fence.
+-- completeDeliveries, releaseLeases and returnUnstarted (which gives back the attempt
+-- count and the lease of rows claimed but never started) write under the lease fence.
 -- It never creates or deletes queue rows.
 GRANT SELECT ON deliveries TO sealpost_worker;
 GRANT UPDATE (state, attempts, lease_owner, next_attempt_at) ON deliveries TO sealpost_worker;
 
 -- Pending recipients of a claimed delivery, the To/Cc headers and every recipient's
--- status (claimDeliveries), each outcome (completeDelivery, completeDeliveries), the
--- statuses a message's status derives from (refreshMessageStatus), and the unstarted
--- ones handed back (returnUnstarted).
+-- status (claimDeliveries, which writes none of them), each outcome (completeDelivery,
+-- completeDeliveries), and the statuses a message's status derives from (refreshMessageStatus).
 GRANT SELECT ON recipients TO sealpost_worker;
 GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at) ON recipients TO sealpost_worker;
 

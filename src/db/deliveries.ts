@@ -110,14 +110,10 @@ WITH due AS (
     FROM ranked WHERE d.id = ranked.id
   RETURNING d.id, d.message_id, d.domain, d.attempts, d.created_at, ranked.rn
 ), rcpt AS (
-  UPDATE recipients r SET status = 'sending', updated_at = now()
-    FROM claimed WHERE r.delivery_id = claimed.id AND r.status IN ('queued', 'scheduled', 'deferred', 'sending')
-  RETURNING r.id, r.delivery_id, r.address, r.position
-), msg AS (
-  UPDATE messages m SET status = 'sending', updated_at = now()
-    FROM (SELECT DISTINCT message_id FROM claimed) c
-   WHERE m.id = c.message_id AND m.status IN ('queued', 'scheduled', 'deferred')
-  RETURNING m.id
+  -- 'sending' is not written here: the lease says it, and the reads derive it (db/messages.ts).
+  -- A row written 'sending' by an earlier version is still one to deliver.
+  SELECT r.id, r.delivery_id, r.address, r.position FROM recipients r JOIN claimed ON r.delivery_id = claimed.id
+   WHERE r.status IN ('queued', 'scheduled', 'deferred', 'sending')
 )
 SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy, c.rn <= $5 AS started,
        COALESCE((SELECT json_agg(json_build_object('id', r.id::text, 'address', r.address) ORDER BY r.position)
@@ -375,31 +371,17 @@ export async function releaseLeases(pool: pg.Pool, workerId: string): Promise<nu
 
 /**
  * Give back deliveries that were claimed but never attempted. The claim counted an
- * attempt and marked their recipients and messages 'sending'; nothing was sent, so all
- * of that goes back (queued, or deferred after an earlier attempt), which also lets a
- * queued message be cancelled again. Returns the number of messages touched.
+ * attempt; nothing was sent, so the count goes back and the lease is released, which
+ * also lets a queued message be cancelled again (its recipients never left `queued`:
+ * `sending` is derived from the lease). Returns the number of deliveries given back.
  */
 export async function returnUnstarted(pool: pg.Pool, workerId: string, deliveries: ClaimedDelivery[]): Promise<number> {
   if (deliveries.length === 0) return 0;
-  const { rows } = await pool.query<{ message_id: string }>(
-    `WITH released AS (
-       UPDATE deliveries d SET lease_owner = NULL, next_attempt_at = now(), attempts = d.attempts - 1
-         FROM unnest($2::bigint[], $3::int[]) AS u(id, attempts)
-        WHERE d.id = u.id AND d.attempts = u.attempts AND d.lease_owner = $1 AND d.state = 'pending'
-       RETURNING d.id, d.message_id
-     ), rcpt AS (
-       UPDATE recipients r SET status = CASE WHEN r.attempts > 0 THEN 'deferred' ELSE 'queued' END, updated_at = now()
-         FROM released WHERE r.delivery_id = released.id AND r.status = 'sending'
-       RETURNING r.id
-     )
-     SELECT DISTINCT message_id::text AS message_id FROM released`,
+  const r = await pool.query(
+    `UPDATE deliveries d SET lease_owner = NULL, next_attempt_at = now(), attempts = d.attempts - 1
+       FROM unnest($2::bigint[], $3::int[]) AS u(id, attempts)
+      WHERE d.id = u.id AND d.attempts = u.attempts AND d.lease_owner = $1 AND d.state = 'pending'`,
     [workerId, deliveries.map((d) => String(d.id)), deliveries.map((d) => d.attempt)],
   );
-  for (const { message_id } of rows) {
-    await underMessageLock(pool, message_id, async (client) => {
-      await refreshMessageStatus(client, message_id);
-      return true;
-    });
-  }
-  return rows.length;
+  return r.rowCount ?? 0;
 }

@@ -135,37 +135,41 @@ export async function insertMessages(pool: pg.Pool, rows: NewMessageRow[], opts:
 // not found.
 // ---------------------------------------------------------------------------------
 
-const summarySelect = {
+/** Queue rows a worker holds a lease on at `now`: their recipients are being sent (domain/message.ts withLease). */
+const leased = (now: Date) => ({ state: "pending", leaseOwner: { not: null }, nextAttemptAt: { gt: now } }) satisfies Prisma.DeliveryWhereInput;
+
+const summarySelect = (now: Date) => ({
   id: true, status: true, tlsPolicy: true, fromAddress: true, fromName: true, subject: true, tags: true,
   metadata: true, createdAt: true, sendAt: true, contentPurgedAt: true,
-} as const;
+  deliveries: { where: leased(now), select: { id: true }, take: 1 },
+}) as const;
 
-/** One message as GET /messages lists it (content: the encrypted subject only). */
+/** One message as GET /messages lists it (content: the encrypted subject only). `deliveries`: one it is being sent by, if any. */
 export interface MessageSummaryRow {
   id: string; status: string; tlsPolicy: string; fromAddress: string; fromName: string | null; subject: Uint8Array | null;
-  tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null;
+  tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null; deliveries: Array<{ id: bigint }>;
 }
 
-const storedSelect = {
-  ...summarySelect, messageIdHeader: true, replyTo: true, updatedAt: true,
+const storedSelect = (now: Date) => ({
+  ...summarySelect(now), messageIdHeader: true, replyTo: true, updatedAt: true,
   recipients: {
     orderBy: { position: "asc" },
     include: {
       attemptLog: { orderBy: [{ startedAt: "asc" }, { id: "asc" }] },
-      delivery: { select: { state: true, nextAttemptAt: true, createdAt: true } },
+      delivery: { select: { state: true, nextAttemptAt: true, createdAt: true, leaseOwner: true } },
     },
   },
-} as const satisfies Prisma.MessageSelect;
+}) as const satisfies Prisma.MessageSelect;
 
 /** A stored message with its recipients, each with its queue row's schedule and its attempts. */
-type StoredMessage = Prisma.MessageGetPayload<{ select: typeof storedSelect }>;
+type StoredMessage = Prisma.MessageGetPayload<{ select: ReturnType<typeof storedSelect> }>;
 
 /**
- * The stored message as GET /messages/:id shows it. Prisma reads it in several statements:
- * call it inside a REPEATABLE READ transaction for one consistent snapshot.
+ * The stored message as GET /messages/:id shows it, leases judged at `now`. Prisma reads it
+ * in several statements: call it inside a REPEATABLE READ transaction for one consistent snapshot.
  */
-export function findStoredMessage(db: Db | Tx, apiKeyId: string, id: string): Promise<StoredMessage | null> {
-  return db.message.findFirst({ where: { id, apiKeyId }, select: storedSelect });
+export function findStoredMessage(db: Db | Tx, apiKeyId: string, id: string, now: Date): Promise<StoredMessage | null> {
+  return db.message.findFirst({ where: { id, apiKeyId }, select: storedSelect(now) });
 }
 
 /** Whether `apiKeyId` owns a message with this id. */
@@ -192,13 +196,24 @@ export interface SummaryFilters {
   createdBefore?: Date | undefined;
 }
 
-/** A key's messages, newest first (created_at, id), at most `limit`. */
-export function findMessageSummaries(db: Db | Tx, apiKeyId: string, f: SummaryFilters): Promise<MessageSummaryRow[]> {
+/**
+ * The filter for a status as the reads show it (withLease): `sending` is stored for a
+ * message partly delivered with recipients still queued, and derived from a lease for a
+ * waiting one; a waiting status is shown only without such a lease.
+ */
+function statusWhere(status: string, now: Date): Prisma.MessageWhereInput {
+  if (status === "sending") return { OR: [{ status: "sending" }, { status: { in: ["queued", "scheduled", "deferred"] }, deliveries: { some: leased(now) } }] };
+  if (["queued", "scheduled", "deferred"].includes(status)) return { status, deliveries: { none: leased(now) } };
+  return { status };
+}
+
+/** A key's messages, newest first (created_at, id), at most `limit`, leases judged at `now`. */
+export function findMessageSummaries(db: Db | Tx, apiKeyId: string, f: SummaryFilters, now: Date): Promise<MessageSummaryRow[]> {
   const after = f.after;
   return db.message.findMany({
     where: {
       apiKeyId,
-      ...(f.status ? { status: f.status } : {}),
+      ...(f.status ? { AND: [statusWhere(f.status, now)] } : {}),
       ...(f.tag ? { tags: { has: f.tag } } : {}),
       ...(f.createdAfter || f.createdBefore
         ? { createdAt: { ...(f.createdAfter ? { gte: f.createdAfter } : {}), ...(f.createdBefore ? { lt: f.createdBefore } : {}) } }
@@ -207,7 +222,7 @@ export function findMessageSummaries(db: Db | Tx, apiKeyId: string, f: SummaryFi
     },
     orderBy: [{ createdAt: "desc" }, { id: "desc" }],
     take: f.limit,
-    select: summarySelect,
+    select: summarySelect(now),
   });
 }
 

@@ -321,5 +321,16 @@ export function deriveMessageStatus(statuses: RecipientStatus[]): MessageStatus 
   return statuses.every((s) => s === "bounced" || s === "cancelled") ? "bounced" : "failed";
 }
 
+/** Statuses of a recipient (or message) waiting for its next attempt. */
+const WAITING: ReadonlySet<string> = new Set(["queued", "scheduled", "deferred"]);
+
+/**
+ * `sending` is never written by a claim: a waiting recipient whose delivery a worker holds
+ * a lease on is being sent, and so is a waiting message with such a delivery.
+ */
+export function withLease<S extends string>(status: S, leased: boolean): S | "sending" {
+  return leased && WAITING.has(status) ? "sending" : status;
+}
+
 /** Messages can be cancelled only before any recipient has been attempted. */
 export const CANCELLABLE_STATUSES: ReadonlySet<MessageStatus> = new Set(["queued", "scheduled"]);

@@ -8,7 +8,7 @@ import {
   markRecipientsCancelled, messageOwnedBy, type MessageSummaryRow,
 } from "../db/messages.ts";
 import { AppError } from "../domain/errors.ts";
-import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
+import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, withLease, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import { lifetimeEnd } from "../domain/retry-lifetime.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 
@@ -70,7 +70,7 @@ function summaryView(m: MessageSummaryRow, cipher: ContentCipher) {
   const { subject, content_unreadable } = readSubject(m, cipher);
   return {
     id: m.id,
-    status: m.status as MessageStatus,
+    status: withLease(m.status as MessageStatus, m.deliveries.length > 0),
     tls_policy: m.tlsPolicy as TlsPolicy,
     from: { address: m.fromAddress, name: m.fromName },
     subject,
@@ -110,23 +110,28 @@ export async function getMessage(db: Db, cipher: ContentCipher, apiKeyId: string
   // statements; one REPEATABLE READ snapshot keeps them consistent with each other (a
   // worker finishing or claiming in between would otherwise pair a deferred message with
   // a recipient already being retried, or a deferred recipient with its lease time).
-  const m = await db.$transaction((tx) => findStoredMessage(tx, apiKeyId, id), { isolationLevel: "RepeatableRead" });
+  const now = new Date();
+  const m = await db.$transaction((tx) => findStoredMessage(tx, apiKeyId, id, now), { isolationLevel: "RepeatableRead" });
   if (!m) throw new AppError("not_found", "no message with this id");
   return {
     ...summaryView(m, cipher),
     message_id: m.messageIdHeader,
     reply_to: (m.replyTo as Array<{ address: string; name: string | null }> | null) ?? [],
     updated_at: m.updatedAt.toISOString(),
-    recipients: m.recipients.map((r) => ({
-      address: r.address,
-      name: r.name,
-      kind: r.kind as "to" | "cc" | "bcc",
-      status: r.status as RecipientStatus,
-      attempts: r.attempts,
-      last_response: r.lastCode !== null || r.lastReply !== null ? { code: r.lastCode, enhanced_code: r.lastEnhanced, text: r.lastReply } : null,
-      ...scheduleView(r.status as RecipientStatus, r.delivery, schedule),
-      delivery_attempts: r.attemptLog.map(attemptView),
-    })),
+    recipients: m.recipients.map((r) => {
+      const d = r.delivery;
+      const status = withLease(r.status as RecipientStatus, d.state === "pending" && d.leaseOwner !== null && d.nextAttemptAt > now);
+      return {
+        address: r.address,
+        name: r.name,
+        kind: r.kind as "to" | "cc" | "bcc",
+        status,
+        attempts: r.attempts,
+        last_response: r.lastCode !== null || r.lastReply !== null ? { code: r.lastCode, enhanced_code: r.lastEnhanced, text: r.lastReply } : null,
+        ...scheduleView(status, d, schedule),
+        delivery_attempts: r.attemptLog.map(attemptView),
+      };
+    }),
   };
 }
 
@@ -162,7 +167,7 @@ export async function listMessages(db: Db, cipher: ContentCipher, apiKeyId: stri
   // One more than a page: whether it exists says whether there is a next page.
   const rows = await findMessageSummaries(db, apiKeyId, {
     limit: f.limit + 1, after, status: f.status, tag: f.tag, createdAfter: f.createdAfter, createdBefore: f.createdBefore,
-  });
+  }, new Date());
   const page = rows.slice(0, f.limit);
   const last = page[page.length - 1];
   return {

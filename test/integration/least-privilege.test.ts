@@ -136,11 +136,14 @@ test("the grants are what roles.sql documents: no DELETE for the API, nothing on
   // MIGRATE_ON_START=false: neither process reads or writes the migration history.
   assert.equal(await anyOn("sealpost_api", "_prisma_migrations"), false);
   assert.equal(await anyOn("sealpost_worker", "_prisma_migrations"), false);
-  // The API does not read the queue's lease columns; the worker does not read stored responses.
+  // The API reads whether a delivery is leased (to show it as sending) but never takes or
+  // renews a lease; the worker does not read stored responses.
   assert.deepEqual(
-    await q(`SELECT has_column_privilege('sealpost_api', 'deliveries', 'lease_owner', 'SELECT') AS lease,
+    await q(`SELECT has_column_privilege('sealpost_api', 'deliveries', 'lease_owner', 'SELECT') AS lease_read,
+                    has_column_privilege('sealpost_api', 'deliveries', 'attempts', 'UPDATE') AS attempts_write,
+                    has_column_privilege('sealpost_api', 'deliveries', 'next_attempt_at', 'UPDATE') AS lease_time_write,
                     has_column_privilege('sealpost_worker', 'idempotency_records', 'response', 'SELECT') AS resp`, []),
-    { lease: false, resp: false },
+    { lease_read: true, attempts_write: false, lease_time_write: false, resp: false },
   );
   const roles = await owner.db.pool.query(`SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN ('sealpost_api', 'sealpost_worker') ORDER BY 1`);
   assert.deepEqual(roles.rows, [{ rolname: "sealpost_api", rolcanlogin: false }, { rolname: "sealpost_worker", rolcanlogin: false }]);

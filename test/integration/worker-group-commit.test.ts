@@ -73,6 +73,18 @@ test("a batch of results where one delivery was fenced out writes the others and
   const view = await getMessage(app, key, fenced.messageId);
   assert.equal(view.status, "sending");
   assert.equal(view.recipients[0]!.status, "sending");
+  // `sending` is read from the lease, never written by the claim: the rows still say queued,
+  // the list shows it as sending, and once the lease is given up it is queued again.
+  const stored = (await pool.query<{ m: string; r: string }>(
+    `SELECT m.status AS m, r.status AS r FROM messages m JOIN recipients r ON r.message_id = m.id WHERE m.id = $1`, [fenced.messageId])).rows[0]!;
+  assert.deepEqual(stored, { m: "queued", r: "queued" });
+  const listed = async (status: string) =>
+    ((await app.call("GET", `/messages?status=${status}`, { key })).json() as { data: Array<{ id: string; status: string }> }).data.filter((x) => x.id === fenced.messageId);
+  assert.deepEqual((await listed("sending")).map((x) => x.status), ["sending"]);
+  assert.deepEqual(await listed("queued"), []);
+  await pool.query(`UPDATE deliveries SET lease_owner = NULL WHERE id = $1`, [String(fenced.id)]);
+  assert.equal((await getMessage(app, key, fenced.messageId)).status, "queued");
+  assert.equal((await listed("queued")).length, 1);
 });
 
 test("results written together through the writer each get their own answer; the claim brings the message, still encrypted", async () => {
