@@ -17,5 +17,5 @@ COPY openapi.yaml ./
 RUN mkdir -p data certs && chown node:node data certs
 USER node
 # exec form without a shell or wrapper: node is PID 1 and handles SIGTERM itself.
-ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=60", "bin/sealpost.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=8", "--heap-growing-percent=50", "bin/sealpost.js"]
 CMD ["start"]

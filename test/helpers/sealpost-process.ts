@@ -35,7 +35,7 @@ export function spawnSealpost(command: "serve" | "worker" | "start", env: Record
   const logFile = join(opts.logDir, `${opts.name}.log`);
   const log = createWriteStream(logFile, { flags: "a" });
   // The V8 heap flags the image and bin/sealpost.js run with, so RSS is measured as deployed.
-  const child = spawn(process.execPath, ["--max-semi-space-size=8", "--heap-growing-percent=60", CLI, command], {
+  const child = spawn(process.execPath, ["--max-semi-space-size=8", "--heap-growing-percent=50", CLI, command], {
     cwd: REPO,
     // Only what is given: the suite's own environment (DATABASE_URL of the shared
     // cluster, say) must not leak into a process under test.

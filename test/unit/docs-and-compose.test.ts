@@ -87,7 +87,7 @@ test("compose services use only variables that src/config.ts reads", () => {
 });
 
 test("every way of launching a long-running process sets V8's heap flags the same way", () => {
-  const flag = "--max-semi-space-size=8 --heap-growing-percent=60";
+  const flag = "--max-semi-space-size=8 --heap-growing-percent=50";
   const scripts = (JSON.parse(read("package.json")) as { scripts: Record<string, string> }).scripts;
   for (const name of ["start", "serve", "worker"]) assert.match(scripts[name]!, new RegExp(`^exec node ${flag} src/cli\\.ts ${name}$`), `npm run ${name}`);
   assert.equal(read("bin/sealpost.js").split("\n")[0], `#!/usr/bin/env -S node ${flag}`, "bin/sealpost.js shebang");
