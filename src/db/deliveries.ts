@@ -84,25 +84,16 @@ export interface ClaimedDelivery {
 // The claim reads the message with its content in the same statement, so a delivery needs
 // no read of its own. Of the rows claimed (oldest due first), the first $5 start at once
 // and take the full delivery lease here, which saves renewLeases a statement per delivery;
-// the rest wait in the worker's backlog under the short claim lease ($3). Rows are taken
-// oldest first only while their content adds up to at most $7 bytes (the first always), so
-// a backlog of large messages is not loaded at once; octet_length reads a stored value's
-// size without fetching it. The rows locked but not taken are free again at commit.
+// the rest wait in the worker's backlog under the short claim lease ($3).
 const CLAIM_SQL = `
 WITH due AS (
-  SELECT id, message_id, next_attempt_at FROM deliveries
+  SELECT id, next_attempt_at FROM deliveries
    WHERE state = 'pending' AND next_attempt_at <= now() AND id <> ALL($4::bigint[])
    ORDER BY next_attempt_at
    LIMIT $1
    FOR UPDATE SKIP LOCKED
-), sized AS (
-  SELECT due.id, row_number() OVER w AS rn,
-         sum(COALESCE(octet_length(m.subject), 0) + COALESCE(octet_length(m.text_body), 0) + COALESCE(octet_length(m.html_body), 0)
-             + COALESCE(octet_length(m.headers), 0) + COALESCE(octet_length(m.attachments), 0)) OVER w AS bytes
-    FROM due JOIN messages m ON m.id = due.message_id
-  WINDOW w AS (ORDER BY due.next_attempt_at, due.id)
 ), ranked AS (
-  SELECT id, rn FROM sized WHERE rn = 1 OR bytes <= $7
+  SELECT id, row_number() OVER (ORDER BY next_attempt_at, id) AS rn FROM due
 ), claimed AS (
   UPDATE deliveries d
      SET attempts = d.attempts + 1, lease_owner = $2,
@@ -126,12 +117,6 @@ SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts,
   FROM claimed c JOIN messages m ON m.id = c.message_id
  ORDER BY c.rn`;
 
-/**
- * Stored content one claim loads at most: a backlog of 10 MB messages arrives a few at a
- * time instead of WORKER_BATCH_SIZE at once, which would hold hundreds of MB in the worker.
- */
-const CLAIM_MAX_CONTENT_BYTES = 32 * 1024 * 1024;
-
 interface ClaimRow {
   id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string; started: boolean;
   pending: Array<{ id: string; address: string }>;
@@ -141,17 +126,16 @@ interface ClaimRow {
 }
 
 /**
- * Claims up to `limit` due deliveries, each with its message, and no more than `maxBytes` of
- * stored content in all (at least one delivery). The first `startNow` (oldest due first)
- * take the full lease `leaseMs`, being started at once; the others the claim lease `claimLeaseMs`. `holding` are the rows this worker is still working on: a lease of
+ * Claims up to `limit` due deliveries, each with its message. The first `startNow` (oldest
+ * due first) take the full lease `leaseMs`, being started at once; the others the claim
+ * lease `claimLeaseMs`. `holding` are the rows this worker is still working on: a lease of
  * one of them that ran out (the database was away longer than it) is renewed, never
  * claimed a second time by the same worker.
  */
 export async function claimDeliveries(
   pool: pg.Pool, workerId: string, limit: number, leases: { claimLeaseMs: number; leaseMs: number; startNow: number }, holding: Iterable<bigint> = [],
-  maxBytes = CLAIM_MAX_CONTENT_BYTES,
 ): Promise<ClaimedDelivery[]> {
-  const { rows } = await pool.query<ClaimRow>(CLAIM_SQL, [limit, workerId, leases.claimLeaseMs, [...holding].map(String), leases.startNow, leases.leaseMs, maxBytes]);
+  const { rows } = await pool.query<ClaimRow>(CLAIM_SQL, [limit, workerId, leases.claimLeaseMs, [...holding].map(String), leases.startNow, leases.leaseMs]);
   return rows.map((r) => ({
     id: BigInt(r.id),
     messageId: r.message_id,

@@ -111,21 +111,3 @@ test("results written together through the writer each get their own answer; the
   assert.equal((await getMessage(app, key, mine[0]!.messageId)).status, "delivered");
   assert.equal(await evidenceOf(mine[2]!.messageId), 0);
 });
-
-test("a claim takes rows oldest first only while their stored content fits its byte budget, and always at least one", async () => {
-  const ids: string[] = [];
-  for (let i = 0; i < 3; i++) ids.push(await sendMessage(app, key, { to: `big${i}@big.test`, subject: `big ${i}`, text: "x".repeat(3000) }));
-  const pool = app.tdb.db.pool;
-  const sizes = (await pool.query<{ n: number }>(
-    `SELECT (octet_length(subject) + octet_length(text_body) + COALESCE(octet_length(html_body), 0) + COALESCE(octet_length(headers), 0)
-             + COALESCE(octet_length(attachments), 0))::int AS n FROM messages WHERE id = ANY($1::uuid[])`, [ids])).rows.map((r) => r.n);
-  // Older due rows of other tests would count first: these three are the only ones due.
-  await pool.query(`UPDATE deliveries SET next_attempt_at = now() + interval '1 hour' WHERE state = 'pending' AND NOT (message_id = ANY($1::uuid[]))`, [ids]);
-  const budget = sizes[0]! + sizes[1]! + 10; // two fit, the third does not
-  const first = await claimDeliveries(pool, "w5", 10, leases(60_000), [], budget);
-  assert.deepEqual(first.map((d) => d.messageId), ids.slice(0, 2));
-  const rest = await claimDeliveries(pool, "w5", 10, leases(60_000), [], 1); // smaller than any message: still one
-  assert.deepEqual(rest.map((d) => d.messageId), [ids[2]]);
-  const left = await pool.query(`SELECT 1 FROM deliveries WHERE message_id = ANY($1::uuid[]) AND lease_owner IS NULL`, [ids]);
-  assert.equal(left.rowCount, 0, "every row was taken by one of the claims");
-});
