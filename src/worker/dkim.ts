@@ -7,8 +7,10 @@
 import { dkimSign } from "mailauth/lib/dkim/sign.js";
 import type pg from "pg";
 import { findSigningKeys } from "../db/sender-domains.ts";
+import { domainOf } from "../domain/address.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { dkimKeyAad } from "../security/dkim-keys.ts";
+import { DomainCache } from "./domain-cache.ts";
 
 /**
  * The header fields a receiver checks (issue 11): From, To, Cc, Subject, Date,
@@ -31,21 +33,18 @@ export interface Signed {
 }
 
 export class DkimSigner {
-  readonly #pool: pg.Pool;
-  readonly #cipher: ContentCipher;
-  readonly #ttlMs: number;
-  readonly #keys = new Map<string, { at: number; keys: Promise<SigningKey[]> }>();
+  readonly #keys: DomainCache<SigningKey[]>;
 
   constructor(pool: pg.Pool, cipher: ContentCipher, ttlMs = 60_000) {
-    this.#pool = pool;
-    this.#cipher = cipher;
-    this.#ttlMs = ttlMs;
+    this.#keys = new DomainCache(ttlMs, async (domain) =>
+      (await findSigningKeys(pool, domain)).map((r) => ({ selector: r.selector, algorithm: r.algorithm, privateKey: cipher.decrypt(r.privateKey, dkimKeyAad(r.id)).toString("utf8") })),
+    );
   }
 
   /** Signs `raw` for the domain of `fromAddress`; unchanged when that domain has no verified keys. */
   async sign(raw: Buffer, fromAddress: string): Promise<Signed> {
-    const domain = fromAddress.slice(fromAddress.lastIndexOf("@") + 1).toLowerCase();
-    const keys = await this.#keysOf(domain);
+    const domain = domainOf(fromAddress).toLowerCase();
+    const keys = await this.#keys.of(domain);
     if (keys.length === 0) return { message: raw, selectors: [] };
     const result = await dkimSign(raw, {
       signingDomain: domain,
@@ -57,17 +56,5 @@ export class DkimSigner {
     });
     if (result.errors?.length) throw new Error(`DKIM signing for ${domain} failed: ${result.errors.map((e) => e.err?.message ?? String(e)).join("; ")}`);
     return { message: Buffer.concat([Buffer.from(result.signatures), raw]), selectors: keys.map((k) => k.selector) };
-  }
-
-  #keysOf(domain: string): Promise<SigningKey[]> {
-    const hit = this.#keys.get(domain);
-    if (hit && Date.now() - hit.at < this.#ttlMs) return hit.keys;
-    const keys = findSigningKeys(this.#pool, domain).then((rows) =>
-      rows.map((r) => ({ selector: r.selector, algorithm: r.algorithm, privateKey: this.#cipher.decrypt(r.privateKey, dkimKeyAad(r.id)).toString("utf8") })),
-    );
-    // A failed read is not remembered: the next message asks again.
-    keys.catch(() => this.#keys.delete(domain));
-    this.#keys.set(domain, { at: Date.now(), keys });
-    return keys;
   }
 }

@@ -6,32 +6,25 @@
 // domain and kept for BOUNCE_DOMAIN_CACHE_MS, as DKIM keys are.
 import type pg from "pg";
 import { findBounceDomain } from "../db/sender-domains.ts";
+import { domainOf } from "../domain/address.ts";
 import { BounceTokens } from "../security/bounce-token.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
+import { DomainCache } from "./domain-cache.ts";
 
 const BOUNCE_DOMAIN_CACHE_MS = 60_000;
 
 export class EnvelopeSenders {
-  readonly #pool: pg.Pool;
   readonly #tokens: BounceTokens;
-  readonly #ttlMs: number;
-  readonly #domains = new Map<string, { at: number; bounce: Promise<string | null> }>();
+  readonly #domains: DomainCache<string | null>;
 
   constructor(pool: pg.Pool, cipher: ContentCipher, ttlMs = BOUNCE_DOMAIN_CACHE_MS) {
-    this.#pool = pool;
     this.#tokens = new BounceTokens(cipher);
-    this.#ttlMs = ttlMs;
+    this.#domains = new DomainCache(ttlMs, (domain) => findBounceDomain(pool, domain));
   }
 
   /** The verified bounce domain of the From address's domain, or null: then MAIL FROM is the From address. */
   bounceDomainOf(fromAddress: string): Promise<string | null> {
-    const domain = fromAddress.slice(fromAddress.lastIndexOf("@") + 1).toLowerCase();
-    const hit = this.#domains.get(domain);
-    if (hit && Date.now() - hit.at < this.#ttlMs) return hit.bounce;
-    const bounce = findBounceDomain(this.#pool, domain);
-    bounce.catch(() => this.#domains.delete(domain)); // a failed read is not remembered
-    this.#domains.set(domain, { at: Date.now(), bounce });
-    return bounce;
+    return this.#domains.of(domainOf(fromAddress).toLowerCase());
   }
 
   /** MAIL FROM for one recipient of a message from a domain with `bounceDomain`. */
