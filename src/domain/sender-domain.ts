@@ -81,7 +81,7 @@ export interface DkimKeyLife {
   retiredAt: Date | null;
 }
 
-export const newestFirst = (a: DkimKeyLife, b: DkimKeyLife) => b.createdAt.getTime() - a.createdAt.getTime() || (a.selector < b.selector ? 1 : -1);
+const newestFirst = (a: DkimKeyLife, b: DkimKeyLife) => b.createdAt.getTime() - a.createdAt.getTime() || (a.selector < b.selector ? 1 : -1);
 
 /** The state of each key at `now`, by selector. */
 export function dkimKeyStates(keys: readonly DkimKeyLife[], now: Date): Map<string, DkimKeyState> {
@@ -94,6 +94,38 @@ export function dkimKeyStates(keys: readonly DkimKeyLife[], now: Date): Map<stri
 }
 
 const isRetiredBy = (k: DkimKeyLife, now: Date) => k.retiredAt !== null && k.retiredAt <= now;
+
+export interface DkimRotationStep {
+  /** Keys whose record a verify saw for the first time: they become verified. */
+  seenNow: string[];
+  /** Selectors whose records decide whether the domain is verified: each signing key's, or where none of an algorithm was seen yet, each of its pending keys'. */
+  deciding: Set<string>;
+  /** Keys a newer seen key of their algorithm replaces: retired after `graceMs` if they were seen (mail they signed keeps verifying), at once if never. */
+  retire: Array<{ id: string; at: Date }>;
+}
+
+/**
+ * What a verify that found the records of `okSelectors` does to the (not retired) keys: the
+ * states dkimKeyStates gives once the newly seen keys count as verified.
+ */
+export function dkimRotationStep<K extends DkimKeyLife & { id: string }>(live: readonly K[], okSelectors: ReadonlySet<string>, now: Date, graceMs: number): DkimRotationStep {
+  const seenNow = live.filter((k) => k.verifiedAt === null && okSelectors.has(k.selector));
+  const after = live.map((k) => (seenNow.includes(k) ? { ...k, verifiedAt: now } : k));
+  const states = dkimKeyStates(after, now);
+  const deciding = new Set<string>();
+  const retire: DkimRotationStep["retire"] = [];
+  for (const alg of DKIM_ALGORITHMS) {
+    const ofAlg = after.filter((k) => k.algorithm === alg).sort(newestFirst);
+    const signer = ofAlg.findIndex((k) => states.get(k.selector) === "active");
+    if (signer < 0) {
+      for (const k of ofAlg) deciding.add(k.selector);
+      continue;
+    }
+    deciding.add(ofAlg[signer]!.selector);
+    for (const k of ofAlg.slice(signer + 1)) if (k.retiredAt === null) retire.push({ id: k.id, at: k.verifiedAt ? new Date(now.getTime() + graceMs) : now });
+  }
+  return { seenNow: seenNow.map((k) => k.id), deciding, retire };
+}
 
 export interface DkimPublicKey {
   selector: string;

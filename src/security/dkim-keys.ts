@@ -4,7 +4,7 @@
 // (content-cipher.ts, contentAad): a private key copied to another row does not decrypt.
 import { generateKeyPair, randomUUID, type KeyObject } from "node:crypto";
 import { promisify } from "node:util";
-import type { DkimAlgorithm } from "../domain/sender-domain.ts";
+import { DKIM_ALGORITHMS, dkimSelector, type DkimAlgorithm } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "./content-cipher.ts";
 
 /** Associated data binding an encrypted private key to its dkim_keys row. */
@@ -26,7 +26,7 @@ const generate = promisify(generateKeyPair) as (type: "rsa" | "ed25519", opts?: 
  * key generation takes a good part of a second: it runs on libuv's thread pool, not on
  * the event loop the API answers from.
  */
-export async function generateDkimKey(algorithm: DkimAlgorithm, cipher: ContentCipher): Promise<NewDkimKey> {
+async function generateDkimKey(algorithm: DkimAlgorithm, cipher: ContentCipher): Promise<NewDkimKey> {
   const id = randomUUID();
   const { publicKey, privateKey } = algorithm === "rsa-sha256" ? await generate("rsa", { modulusLength: 2048 }) : await generate("ed25519");
   const spki = publicKey.export({ format: "der", type: "spki" });
@@ -35,4 +35,9 @@ export async function generateDkimKey(algorithm: DkimAlgorithm, cipher: ContentC
   const p = algorithm === "rsa-sha256" ? spki : spki.subarray(spki.length - 32);
   const pem = privateKey.export({ format: "pem", type: "pkcs8" });
   return { id, algorithm, publicKey: p.toString("base64"), privateKey: cipher.encrypt(pem, dkimKeyAad(id)) };
+}
+
+/** A fresh pair of each algorithm we sign with, under selectors for `at` not in `taken`. */
+export function generateDkimKeySet(cipher: ContentCipher, at: Date, taken: ReadonlySet<string> = new Set()): Promise<Array<NewDkimKey & { selector: string }>> {
+  return Promise.all(DKIM_ALGORITHMS.map(async (algorithm) => ({ ...(await generateDkimKey(algorithm, cipher)), selector: dkimSelector(at, algorithm, taken) })));
 }

@@ -12,11 +12,11 @@ import {
 } from "../db/sender-domains.ts";
 import { AppError } from "../domain/errors.ts";
 import {
-  checkRecords, DKIM_ALGORITHMS, dkimKeyStates, dkimSelector, dkimVerdict, dnsRecords, keyCoversDomain, newestFirst, type AddDomainRequest,
+  checkRecords, dkimKeyStates, dkimRotationStep, dkimVerdict, dnsRecords, keyCoversDomain, type AddDomainRequest,
   type DkimAlgorithm, type DkimKeyState, type DmarcLookupResult, type DnsRecord, type MxLookupResult, type SpfEvaluation, type RecordCheck, type TxtLookupResult, type VerifyStatus,
 } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
-import { generateDkimKey } from "../security/dkim-keys.ts";
+import { generateDkimKeySet } from "../security/dkim-keys.ts";
 import getDmarcRecord from "mailauth/lib/dmarc/get-dmarc-record.js";
 import { spf as evaluateSpf } from "mailauth/lib/spf/index.js";
 
@@ -93,7 +93,7 @@ export async function addDomain(db: Db, cipher: ContentCipher, actor: DomainActo
     });
   const exists = () => new AppError("conflict", `the domain ${input.name} exists already`, { errors: [{ path: "name", message: "names a domain that exists already" }] });
   if (await findSenderDomainByName(db, input.name)) throw exists();
-  const keys = await Promise.all(DKIM_ALGORITHMS.map(async (algorithm) => ({ ...(await generateDkimKey(algorithm, cipher)), selector: dkimSelector(now, algorithm) })));
+  const keys = await generateDkimKeySet(cipher, now);
   try {
     const row = await insertSenderDomain(db, { id: randomUUID(), name: input.name, bounceDomain: input.bounce_domain ?? null, createdByKeyId: actor?.keyId ?? null, keys });
     return domainView(row, bounceMxHost);
@@ -183,27 +183,13 @@ export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, i
   ]);
   const { bounce, checks } = checkRecords(records, live, { txt: new Map(txt), mx: new Map(mx), dmarc, spf, bounceMxHost });
   const ok = new Set(records.flatMap((r, i) => (r.purpose === "dkim" && checks[i]!.state === "ok" ? [r.selector!] : [])));
-  const seenNow = live.filter((k) => k.verifiedAt === null && ok.has(k.selector));
-  const seen = (k: (typeof live)[number]) => k.verifiedAt !== null || seenNow.includes(k);
-  const deciding = new Set<string>();
-  const retire: Array<{ id: string; at: Date }> = [];
-  for (const alg of DKIM_ALGORITHMS) {
-    const ofAlg = live.filter((k) => k.algorithm === alg).sort(newestFirst);
-    const signer = ofAlg.find(seen);
-    if (!signer) {
-      for (const k of ofAlg) deciding.add(k.selector);
-      continue;
-    }
-    deciding.add(signer.selector);
-    for (const k of ofAlg.slice(ofAlg.indexOf(signer) + 1))
-      if (k.retiredAt === null) retire.push({ id: k.id, at: seen(k) ? new Date(now.getTime() + rotationGraceMs) : now });
-  }
+  const { seenNow, deciding, retire } = dkimRotationStep(live, ok, now, rotationGraceMs);
   const status = dkimVerdict(records, checks, deciding);
   const since = (verdict: VerifyStatus | null, before: Date | null) => (verdict === "verified" ? (before ?? now) : verdict === "failed" ? null : undefined);
   const updated = await recordDomainCheck(db, id, {
     at: now, result: { status, bounce_status: bounce, checks }, verifiedAt: since(status, row.verifiedAt), bounceVerifiedAt: since(bounce, row.bounceVerifiedAt),
     // A rotation completes only on a verified domain: the new key takes over once it is seen.
-    keysSeen: seenNow.map((k) => k.id), retire: status === "verified" ? retire : [],
+    keysSeen: seenNow, retire: status === "verified" ? retire : [],
   });
   if (!updated) throw new AppError("not_found", "no such domain");
   return { status, bounce_status: bounce, checks, domain: domainView(updated, bounceMxHost, now) };
@@ -251,13 +237,14 @@ export async function rotateDkim(db: Db, cipher: ContentCipher, actor: DomainAct
   const waiting = row.dkimKeys.filter((k) => states.get(k.selector) === "pending");
   if (waiting.length > 0 && row.dkimKeys.some((k) => states.get(k.selector) === "active"))
     throw new AppError("conflict", `a key rotation of ${row.name} is waiting for its DNS records (${waiting.map((k) => `${k.selector}._domainkey.${row.name}`).join(", ")}): publish them and verify first`);
-  const taken = new Set(row.dkimKeys.map((k) => k.selector));
-  const keys = await Promise.all(DKIM_ALGORITHMS.map(async (algorithm) => ({ ...(await generateDkimKey(algorithm, cipher)), selector: dkimSelector(now, algorithm, taken) })));
+  const keys = await generateDkimKeySet(cipher, now, new Set(row.dkimKeys.map((k) => k.selector)));
   try {
     await insertDkimKeys(db, row.id, keys);
   } catch (err) {
     if (isUniqueViolation(err)) throw new AppError("conflict", `${row.name} was rotated meanwhile by another request`);
     throw err;
   }
-  return getDomain(db, actor, id, bounceMxHost);
+  const updated = await findSenderDomainById(db, row.id);
+  if (!updated) throw new AppError("not_found", "no such domain"); // removed meanwhile
+  return domainView(updated, bounceMxHost, now);
 }

@@ -4,6 +4,7 @@ import fc from "fast-check";
 import { parseAddress, parseMailbox } from "../../src/domain/address.ts";
 import { deriveMessageStatus } from "../../src/domain/message.ts";
 import { strictest } from "../../src/domain/tls-policy.ts";
+import { dkimKeyStates, dkimRotationStep } from "../../src/domain/sender-domain.ts";
 import { nextRetryDelay } from "../../src/worker/backoff.ts";
 import { ContentCipher, contentAad } from "../../src/security/content-cipher.ts";
 import { randomBytes } from "node:crypto";
@@ -68,4 +69,29 @@ test("content cipher: round trip, fresh nonce per value, bound to its row and co
   const tampered = Buffer.from(a);
   tampered[tampered.length - 1]! ^= 1;
   assert.throws(() => c.decrypt(tampered, contentAad("m1", "subject")), /failed authentication/);
+});
+
+test("DKIM rotation: a new key signs once seen, the one it replaces retires after the grace, an unseen older one at once", () => {
+  const now = new Date("2026-12-05T00:00:00Z");
+  const day = 86_400_000;
+  const key = (id: string, algorithm: "rsa-sha256" | "ed25519-sha256", createdDaysAgo: number, verified: boolean) => ({
+    id, selector: `s-${id}`, algorithm, createdAt: new Date(now.getTime() - createdDaysAgo * day), verifiedAt: verified ? new Date(now.getTime() - createdDaysAgo * day) : null, retiredAt: null,
+  });
+  const oldRsa = key("old-r", "rsa-sha256", 200, true);
+  const neverSeenRsa = key("lost-r", "rsa-sha256", 100, false);
+  const newRsa = key("new-r", "rsa-sha256", 1, false);
+  const oldEd = key("old-e", "ed25519-sha256", 200, true);
+  const newEd = key("new-e", "ed25519-sha256", 1, false);
+  const keys = [oldRsa, neverSeenRsa, newRsa, oldEd, newEd];
+  assert.equal(dkimKeyStates(keys, now).get("s-old-r"), "active");
+
+  // Only the new RSA key's record is published so far.
+  const step = dkimRotationStep(keys, new Set(["s-new-r"]), now, 7 * day);
+  assert.deepEqual(step.seenNow, ["new-r"]);
+  assert.deepEqual([...step.deciding].sort(), ["s-new-r", "s-old-e"]);
+  assert.deepEqual(step.retire, [{ id: "lost-r", at: now }, { id: "old-r", at: new Date(now.getTime() + 7 * day) }]);
+
+  // Nothing seen on a fresh domain: every pending key decides, nothing retires.
+  const fresh = [key("a", "rsa-sha256", 0, false), key("b", "ed25519-sha256", 0, false)];
+  assert.deepEqual(dkimRotationStep(fresh, new Set(), now, day), { seenNow: [], deciding: new Set(["s-a", "s-b"]), retire: [] });
 });
