@@ -134,15 +134,20 @@ export function createTxtResolver(opts: Pick<MxResolverOptions, "servers" | "tim
     async txt(name) {
       const r = await lookup(() => resolver.resolveTxt(name));
       if (r.ok) return { kind: "records", records: r.value.map((chunks) => chunks.join("")) };
-      return isDefinite(r.code) ? { kind: "none", reason: `${name}: ${describe(r.code)}` } : { kind: "pending", reason: `TXT lookup for ${name} failed: ${describe(r.code)}` };
+      return noRecords("TXT", name, r.code);
     },
     resolve: (name, type) => resolver.resolve(name, type),
     async mx(name) {
       const r = await lookup(() => resolver.resolveMx(name));
       if (r.ok) return { kind: "records", hosts: r.value.map((m) => normalizeName(m.exchange)) };
-      return isDefinite(r.code) ? { kind: "none", reason: `${name}: ${describe(r.code)}` } : { kind: "pending", reason: `MX lookup for ${name} failed: ${describe(r.code)}` };
+      return noRecords("MX", name, r.code);
     },
   };
+}
+
+/** A verify's lookup without records: `none` on a definite answer, `pending` when there was none. */
+function noRecords(type: string, name: string, code: string): { kind: "none" | "pending"; reason: string } {
+  return isDefinite(code) ? { kind: "none", reason: `${name}: ${describe(code)}` } : { kind: "pending", reason: `${type} lookup for ${name} failed: ${describe(code)}` };
 }
 
 async function resolveDomain(resolver: Resolver, random: () => number, input: string): Promise<MxResolution> {
