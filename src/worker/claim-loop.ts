@@ -304,9 +304,10 @@ export class ClaimLoop implements WorkerHandle {
   }
 
   #startDelivery(d: ClaimedDelivery, leaseUntil: number): void {
-    const h: Held = { delivery: d, phase: "sending", leaseUntil, prepared: this.#held.get(d.id)?.prepared ?? prepareMessage(this.#deps, d) };
+    const prepared = this.#held.get(d.id)?.prepared ?? prepareMessage(this.#deps, d);
+    const h: Held = { delivery: d, phase: "sending", leaseUntil, prepared };
     this.#held.set(d.id, h);
-    const p = this.#deliverAndRecord(h).finally(() => {
+    const p = this.#deliverAndRecord(h, prepared).finally(() => {
       this.#inFlight.delete(p);
       if (h.phase === "sending") this.#sending--;
       else this.#recording--;
@@ -317,11 +318,11 @@ export class ClaimLoop implements WorkerHandle {
 
   // ---- one delivery ----------------------------------------------------------------
 
-  async #deliverAndRecord(h: Held): Promise<void> {
+  async #deliverAndRecord(h: Held, prepared: Promise<PreparedMessage>): Promise<void> {
     const d = h.delivery;
     const log = this.#log;
     try {
-      const completion = await runDelivery(this.#deps, d, this.id, h.prepared ?? undefined);
+      const completion = await runDelivery(this.#deps, d, this.id, prepared);
       h.phase = "recording";
       this.#sending--;
       this.#recording++;
