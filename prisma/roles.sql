@@ -118,9 +118,16 @@ GRANT INSERT (message_id, delivery_id, position, kind, address, name, status, up
 GRANT UPDATE (status, updated_at) ON recipients TO sealpost_api; -- markRecipientsCancelled
 GRANT USAGE ON SEQUENCE recipients_id_seq TO sealpost_api; -- insertMessages
 
--- Delivery evidence is shown by GET /messages/:id and /events (findStoredMessage,
--- findMessageAttempts); only the worker writes it.
+-- Delivery evidence is shown by GET /messages/:id, /messages/:id/events and /events
+-- (findStoredMessage, findMessageAttempts, findEvents); only the worker writes it.
 GRANT SELECT ON delivery_attempts TO sealpost_api;
+
+-- Events (issue 12): the send statement writes each new recipient's queued or scheduled
+-- event (insertMessages), cancel each recipient's cancelled event (markRecipientsCancelled);
+-- GET /events reads them (findEvents). txid and created_at have defaults.
+GRANT SELECT ON events TO sealpost_api;
+GRANT INSERT (type, api_key_id, message_id, recipient_id, created_at) ON events TO sealpost_api;
+GRANT USAGE ON SEQUENCE events_id_seq TO sealpost_api; -- insertMessages, markRecipientsCancelled
 
 -- Idempotency-Key: the send statement (insertMessages) inserts the record, or takes over
 -- an expired one (INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= ...); a replay
@@ -196,12 +203,21 @@ GRANT SELECT ON recipients TO sealpost_worker;
 GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at) ON recipients TO sealpost_worker;
 
 -- Evidence of every attempt is appended by the completion statements (completeDelivery,
--- completeDeliveries; no RETURNING), never read back, never changed: it is the record of what happened.
+-- completeDeliveries), never changed: it is the record of what happened. They read back
+-- only which attempt of each recipient came last (RETURNING id, recipient_id, started_at),
+-- for its event.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
               dkim_selectors, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
   ON delivery_attempts TO sealpost_worker;
+GRANT SELECT (id, recipient_id, started_at) ON delivery_attempts TO sealpost_worker;
 GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
+
+-- Each recipient's new status is an event written by the same completion statements
+-- (completeDeliveries); txid and created_at have defaults.
+GRANT INSERT (type, api_key_id, message_id, recipient_id, attempt_id, reply_code, enhanced_code, reply_text, retry_at)
+  ON events TO sealpost_worker;
+GRANT USAGE ON SEQUENCE events_id_seq TO sealpost_worker; -- completeDeliveries
 
 -- Retention deletes idempotency records past expires_at (24 h), in batches picked by
 -- primary key (deleteExpiredIdempotencyRecords, db/idempotency.ts). A DELETE needs SELECT on the columns it filters on, here the key columns

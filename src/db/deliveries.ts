@@ -238,6 +238,8 @@ function evidenceRows(r: RecipientResult) {
 // fenced-out delivery writes nothing while the others in the same statement are written.
 // A delivery without a message status (its message has recipients at other domains)
 // leaves the message row to its caller, which derives the status under the row lock.
+// Each recipient's new status is also an event (the outbox, issue 12), naming the last
+// attempt made for it, whose evidence the event carries.
 const COMPLETE_SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::boolean[])
@@ -247,7 +249,7 @@ WITH input AS (
      SET state = i.state, lease_owner = NULL, next_attempt_at = COALESCE(i.retry_at, d.next_attempt_at)
     FROM input i
    WHERE d.id = i.id AND d.lease_owner = i.owner AND d.attempts = i.attempts
-  RETURNING d.id, d.message_id, d.attempts, i.msg_status, i.msg_final
+  RETURNING d.id, d.message_id, d.attempts, d.next_attempt_at, i.msg_status, i.msg_final
 ), rcpt AS (
   UPDATE recipients r
      SET status = u.status, attempts = r.attempts + 1, last_code = u.code, last_enhanced = u.enhanced,
@@ -255,7 +257,7 @@ WITH input AS (
     FROM unnest($8::bigint[], $9::bigint[], $10::text[], $11::int[], $12::text[], $13::text[]) AS u(id, delivery_id, status, code, enhanced, reply)
     JOIN fence f ON f.id = u.delivery_id
    WHERE r.id = u.id AND r.delivery_id = u.delivery_id
-  RETURNING r.id
+  RETURNING r.id, r.message_id, r.delivery_id, r.status, r.last_code, r.last_enhanced, r.last_reply
 ), evidence AS (
   INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
                                  verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint, dkim_selectors,
@@ -268,7 +270,16 @@ WITH input AS (
          cert_not_after timestamptz, cert_fingerprint text, dkim_selectors text[], reply_code int, enhanced_code text, reply_text text,
          outcome text, started_at timestamptz, duration_ms int)
     JOIN fence f ON f.id = a.delivery_id
-  RETURNING 1
+  RETURNING id, recipient_id, started_at
+), evt AS (
+  INSERT INTO events (type, api_key_id, message_id, recipient_id, attempt_id, reply_code, enhanced_code, reply_text, retry_at)
+  SELECT 'message.' || r.status, m.api_key_id, r.message_id, r.id, last.id, r.last_code, r.last_enhanced, r.last_reply,
+         CASE WHEN r.status = 'deferred' THEN f.next_attempt_at END
+    FROM rcpt r
+    JOIN fence f ON f.id = r.delivery_id
+    JOIN messages m ON m.id = r.message_id
+    LEFT JOIN (SELECT DISTINCT ON (recipient_id) recipient_id, id FROM evidence ORDER BY recipient_id, started_at DESC, id DESC) last
+      ON last.recipient_id = r.id
 ), msg AS (
   UPDATE messages m SET status = f.msg_status, updated_at = now(), finished_at = CASE WHEN f.msg_final THEN now() ELSE m.finished_at END
     FROM fence f

@@ -77,7 +77,11 @@ WITH input AS (
          AS r(message_id, position, kind, address, name, domain)
     JOIN dlv ON dlv.message_id = r.message_id AND dlv.domain = r.domain
     JOIN input i ON i.id = r.message_id
-  RETURNING message_id
+  RETURNING id, message_id, status
+), evt AS (
+  INSERT INTO events (type, api_key_id, message_id, recipient_id, created_at)
+  SELECT 'message.' || rcp.status, i.api_key_id, rcp.message_id, rcp.id, i.created_at
+    FROM rcp JOIN input i ON i.id = rcp.message_id
 )
 SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients FROM msg m`;
 
@@ -237,8 +241,15 @@ export async function lockMessageStatus(tx: Db | Tx, apiKeyId: string, id: strin
   return rows[0]?.status ?? null;
 }
 
+/** Cancels every recipient of the message, each with its event (issue 12), in one statement. */
 export async function markRecipientsCancelled(tx: Db | Tx, messageId: string, at: Date): Promise<void> {
-  await tx.recipient.updateMany({ where: { messageId }, data: { status: "cancelled", updatedAt: at } });
+  await tx.$executeRawUnsafe(
+    `WITH r AS (
+       UPDATE recipients SET status = 'cancelled', updated_at = $2 WHERE message_id = $1::uuid RETURNING id, message_id
+     )
+     INSERT INTO events (type, api_key_id, message_id, recipient_id, created_at)
+     SELECT 'message.cancelled', m.api_key_id, r.message_id, r.id, $2 FROM r JOIN messages m ON m.id = r.message_id`,
+    messageId, at);
 }
 
 export async function markMessageCancelled(tx: Db | Tx, messageId: string, at: Date): Promise<void> {

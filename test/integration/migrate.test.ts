@@ -235,7 +235,9 @@ function parsePrismaSchema(text: string): { columns: PrismaColumn[]; primaryKeys
       fieldToColumn.set(field!, column);
       if (/(^|\s)@id(\s|$)/.test(attrs!)) pk = [column];
       const native = /@db\.(\w+)/.exec(attrs!)?.[1];
-      const base = (native && NATIVE_UDT[native]) ?? SCALAR_UDT[type!];
+      // Unsupported("xid8"): a column type the client does not map, named as SQL names it.
+      const unsupported = type === "Unsupported" ? /^\("(\w+)"\)/.exec(attrs!)?.[1] : undefined;
+      const base = unsupported ?? (native && NATIVE_UDT[native]) ?? SCALAR_UDT[type!];
       assert.ok(base, `no SQL type known for ${model.name}.${field} (${type})`);
       // Prisma's migrations leave list columns nullable (`TEXT[]`, no NOT NULL).
       columns.push({ table, column, udt: list ? `_${base}` : base, nullable: Boolean(optional || list) });

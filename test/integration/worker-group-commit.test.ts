@@ -44,6 +44,9 @@ async function sendThree(tag: string): Promise<string[]> {
   return ids;
 }
 
+const eventsOf = async (messageId: string) =>
+  (await app.tdb.db.pool.query<{ type: string }>(`SELECT type FROM events WHERE message_id = $1::uuid ORDER BY txid, id`, [messageId])).rows.map((r) => r.type);
+
 const evidenceOf = async (messageId: string) =>
   Number((await app.tdb.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM delivery_attempts WHERE message_id = $1::uuid`, [messageId])).rows[0]!.n);
 
@@ -65,9 +68,11 @@ test("a batch of results where one delivery was fenced out writes the others and
     assert.equal(view.status, "delivered");
     assert.equal(view.recipients[0]!.status, "delivered");
     assert.equal(await evidenceOf(d.messageId), 1);
+    assert.deepEqual(await eventsOf(d.messageId), ["message.queued", "message.delivered"]);
   }
   const fenced = mine[1]!;
   assert.equal(await evidenceOf(fenced.messageId), 0, "the fenced-out delivery wrote evidence");
+  assert.deepEqual(await eventsOf(fenced.messageId), ["message.queued"], "the fenced-out delivery wrote an event");
   const row = (await pool.query<{ state: string; lease_owner: string; attempts: number }>(`SELECT state, lease_owner, attempts FROM deliveries WHERE id = $1`, [String(fenced.id)])).rows[0]!;
   assert.deepEqual(row, { state: "pending", lease_owner: "w2", attempts: 2 });
   const view = await getMessage(app, key, fenced.messageId);
