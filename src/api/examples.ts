@@ -9,11 +9,12 @@ import type { z } from "zod";
 import { AppError, ERROR_CODES, summarizeFieldErrors, type ErrorCode } from "../domain/errors.ts";
 import { SendRequestSchema } from "../domain/message.ts";
 import { AddDomainRequestSchema } from "../domain/sender-domain.ts";
+import { encodeEventCursor } from "../domain/event.ts";
 import { encodeCursor } from "../services/messages.ts";
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema } from "./schemas.ts";
+import { IdParams, type EventListSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -322,6 +323,42 @@ const getMessageEvents: OperationExamples = {
   },
 };
 
+const eventData = { message_id: OTHER_ID, recipient: { address: "carol@example.org", kind: "to" as const }, tags: ["receipt"], metadata: { order: "1042" } };
+
+const listEvents: OperationExamples = {
+  responses: {
+    200: {
+      page: {
+        summary: "Queued, deferred once, then delivered: each with the evidence of its attempt",
+        value: {
+          data: [
+            { id: "evt_1040", type: "message.queued", created_at: "2026-03-02T09:14:07.812Z", data: { ...eventData, smtp: null, next_attempt_at: null, attempt: null } },
+            {
+              id: "evt_1041", type: "message.deferred", created_at: "2026-03-02T09:14:08.350Z",
+              data: { ...eventData, smtp: deferredAttempt.smtp, next_attempt_at: "2026-03-02T09:15:08.350Z", attempt: deferredAttempt },
+            },
+            {
+              id: "evt_1042", type: "message.delivered", created_at: "2026-03-02T09:15:09.441Z",
+              data: { ...eventData, smtp: { code: 250, enhanced_code: "2.0.0", text: "OK" }, next_attempt_at: null,
+                attempt: { ...deferredAttempt, attempt: 2, started_at: "2026-03-02T09:15:09.210Z", outcome: "delivered", smtp: { code: 250, enhanced_code: "2.0.0", text: "OK" } } },
+            },
+          ],
+          has_more: false,
+          next_cursor: encodeEventCursor({ txid: "88231", id: "1042" }),
+        } satisfies z.output<typeof EventListSchema>,
+      },
+    },
+    422: {
+      type: {
+        summary: "An unknown event type",
+        value: p("invalid_request", "type: must be one or more of message.queued, message.scheduled, message.delivered, message.deferred, message.bounced, message.failed, message.cancelled, separated by commas", {
+          errors: [{ path: "query.type", message: "must be one or more of message.queued, message.scheduled, message.delivered, message.deferred, message.bounced, message.failed, message.cancelled, separated by commas" }],
+        }),
+      },
+    },
+  },
+};
+
 const cancelMessage: OperationExamples = {
   responses: {
     200: { cancelled: { summary: "Cancelled before any attempt", value: { id: OTHER_ID, status: "cancelled" } } },
@@ -478,6 +515,7 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   getMessage,
   getMessageEvents,
   cancelMessage,
+  listEvents,
   createDomain,
   listDomains,
   getDomain,

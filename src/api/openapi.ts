@@ -197,7 +197,12 @@ function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, Oper
       license: { name: "MIT", identifier: "MIT" },
     },
     servers: [{ url: "https://localhost:8443" }],
-    tags: [{ name: "messages", description: "Sending and reading messages" }, { name: "operations", description: "Health and contract" }],
+    tags: [
+      { name: "messages", description: "Sending and reading messages" },
+      { name: "events", description: "What happened to each recipient, in commit order" },
+      { name: "domains", description: "Sender domains: DNS records, verification, DKIM keys" },
+      { name: "operations", description: "Health and contract" },
+    ],
     paths,
     components: {
       schemas: c.schemas,

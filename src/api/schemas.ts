@@ -3,6 +3,7 @@
 // sending it, and a field the contract does not name fails there like a missing one
 // (openapi.yaml says additionalProperties: false of each).
 import { z } from "zod";
+import { EVENT_TYPES } from "../domain/event.ts";
 import { ERROR_CODES } from "../domain/errors.ts";
 import { MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
 import { TLS_POLICIES } from "../domain/tls-policy.ts";
@@ -134,6 +135,34 @@ export const EventsSchema = z
     events: z.array(AttemptSchema.extend({ recipient: z.string() })),
   })
   .meta({ id: "MessageEvents" });
+
+const EventSchema = z
+  .strictObject({
+    id: z.string().describe("Stable id of the event, also its `webhook-id`, e.g. evt_1042"),
+    type: z.enum(EVENT_TYPES),
+    created_at: z.iso.datetime(),
+    data: z.strictObject({
+      message_id: z.uuid(),
+      recipient: z.strictObject({ address: z.string(), kind: z.enum(["to", "cc", "bcc"]) }),
+      tags: z.array(z.string()),
+      metadata: z.record(z.string(), z.string()).nullable(),
+      smtp: z
+        .strictObject({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() })
+        .nullable()
+        .describe("The reply or reason behind a delivered, deferred, bounced or failed event; null for the others"),
+      next_attempt_at: z.iso.datetime().nullable().describe("message.deferred: when the next attempt is due"),
+      attempt: AttemptSchema.nullable().describe("The SMTP attempt behind the event, with its TLS evidence; null when none was made (a DNS failure, a cancel)"),
+    }),
+  })
+  .meta({ id: "Event", description: "A change of one recipient's status" });
+
+export const EventListSchema = z
+  .strictObject({
+    data: z.array(EventSchema),
+    has_more: z.boolean().describe("Whether more events follow at once: ask again with next_cursor"),
+    next_cursor: z.string().nullable().describe("Where to continue; given at the end of the log too, to ask later for what comes next. Null only when no event has been read yet"),
+  })
+  .meta({ id: "EventList" });
 
 export const CancelResponseSchema = z.strictObject({ id: z.uuid(), status: z.literal("cancelled") }).meta({ id: "CancelResponse" });
 

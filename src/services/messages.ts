@@ -12,14 +12,14 @@ import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, withLease, type Message
 import { lifetimeEnd } from "../domain/retry-lifetime.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 
-type AttemptRow = {
+export type AttemptRow = {
   attempt: number; startedAt: Date; durationMs: number; outcome: string; mxHost: string | null; ip: string | null;
   port: number | null; policy: string; tls: boolean; tlsVersion: string | null; cipher: string | null;
   verified: boolean | null; verifyError: string | null; certSubject: string | null; certIssuer: string | null;
   certNotAfter: Date | null; certFingerprint: string | null; dkimSelectors: string[]; replyCode: number | null; enhancedCode: string | null; replyText: string | null;
 };
 
-function attemptView(a: AttemptRow) {
+export function attemptView(a: AttemptRow) {
   const hasCert = a.certSubject !== null || a.certFingerprint !== null;
   return {
     attempt: a.attempt,

@@ -29,6 +29,7 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   getMessage: { okStatus: 200 },
   getMessageEvents: { okStatus: 200 },
   cancelMessage: { okStatus: 200 },
+  listEvents: { okStatus: 200 },
   createDomain: { body: () => ({ name: `d${randomBytes(6).toString("hex")}.example` }), okStatus: 201 },
   listDomains: { okStatus: 200 },
   getDomain: { okStatus: 200 },

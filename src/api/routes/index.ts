@@ -5,6 +5,7 @@ import getMessage from "./getMessage.ts";
 import getMessageEvents from "./getMessageEvents.ts";
 import listMessages from "./listMessages.ts";
 import cancelMessage from "./cancelMessage.ts";
+import listEvents from "./listEvents.ts";
 import createDomain from "./createDomain.ts";
 import listDomains from "./listDomains.ts";
 import getDomain from "./getDomain.ts";
@@ -14,4 +15,4 @@ import rotateDkim from "./rotateDkim.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, healthz, readyz];
