@@ -15,7 +15,8 @@
 -- keys` as the owner) need none: insertApiKey, findAllApiKeys, markApiKeyRevoked
 -- (db/api-keys.ts), findContentNotUnderKey, rewriteContent, findKeyIdsInUse
 -- (db/content.ts), retireKeysNotIn (db/data-keys.ts), findDkimKeysNotUnderKey,
--- rewriteDkimPrivateKey (db/sender-domains.ts).
+-- rewriteDkimPrivateKey (db/sender-domains.ts), findWebhookSecretsNotUnderKey,
+-- rewriteWebhookSecrets (db/webhooks.ts).
 -- Give each process its own LOGIN role that is a member of one of them:
 --
 --   CREATE ROLE sealpost_api_1 LOGIN PASSWORD '...' IN ROLE sealpost_api;
@@ -129,6 +130,23 @@ GRANT SELECT ON events TO sealpost_api;
 GRANT INSERT (type, api_key_id, message_id, recipient_id, created_at) ON events TO sealpost_api;
 GRANT USAGE ON SEQUENCE events_id_seq TO sealpost_api; -- insertMessages, markRecipientsCancelled
 
+-- Webhook endpoints are managed through the API (insertWebhookEndpoint, findWebhookEndpoints,
+-- findWebhookEndpoint, updateWebhookEndpoint, deleteWebhookEndpoint, db/webhooks.ts). The
+-- statements that write events fan them out to deliveries (fanOutToWebhooks in
+-- insertMessages and markRecipientsCancelled); a test delivery is inserted by
+-- insertTestDelivery, and failed ones made due again by retryFailedDeliveries. The log is
+-- read by findWebhookDeliveries. The API sends nothing itself.
+GRANT SELECT, DELETE ON webhook_endpoints TO sealpost_api;
+GRANT INSERT (id, api_key_id, url, description, event_types, secret, created_at, updated_at) ON webhook_endpoints TO sealpost_api;
+GRANT UPDATE (url, description, event_types, enabled, disabled_reason, failing_since, secret, previous_secret, previous_secret_until, updated_at)
+  ON webhook_endpoints TO sealpost_api;
+GRANT SELECT ON webhook_deliveries TO sealpost_api;
+GRANT INSERT (endpoint_id, event_id, state, next_attempt_at, created_at) ON webhook_deliveries TO sealpost_api;
+GRANT UPDATE (state, next_attempt_at, finished_at) ON webhook_deliveries TO sealpost_api; -- retryFailedDeliveries
+GRANT DELETE ON webhook_deliveries TO sealpost_api; -- deleteWebhookEndpoint (ON DELETE CASCADE)
+GRANT USAGE ON SEQUENCE webhook_deliveries_id_seq TO sealpost_api;
+GRANT SELECT, DELETE ON webhook_attempts TO sealpost_api; -- findWebhookDeliveries; the cascade of deleteWebhookEndpoint
+
 -- Idempotency-Key: the send statement (insertMessages) inserts the record, or takes over
 -- an expired one (INSERT ... ON CONFLICT DO UPDATE ... WHERE expires_at <= ...); a replay
 -- reads it (findIdempotencyRecord, db/idempotency.ts). Expired records are deleted by
@@ -204,20 +222,37 @@ GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at
 
 -- Evidence of every attempt is appended by the completion statements (completeDelivery,
 -- completeDeliveries), never changed: it is the record of what happened. They read back
--- only which attempt of each recipient came last (RETURNING id, recipient_id, started_at),
--- for its event.
+-- which attempt of each recipient came last (RETURNING id, recipient_id, started_at), for
+-- its event; SELECT is granted with the webhooks below.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
               dkim_selectors, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
   ON delivery_attempts TO sealpost_worker;
-GRANT SELECT (id, recipient_id, started_at) ON delivery_attempts TO sealpost_worker;
 GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 
 -- Each recipient's new status is an event written by the same completion statements
 -- (completeDeliveries); txid and created_at have defaults.
 GRANT INSERT (type, api_key_id, message_id, recipient_id, attempt_id, reply_code, enhanced_code, reply_text, retry_at)
   ON events TO sealpost_worker;
-GRANT USAGE ON SEQUENCE events_id_seq TO sealpost_worker; -- completeDeliveries
+GRANT USAGE ON SEQUENCE events_id_seq TO sealpost_worker; -- completeDeliveries, recordWebhookAttempt
+
+-- Webhooks: the completion statements fan events out to deliveries (fanOutToWebhooks);
+-- claimWebhookDeliveries leases due ones and reads their events whole (EVENT_SELECT, with
+-- the attempt's evidence, hence SELECT on every column of delivery_attempts);
+-- recordWebhookAttempt writes each attempt, the delivery's state, the endpoint's failing
+-- streak, and when it disables an endpoint, its webhook.disabled event;
+-- releaseWebhookLeases hands deliveries back. No secret is ever written by the worker.
+GRANT SELECT ON delivery_attempts TO sealpost_worker;
+GRANT SELECT ON events TO sealpost_worker;
+GRANT INSERT (type, api_key_id, endpoint_id, reply_text) ON events TO sealpost_worker;
+GRANT SELECT ON webhook_endpoints TO sealpost_worker;
+GRANT UPDATE (failing_since, enabled, disabled_reason, updated_at) ON webhook_endpoints TO sealpost_worker;
+GRANT SELECT ON webhook_deliveries TO sealpost_worker;
+GRANT INSERT (endpoint_id, event_id, state, next_attempt_at) ON webhook_deliveries TO sealpost_worker;
+GRANT UPDATE (state, attempts, next_attempt_at, lease_owner, last_status, last_error, finished_at) ON webhook_deliveries TO sealpost_worker;
+GRANT USAGE ON SEQUENCE webhook_deliveries_id_seq TO sealpost_worker;
+GRANT INSERT (delivery_id, attempt, started_at, duration_ms, ip, status_code, error) ON webhook_attempts TO sealpost_worker;
+GRANT USAGE ON SEQUENCE webhook_attempts_id_seq TO sealpost_worker;
 
 -- Retention deletes idempotency records past expires_at (24 h), in batches picked by
 -- primary key (deleteExpiredIdempotencyRecords, db/idempotency.ts). A DELETE needs SELECT on the columns it filters on, here the key columns

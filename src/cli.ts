@@ -420,7 +420,7 @@ async function keysCommand(config: Config, cmd: Invocation): Promise<number> {
         r: await rotateDataKey(rt.db.prisma, rt.cipher, { onBatch: (done) => process.stderr.write(`re-encrypted ${done} messages\n`) }),
         keyId: rt.cipher.currentKeyId,
       }));
-      out(`re-encrypted ${r.rewritten} messages and ${r.dkimKeysRewritten} DKIM private keys under data key ${keyId}`);
+      out(`re-encrypted ${r.rewritten} messages, ${r.dkimKeysRewritten} DKIM private keys and ${r.webhookSecretsRewritten} webhook endpoints' secrets under data key ${keyId}`);
       if (r.retired.length > 0)
         out(`no stored content uses data key ${r.retired.join(", ")} any more: remove ${r.retired.length > 1 ? "them" : "it"} from SEALPOST_DATA_KEY once every process runs with ${keyId} first`);
       if (r.unreadable.length > 0) {

@@ -83,6 +83,16 @@ const ipList = z
   .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
   .pipe(z.array(z.string().refine((s) => isIP(s) !== 0, "must be an IPv4 or IPv6 address")));
 
+// Networks (CIDR) webhooks may reach in production although private, e.g. 10.1.0.0/16.
+const cidrList = z
+  .string()
+  .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
+  .pipe(z.array(z.string().refine((s) => {
+    const [ip, bits, ...rest] = s.split("/");
+    const v = isIP(ip ?? "");
+    return rest.length === 0 && v !== 0 && /^\d{1,3}$/.test(bits ?? "") && Number(bits) <= (v === 4 ? 32 : 128);
+  }, "must be networks such as 10.1.0.0/16 or fd00::/8, separated by commas")));
+
 const EnvSchema = z
   .object({
     NODE_ENV: z.enum(["production", "development", "test"]).default("development"),
@@ -124,6 +134,10 @@ const EnvSchema = z
     DNS_CACHE_TTL: duration.default(60_000),
     DKIM_SIGNING: z.enum(["on", "off"]).default("on"),
     SENDER_DOMAINS: z.enum(["verified", "any"]).optional(),
+    WEBHOOK_TIMEOUT_MS: int(1000, 120_000).default(15_000),
+    WEBHOOK_CONCURRENCY: int(1, 1000).default(8),
+    WEBHOOK_ALLOWED_NETWORKS: cidrList.optional(),
+    WEBHOOK_CA_FILE: optionalPath,
     WORKER_CONCURRENCY: int(1, 1000).default(8),
     WORKER_BATCH_SIZE: int(1, 1000).default(50),
     WORKER_LEASE_MS: int(1000, 86_400_000).default(5 * 60_000),
@@ -200,10 +214,6 @@ export class ConfigError extends Error {
 }
 
 /**
- * The PEM of SMTP_CA_FILE, checked to be a certificate. Read when the worker starts, not
- * with the rest of the configuration: it is I/O, and only the worker needs it.
- */
-/**
  * The host a bounce domain's MX must name: where bounces reach sealpost. BOUNCE_MX_HOST,
  * else the EHLO name, which is the sending host's name and, by default, the receiving one's.
  */
@@ -226,17 +236,22 @@ export function verifySettings(config: Config) {
   };
 }
 
-export function readSmtpCaFile(file: string): string {
+/**
+ * The PEM of SMTP_CA_FILE or WEBHOOK_CA_FILE, checked to be a certificate. Read when the
+ * worker starts, not with the rest of the configuration: it is I/O, and only the worker needs it.
+ */
+export function readCaFile(variable: "SMTP_CA_FILE" | "WEBHOOK_CA_FILE", file: string): string {
+  const peers = variable === "SMTP_CA_FILE" ? "SMTP peers" : "webhook receivers";
   let pem: string;
   try {
     pem = readFileSync(file, "utf8");
   } catch (err) {
-    throw ConfigError.unreadableFile("SMTP_CA_FILE", file, err);
+    throw ConfigError.unreadableFile(variable, file, err);
   }
   try {
     new X509Certificate(pem);
   } catch (err) {
-    throw new ConfigError(`SMTP_CA_FILE: ${file} is not a PEM certificate: point it at the CA certificate to trust for SMTP peers, or unset it`, { cause: err });
+    throw new ConfigError(`${variable}: ${file} is not a PEM certificate: point it at the CA certificate to trust for ${peers}, or unset it`, { cause: err });
   }
   return pem;
 }

@@ -11,10 +11,11 @@ import { SendRequestSchema } from "../domain/message.ts";
 import { AddDomainRequestSchema } from "../domain/sender-domain.ts";
 import { encodeEventCursor } from "../domain/event.ts";
 import { encodeCursor } from "../services/messages.ts";
+import { CreateWebhookSchema, RetryWebhookSchema, UpdateWebhookSchema } from "../services/webhooks.ts";
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventListSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema } from "./schemas.ts";
+import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -359,6 +360,112 @@ const listEvents: OperationExamples = {
   },
 };
 
+const WEBHOOK_ID = "2b7c9e41-6d3a-4f58-9b0e-7a1c2d3e4f50";
+const exampleWebhook = {
+  id: WEBHOOK_ID, url: "https://shop.example/hooks/sealpost", description: "order status in the shop", event_types: ["message.delivered", "message.bounced", "message.failed"] as Array<"message.delivered" | "message.bounced" | "message.failed">,
+  enabled: true, disabled_reason: null, failing_since: null, previous_secret_valid_until: null, created_at: CREATED, updated_at: CREATED,
+} satisfies z.output<typeof WebhookSchema>;
+const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const noSuchWebhook = { missing: { summary: "No such endpoint for this key", value: p("not_found", "no webhook endpoint with this id") } };
+
+const createWebhook: OperationExamples = {
+  request: {
+    someTypes: {
+      summary: "Deliveries, bounces and failures to the shop",
+      value: { url: exampleWebhook.url, event_types: exampleWebhook.event_types, description: exampleWebhook.description } satisfies z.input<typeof CreateWebhookSchema>,
+    },
+  },
+  responses: {
+    201: { created: { summary: "Registered: keep the secret, it is not shown again", value: { ...exampleWebhook, secret: SECRET } satisfies z.output<typeof WebhookWithSecretSchema> } },
+    422: {
+      plainHttp: { summary: "Not a URL", value: validationProblem(CreateWebhookSchema, { url: "shop.example/hooks" }, "body") },
+      unknownType: { summary: "An event type that does not exist", value: validationProblem(CreateWebhookSchema, { url: exampleWebhook.url, event_types: ["message.opened"] }, "body") },
+      privateTarget: {
+        summary: "In production: a name of a private address",
+        value: p("invalid_request", "url: hooks.internal.example resolves to 10.0.0.7 is a loopback, private, link-local or reserved address (allow it with WEBHOOK_ALLOWED_NETWORKS)", {
+          errors: [{ path: "url", message: "hooks.internal.example resolves to 10.0.0.7 is a loopback, private, link-local or reserved address (allow it with WEBHOOK_ALLOWED_NETWORKS)" }],
+        }),
+      },
+    },
+  },
+};
+
+const listWebhooks: OperationExamples = {
+  responses: { 200: { one: { summary: "One endpoint", value: { data: [exampleWebhook] } satisfies z.output<typeof WebhookListSchema> } } },
+};
+
+const failingWebhook = {
+  ...exampleWebhook, enabled: false, disabled_reason: "the endpoint answered 410 Gone", failing_since: "2026-03-04T10:00:00.000Z", updated_at: "2026-03-04T10:00:00.120Z",
+} satisfies z.output<typeof WebhookSchema>;
+
+const getWebhook: OperationExamples = {
+  responses: {
+    200: { enabled: { summary: "Enabled and healthy", value: exampleWebhook }, disabled: { summary: "Disabled: it answered 410 Gone", value: failingWebhook } },
+    404: noSuchWebhook,
+  },
+};
+
+const updateWebhook: OperationExamples = {
+  request: { enable: { summary: "Resume deliveries after fixing the receiver", value: { enabled: true } satisfies z.input<typeof UpdateWebhookSchema> } },
+  responses: { 200: { enabled: { summary: "Enabled again", value: { ...exampleWebhook, updated_at: "2026-03-05T08:00:00.000Z" } } }, 404: noSuchWebhook },
+};
+
+const deleteWebhook: OperationExamples = {
+  responses: { 200: { removed: { summary: "Removed", value: { id: WEBHOOK_ID, deleted: true } } }, 404: noSuchWebhook },
+};
+
+const rotateWebhookSecret: OperationExamples = {
+  responses: {
+    200: {
+      rotated: {
+        summary: "A new secret; the previous one signs beside it for a day",
+        value: { ...exampleWebhook, previous_secret_valid_until: "2026-03-03T09:14:07.512Z", updated_at: CREATED, secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD" },
+      },
+    },
+    404: noSuchWebhook,
+  },
+};
+
+const testWebhook: OperationExamples = {
+  responses: {
+    202: { queued: { summary: "Queued for a worker", value: { delivery_id: "7731" } } },
+    404: noSuchWebhook,
+    409: { disabled: { summary: "The endpoint is disabled", value: p("conflict", "the endpoint is disabled (the endpoint answered 410 Gone): enable it first with PATCH") } },
+  },
+};
+
+const listWebhookDeliveries: OperationExamples = {
+  responses: {
+    200: {
+      page: {
+        summary: "A delivery that succeeded on its second attempt",
+        value: {
+          data: [{
+            id: "7730", event_id: "evt_1042", state: "delivered", attempts: 2, next_attempt_at: null, last_status: 200, last_error: null,
+            created_at: "2026-03-02T09:15:09.441Z", finished_at: "2026-03-02T09:15:14.630Z",
+            attempt_log: [
+              { attempt: 1, started_at: "2026-03-02T09:15:09.502Z", duration_ms: 15000, ip: "203.0.113.10", status_code: null, error: "no answer within 15000 ms" },
+              { attempt: 2, started_at: "2026-03-02T09:15:14.512Z", duration_ms: 118, ip: "203.0.113.10", status_code: 200, error: null },
+            ],
+          }],
+          next_cursor: null,
+        } satisfies z.output<typeof WebhookDeliveryListSchema>,
+      },
+    },
+    404: noSuchWebhook,
+  },
+};
+
+const retryWebhookDeliveries: OperationExamples = {
+  request: {
+    since: { summary: "Everything that failed since the receiver went down", value: { since: "2026-03-04T10:00:00Z" } satisfies z.input<typeof RetryWebhookSchema> },
+  },
+  responses: {
+    200: { retried: { summary: "Due again now", value: { retried: 12 } } },
+    404: noSuchWebhook,
+  },
+};
+
 const cancelMessage: OperationExamples = {
   responses: {
     200: { cancelled: { summary: "Cancelled before any attempt", value: { id: OTHER_ID, status: "cancelled" } } },
@@ -516,6 +623,15 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   getMessageEvents,
   cancelMessage,
   listEvents,
+  createWebhook,
+  listWebhooks,
+  getWebhook,
+  updateWebhook,
+  deleteWebhook,
+  rotateWebhookSecret,
+  testWebhook,
+  listWebhookDeliveries,
+  retryWebhookDeliveries,
   createDomain,
   listDomains,
   getDomain,

@@ -5,7 +5,7 @@ import { stringify } from "yaml";
 import { ERROR_CODES } from "../domain/errors.ts";
 import type { AnyRoute, Responses } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
-import { ProblemSchema } from "./schemas.ts";
+import { ProblemSchema, WebhookPayloadSchema } from "./schemas.ts";
 import { EXAMPLES, genericProblem, type Example, type OperationExamples } from "./examples.ts";
 
 const STATUS_TEXT: Record<number, string> = {
@@ -165,6 +165,36 @@ function documentPath(operationId: string, summary: string, description: string,
   };
 }
 
+/**
+ * What sealpost POSTs to a registered endpoint (OpenAPI 3.1 `webhooks`): an event as GET
+ * /events shows it without its id, which travels in webhook-id, signed per Standard Webhooks.
+ */
+function webhooksOf(c: Components): Json {
+  const header = (name: string, description: string) => ({ name, in: "header", required: true, description, schema: { type: "string" } });
+  return {
+    event: {
+      post: {
+        operationId: "receiveEvent",
+        // Not a bearer call: the receiver checks webhook-signature instead.
+        security: [],
+        summary: "An event of this key, sent to each enabled endpoint that wants its type",
+        description:
+          "Verify webhook-signature before trusting the body: base64 HMAC-SHA256, keyed with the base64-decoded part of the secret after whsec_, over " +
+          "`<webhook-id>.<webhook-timestamp>.<body>`, prefixed `v1,`; during a secret rotation there are two, separated by a space. The `standardwebhooks` " +
+          "package does this. Answer 2xx within 15 s; anything else is retried (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h, or later if " +
+          "Retry-After asks), 410 Gone disables the endpoint. Deliveries are at least once: deduplicate on webhook-id.",
+        parameters: [
+          header("webhook-id", "The event's id (evt_...; whtest_... for a test); the same on every retry"),
+          header("webhook-timestamp", "Seconds since the epoch when this attempt was signed"),
+          header("webhook-signature", "v1,<base64 signature>, one per secret in use, space separated"),
+        ],
+        requestBody: { required: true, content: { "application/json": { schema: c.ref(WebhookPayloadSchema, "output") } } },
+        responses: { 200: { description: "Received (any 2xx)" }, 410: { description: "Gone: sealpost disables the endpoint" } },
+      },
+    },
+  };
+}
+
 function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, OperationExamples> = EXAMPLES): Json {
   const c = new Components();
   const problem = c.ref(ProblemSchema, "output");
@@ -201,9 +231,11 @@ function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, Oper
       { name: "messages", description: "Sending and reading messages" },
       { name: "events", description: "What happened to each recipient, in commit order" },
       { name: "domains", description: "Sender domains: DNS records, verification, DKIM keys" },
+      { name: "webhooks", description: "Endpoints that receive events, signed per Standard Webhooks" },
       { name: "operations", description: "Health and contract" },
     ],
     paths,
+    webhooks: webhooksOf(c),
     components: {
       schemas: c.schemas,
       securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "sp_<id>_<secret> API key; scopes send and read" } },

@@ -29,7 +29,7 @@ export interface RouteSpec<
   R extends Responses = Responses,
 > {
   operationId: string;
-  method: "GET" | "POST" | "DELETE";
+  method: "GET" | "POST" | "PATCH" | "DELETE";
   url: string; // Fastify syntax, e.g. /messages/:id
   summary: string;
   description?: string;

@@ -3,7 +3,7 @@
 // sending it, and a field the contract does not name fails there like a missing one
 // (openapi.yaml says additionalProperties: false of each).
 import { z } from "zod";
-import { EVENT_TYPES } from "../domain/event.ts";
+import { MESSAGE_EVENT_TYPES } from "../domain/event.ts";
 import { ERROR_CODES } from "../domain/errors.ts";
 import { MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
 import { TLS_POLICIES } from "../domain/tls-policy.ts";
@@ -136,10 +136,10 @@ export const EventsSchema = z
   })
   .meta({ id: "MessageEvents" });
 
-const EventSchema = z
+const MessageEventSchema = z
   .strictObject({
     id: z.string().describe("Stable id of the event, also its `webhook-id`, e.g. evt_1042"),
-    type: z.enum(EVENT_TYPES),
+    type: z.enum(MESSAGE_EVENT_TYPES),
     created_at: z.iso.datetime(),
     data: z.strictObject({
       message_id: z.uuid(),
@@ -154,7 +154,27 @@ const EventSchema = z
       attempt: AttemptSchema.nullable().describe("The SMTP attempt behind the event, with its TLS evidence; null when none was made (a DNS failure, a cancel)"),
     }),
   })
-  .meta({ id: "Event", description: "A change of one recipient's status" });
+  .meta({ id: "MessageEvent", description: "A change of one recipient's status" });
+
+const WebhookDisabledEventSchema = z
+  .strictObject({
+    id: z.string(),
+    type: z.literal("webhook.disabled"),
+    created_at: z.iso.datetime(),
+    data: z.strictObject({ endpoint_id: z.uuid(), reason: z.string() }),
+  })
+  .meta({ id: "WebhookDisabledEvent", description: "A webhook endpoint was disabled: it answered 410 Gone, or every attempt failed for five days" });
+
+export const EventSchema = z.discriminatedUnion("type", [MessageEventSchema, WebhookDisabledEventSchema]).meta({ id: "Event" });
+
+/** A webhook's body: the event without its id (that is the webhook-id header); `webhook.test` for a test. */
+export const WebhookPayloadSchema = z
+  .union([
+    MessageEventSchema.omit({ id: true }),
+    WebhookDisabledEventSchema.omit({ id: true }),
+    z.strictObject({ type: z.literal("webhook.test"), created_at: z.iso.datetime(), data: z.strictObject({ endpoint_id: z.uuid() }) }),
+  ])
+  .meta({ id: "WebhookPayload" });
 
 export const EventListSchema = z
   .strictObject({
@@ -261,3 +281,55 @@ export const VerifyDomainResponseSchema = z
     domain: SenderDomainSchema,
   })
   .meta({ id: "VerifyDomainResponse" });
+
+export const WebhookIdParams = z.strictObject({ id: z.uuid({ message: "id must be a webhook endpoint id (UUID)" }) });
+
+export const WebhookSchema = z
+  .strictObject({
+    id: z.uuid(),
+    url: z.string(),
+    description: z.string().nullable(),
+    event_types: z.array(z.string()).describe("The types sent; empty: all"),
+    enabled: z.boolean(),
+    disabled_reason: z.string().nullable().describe("Why deliveries stopped: 410 Gone, five days of failures, or the API"),
+    failing_since: z.iso.datetime().nullable().describe("Since when every attempt failed; null after a success"),
+    previous_secret_valid_until: z.iso.datetime().nullable().describe("After a rotation: until when the previous secret also signs"),
+    created_at: z.iso.datetime(),
+    updated_at: z.iso.datetime(),
+  })
+  .meta({ id: "Webhook" });
+
+export const WebhookWithSecretSchema = WebhookSchema.extend({
+  secret: z.string().describe("The signing secret (whsec_...), shown this once: store it where your receiver reads it"),
+}).meta({ id: "WebhookWithSecret" });
+
+export const WebhookListSchema = z.strictObject({ data: z.array(WebhookSchema) }).meta({ id: "WebhookList" });
+
+export const DeleteWebhookResponseSchema = z.strictObject({ id: z.uuid(), deleted: z.literal(true) }).meta({ id: "DeleteWebhookResponse" });
+
+export const TestWebhookResponseSchema = z
+  .strictObject({ delivery_id: z.string().describe("See it in GET /webhooks/{id}/deliveries") })
+  .meta({ id: "TestWebhookResponse" });
+
+export const WebhookDeliveryListSchema = z
+  .strictObject({
+    data: z.array(z.strictObject({
+      id: z.string(),
+      event_id: z.string().nullable().describe("The event sent (its webhook-id); null for a test"),
+      state: z.enum(["pending", "delivered", "failed"]),
+      attempts: z.number().int(),
+      next_attempt_at: z.iso.datetime().nullable(),
+      last_status: z.number().int().nullable(),
+      last_error: z.string().nullable(),
+      created_at: z.iso.datetime(),
+      finished_at: z.iso.datetime().nullable(),
+      attempt_log: z.array(z.strictObject({
+        attempt: z.number().int(), started_at: z.iso.datetime(), duration_ms: z.number().int(), ip: z.string().nullable(),
+        status_code: z.number().int().nullable(), error: z.string().nullable(),
+      })),
+    })),
+    next_cursor: z.string().nullable(),
+  })
+  .meta({ id: "WebhookDeliveryList" });
+
+export const RetryWebhookResponseSchema = z.strictObject({ retried: z.number().int() }).meta({ id: "RetryWebhookResponse" });

@@ -68,9 +68,9 @@ export function findContentSamplesUnderKey(db: Db | Tx, keyId: string): Promise<
 }
 
 /**
- * Every key id some stored content value or DKIM private key is encrypted under. DKIM
- * keys count so that rotation never retires a data key a signing key still needs (one it
- * could not re-encrypt, say).
+ * Every key id some stored content value, DKIM private key or webhook secret is encrypted
+ * under. Keys and secrets count so that rotation never retires a data key one of them still
+ * needs (one it could not re-encrypt, say).
  */
 export async function findKeyIdsInUse(db: Db | Tx): Promise<string[]> {
   const rows = await db.$queryRawUnsafe<Array<{ id: string }>>(
@@ -79,7 +79,11 @@ export async function findKeyIdsInUse(db: Db | Tx): Promise<string[]> {
       WHERE c.v IS NOT NULL AND length(c.v) > 2 AND get_byte(c.v, 0) = 1
      UNION
      SELECT encode(substring(private_key from 3 for get_byte(private_key, 1)), 'escape') FROM dkim_keys
-      WHERE length(private_key) > 2 AND get_byte(private_key, 0) = 1`,
+      WHERE length(private_key) > 2 AND get_byte(private_key, 0) = 1
+     UNION
+     SELECT encode(substring(s.v from 3 for get_byte(s.v, 1)), 'escape') FROM webhook_endpoints w
+      CROSS JOIN LATERAL (VALUES (w.secret), (w.previous_secret)) AS s(v)
+      WHERE s.v IS NOT NULL AND length(s.v) > 2 AND get_byte(s.v, 0) = 1`,
   );
   return rows.map((r) => r.id);
 }

@@ -6,6 +6,7 @@ import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type MessageStatus, type
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { Db, Tx } from "./client.ts";
+import { fanOutToWebhooks } from "./events.ts";
 import type { Mailbox } from "../domain/address.ts";
 
 export function countDeliveriesOf(tx: Db | Tx, messageId: string): Promise<number> {
@@ -280,6 +281,9 @@ WITH input AS (
     JOIN messages m ON m.id = r.message_id
     LEFT JOIN (SELECT DISTINCT ON (recipient_id) recipient_id, id FROM evidence ORDER BY recipient_id, started_at DESC, id DESC) last
       ON last.recipient_id = r.id
+  RETURNING id, api_key_id, type
+), hooks AS (
+  ${fanOutToWebhooks("evt")}
 ), msg AS (
   UPDATE messages m SET status = f.msg_status, updated_at = now(), finished_at = CASE WHEN f.msg_final THEN now() ELSE m.finished_at END
     FROM fence f

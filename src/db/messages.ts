@@ -5,6 +5,7 @@
 import type pg from "pg";
 import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db, Tx } from "./client.ts";
+import { fanOutToWebhooks } from "./events.ts";
 
 // ---------------------------------------------------------------------------------
 // Accepting: ONE statement inserts a batch of messages, each with its recipients, its
@@ -82,6 +83,9 @@ WITH input AS (
   INSERT INTO events (type, api_key_id, message_id, recipient_id, created_at)
   SELECT 'message.' || rcp.status, i.api_key_id, rcp.message_id, rcp.id, i.created_at
     FROM rcp JOIN input i ON i.id = rcp.message_id
+  RETURNING id, api_key_id, type
+), hooks AS (
+  ${fanOutToWebhooks("evt")}
 )
 SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients FROM msg m`;
 
@@ -246,9 +250,12 @@ export async function markRecipientsCancelled(tx: Db | Tx, messageId: string, at
   await tx.$executeRawUnsafe(
     `WITH r AS (
        UPDATE recipients SET status = 'cancelled', updated_at = $2 WHERE message_id = $1::uuid RETURNING id, message_id
+     ), evt AS (
+       INSERT INTO events (type, api_key_id, message_id, recipient_id, created_at)
+       SELECT 'message.cancelled', m.api_key_id, r.message_id, r.id, $2 FROM r JOIN messages m ON m.id = r.message_id
+       RETURNING id, api_key_id, type
      )
-     INSERT INTO events (type, api_key_id, message_id, recipient_id, created_at)
-     SELECT 'message.cancelled', m.api_key_id, r.message_id, r.id, $2 FROM r JOIN messages m ON m.id = r.message_id`,
+     ${fanOutToWebhooks("evt")}`,
     messageId, at);
 }
 

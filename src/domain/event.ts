@@ -3,9 +3,11 @@
 // migration 20261206000000_events); this file names them and their pagination cursor.
 import { AppError } from "./errors.ts";
 
-export const EVENT_TYPES = [
+export const MESSAGE_EVENT_TYPES = [
   "message.queued", "message.scheduled", "message.delivered", "message.deferred", "message.bounced", "message.failed", "message.cancelled",
 ] as const;
+/** `webhook.disabled`: an endpoint that failed for five days, or answered 410 Gone, no longer gets deliveries. */
+export const EVENT_TYPES = [...MESSAGE_EVENT_TYPES, "webhook.disabled"] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** Where a reader of the log got to: the (transaction, id) of the last event it read. */

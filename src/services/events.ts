@@ -1,5 +1,7 @@
 // The event log (issue 12): GET /events pages through a key's events in commit order. The
 // same view is the `data` of a webhook.
+import type { z } from "zod";
+import type { EventSchema } from "../api/schemas.ts";
 import type { Db } from "../db/client.ts";
 import { findEvents, type EventRow } from "../db/events.ts";
 import { decodeEventCursor, encodeEventCursor, eventId, type EventType } from "../domain/event.ts";
@@ -13,16 +15,17 @@ export interface EventQuery {
   since?: Date | undefined;
 }
 
-function eventView(e: EventRow) {
+export function eventView(e: EventRow): z.output<typeof EventSchema> {
+  const base = { id: eventId(e.id), created_at: e.createdAt.toISOString() };
+  if (e.type === "webhook.disabled") return { ...base, type: e.type, data: { endpoint_id: e.endpointId!, reason: e.replyText ?? "" } };
   const smtp = e.replyCode !== null || e.enhancedCode !== null || e.replyText !== null ? { code: e.replyCode, enhanced_code: e.enhancedCode, text: e.replyText } : null;
   return {
-    id: eventId(e.id),
+    ...base,
     type: e.type,
-    created_at: e.createdAt.toISOString(),
     data: {
-      message_id: e.messageId,
-      recipient: { address: e.address, kind: e.kind as "to" | "cc" | "bcc" },
-      tags: e.tags,
+      message_id: e.messageId!,
+      recipient: { address: e.address!, kind: e.kind as "to" | "cc" | "bcc" },
+      tags: e.tags ?? [],
       metadata: (e.metadata ?? null) as Record<string, string> | null,
       smtp,
       next_attempt_at: e.retryAt?.toISOString() ?? null,

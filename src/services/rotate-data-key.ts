@@ -9,13 +9,17 @@ import { CONTENT_COLUMNS, findContentNotUnderKey, rewriteContent, type ContentCo
 import { findDkimKeysNotUnderKey, rewriteDkimPrivateKey } from "../db/sender-domains.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 import { dkimKeyAad } from "../security/dkim-keys.ts";
+import { webhookSecretAad, type SecretColumn } from "../security/webhook-secrets.ts";
+import { findWebhookSecretsNotUnderKey, rewriteWebhookSecrets } from "../db/webhooks.ts";
 import { assertRotationAllowed, retireUnusedKeys } from "../security/data-key-check.ts";
 
 export interface RotationResult {
   rewritten: number;
   /** DKIM private keys re-encrypted. */
   dkimKeysRewritten: number;
-  /** Messages (and DKIM keys, as `dkim_keys:<id>`) that did not authenticate (tampered, or under a key no longer configured): left as they are. */
+  /** Webhook endpoints whose secrets were re-encrypted. */
+  webhookSecretsRewritten: number;
+  /** Messages (and DKIM keys, as `dkim_keys:<id>`, and webhook secrets, as `webhook_endpoints:<id>`) that did not authenticate (tampered, or under a key no longer configured): left as they are. */
   unreadable: string[];
   /** Key ids that no stored value uses any more: they may be removed from SEALPOST_DATA_KEY once no process encrypts with them. */
   retired: string[];
@@ -63,5 +67,18 @@ export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batch
     }
     dkimKeysRewritten += await rewriteDkimPrivateKey(db, k.id, k.privateKey, new Uint8Array(to));
   }
-  return { rewritten, dkimKeysRewritten, unreadable, retired: await retireUnusedKeys(db, current) };
+  let webhookSecretsRewritten = 0;
+  for (const w of await findWebhookSecretsNotUnderKey(db, current)) {
+    let to: { secret: Uint8Array; previousSecret: Uint8Array | null };
+    try {
+      const again = (v: Uint8Array, col: SecretColumn) => new Uint8Array(cipher.encrypt(cipher.decrypt(v, webhookSecretAad(w.id, col)), webhookSecretAad(w.id, col)));
+      to = { secret: again(w.secret, "secret"), previousSecret: w.previousSecret && again(w.previousSecret, "previous_secret") };
+    } catch (err) {
+      if (!(err instanceof ContentDecryptError)) throw err;
+      unreadable.push(`webhook_endpoints:${w.id}`);
+      continue;
+    }
+    webhookSecretsRewritten += await rewriteWebhookSecrets(db, w.id, w, to);
+  }
+  return { rewritten, dkimKeysRewritten, webhookSecretsRewritten, unreadable, retired: await retireUnusedKeys(db, current) };
 }

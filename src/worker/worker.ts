@@ -8,7 +8,7 @@ import { writeAtomic } from "../files.ts";
 import { heartbeatFile } from "../healthcheck.ts";
 import type { Logger } from "pino";
 import type { Runtime } from "../runtime.ts";
-import { heloName, readSmtpCaFile, type Config } from "../config.ts";
+import { heloName, readCaFile, type Config } from "../config.ts";
 import { DkimSigner } from "./dkim.ts";
 import { ClaimLoop, type WorkerHandle } from "./claim-loop.ts";
 import type { DeliveryDeps, DeliverySettings } from "./deliver.ts";
@@ -19,6 +19,9 @@ import { SmtpSessionPool } from "./smtp-pool.ts";
 import { EnvelopeSenders } from "./envelope-sender.ts";
 import { purgeExpired } from "../services/retention.ts";
 import { errorFields } from "../logger.ts";
+import tls from "node:tls";
+import { WebhookSender } from "./webhook-sender.ts";
+import { webhookTargetPolicy } from "../security/webhook-targets.ts";
 
 export type { WorkerHandle } from "./claim-loop.ts";
 
@@ -28,7 +31,7 @@ function deliverySettings(config: Config): DeliverySettings {
     relay: config.SMTP_RELAY_URL ?? null,
     mxPort: config.SMTP_MX_PORT,
     heloName: heloName(config),
-    ca: config.SMTP_CA_FILE ? [readSmtpCaFile(config.SMTP_CA_FILE)] : [],
+    ca: config.SMTP_CA_FILE ? [readCaFile("SMTP_CA_FILE", config.SMTP_CA_FILE)] : [],
     connectTimeoutMs: config.SMTP_CONNECT_TIMEOUT_MS,
     maxRetryMs: config.SMTP_MAX_RETRY,
     retryMinMs: config.SMTP_RETRY_MIN,
@@ -92,12 +95,23 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
     },
     o.logger,
   ).start();
+  const hooks = new WebhookSender({
+    pool: o.pool,
+    cipher: o.cipher,
+    logger: o.logger,
+    workerId: w.id,
+    concurrency: c.WEBHOOK_CONCURRENCY,
+    pollMs: c.WORKER_POLL_MS,
+    timeoutMs: c.WEBHOOK_TIMEOUT_MS,
+    policy: webhookTargetPolicy(c),
+    ca: c.WEBHOOK_CA_FILE ? [...tls.rootCertificates, readCaFile("WEBHOOK_CA_FILE", c.WEBHOOK_CA_FILE)] : undefined,
+  }).start();
   return {
     id: w.id,
     idle: () => w.idle(),
     lastLoopAt: () => w.lastLoopAt(),
     async stop(graceMs?: number) {
-      await w.stop(graceMs);
+      await Promise.all([w.stop(graceMs), hooks.stop(graceMs ?? c.SHUTDOWN_GRACE)]);
       await sessions.close();
     },
   };

@@ -36,15 +36,15 @@ export function assertProblem(res: Response, status: number, code: ErrorCode, no
 }
 
 export interface CommonRouteCase {
-  method: "GET" | "POST" | "DELETE";
-  /** Builds the request path; `resourceId` names a message or domain of the owning key (ignored by routes without an id). */
+  method: "GET" | "POST" | "PATCH" | "DELETE";
+  /** Builds the request path; `resourceId` names a message, domain or webhook endpoint of the owning key (ignored by routes without an id). */
   path: (resourceId: string) => string;
   /** The scope the route requires. */
   scope: Scope;
   /** A valid body for the route, built fresh for each request. */
   body?: () => unknown;
   /** What the path's id names, if anything: also check that another key's one is 404. */
-  resource: "message" | "domain" | null;
+  resource: "message" | "domain" | "webhook" | null;
   /** Status of a successful call with a proper key (the positive control). */
   okStatus: number;
 }
@@ -82,6 +82,10 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
         const r = await t.call("POST", "/send", { key: owner.key, body: validSend() });
         assert.equal(r.status, 202, r.body);
         resourceId = (r.json() as SendResponseView).id;
+      } else if (route.resource === "webhook") {
+        const r = await t.call("POST", "/webhooks", { key: owner.key, body: { url: "https://hooks.shop.example/sealpost" } });
+        assert.equal(r.status, 201, r.body);
+        resourceId = (r.json() as { id: string }).id;
       } else if (route.resource === "domain") {
         const r = await t.call("POST", "/domains", { key: owner.key, body: { name: `d${randomBytes(6).toString("hex")}.example` } });
         assert.equal(r.status, 201, r.body);

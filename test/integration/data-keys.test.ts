@@ -185,7 +185,7 @@ test("a new key cannot encrypt before it was introduced; keys rotate-data refuse
   // Step 3: the rotation runs, and says when k1 may go.
   const ok = cli(["keys", "rotate-data"], newFirst);
   assert.equal(ok.code, 0, ok.stderr);
-  assert.match(ok.stdout, /re-encrypted 0 messages and 0 DKIM private keys under data key k2/);
+  assert.match(ok.stdout, /re-encrypted 0 messages, 0 DKIM private keys and 0 webhook endpoints' secrets under data key k2/);
   assert.match(ok.stdout, /no stored content uses data key k1 any more: remove it from SEALPOST_DATA_KEY once every process runs with k2 first/);
   // Step 4: k2 alone is enough now.
   await checkDataKeys(db, cipherOf(`k2:${K2}`), "encrypts");
@@ -258,4 +258,28 @@ test("keys rotate-data re-encrypts DKIM private keys too, so the old data key re
     assert.deepEqual(k2Only.decrypt(k.private_key, dkimKeyAad(k.id)), cipherOf(`k1:${K1}`).decrypt(before[i]!.private_key, dkimKeyAad(k.id)));
   }
   assert.equal((await rotateDataKey(db, cipherOf(`k2:${K2},k1:${K1}`))).dkimKeysRewritten, 0, "a second run has nothing left to do");
+});
+
+test("keys rotate-data re-encrypts webhook secrets (current and previous), so the old data key retires and deliveries stay signed", async (t) => {
+  const tdb = await createTestDatabase();
+  t.after(() => tdb.drop());
+  const db = tdb.db.prisma;
+  const { createWebhook, rotateWebhookSecret } = await import("../../src/services/webhooks.ts");
+  const { webhookSecretAad } = await import("../../src/security/webhook-secrets.ts");
+  const { BlockList } = await import("node:net");
+  const k1 = cipherOf(`k1:${K1}`);
+  await checkDataKeys(db, k1, "encrypts");
+  const policy = { production: false, allowed: new BlockList() };
+  const first = await createWebhook(db, k1, "key1", { url: "https://hooks.rotate.example/in" }, policy);
+  const second = await rotateWebhookSecret(db, k1, "key1", first.id);
+  await checkDataKeys(db, cipherOf(`k1:${K1},k2:${K2}`), "encrypts");
+  await checkDataKeys(db, cipherOf(`k2:${K2},k1:${K1}`), "encrypts");
+  const r = await rotateDataKey(db, cipherOf(`k2:${K2},k1:${K1}`));
+  assert.equal(r.webhookSecretsRewritten, 1);
+  assert.deepEqual(r.retired, ["k1"], "no stored value needs k1 any more");
+  const row = await db.webhookEndpoint.findUniqueOrThrow({ where: { id: first.id } });
+  const k2Only = cipherOf(`k2:${K2}`);
+  assert.equal(k2Only.decrypt(row.secret, webhookSecretAad(first.id, "secret")).toString(), second.secret);
+  assert.equal(k2Only.decrypt(row.previousSecret!, webhookSecretAad(first.id, "previous_secret")).toString(), first.secret);
+  assert.equal((await rotateDataKey(db, cipherOf(`k2:${K2},k1:${K1}`))).webhookSecretsRewritten, 0, "a second run has nothing left to do");
 });
