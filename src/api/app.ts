@@ -13,7 +13,6 @@ import { registerSecurityHeaders } from "./plugins/security-headers.ts";
 import { registerRoute, type AnyRoute } from "./route.ts";
 import { ROUTES } from "./routes/index.ts";
 import { registerApiReference } from "./routes/getApiReference.ts";
-import { openApiYaml } from "./openapi.ts";
 import { createHttpsServer, type HttpsServerTimeouts } from "./https-server.ts";
 import { SenderDomainGate } from "../services/sender-domain-gate.ts";
 import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
@@ -102,8 +101,13 @@ export async function buildApp(
   registerKeyRateLimit(app, deps.config);
 
   for (const route of opts.routes ?? ROUTES) registerRoute(app, route, deps);
-  const spec = openApiYaml();
-  app.get("/openapi.yaml", { config: { scope: null } }, async (_req, reply) => reply.type("application/yaml; charset=utf-8").send(spec));
+  // Generated on the first request, not at start: building it (every schema and example)
+  // took about 10 MB that a serving process otherwise keeps for nothing.
+  let spec: string | undefined;
+  app.get("/openapi.yaml", { config: { scope: null } }, async (_req, reply) => {
+    spec ??= (await import("./openapi.ts")).openApiYaml();
+    return reply.type("application/yaml; charset=utf-8").send(spec);
+  });
   registerApiReference(app);
   return app;
 }
