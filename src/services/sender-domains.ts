@@ -17,8 +17,12 @@ import {
 } from "../domain/sender-domain.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { generateDkimKeySet } from "../security/dkim-keys.ts";
-import getDmarcRecord from "mailauth/lib/dmarc/get-dmarc-record.js";
-import { spf as evaluateSpf } from "mailauth/lib/spf/index.js";
+
+// mailauth is loaded when a domain is first verified, not when the API starts: its DMARC
+// and SPF modules (with the public suffix list) take about 30 MB a serving process would
+// otherwise carry for a call it rarely makes.
+const loadDmarc = () => import("mailauth/lib/dmarc/get-dmarc-record.js").then((m) => m.default);
+const loadSpf = () => import("mailauth/lib/spf/index.js").then((m) => m.spf);
 
 /** Who asks: an API key's sender domains, or null for the owner (CLI). */
 export type DomainActor = { allowedDomains: readonly string[]; keyId: string } | null;
@@ -206,7 +210,7 @@ async function dmarcPolicy(dns: TxtLookup, domain: string): Promise<DmarcLookupR
     throw Object.assign(new Error(r.reason), { code: r.kind === "none" ? "ENOTFOUND" : "ETIMEOUT" });
   };
   try {
-    const r = await getDmarcRecord(domain, resolver);
+    const r = await (await loadDmarc())(domain, resolver);
     if (!r) return { kind: "none" };
     return { kind: "record", text: r.rr, policy: r.p, adkim: r.adkim ?? "r", aspf: r.aspf ?? "r", foundAt: r.recordDomain, inherited: r.isOrgRecord };
   } catch (err) {
@@ -218,8 +222,10 @@ async function dmarcPolicy(dns: TxtLookup, domain: string): Promise<DmarcLookupR
  * SPF evaluated by mailauth (RFC 7208, includes and all) for a MAIL FROM at `envelopeDomain`
  * from each configured source address, through `dns`.
  */
-function spfFor(dns: TxtLookup, envelopeDomain: string, settings: VerifySettings): Promise<SpfEvaluation[]> {
+async function spfFor(dns: TxtLookup, envelopeDomain: string, settings: VerifySettings): Promise<SpfEvaluation[]> {
   const resolver = (name: string, type: string) => dns.resolve(name, type) as Promise<string[][]>;
+  if (settings.sourceIps.length === 0) return [];
+  const evaluateSpf = await loadSpf();
   return Promise.all(settings.sourceIps.map(async (ip) => {
     const r = await evaluateSpf({ sender: `postmaster@${envelopeDomain}`, ip, helo: settings.heloName, resolver, maxElapsedTime: 10_000 });
     return { ip, result: r.status.result };

@@ -4,7 +4,6 @@
 // rotation's new keys sign only once they verify), relaxed/relaxed, over the exact bytes
 // sent. Keys are read and decrypted once per domain and kept for DKIM_KEY_CACHE_MS; a
 // domain without verified keys is remembered as such for as long.
-import { dkimSign } from "mailauth/lib/dkim/sign.js";
 import type pg from "pg";
 import { findSigningKeys } from "../db/sender-domains.ts";
 import { domainOf } from "../domain/address.ts";
@@ -46,6 +45,9 @@ export class DkimSigner {
     const domain = domainOf(fromAddress).toLowerCase();
     const keys = await this.#keys.of(domain);
     if (keys.length === 0) return { message: raw, selectors: [] };
+    // mailauth's signer is loaded with the first message to sign (about 30 MB of code and
+    // tables a worker that signs nothing does without).
+    const { dkimSign } = await import("mailauth/lib/dkim/sign.js");
     const result = await dkimSign(raw, {
       signingDomain: domain,
       selector: keys[0]!.selector,
