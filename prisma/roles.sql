@@ -140,6 +140,9 @@ GRANT SELECT, DELETE ON webhook_endpoints TO sealpost_api;
 GRANT INSERT (id, api_key_id, url, description, event_types, secret, created_at, updated_at) ON webhook_endpoints TO sealpost_api;
 GRANT UPDATE (url, description, event_types, enabled, disabled_reason, failing_since, secret, previous_secret, previous_secret_until, updated_at)
   ON webhook_endpoints TO sealpost_api;
+-- (SELECT on webhook_deliveries also serves queueStats, db/metrics.ts: /metrics counts the
+-- due deliveries and the webhook backlog, with the SELECT on deliveries above; the worker's
+-- grants below cover the same when it serves METRICS_LISTEN.)
 GRANT SELECT ON webhook_deliveries TO sealpost_api;
 GRANT INSERT (endpoint_id, event_id, state, next_attempt_at, created_at) ON webhook_deliveries TO sealpost_api;
 GRANT UPDATE (state, next_attempt_at, finished_at) ON webhook_deliveries TO sealpost_api; -- retryFailedDeliveries

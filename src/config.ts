@@ -134,6 +134,11 @@ const EnvSchema = z
     DNS_CACHE_TTL: duration.default(60_000),
     DKIM_SIGNING: z.enum(["on", "off"]).default("on"),
     SENDER_DOMAINS: z.enum(["verified", "any"]).optional(),
+    METRICS_TOKEN: z.string().min(16, "must be at least 16 characters (e.g. openssl rand -hex 24)").optional(),
+    METRICS_LISTEN: z
+      .string()
+      .regex(/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost):\d{1,5}$/, "must be a loopback address and port, such as 127.0.0.1:9464 (to scrape from elsewhere, set METRICS_TOKEN and use /metrics on the HTTPS port)")
+      .optional(),
     WEBHOOK_TIMEOUT_MS: int(1000, 120_000).default(15_000),
     WEBHOOK_CONCURRENCY: int(1, 1000).default(8),
     WEBHOOK_ALLOWED_NETWORKS: cidrList.optional(),

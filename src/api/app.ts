@@ -8,6 +8,8 @@ import type { AppDeps } from "./deps.ts";
 import { registerErrorHandling } from "./plugins/errors.ts";
 import { registerJsonBody } from "./plugins/json-body.ts";
 import { registerAuth } from "./plugins/auth.ts";
+import { countHttp } from "../metrics.ts";
+import { registerMetricsRoute } from "./metrics.ts";
 import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits.ts";
 import { registerSecurityHeaders } from "./plugins/security-headers.ts";
 import { registerRoute, type AnyRoute } from "./route.ts";
@@ -85,6 +87,7 @@ export async function buildApp(
   // Method, route path (no query string: it never carries a key, but could carry an id
   // someone considers private), status and time. Never headers or bodies.
   app.addHook("onResponse", (req, reply, done) => {
+    countHttp(req.method, req.routeOptions.url ?? "(no route)", reply.statusCode);
     req.log.info(
       { method: req.method, url: req.routeOptions.url ?? "(no route)", status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
       "request",
@@ -109,5 +112,6 @@ export async function buildApp(
     return reply.type("application/yaml; charset=utf-8").send(spec);
   });
   registerApiReference(app);
+  if (deps.config.METRICS_TOKEN) registerMetricsRoute(app, deps.config.METRICS_TOKEN);
   return app;
 }

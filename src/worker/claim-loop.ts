@@ -13,6 +13,7 @@ import { claimDeliveries, releaseLeases, renewLeases, returnUnstarted, type Clai
 import { prepareMessage, runDelivery, type DeliveryDeps, type PreparedMessage } from "./deliver.ts";
 import { isStatementRejected, ResultWriter } from "./result-writer.ts";
 import { errorFields } from "../logger.ts";
+import { countDelivery, observeAttempt, tlsLabel } from "../metrics.ts";
 
 // A result write is retried from RECORD_RETRY_MIN_MS, doubling up to RECORD_RETRY_MAX_MS,
 // for as long as it takes (until shutdown): the SMTP work is done, and a result that is
@@ -330,7 +331,13 @@ export class ClaimLoop implements WorkerHandle {
       this.#wake?.();
       const written = await this.#record(completion);
       const summary = completion.results.map((r) => r.status);
-      if (written === true) log.info({ delivery: String(d.id), message: d.messageId, domain: d.domain, attempt: d.attempt, outcomes: summary }, "delivery attempt recorded");
+      if (written === true) {
+        for (const r of completion.results) {
+          countDelivery(r.status, tlsLabel(r.attempts[r.attempts.length - 1]?.evidence));
+          for (const a of r.attempts) observeAttempt(a.evidence.durationMs);
+        }
+        log.info({ delivery: String(d.id), message: d.messageId, domain: d.domain, attempt: d.attempt, outcomes: summary }, "delivery attempt recorded");
+      }
       else if (written === false) log.warn({ delivery: String(d.id), attempt: d.attempt }, "lease lost before the result was recorded; the newer attempt wins");
       else {
         log.error(

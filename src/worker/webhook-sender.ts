@@ -8,6 +8,7 @@ import type pg from "pg";
 import type { Logger } from "pino";
 import { claimWebhookDeliveries, recordWebhookAttempt, releaseWebhookLeases, type ClaimedWebhook, type WebhookAttemptResult } from "../db/webhooks.ts";
 import { errorFields } from "../logger.ts";
+import { countWebhook } from "../metrics.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { signWebhook, webhookSecretAad } from "../security/webhook-secrets.ts";
 import { eventView } from "../services/events.ts";
@@ -151,6 +152,7 @@ export class WebhookSender {
     try {
       const written = await recordWebhookAttempt(this.#o.pool, outcome);
       const fields = { delivery: d.id, endpoint: d.endpointId, attempt: d.attempt, status: result.statusCode, state: step.state };
+      if (written) countWebhook(step.state === "pending" ? "retried" : step.state);
       if (!written) this.#log.warn(fields, "webhook attempt not recorded: its lease was lost");
       else if (step.disable) this.#log.warn({ ...fields, reason: step.disable }, "webhook endpoint disabled");
       else if (step.state !== "delivered") this.#log.info({ ...fields, error: result.error, retryAt: step.retryAt }, "webhook attempt failed");

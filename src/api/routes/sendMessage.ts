@@ -3,6 +3,7 @@ import { AppError } from "../../domain/errors.ts";
 import { SendRequestSchema } from "../../domain/message.ts";
 import { acceptMessage, type SendContext } from "../../services/send-message.ts";
 import type { AppDeps } from "../deps.ts";
+import { countAccepted } from "../../metrics.ts";
 import { defineRoute } from "../route.ts";
 import { SendResponseSchema } from "../schemas.ts";
 
@@ -62,6 +63,7 @@ export default defineRoute({
       });
     const result = await acceptMessage(sendContext(deps), request.apiKey!, body, { idempotencyKey: idem });
     if (result.replayed) reply.header("idempotent-replayed", "true");
+    else countAccepted(1);
     // A replay answers the status stored with the first response (always 202 today).
     reply.code(result.statusCode);
     return result.body;

@@ -6,6 +6,7 @@ import { fieldErrors } from "../field-errors.ts";
 import { problemFor } from "../plugins/errors.ts";
 import { isDatabaseUnavailable } from "../../db/errors.ts";
 import { defineRoute } from "../route.ts";
+import { countAccepted } from "../../metrics.ts";
 import { SendBatchResponseSchema, type SendBatchResponseView } from "../schemas.ts";
 import { sendContext } from "./sendMessage.ts";
 
@@ -68,6 +69,7 @@ export default defineRoute({
       o.status === "fulfilled" ? { index, ...o.value } : { index, error: problemFor(o.reason as Error, request.id) },
     );
     const accepted = data.filter((d) => !("error" in d)).length;
+    countAccepted(accepted);
     return { accepted, rejected: data.length - accepted, data };
   },
 });
