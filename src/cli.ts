@@ -51,7 +51,7 @@ const DATABASE = `Uses DATABASE_URL, or without it the embedded database in DATA
 const COMMANDS: Record<string, CommandSpec> = {
   "": {
     path: "",
-    sub: ["start", "serve", "worker", "migrate", "keys", "domains", "healthcheck", "help"],
+    sub: ["start", "serve", "worker", "migrate", "keys", "domains", "webhooks", "healthcheck", "help"],
     usage: `usage: sealpost <command> [options]
 
   start                 API and delivery worker in one process (what npm start runs)
@@ -67,6 +67,9 @@ const COMMANDS: Record<string, CommandSpec> = {
   domains add <domain> [--bounce-domain B]
                         add a sender domain: makes its DKIM keys, prints the DNS records to publish
   domains list | show <domain> | verify <domain> | remove <domain>
+  webhooks add <url> --key ID [--events T,T] [--description D]
+                        register a webhook endpoint for an API key's events; prints its secret once
+  webhooks list | show | enable | disable | rotate-secret | test | deliveries | retry | remove
   healthcheck serve|worker
                         exit 0 when the API on this host answers /readyz, or the worker's loop runs
 
@@ -242,6 +245,78 @@ record is missing or wrong, 3 when DNS did not answer (try again). ${DATABASE}`,
     usage: `usage: sealpost domains remove <domain>
 
 Removes a sender domain and its DKIM keys; mail from it is no longer signed. ${DATABASE}`,
+  },
+  webhooks: {
+    path: "webhooks",
+    sub: ["add", "list", "show", "enable", "disable", "rotate-secret", "test", "deliveries", "retry", "remove"],
+    usage: `usage: sealpost webhooks <add|list|show|enable|disable|rotate-secret|test|deliveries|retry|remove> [options]
+
+  webhooks add <url> --key ID [--events T,T] [--description D]
+  webhooks list [--key ID]
+  webhooks show <id>
+  webhooks enable <id> | disable <id>
+  webhooks rotate-secret <id>
+  webhooks test <id>
+  webhooks deliveries <id>
+  webhooks retry <id> [--since TIME]
+  webhooks remove <id>
+
+Webhook endpoints receive the events of one API key, signed per Standard Webhooks
+(README, "Webhooks"). ID is the key's id (keys list). ${DATABASE}`,
+  },
+  "webhooks add": {
+    path: "webhooks add",
+    positionals: ["url"],
+    options: { key: { type: "string" }, events: { type: "string" }, description: { type: "string" } },
+    required: ["key"],
+    usage: `usage: sealpost webhooks add <url> --key ID [--events T,T] [--description D]
+
+Registers an https:// endpoint for the events of API key ID and prints its signing
+secret (whsec_...) once.
+
+  --key ID              the API key whose events it receives (keys list)
+  --events LIST         event types, comma separated (default: all), e.g.
+                        message.delivered,message.bounced,message.failed
+  --description D       what it is for
+
+${DATABASE}`,
+  },
+  "webhooks list": {
+    path: "webhooks list",
+    options: { key: { type: "string" } },
+    usage: `usage: sealpost webhooks list [--key ID]
+
+Lists webhook endpoints, one a line: id, key, enabled or disabled (and why), event
+types, URL. ${DATABASE}`,
+  },
+  "webhooks show": { path: "webhooks show", positionals: ["id"], usage: `usage: sealpost webhooks show <id>\n\nShows a webhook endpoint. ${DATABASE}` },
+  "webhooks enable": {
+    path: "webhooks enable", positionals: ["id"],
+    usage: `usage: sealpost webhooks enable <id>\n\nResumes deliveries to an endpoint, also one disabled for failing or for 410 Gone. ${DATABASE}`,
+  },
+  "webhooks disable": {
+    path: "webhooks disable", positionals: ["id"],
+    usage: `usage: sealpost webhooks disable <id>\n\nPauses deliveries to an endpoint; they wait until it is enabled. ${DATABASE}`,
+  },
+  "webhooks rotate-secret": {
+    path: "webhooks rotate-secret", positionals: ["id"],
+    usage: `usage: sealpost webhooks rotate-secret <id>\n\nPrints a new signing secret once; the previous one also signs for 24 hours. ${DATABASE}`,
+  },
+  "webhooks test": {
+    path: "webhooks test", positionals: ["id"],
+    usage: `usage: sealpost webhooks test <id>\n\nQueues a signed webhook.test delivery; a running worker sends it (see webhooks deliveries). ${DATABASE}`,
+  },
+  "webhooks deliveries": {
+    path: "webhooks deliveries", positionals: ["id"],
+    usage: `usage: sealpost webhooks deliveries <id>\n\nThe endpoint's latest deliveries, one a line: id, event, state, attempts, last status or error. ${DATABASE}`,
+  },
+  "webhooks retry": {
+    path: "webhooks retry", positionals: ["id"], options: { since: { type: "string" } },
+    usage: `usage: sealpost webhooks retry <id> [--since TIME]\n\nMakes the endpoint's failed deliveries (those created since TIME, an ISO 8601 time, if given) due again. ${DATABASE}`,
+  },
+  "webhooks remove": {
+    path: "webhooks remove", positionals: ["id"],
+    usage: `usage: sealpost webhooks remove <id>\n\nRemoves an endpoint, its pending deliveries and its log. ${DATABASE}`,
   },
   healthcheck: {
     path: "healthcheck",
@@ -513,6 +588,87 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
   throw new Error(`no handler for ${cmd.path}`);
 }
 
+/** `sealpost webhooks`: the API's /webhooks for the owner, who names the key an endpoint belongs to. */
+async function webhooksCommand(config: Config, cmd: Invocation): Promise<number> {
+  const services = await import("./services/webhooks.ts");
+  const { findWebhookEndpointById, findAllWebhookEndpoints } = await import("./db/webhooks.ts");
+  const { webhookTargetPolicy } = await import("./security/webhook-targets.ts");
+  const arg = cmd.positionals[0] ?? "";
+  const line = (w: { id: string; enabled: boolean; disabled_reason: string | null; event_types: string[]; url: string }, key: string) =>
+    [w.id, key, w.enabled ? "enabled" : `disabled (${w.disabled_reason ?? "by the API"})`, w.event_types.length ? w.event_types.join(",") : "all events", w.url].join("\t");
+  switch (cmd.path) {
+    case "webhooks add": {
+      const parsed = services.CreateWebhookSchema.safeParse({
+        url: arg,
+        ...(typeof cmd.values.events === "string" ? { event_types: cmd.values.events.split(",").map((t) => t.trim()).filter(Boolean) } : {}),
+        ...(typeof cmd.values.description === "string" ? { description: cmd.values.description } : {}),
+      });
+      const named = (path: PropertyKey[]) => (path[0] === "event_types" ? "--events" : path[0] === "description" ? "--description" : "url");
+      if (!parsed.success) throw new UsageError(parsed.error.issues.map((i) => `${named(i.path)}: ${i.message}`).join("; "), COMMANDS["webhooks add"]!);
+      const keyId = String(cmd.values.key);
+      const r = await withRuntime(config, async (rt) => {
+        const keys = await listApiKeys(rt.db.prisma);
+        if (!keys.some((k) => k.id === keyId && !k.revokedAt)) return null;
+        return services.createWebhook(rt.db.prisma, rt.cipher, keyId, parsed.data, webhookTargetPolicy(config));
+      }, { dataKeys: "encrypts" });
+      if (!r) {
+        out(`no active key ${keyId} (sealpost keys list shows them)`);
+        return 1;
+      }
+      out(line(r, keyId));
+      out("signing secret, store it now, it is not shown again:");
+      out(r.secret);
+      return 0;
+    }
+    case "webhooks list": {
+      const key = typeof cmd.values.key === "string" ? cmd.values.key : null;
+      const rows = await withRuntime(config, (rt) => findAllWebhookEndpoints(rt.db.prisma, key));
+      for (const w of rows) out(line({ id: w.id, enabled: w.enabled, disabled_reason: w.disabledReason, event_types: w.eventTypes, url: w.url }, w.apiKeyId));
+      return 0;
+    }
+    default: {
+      const r = await withRuntime(config, async (rt) => {
+        const w = await findWebhookEndpointById(rt.db.prisma, arg);
+        if (!w) return null;
+        const db = rt.db.prisma;
+        switch (cmd.path) {
+          case "webhooks show":
+            return [line(await services.getWebhook(db, w.apiKeyId, w.id), w.apiKeyId)];
+          case "webhooks enable":
+          case "webhooks disable":
+            return [line(await services.updateWebhook(db, w.apiKeyId, w.id, { enabled: cmd.path === "webhooks enable" }, webhookTargetPolicy(config)), w.apiKeyId)];
+          case "webhooks rotate-secret": {
+            const v = await services.rotateWebhookSecret(db, rt.cipher, w.apiKeyId, w.id);
+            return [`new signing secret, store it now, it is not shown again (the previous one also signs until ${v.previous_secret_valid_until}):`, v.secret];
+          }
+          case "webhooks test":
+            return [`queued test delivery ${(await services.testWebhook(db, w.apiKeyId, w.id)).delivery_id}; a running worker sends it (sealpost webhooks deliveries ${w.id})`];
+          case "webhooks deliveries":
+            return (await services.listWebhookDeliveries(db, w.apiKeyId, w.id, { limit: 50 })).data.map((d) =>
+              [d.id, d.event_id ?? "test", d.state, String(d.attempts), d.last_error ?? (d.last_status === null ? "-" : String(d.last_status))].join("\t"));
+          case "webhooks retry": {
+            const since = cmd.values.since;
+            if (since !== undefined && (typeof since !== "string" || Number.isNaN(Date.parse(since))))
+              throw new UsageError("--since must be an ISO 8601 time, such as 2030-01-01T00:00:00Z", COMMANDS["webhooks retry"]!);
+            const n = (await services.retryWebhookDeliveries(db, w.apiKeyId, w.id, typeof since === "string" ? { since: new Date(since).toISOString() } : {})).retried;
+            return [`${n} failed deliveries due again`];
+          }
+          case "webhooks remove":
+            await services.removeWebhook(db, w.apiKeyId, w.id);
+            return [`removed webhook endpoint ${w.id}`];
+        }
+        throw new Error(`no handler for ${cmd.path}`);
+      }, { dataKeys: "encrypts" });
+      if (!r) {
+        out(`no webhook endpoint ${arg} (sealpost webhooks list shows them)`);
+        return 1;
+      }
+      for (const l of r) out(l);
+      return 0;
+    }
+  }
+}
+
 async function migrateCommand(config: Config, cmd: Invocation): Promise<number> {
   const rolledBack = cmd.values["rolled-back"];
   sayWhichDatabase(config);
@@ -766,6 +922,17 @@ export async function main(argv: string[]): Promise<number> {
       case "domains rotate-dkim":
       case "domains remove":
         return await domainsCommand(config, cmd);
+      case "webhooks add":
+      case "webhooks list":
+      case "webhooks show":
+      case "webhooks enable":
+      case "webhooks disable":
+      case "webhooks rotate-secret":
+      case "webhooks test":
+      case "webhooks deliveries":
+      case "webhooks retry":
+      case "webhooks remove":
+        return await webhooksCommand(config, cmd);
       default:
         return await keysCommand(config, cmd);
     }

@@ -46,6 +46,16 @@ export async function updateWebhookEndpoint(db: Db | Tx, apiKeyId: string, id: s
   return count === 0 ? null : findWebhookEndpoint(db, apiKeyId, id);
 }
 
+/** For the owner (CLI): an endpoint by id, whoever's key it belongs to. */
+export function findWebhookEndpointById(db: Db | Tx, id: string): Promise<WebhookEndpointRow | null> {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? db.webhookEndpoint.findUnique({ where: { id } }) : Promise.resolve(null);
+}
+
+/** For the owner (CLI): every endpoint, or one key's. */
+export function findAllWebhookEndpoints(db: Db | Tx, apiKeyId: string | null): Promise<WebhookEndpointRow[]> {
+  return db.webhookEndpoint.findMany({ where: apiKeyId ? { apiKeyId } : {}, orderBy: [{ createdAt: "asc" }, { id: "asc" }] });
+}
+
 export async function deleteWebhookEndpoint(db: Db | Tx, apiKeyId: string, id: string): Promise<boolean> {
   return (await db.webhookEndpoint.deleteMany({ where: { id, apiKeyId } })).count > 0;
 }

@@ -179,6 +179,9 @@ export async function verifyDomain(db: Db, dns: TxtLookup, actor: DomainActor, i
   const live = keysOf(row).filter((k) => states.get(k.selector) !== "retired");
   const records = dnsRecords(row, live, bounceMxHost);
   const lookups = (type: DnsRecord["type"]) => [...new Set(records.filter((r) => r.type === type).map((r) => r.name))];
+  // Load mailauth before any query is sent: compiling it blocks the event loop for a
+  // moment, which must not eat into the lookups' timeouts.
+  await Promise.all([loadDmarc(), settings.sourceIps.length > 0 ? loadSpf() : null]);
   const [txt, mx, dmarc, spf] = await Promise.all([
     Promise.all(lookups("TXT").map(async (n) => [n, await dns.txt(n)] as const)),
     Promise.all(lookups("MX").map(async (n) => [n, await dns.mx(n)] as const)),

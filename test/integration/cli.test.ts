@@ -120,6 +120,51 @@ test("domains add prints the records to publish; list, show, remove; mistakes ar
   assert.match(again.stdout, /^no domain cli\.example/);
 });
 
+test("webhooks add prints the secret once; list, show, disable, enable, rotate-secret, test, deliveries, retry, remove", async () => {
+  const created = cli(["keys", "create", "--name", "hooks", "--scopes", "send,read,admin"]);
+  const keyId = /^created key ([0-9a-f]{16})/m.exec(created.stdout)![1]!;
+  const count = async () => (await tdb.db.pool.query("SELECT count(*)::int AS n FROM webhook_endpoints")).rows[0].n as number;
+  const before = await count();
+  for (const [args, re] of [
+    [["webhooks", "add", "https://hooks.cli.example/in"], /^sealpost: webhooks add: needs --key/],
+    [["webhooks", "add", "ftp://hooks.cli.example/in", "--key", keyId], /^sealpost: webhooks add: url: must be an https:\/\/ URL/],
+    [["webhooks", "add", "https://hooks.cli.example/in", "--key", keyId, "--events", "message.opened"], /^sealpost: webhooks add: --events: /],
+  ] as Array<[string[], RegExp]>) {
+    const r = cli(args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr.split("\n")[0]!, re, r.stderr);
+  }
+  const noKey = cli(["webhooks", "add", "https://hooks.cli.example/in", "--key", "0000000000000000"]);
+  assert.equal(noKey.code, 1);
+  assert.match(noKey.stdout, /^no active key 0000000000000000/);
+  assert.equal(await count(), before, "the mistakes wrote nothing");
+
+  const added = cli(["webhooks", "add", "https://hooks.cli.example/in", "--key", keyId, "--events", "message.delivered,message.bounced"]);
+  assert.equal(added.code, 0, added.stderr);
+  const id = new RegExp(`^([0-9a-f-]{36})\t${keyId}\tenabled\tmessage\.delivered,message\.bounced\thttps://hooks\.cli\.example/in$`, "m").exec(added.stdout)?.[1];
+  assert.ok(id, added.stdout);
+  const secret = /^(whsec_[A-Za-z0-9+/]{32})$/m.exec(added.stdout)?.[1];
+  assert.ok(secret, "the secret is printed");
+  for (const args of [["webhooks", "list"], ["webhooks", "list", "--key", keyId], ["webhooks", "show", id]]) {
+    const r = cli(args);
+    assert.match(r.stdout, new RegExp(`^${id}\t${keyId}\tenabled\t`, "m"), args.join(" "));
+    assert.doesNotMatch(r.stdout, /whsec_/, "the secret is shown once only");
+  }
+  assert.match(cli(["webhooks", "disable", id]).stdout, new RegExp(`^${id}\t${keyId}\tdisabled \\(disabled through the API\\)`, "m"));
+  assert.match(cli(["webhooks", "enable", id]).stdout, new RegExp(`^${id}\t${keyId}\tenabled`, "m"));
+  const rotated = cli(["webhooks", "rotate-secret", id]);
+  assert.match(rotated.stdout, /previous one also signs until \d{4}-/);
+  assert.notEqual(/^(whsec_\S+)$/m.exec(rotated.stdout)?.[1], secret);
+  assert.match(cli(["webhooks", "test", id]).stdout, /^queued test delivery (\d+)/m);
+  assert.match(cli(["webhooks", "deliveries", id]).stdout, /^\d+\ttest\tpending\t0\t-$/m);
+  assert.match(cli(["webhooks", "retry", id]).stdout, /^0 failed deliveries due again$/m);
+  assert.equal(cli(["webhooks", "retry", id, "--since", "yesterday"]).code, 2);
+  assert.match(cli(["webhooks", "remove", id]).stdout, /^removed webhook endpoint/m);
+  const gone = cli(["webhooks", "show", id]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stdout, /^no webhook endpoint /);
+});
+
 test("bad arguments are usage errors, not crashes", () => {
   for (const args of [["keys", "create"], ["keys", "create", "--name", "x", "--scopes", "root"], ["keys", "create", "--name", "x", "--domains", "not a domain"], ["keys", "frobnicate"], ["nope"]]) {
     const r = cli(args);
