@@ -29,7 +29,7 @@ export interface WebhookReceiver {
   close(): Promise<void>;
 }
 
-export async function startWebhookReceiver(path = "/hooks/sealpost"): Promise<WebhookReceiver> {
+export async function startWebhookReceiver(path = "/hooks/sealpost", port = 0): Promise<WebhookReceiver> {
   const { leaf } = testServerCertificates();
   const received: ReceivedWebhook[] = [];
   const answers: ScriptedAnswer[] = [];
@@ -53,7 +53,7 @@ export async function startWebhookReceiver(path = "/hooks/sealpost"): Promise<We
       } else answer();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
   const closed = trackOpen("webhook receiver", "startWebhookReceiver");
   return {
     url: `https://127.0.0.1:${(server.address() as AddressInfo).port}${path}`,

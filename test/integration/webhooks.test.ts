@@ -51,6 +51,12 @@ async function useReceiver(t: TestContext): Promise<WebhookReceiver> {
   return r;
 }
 
+async function startWebhookReceiverOn(t: TestContext, port: number): Promise<WebhookReceiver> {
+  const r = await startWebhookReceiver("/hooks/sealpost", port);
+  t.after(() => r.close());
+  return r;
+}
+
 async function register(url: string, body: Record<string, unknown> = {}, key = admin): Promise<{ id: string; secret: string }> {
   const r = await app.call("POST", "/webhooks", { key, body: { url, ...body } });
   assert.equal(r.status, 201, r.body);
@@ -190,6 +196,29 @@ test("410 Gone disables the endpoint at once, with a webhook.disabled event; a s
   await waitFor(async () => (await deliveryRows(hook.id))[0]?.state === "delivered", { what: "the retried delivery delivered" });
 });
 
+test("a receiver that is down: each refused connection is a failed attempt, retried until it is back", async (t) => {
+  // A port nothing listens on: the receiver is down.
+  const down = await startWebhookReceiver();
+  const url = down.url;
+  await down.close();
+  const hook = await register(url);
+  useWorker(t);
+  await app.call("POST", `/webhooks/${hook.id}/test`, { key: admin });
+  const first = await waitFor(async () => (await deliveryRows(hook.id)).find((d) => d.attempts === 1 && d.state === "pending" && d.last_error), { what: "the refused attempt recorded" });
+  assert.match(first.last_error!, /ECONNREFUSED/);
+  assert.equal(first.last_status, null);
+  const shown = (await app.call("GET", `/webhooks/${hook.id}`, { key: admin })).json() as { enabled: boolean; failing_since: string | null };
+  assert.equal(shown.enabled, true);
+  assert.ok(shown.failing_since, "the failing streak has begun");
+  // Back up on the same port: the next attempt delivers, and the streak ends.
+  const port = Number(new URL(url).port);
+  const back = await startWebhookReceiverOn(t, port);
+  await advance(hook.id);
+  await waitFor(async () => (await deliveryRows(hook.id))[0]?.state === "delivered", { what: "delivered once the receiver is back" });
+  assert.equal(back.received.length, 1);
+  assert.equal(((await app.call("GET", `/webhooks/${hook.id}`, { key: admin })).json() as { failing_since: string | null }).failing_since, null);
+});
+
 test("an endpoint whose every attempt failed for five days is disabled", async (t) => {
   const receiver = await useReceiver(t);
   receiver.script({ status: 500 });
@@ -255,10 +284,10 @@ test("in production, targets that name or resolve to loopback, private, link-loc
   // A redirect is never followed, even to where the first request was allowed to go.
   const loopbackAllowed = new BlockList();
   loopbackAllowed.addSubnet("127.0.0.0", 8, "ipv4");
-  receiver.script({ status: 302, headers: { location: "https://169.254.169.254/latest/meta-data" } });
+  receiver.script({ status: 302, headers: { location: "https://127.0.0.1:1/admin" } });
   const redirected = await postWebhook(new URL(receiver.url), {}, "{}", { policy: { production: true, allowed: loopbackAllowed }, timeoutMs: 2000, ca: [app.ca] });
   assert.equal(redirected.status, 302);
-  assert.match(redirected.error ?? "", /redirect to https:\/\/169\.254\.169\.254\/latest\/meta-data not followed/);
+  assert.match(redirected.error ?? "", /redirect to https:\/\/127\.0\.0\.1:1\/admin not followed/);
   assert.equal(receiver.received.length, 1);
 
   // The API refuses such endpoints in production configuration.
