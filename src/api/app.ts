@@ -8,6 +8,7 @@ import type { AppDeps } from "./deps.ts";
 import { registerErrorHandling } from "./plugins/errors.ts";
 import { registerJsonBody } from "./plugins/json-body.ts";
 import { registerAuth } from "./plugins/auth.ts";
+import { AuthFailures } from "./plugins/auth-failures.ts";
 import { countHttp } from "../metrics.ts";
 import { registerMetricsRoute } from "./metrics.ts";
 import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits.ts";
@@ -100,7 +101,7 @@ export async function buildApp(
   registerErrorHandling(app);
   registerSecurityHeaders(app);
   await registerIpRateLimit(app, deps.config);
-  registerAuth(app, deps.keys);
+  registerAuth(app, deps.keys, new AuthFailures(deps.config.RATE_LIMIT_AUTH_FAIL_MAX, deps.config.RATE_LIMIT_AUTH_FAIL_WINDOW_MS));
   registerKeyRateLimit(app, deps.config);
 
   for (const route of opts.routes ?? ROUTES) registerRoute(app, route, deps);

@@ -83,10 +83,11 @@ function toRecord(row: ApiKeyRow): ApiKeyRecord {
 /**
  * Verifies presented keys. Records are cached for `ttlMs` so the send path does not
  * pay a database round trip per request; revocation therefore takes effect within
- * that TTL (5 s by default) in every API process.
+ * that TTL (5 s by default) in every API process. Ids that are no key are cached too.
  */
 export class ApiKeyVerifier {
-  readonly #cache = new Map<string, { hash: Buffer; record: ApiKeyRecord; expires: number }>();
+  /** Known keys, and ids found to be no key (record null), each until `expires`. */
+  readonly #cache = new Map<string, { hash: Buffer; record: ApiKeyRecord | null; expires: number }>();
   readonly #db: Db;
   readonly #ttlMs: number;
   readonly #now: () => number;
@@ -104,15 +105,16 @@ export class ApiKeyVerifier {
     const [, id, secret] = m as unknown as [string, string, string];
     let entry = this.#cache.get(id);
     if (!entry || entry.expires <= this.#now()) {
+      // An id that is no key is remembered as such for the same time, so repeating it
+      // (a scan of made-up keys) costs no database lookup.
       const row = await findApiKeyById(this.#db, id);
-      if (!row) {
-        this.#cache.delete(id);
-        throw new AppError("unauthorized", "the API key is not valid");
-      }
-      entry = { hash: Buffer.from(row.secretHash, "hex"), record: toRecord(row), expires: this.#now() + this.#ttlMs };
+      entry = row
+        ? { hash: Buffer.from(row.secretHash, "hex"), record: toRecord(row), expires: this.#now() + this.#ttlMs }
+        : { hash: Buffer.alloc(32), record: null, expires: this.#now() + this.#ttlMs };
       if (this.#ttlMs > 0) this.#cache.set(id, entry);
       if (this.#cache.size > 10_000) this.#cache.delete(this.#cache.keys().next().value!);
     }
+    if (entry.record === null) throw new AppError("unauthorized", "the API key is not valid");
     if (!timingSafeEqual(Buffer.from(hashSecret(secret), "hex"), entry.hash)) throw new AppError("unauthorized", "the API key is not valid");
     if (entry.record.revokedAt) throw new AppError("unauthorized", "the API key has been revoked");
     return entry.record;

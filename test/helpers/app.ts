@@ -62,6 +62,7 @@ export async function startTestApp(env: Record<string, string> = {}, opts: { tdb
     LOG_LEVEL: "info",
     RATE_LIMIT_IP_MAX: "100000",
     RATE_LIMIT_KEY_MAX: "100000",
+    RATE_LIMIT_AUTH_FAIL_MAX: "100000",
     ...env,
   });
   const logs: string[] = [];

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { assertProblem } from "../helpers/route-security.ts";
 import type { Response } from "../helpers/https-client.ts";
+import { ApiKeyVerifier } from "../../src/services/api-keys.ts";
 
 function assertRateLimited(res: Response, limit: number, note: string): void {
   assertProblem(res, 429, "rate_limited", note);
@@ -94,5 +95,47 @@ describe("per API key, after authentication", () => {
     const forged = k.key.replace(/_[a-z2-7]{52}$/, "_" + "a".repeat(52));
     for (let i = 0; i < 5; i++) assertProblem(await sendWith(forged), 401, "unauthorized");
     assert.equal((await sendWith(k.key)).status, 202, "an attacker guessing secrets cannot lock the key's owner out");
+  });
+});
+
+describe("failed authentications per client address (issue 14)", () => {
+  let t: TestApp;
+  before(async () => {
+    t = await startTestApp({ RATE_LIMIT_AUTH_FAIL_MAX: "3", TRUST_PROXY: "true" });
+  });
+  after(() => t.close());
+  const from = (client: string) => ({ "x-forwarded-for": client });
+
+  test("after 3 failures a client meets 429 before its key is looked at, even with a good key; another client does not", async () => {
+    const good = (await t.createKey()).key;
+    for (let i = 0; i < 3; i++) {
+      const made = `sp_${String(i).padStart(16, "0")}_${"a".repeat(52)}`;
+      assertProblem(await t.call("POST", "/send", { key: made, body: validSend(), headers: from("203.0.113.7") }), 401, "unauthorized", `made-up key ${i + 1}`);
+    }
+    const refused = await t.call("POST", "/send", { key: good, body: validSend(), headers: from("203.0.113.7") });
+    assertProblem(refused, 429, "rate_limited", "a good key from the flooding client");
+    assert.match((refused.json() as { detail: string }).detail, /too many failed authentications/);
+    const wait = Number(refused.headers["retry-after"]);
+    assert.ok(wait > 0 && wait <= 60, `Retry-After ${refused.headers["retry-after"]}`);
+    assert.equal(await t.tdb.db.prisma.message.count(), 0);
+    const other = await t.call("POST", "/send", { key: good, body: validSend(), headers: from("203.0.113.8") });
+    assert.equal(other.status, 202, other.body);
+    // Routes without a key are not affected.
+    assert.equal((await t.call("GET", "/healthz", { headers: from("203.0.113.7") })).status, 200);
+  });
+
+  test("an id that is no key is remembered as such, so repeating it needs no lookup", async () => {
+    const real = await t.createKey({ name: "real" });
+    const secret = real.key.split("_")[2]!;
+    const row = await t.tdb.db.prisma.apiKey.findUniqueOrThrow({ where: { id: real.id } });
+    let now = 1_000_000;
+    const verifier = new ApiKeyVerifier(t.tdb.db.prisma, 60_000, () => now);
+    const id = "00000000000000ff";
+    await assert.rejects(verifier.verify(`sp_${id}_${secret}`), /not valid/);
+    // The id becomes a key now; within the cache time the verifier still says "no key" without asking.
+    await t.tdb.db.prisma.apiKey.create({ data: { id, name: "late", secretHash: row.secretHash, scopes: row.scopes, allowedDomains: row.allowedDomains } });
+    await assert.rejects(verifier.verify(`sp_${id}_${secret}`), /not valid/);
+    now += 60_000;
+    assert.equal((await verifier.verify(`sp_${id}_${secret}`)).id, id);
   });
 });
