@@ -117,6 +117,8 @@ const EnvSchema = z
     RATE_LIMIT_IP_WINDOW_MS: int(100, 86_400_000).default(60_000),
     RATE_LIMIT_KEY_MAX: int(1, 10_000_000).default(1200),
     RATE_LIMIT_KEY_WINDOW_MS: int(100, 86_400_000).default(60_000),
+    REDIS_URL: z.string().regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL").optional(),
+    REDIS_KEY_PREFIX: z.string().min(1).default("sealpost:rl:"),
     RATE_LIMIT_AUTH_FAIL_MAX: int(1, 1_000_000).default(20),
     RATE_LIMIT_AUTH_FAIL_WINDOW_MS: int(1000, 86_400_000).default(60_000),
     API_KEY_CACHE_TTL_MS: int(0, 600_000).default(5000),

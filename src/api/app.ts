@@ -9,6 +9,7 @@ import { registerErrorHandling } from "./plugins/errors.ts";
 import { registerJsonBody } from "./plugins/json-body.ts";
 import { registerAuth } from "./plugins/auth.ts";
 import { AuthFailures } from "./plugins/auth-failures.ts";
+import { localCounters, sharedCounters, type Counters } from "./plugins/counters.ts";
 import { countHttp } from "../metrics.ts";
 import { registerMetricsRoute } from "./metrics.ts";
 import { registerIpRateLimit, registerKeyRateLimit } from "./plugins/rate-limits.ts";
@@ -30,7 +31,7 @@ export interface BuildOptions {
 }
 
 export async function buildApp(
-  given: Omit<AppDeps, "writer" | "dns"> & { writer?: MessageWriter; dns?: TxtLookup },
+  given: Omit<AppDeps, "writer" | "dns" | "counters"> & { writer?: MessageWriter; dns?: TxtLookup; counters?: Counters },
   https: SecureContextOptions,
   opts: BuildOptions = {},
 ): Promise<FastifyInstance> {
@@ -43,7 +44,8 @@ export async function buildApp(
   // The same resolver set-up as the worker's (DNS_SERVERS), so a domain verifies against the DNS that delivery sees.
   const dns = given.dns ?? createTxtResolver(given.config.DNS_SERVERS ? { servers: given.config.DNS_SERVERS } : {});
   const senderDomains = given.config.SENDER_DOMAINS === "verified" ? new SenderDomainGate(given.db.prisma) : undefined;
-  const deps: AppDeps = { ...given, writer, dns, senderDomains };
+  const counters = given.counters ?? (given.config.REDIS_URL ? await sharedCounters(given.config.REDIS_URL, given.config.REDIS_KEY_PREFIX, given.logger) : localCounters());
+  const deps: AppDeps = { ...given, writer, dns, senderDomains, counters };
   const app = Fastify({
     https,
     // Our https.Server: the same as Fastify's, plus a 400 for plain HTTP sent to this port.
@@ -100,9 +102,10 @@ export async function buildApp(
   registerJsonBody(app);
   registerErrorHandling(app);
   registerSecurityHeaders(app);
-  await registerIpRateLimit(app, deps.config);
-  registerAuth(app, deps.keys, new AuthFailures(deps.config.RATE_LIMIT_AUTH_FAIL_MAX, deps.config.RATE_LIMIT_AUTH_FAIL_WINDOW_MS));
-  registerKeyRateLimit(app, deps.config);
+  registerIpRateLimit(app, deps.config, counters);
+  registerAuth(app, deps.keys, new AuthFailures(counters, deps.config.RATE_LIMIT_AUTH_FAIL_MAX, deps.config.RATE_LIMIT_AUTH_FAIL_WINDOW_MS));
+  registerKeyRateLimit(app, deps.config, counters);
+  if (!given.counters) app.addHook("onClose", async () => counters.close());
 
   for (const route of opts.routes ?? ROUTES) registerRoute(app, route, deps);
   // Generated on the first request, not at start: building it (every schema and example)

@@ -1,5 +1,6 @@
 import type { SenderDomainGate } from "../services/sender-domain-gate.ts";
 import type { Logger } from "pino";
+import type { Counters } from "./plugins/counters.ts";
 import type { Config } from "../config.ts";
 import type { DatabaseHandle } from "../db/client.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
@@ -19,6 +20,8 @@ export interface AppDeps {
   dns: TxtLookup;
   /** Groups concurrent sends into one statement; buildApp makes one when not given. */
   writer: MessageWriter;
+  /** The rate limits' counts: in memory, or shared through Redis (REDIS_URL); buildApp makes them when not given. */
+  counters: Counters;
   /** Refuses From domains that are not verified sender domains; buildApp makes one when SENDER_DOMAINS=verified. */
   senderDomains?: SenderDomainGate | undefined;
 }

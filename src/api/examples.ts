@@ -609,7 +609,10 @@ const health = (what: string): OperationExamples => ({ responses: { 200: { ok: {
 
 const readyz: OperationExamples = {
   responses: {
-    200: { ok: { summary: "The database answers", value: { status: "ok" } } },
+    200: {
+      ok: { summary: "The database answers; rate limits shared through Redis", value: { status: "ok", rate_limits: "shared" } },
+      redisAway: { summary: "Redis does not answer: still ready, limits counted per process", value: { status: "ok", rate_limits: "local: Redis unavailable" } },
+    },
     503: { database: { summary: "The database does not answer", value: p("service_unavailable", "the database is not reachable") } },
   },
 };

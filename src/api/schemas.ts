@@ -188,6 +188,15 @@ export const CancelResponseSchema = z.strictObject({ id: z.uuid(), status: z.lit
 
 export const HealthSchema = z.strictObject({ status: z.literal("ok") }).meta({ id: "Health" });
 
+export const ReadySchema = z
+  .strictObject({
+    status: z.literal("ok"),
+    rate_limits: z
+      .enum(["local", "shared", "local: Redis unavailable"])
+      .describe("Where the rate limits are counted: this process (no REDIS_URL), Redis shared by every API process, or this process while Redis does not answer"),
+  })
+  .meta({ id: "Ready" });
+
 const SendBatchItemSchema = z.union([
   SendResponseSchema.extend({ index: z.number().int() }),
   z.strictObject({ index: z.number().int(), error: ProblemSchema }),

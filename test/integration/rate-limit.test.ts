@@ -9,6 +9,8 @@ import { startTestApp, validSend, type TestApp } from "../helpers/app.ts";
 import { assertProblem } from "../helpers/route-security.ts";
 import type { Response } from "../helpers/https-client.ts";
 import { ApiKeyVerifier } from "../../src/services/api-keys.ts";
+import { randomBytes } from "node:crypto";
+import { waitFor } from "../helpers/wait.ts";
 
 function assertRateLimited(res: Response, limit: number, note: string): void {
   assertProblem(res, 429, "rate_limited", note);
@@ -137,5 +139,55 @@ describe("failed authentications per client address (issue 14)", () => {
     await assert.rejects(verifier.verify(`sp_${id}_${secret}`), /not valid/);
     now += 60_000;
     assert.equal((await verifier.verify(`sp_${id}_${secret}`)).id, id);
+  });
+});
+
+describe("shared by every API process through Redis (REDIS_URL, issue 14)", () => {
+  const prefix = `sealpost-test:${randomBytes(6).toString("hex")}:`;
+  const env = { REDIS_URL: "redis://127.0.0.1:6379", REDIS_KEY_PREFIX: prefix, RATE_LIMIT_KEY_MAX: "4", RATE_LIMIT_AUTH_FAIL_MAX: "3", TRUST_PROXY: "true" };
+  let a: TestApp;
+  let b: TestApp;
+  before(async () => {
+    a = await startTestApp(env);
+    b = await startTestApp(env, { tdb: a.tdb });
+    for (const app of [a, b])
+      await waitFor(async () => ((await app.call("GET", "/readyz")).json() as { rate_limits: string }).rate_limits === "shared", { what: "Redis connected" });
+  });
+  after(async () => {
+    await b?.close();
+    await a?.close();
+  });
+
+  test("one key's limit holds across two API processes, and so does one client's failed-authentication count", async () => {
+    const key = (await a.createKey({ name: "both" })).key;
+    const answers = [];
+    for (const app of [a, b, a, b, b]) answers.push((await app.call("POST", "/send", { key, body: validSend(), headers: { "x-forwarded-for": "198.51.100.1" } })).status);
+    assert.deepEqual(answers, [202, 202, 202, 202, 429]);
+    assert.equal((await a.call("POST", "/send", { key, body: validSend() })).status, 429, "the other process counts the same");
+
+    const made = (i: number) => `sp_${String(i).padStart(16, "1")}_${"b".repeat(52)}`;
+    const client = { "x-forwarded-for": "198.51.100.9" };
+    for (const [i, app] of [a, b, a].entries()) assert.equal((await app.call("GET", "/messages", { key: made(i), headers: client })).status, 401);
+    assertProblem(await b.call("GET", "/messages", { key, headers: client }), 429, "rate_limited", "the fourth try, on the other process");
+  });
+});
+
+describe("Redis away: the API keeps serving with limits counted per process, and says so", () => {
+  let t: TestApp;
+  before(async () => {
+    t = await startTestApp({ REDIS_URL: "redis://127.0.0.1:1", RATE_LIMIT_KEY_MAX: "2" });
+  });
+  after(() => t.close());
+
+  test("sends are accepted up to the local limit; /readyz is 200 and names the local count; one log line", async () => {
+    const ready = await t.call("GET", "/readyz");
+    assert.equal(ready.status, 200, ready.body);
+    assert.deepEqual(ready.json(), { status: "ok", rate_limits: "local: Redis unavailable" });
+    const key = (await t.createKey()).key;
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push((await t.call("POST", "/send", { key, body: validSend() })).status);
+    assert.deepEqual(answers, [202, 202, 429]);
+    await waitFor(() => t.logs.some((l) => l.includes("Redis unavailable: rate limits are counted per process")), { what: "the log line" });
+    assert.equal(t.logs.filter((l) => l.includes("Redis unavailable")).length, 1, "said once, not per request or per retry");
   });
 });

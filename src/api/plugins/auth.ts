@@ -23,7 +23,7 @@ export function registerAuth(app: FastifyInstance, verifier: ApiKeyVerifier, fai
   app.addHook("onRequest", async (request: FastifyRequest) => {
     const scope = request.routeOptions.config?.scope;
     if (!scope) return;
-    const wait = failures.blockedFor(request.ip);
+    const wait = await failures.blockedFor(request.ip);
     if (wait > 0)
       throw new AppError("rate_limited", `too many failed authentications from this client address; retry in ${wait} s`, {
         headers: { "retry-after": String(wait) },
@@ -31,7 +31,7 @@ export function registerAuth(app: FastifyInstance, verifier: ApiKeyVerifier, fai
     try {
       request.apiKey = await authenticate(request, verifier, scope);
     } catch (err) {
-      if (err instanceof AppError && err.code === "unauthorized") failures.failed(request.ip);
+      if (err instanceof AppError && err.code === "unauthorized") await failures.failed(request.ip);
       throw err;
     }
   });

@@ -1,56 +1,59 @@
-// Two limits (README, "Configuration"): per client IP before authentication, so a flood of
-// bad keys is throttled without touching the database, and per API key after it.
-// Both answer 429 problem+json with Retry-After and the RateLimit-* headers of the
-// IETF draft. The store is in memory per process.
+// Two limits (README, "Configuration"): per client IP before authentication, and per API
+// key after it. Both answer 429 problem+json with Retry-After and the RateLimit-* headers of
+// the IETF draft. The counts are @fastify/rate-limit's stores (counters.ts): in memory per
+// process, or shared by every API process through Redis with REDIS_URL.
 //
-// Both are app-level onRequest hooks built with createRateLimit, added in order:
-// IP limit (here, before registerAuth), auth, key limit. The plugin's own route
-// hooks are not used: route-level onRequest hooks run after every app-level one (so
-// the IP limit would run after auth, never before it), and the plugin's hooks share
-// one "already limited" flag per request, so a second limiter would be skipped.
+// Both are app-level onRequest hooks, added in order: IP limit (here, before
+// registerAuth), auth, key limit.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import rateLimit from "@fastify/rate-limit";
 import { AppError } from "../../domain/errors.ts";
 import type { Config } from "../../config.ts";
+import type { Counters } from "./counters.ts";
 
-type Limiter = ReturnType<FastifyInstance["createRateLimit"]>;
+interface Limit {
+  key: (req: FastifyRequest) => string | null;
+  max: (req: FastifyRequest) => number;
+  windowMs: number;
+  after: string;
+}
 
-function limitHook(limiter: Limiter, after: string) {
+function limitHook(counters: Counters, limit: Limit) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const r = await limiter(req);
-    if (r.isAllowed) return;
+    const key = limit.key(req);
+    if (key === null) return;
+    const max = limit.max(req);
+    const { current, ttlMs } = await counters.incr(key, limit.windowMs, max);
+    const remaining = Math.max(0, max - current);
+    const resetSeconds = Math.max(1, Math.ceil(ttlMs / 1000));
     // When both limits apply, the headers describe the one closer to running out.
     const shown = reply.getHeader("ratelimit-remaining");
-    if (shown === undefined || r.remaining <= Number(shown)) {
-      reply.header("ratelimit-limit", r.max);
-      reply.header("ratelimit-remaining", r.remaining);
-      reply.header("ratelimit-reset", r.ttlInSeconds);
+    if (shown === undefined || remaining <= Number(shown)) {
+      reply.header("ratelimit-limit", max);
+      reply.header("ratelimit-remaining", remaining);
+      reply.header("ratelimit-reset", resetSeconds);
     }
-    if (r.isExceeded)
-      throw new AppError("rate_limited", `rate limit exceeded ${after}; retry in ${r.ttlInSeconds} s`, {
-        headers: { "retry-after": String(r.ttlInSeconds), "ratelimit-remaining": "0" },
+    if (current > max)
+      throw new AppError("rate_limited", `rate limit exceeded ${limit.after}; retry in ${resetSeconds} s`, {
+        headers: { "retry-after": String(resetSeconds), "ratelimit-remaining": "0" },
       });
   };
 }
 
-export async function registerIpRateLimit(app: FastifyInstance, config: Config): Promise<void> {
-  await app.register(rateLimit, { global: false }); // only for createRateLimit and its in-memory store
-  const limiter = app.createRateLimit({
-    max: config.RATE_LIMIT_IP_MAX,
-    timeWindow: config.RATE_LIMIT_IP_WINDOW_MS,
-    keyGenerator: (req) => `ip:${req.ip}`,
-    allowList: (req) => req.url === "/healthz" || req.url === "/readyz",
-  });
-  app.addHook("onRequest", limitHook(limiter, "for this client address"));
+export function registerIpRateLimit(app: FastifyInstance, config: Config, counters: Counters): void {
+  app.addHook("onRequest", limitHook(counters, {
+    key: (req) => (req.url === "/healthz" || req.url === "/readyz" ? null : `ip:${req.ip}`),
+    max: () => config.RATE_LIMIT_IP_MAX,
+    windowMs: config.RATE_LIMIT_IP_WINDOW_MS,
+    after: "for this client address",
+  }));
 }
 
 /** Must be added after the auth hook: it limits by the authenticated key. */
-export function registerKeyRateLimit(app: FastifyInstance, config: Config): void {
-  const limiter = app.createRateLimit({
+export function registerKeyRateLimit(app: FastifyInstance, config: Config, counters: Counters): void {
+  app.addHook("onRequest", limitHook(counters, {
+    key: (req) => (req.apiKey ? `key:${req.apiKey.id}` : null),
     max: (req) => req.apiKey?.rateLimitPerMinute ?? config.RATE_LIMIT_KEY_MAX,
-    timeWindow: config.RATE_LIMIT_KEY_WINDOW_MS,
-    keyGenerator: (req) => `key:${req.apiKey?.id ?? "none"}`,
-    allowList: (req) => req.apiKey === null,
-  });
-  app.addHook("onRequest", limitHook(limiter, "for this API key"));
+    windowMs: config.RATE_LIMIT_KEY_WINDOW_MS,
+    after: "for this API key",
+  }));
 }
