@@ -19,13 +19,16 @@
 //   h  a peer slower than the lease: exactly one copy expected
 //   i  a result write failing for longer than ~15 s (database stopped while deliveries are in flight)
 //   j  claimed-but-unstarted deliveries of a killed worker: how long they wait for another
+//   k  Redis (shared rate limits, REDIS_URL) killed under load and restarted: the API keeps
+//      accepting with local counts and goes back to the shared ones (skipped without redis-server)
 //
 // Timings are environment variables (FAULTS_*, see TIMINGS below) so a run can be made
 // shorter or harsher; FAULTS_EXTRA_ENV="NAME=value NAME=value" is added to every sealpost
 // process. Needs the Postgres 15 binaries (PG_BIN, default /usr/lib/postgresql/15/bin);
 // as root, the private cluster runs as the `postgres` user. Logs of every process are
 // kept under bench-results/faults-logs/.
-import { execFile } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { connect } from "node:net";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -214,7 +217,7 @@ class Stage {
     };
   }
 
-  async startApi(name = "api"): Promise<SealpostProcess> {
+  async startApi(name = "api", env: Record<string, string> = {}): Promise<SealpostProcess> {
     const p = spawnSealpost(
       "serve",
       {
@@ -225,6 +228,7 @@ class Stage {
         TLS_KEY_FILE: this.suite.keyFile,
         RATE_LIMIT_IP_MAX: "10000000",
         RATE_LIMIT_KEY_MAX: "10000000",
+        ...env,
       },
       { name: `${this.id}-${name}`, logDir: this.suite.logDir },
     );
@@ -634,7 +638,58 @@ const scenarios: Scenario[] = [
       return { stage: st, outcome: { crashedInFlight: inFlight, failures } };
     },
   },
+  {
+    id: "k",
+    name: "Redis killed under load, restarted",
+    async run(suite) {
+      const redisServer = await which("redis-server");
+      if (!redisServer) return { stage: null, outcome: { skipped: "skipped: no redis-server (apt-get install redis-server)" } };
+      const port = await freePort();
+      const servers = [await startRedis(redisServer, port)];
+      const st = await Stage.open(suite, "k");
+      try {
+        const api = await st.startApi("api", { REDIS_URL: `redis://127.0.0.1:${port}` });
+        const said = (re: RegExp) => api.lines.filter((l) => re.test(l)).length;
+        const shared = /rate limits are shared through Redis/;
+        const local = /Redis unavailable: rate limits are counted per process/;
+        await api.waitForLine(shared);
+        await st.startWorker("worker");
+        await underLoad(st, async () => {
+          servers[0]!.kill("SIGKILL");
+          await waitFor(() => said(local) >= 1, { timeoutMs: 10_000, intervalMs: 50, what: "the API to say Redis is unavailable" });
+          await st.hold(TIMINGS.outageMs);
+          servers.push(await startRedis(redisServer, port));
+          await waitFor(() => said(shared) >= 2, { timeoutMs: 20_000, intervalMs: 50, what: "the API to share counts through Redis again" });
+        });
+        st.notes.push(`Redis killed for ${TIMINGS.outageMs / 1000} s: counted locally, then shared again; ${said(local)} warning line(s)`);
+        return { stage: st, outcome: {} };
+      } finally {
+        for (const r of servers) r.kill("SIGKILL");
+      }
+    },
+  },
 ];
+
+/** A throwaway Redis on 127.0.0.1:`port` (nothing on disk), once it answers. */
+async function startRedis(bin: string, port: number): Promise<ChildProcess> {
+  const child = spawn(bin, ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await waitFor(
+    () => new Promise<boolean>((resolve) => {
+      const s = connect(port, "127.0.0.1", () => (s.end(), resolve(true)));
+      s.on("error", () => resolve(false));
+    }),
+    { timeoutMs: 10_000, intervalMs: 50, what: `redis-server on port ${port}` },
+  );
+  return child;
+}
+
+async function which(name: string): Promise<string | null> {
+  try {
+    return (await exec("sh", ["-c", `command -v ${name}`])).stdout.trim() || null;
+  } catch {
+    return null;
+  }
+}
 
 // ---------------------------------------------------------------- running
 
