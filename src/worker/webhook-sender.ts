@@ -21,6 +21,11 @@ export const RETRY_SCHEDULE_MS = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_0
 export const MAX_WEBHOOK_ATTEMPTS = RETRY_SCHEDULE_MS.length + 1;
 /** An endpoint whose every attempt failed for this long is disabled. */
 const DISABLE_AFTER_FAILING_MS = 5 * 86_400_000;
+/**
+ * A claimed delivery's lease: the request's timeout plus this, for signing and recording.
+ * A worker that dies mid-request leaves the delivery due again this long after its claim.
+ */
+const WEBHOOK_LEASE_MARGIN_MS = 10_000;
 /** A Retry-After beyond this is taken as this. */
 const MAX_RETRY_AFTER_MS = 86_400_000;
 
@@ -105,7 +110,7 @@ export class WebhookSender {
     let claimed: ClaimedWebhook[] = [];
     if (free > 0) {
       try {
-        claimed = await claimWebhookDeliveries(this.#o.pool, this.#o.workerId, free, this.#o.timeoutMs + 60_000);
+        claimed = await claimWebhookDeliveries(this.#o.pool, this.#o.workerId, free, this.#o.timeoutMs + WEBHOOK_LEASE_MARGIN_MS);
       } catch (err) {
         this.#log.warn({ err: errorFields(err) }, "cannot claim webhook deliveries; will retry");
       }

@@ -15,7 +15,7 @@ import { nextStep, RETRY_SCHEDULE_MS, MAX_WEBHOOK_ATTEMPTS } from "../../src/wor
 import { startTestApp, type TestApp } from "../helpers/app.ts";
 import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { peerCertificate, startPeer, type SmtpPeer } from "../helpers/smtp-peers.ts";
-import { startTestWorker, testCaFile } from "../helpers/worker.ts";
+import { spawnTestWorker, startTestWorker, testCaFile } from "../helpers/worker.ts";
 import { sendMessage, waitForMessage } from "../helpers/messages.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { startWebhookReceiver, type WebhookReceiver } from "../helpers/webhook-receiver.ts";
@@ -245,6 +245,29 @@ test("a delivery held by a worker that died is sent once its lease ends, under t
   assert.equal(got.headers["webhook-id"], `evt_${mine.event!.id}`);
   assert.equal((new Webhook(hook.secret).verify(got.body, headersOf(got.headers)) as { data: { message_id: string } }).data.message_id, id);
   assert.equal((await deliveryRows(hook.id))[0]!.attempts, 2, "the lost attempt counts");
+});
+
+test("a worker killed (SIGKILL) while its receiver is still answering: another sends the event again after the lease, same webhook-id", async (t) => {
+  const receiver = await useReceiver(t);
+  receiver.script({ status: 200, delayMs: 4000 });
+  const hook = await register(receiver.url);
+  const doomed = spawnTestWorker(t, app.tdb, { WORKER_ID: "doomed", DNS_SERVERS: dns.address, SMTP_MX_PORT: String(peer.port), WEBHOOK_CA_FILE: testCaFile(), WEBHOOK_TIMEOUT_MS: "1000" });
+  await waitFor(() => doomed.output.join("").includes("ready "), { what: "the child worker", timeoutMs: 20_000 });
+  await app.call("POST", `/webhooks/${hook.id}/test`, { key: admin });
+  await waitFor(() => receiver.received[0], { what: "the doomed worker's request", timeoutMs: 10_000 });
+  doomed.child.kill("SIGKILL");
+  await doomed.exited;
+  const held = (await deliveryRows(hook.id))[0]!;
+  assert.equal(held.state, "pending", "the kill left the delivery unanswered");
+  const lease = held.next_attempt_at.getTime() - receiver.received[0]!.at;
+  assert.ok(lease > 9_000 && lease < 12_000, `lease ${lease} ms: the timeout (1 s) plus 10 s`);
+  // The lease is what decides: for the test, the clock moves to its end.
+  useWorker(t, { WEBHOOK_TIMEOUT_MS: "1000" });
+  await app.tdb.db.pool.query(`UPDATE webhook_deliveries SET next_attempt_at = now() WHERE endpoint_id = $1::uuid`, [hook.id]);
+  await waitFor(async () => (await deliveryRows(hook.id))[0]?.state === "delivered", { what: "sent again by the other worker" });
+  assert.equal(receiver.received.length, 2, "a duplicate, never a loss");
+  assert.equal(receiver.received[0]!.headers["webhook-id"], receiver.received[1]!.headers["webhook-id"]);
+  assert.equal((await deliveryRows(hook.id))[0]!.attempts, 2);
 });
 
 test("the schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h, then failed", () => {
