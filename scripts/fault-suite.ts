@@ -21,6 +21,8 @@
 //   j  claimed-but-unstarted deliveries of a killed worker: how long they wait for another
 //   k  Redis (shared rate limits, REDIS_URL) killed under load and restarted: the API keeps
 //      accepting with local counts and goes back to the shared ones (skipped without redis-server)
+//   l  scale-out: two API and three worker processes on one database and Redis, 2,000 messages
+//      from two keys through both APIs, each delivered once; one key's limit holds across both APIs
 //
 // Timings are environment variables (FAULTS_*, see TIMINGS below) so a run can be made
 // shorter or harsher; FAULTS_EXTRA_ENV="NAME=value NAME=value" is added to every sealpost
@@ -48,6 +50,7 @@ import { createPrivateCluster, type PrivateCluster } from "../test/helpers/pg-cl
 import { spawnSealpost, type SealpostProcess } from "../test/helpers/sealpost-process.ts";
 import { startSenders, type SentMessage, type Senders } from "../test/helpers/senders.ts";
 import { testCa } from "../test/helpers/smtp-peers.ts";
+import { request } from "../test/helpers/https-client.ts";
 import { waitFor } from "../test/helpers/wait.ts";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
@@ -217,13 +220,13 @@ class Stage {
     };
   }
 
-  async startApi(name = "api", env: Record<string, string> = {}): Promise<SealpostProcess> {
+  async startApi(name = "api", env: Record<string, string> = {}, port = this.apiPort): Promise<SealpostProcess> {
     const p = spawnSealpost(
       "serve",
       {
         ...this.common(name),
         HOST: "127.0.0.1",
-        PORT: String(this.apiPort),
+        PORT: String(port),
         TLS_CERT_FILE: this.suite.certFile,
         TLS_KEY_FILE: this.suite.keyFile,
         RATE_LIMIT_IP_MAX: "10000000",
@@ -271,11 +274,11 @@ class Stage {
   }
 
   /** Senders posting messages built by `spec(n)`. */
-  send(o: { senders: number; paceMs?: number; perSender?: number; spec?: (n: number) => MessageSpec }): Senders {
+  send(o: { senders: number; paceMs?: number; perSender?: number; spec?: (n: number) => MessageSpec; port?: number; apiKey?: string }): Senders {
     const s = startSenders({
-      url: `https://127.0.0.1:${this.apiPort}`,
+      url: `https://127.0.0.1:${o.port ?? this.apiPort}`,
       ca: testCa().cert,
-      apiKey: this.apiKey,
+      apiKey: o.apiKey ?? this.apiKey,
       senders: o.senders,
       ...(o.paceMs !== undefined ? { paceMs: o.paceMs } : {}),
       ...(o.perSender !== undefined ? { perSender: o.perSender } : {}),
@@ -665,6 +668,54 @@ const scenarios: Scenario[] = [
         return { stage: st, outcome: {} };
       } finally {
         for (const r of servers) r.kill("SIGKILL");
+      }
+    },
+  },
+  {
+    id: "l",
+    name: "scale-out: 2 APIs, 3 workers, Redis",
+    async run(suite) {
+      const redisServer = await which("redis-server");
+      if (!redisServer) return { stage: null, outcome: { skipped: "skipped: no redis-server (apt-get install redis-server)" } };
+      const redisPort = await freePort();
+      const redis = await startRedis(redisServer, redisPort);
+      const st = await Stage.open(suite, "l");
+      try {
+        const env = { REDIS_URL: `redis://127.0.0.1:${redisPort}`, REDIS_KEY_PREFIX: "faults-l:" };
+        const secondPort = await freePort();
+        const apis = [await st.startApi("api1", env), await st.startApi("api2", env, secondPort)];
+        for (const a of apis) await a.waitForLine(/rate limits are shared through Redis/);
+        const workers = [await st.startWorker("w1"), await st.startWorker("w2"), await st.startWorker("w3")];
+        const keyB = (await createApiKey(st.db.prisma, { name: "faults-l-b" })).key;
+        // One key's limit across both APIs: 60 requests alternating, a limit of 40 a minute.
+        const limited = (await createApiKey(st.db.prisma, { name: "faults-l-limited", rateLimitPerMinute: 40 })).key;
+        const statuses: number[] = [];
+        for (let i = 0; i < 60; i++) {
+          const port = i % 2 === 0 ? st.apiPort : secondPort;
+          const r = await request(`https://127.0.0.1:${port}/messages?limit=1`, { ca: testCa().cert, headers: { authorization: `Bearer ${limited}` } });
+          statuses.push(r.status);
+        }
+        const ok = statuses.filter((x) => x === 200).length;
+        const limitedCount = statuses.filter((x) => x === 429).length;
+        // 2,000 messages: two keys, each through both APIs.
+        const groups = [
+          st.send({ senders: 5, perSender: 100 }),
+          st.send({ senders: 5, perSender: 100, port: secondPort }),
+          st.send({ senders: 5, perSender: 100, apiKey: keyB }),
+          st.send({ senders: 5, perSender: 100, port: secondPort, apiKey: keyB }),
+        ];
+        await Promise.all(groups.map((g) => g.done));
+        const delivered = (p: SealpostProcess) => p.lines.filter((l) => l.includes('"msg":"delivery attempt recorded"')).length;
+        await waitFor(async () => {
+          const { rows } = await st.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM recipients WHERE status = 'delivered'`);
+          return Number(rows[0]!.n) >= 2000;
+        }, { timeoutMs: 120_000, intervalMs: 200, what: "2,000 delivered" });
+        st.notes.push(`deliveries recorded per worker ${workers.map((w) => `${w.name.split("-").pop()} ${delivered(w)}`).join(", ")}; ` +
+          `one key limited to 40/min across both APIs: ${ok} x 200, ${limitedCount} x 429`);
+        const failures = ok === 40 && limitedCount === 20 ? [] : [`shared limit of 40 across two APIs: ${ok} x 200 and ${limitedCount} x 429 (expected 40 and 20)`];
+        return { stage: st, outcome: { failures } };
+      } finally {
+        redis.kill("SIGKILL");
       }
     },
   },
