@@ -16,7 +16,7 @@
 -- (db/api-keys.ts), findContentNotUnderKey, rewriteContent, findKeyIdsInUse
 -- (db/content.ts), retireKeysNotIn (db/data-keys.ts), findDkimKeysNotUnderKey,
 -- rewriteDkimPrivateKey (db/sender-domains.ts), findWebhookSecretsNotUnderKey,
--- rewriteWebhookSecrets, findWebhookEndpointById, findAllWebhookEndpoints (db/webhooks.ts).
+-- rewriteWebhookSecrets, findWebhookEndpointById (db/webhooks.ts).
 -- Give each process its own LOGIN role that is a member of one of them:
 --
 --   CREATE ROLE sealpost_api_1 LOGIN PASSWORD '...' IN ROLE sealpost_api;

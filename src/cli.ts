@@ -591,7 +591,7 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
 /** `sealpost webhooks`: the API's /webhooks for the owner, who names the key an endpoint belongs to. */
 async function webhooksCommand(config: Config, cmd: Invocation): Promise<number> {
   const services = await import("./services/webhooks.ts");
-  const { findWebhookEndpointById, findAllWebhookEndpoints } = await import("./db/webhooks.ts");
+  const { findWebhookEndpointById, findWebhookEndpoints } = await import("./db/webhooks.ts");
   const { webhookTargetPolicy } = await import("./security/webhook-targets.ts");
   const arg = cmd.positionals[0] ?? "";
   const line = (w: { id: string; enabled: boolean; disabled_reason: string | null; event_types: string[]; url: string }, key: string) =>
@@ -622,7 +622,7 @@ async function webhooksCommand(config: Config, cmd: Invocation): Promise<number>
     }
     case "webhooks list": {
       const key = typeof cmd.values.key === "string" ? cmd.values.key : null;
-      const rows = await withRuntime(config, (rt) => findAllWebhookEndpoints(rt.db.prisma, key));
+      const rows = await withRuntime(config, (rt) => findWebhookEndpoints(rt.db.prisma, key));
       for (const w of rows) out(line({ id: w.id, enabled: w.enabled, disabled_reason: w.disabledReason, event_types: w.eventTypes, url: w.url }, w.apiKeyId));
       return 0;
     }

@@ -4,6 +4,7 @@
 // deliveries themselves are written by the statements that write events (fanOutToWebhooks
 // in events.ts).
 import type pg from "pg";
+import { isUuid } from "../domain/uuid.ts";
 import type { Db, Tx } from "./client.ts";
 import { EVENT_SELECT, fanOutToWebhooks, type EventRow } from "./events.ts";
 
@@ -17,8 +18,9 @@ export function insertWebhookEndpoint(db: Db | Tx, row: Omit<WebhookEndpointRow,
   return db.webhookEndpoint.create({ data: { ...row, secret: new Uint8Array(row.secret), updatedAt: row.createdAt } });
 }
 
-export function findWebhookEndpoints(db: Db | Tx, apiKeyId: string): Promise<WebhookEndpointRow[]> {
-  return db.webhookEndpoint.findMany({ where: { apiKeyId }, orderBy: [{ createdAt: "asc" }, { id: "asc" }] });
+/** One key's endpoints, oldest first; every key's for null (the owner, CLI). */
+export function findWebhookEndpoints(db: Db | Tx, apiKeyId: string | null): Promise<WebhookEndpointRow[]> {
+  return db.webhookEndpoint.findMany({ where: apiKeyId ? { apiKeyId } : {}, orderBy: [{ createdAt: "asc" }, { id: "asc" }] });
 }
 
 export function findWebhookEndpoint(db: Db | Tx, apiKeyId: string, id: string): Promise<WebhookEndpointRow | null> {
@@ -48,12 +50,7 @@ export async function updateWebhookEndpoint(db: Db | Tx, apiKeyId: string, id: s
 
 /** For the owner (CLI): an endpoint by id, whoever's key it belongs to. */
 export function findWebhookEndpointById(db: Db | Tx, id: string): Promise<WebhookEndpointRow | null> {
-  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? db.webhookEndpoint.findUnique({ where: { id } }) : Promise.resolve(null);
-}
-
-/** For the owner (CLI): every endpoint, or one key's. */
-export function findAllWebhookEndpoints(db: Db | Tx, apiKeyId: string | null): Promise<WebhookEndpointRow[]> {
-  return db.webhookEndpoint.findMany({ where: apiKeyId ? { apiKeyId } : {}, orderBy: [{ createdAt: "asc" }, { id: "asc" }] });
+  return isUuid(id) ? db.webhookEndpoint.findUnique({ where: { id } }) : Promise.resolve(null);
 }
 
 export async function deleteWebhookEndpoint(db: Db | Tx, apiKeyId: string, id: string): Promise<boolean> {

@@ -11,6 +11,7 @@ import {
   type SenderDomainRow,
 } from "../db/sender-domains.ts";
 import { AppError } from "../domain/errors.ts";
+import { isUuid } from "../domain/uuid.ts";
 import {
   checkRecords, dkimKeyStates, dkimRotationStep, dkimVerdict, dnsRecords, keyCoversDomain, type AddDomainRequest,
   type DkimAlgorithm, type DkimKeyState, type DmarcLookupResult, type DnsRecord, type MxLookupResult, type SpfEvaluation, type RecordCheck, type TxtLookupResult, type VerifyStatus,
@@ -125,11 +126,9 @@ export async function getDomain(db: Db, actor: DomainActor, id: string, bounceMx
 
 /** Finds a domain by id or by name, for the CLI, where an operator types either. */
 export async function findDomainForOwner(db: Db, idOrName: string, bounceMxHost: string): Promise<SenderDomainView | null> {
-  const row = UUID_RE.test(idOrName) ? await findSenderDomainById(db, idOrName) : await findSenderDomainByName(db, idOrName.toLowerCase());
+  const row = isUuid(idOrName) ? await findSenderDomainById(db, idOrName) : await findSenderDomainByName(db, idOrName.toLowerCase());
   return row ? domainView(row, bounceMxHost) : null;
 }
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Removes a domain and its key pairs: mail from it is no longer signed. */
 export async function removeDomain(db: Db, actor: DomainActor, id: string): Promise<void> {
