@@ -771,9 +771,9 @@ async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<
     rt = await openRuntime(config, logger, { dataKeys: mode === "worker" ? "decrypts" : "encrypts" });
     stop.signal.throwIfAborted();
     if (config.METRICS_LISTEN || config.METRICS_TOKEN) {
-      const [{ readQueueFrom }, { queueStats }, { startMetricsListener }] = await Promise.all([import("./metrics.ts"), import("./db/metrics.ts"), import("./metrics-listener.ts")]);
+      const [{ enableMetrics }, { queueStats }, { startMetricsListener }] = await Promise.all([import("./metrics.ts"), import("./db/metrics.ts"), import("./metrics-listener.ts")]);
       const pool = rt.db.pool;
-      readQueueFrom(() => queueStats(pool));
+      enableMetrics(() => queueStats(pool));
       const listener = await startMetricsListener(config, logger);
       if (listener) parts.push(listener.close);
     }

@@ -8,7 +8,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { AttemptEvidence } from "./domain/evidence.ts";
 
 export const registry = new Registry();
-collectDefaultMetrics({ register: registry });
 
 const accepted = new Counter({ name: "sealpost_messages_accepted_total", help: "Messages accepted (202) by POST /send and /send/batch", registers: [registry] });
 
@@ -68,8 +67,14 @@ export interface QueueStats {
 }
 
 let statsOf: (() => Promise<QueueStats>) | null = null;
-/** Where the queue gauges read from when scraped (db/metrics.ts queueStats on the process's pool). */
-export function readQueueFrom(read: () => Promise<QueueStats>): void {
+/**
+ * Called when this process serves metrics (METRICS_TOKEN or METRICS_LISTEN): the queue
+ * gauges read through `read` when scraped (db/metrics.ts queueStats on the process's pool),
+ * and prom-client's process metrics start. A process that serves none pays for neither
+ * (the process metrics watch every GC and the event loop).
+ */
+export function enableMetrics(read: () => Promise<QueueStats>): void {
+  if (statsOf === null) collectDefaultMetrics({ register: registry });
   statsOf = read;
 }
 

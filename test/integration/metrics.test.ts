@@ -11,7 +11,7 @@ import { sendMessage } from "../helpers/messages.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 import { loadConfig, ConfigError } from "../../src/config.ts";
-import { readQueueFrom, registry } from "../../src/metrics.ts";
+import { enableMetrics, registry } from "../../src/metrics.ts";
 import { queueStats } from "../../src/db/metrics.ts";
 import { startMetricsListener } from "../../src/metrics-listener.ts";
 
@@ -24,7 +24,7 @@ let peer: SmtpPeer;
 before(async () => {
   app = await startTestApp({ METRICS_TOKEN: TOKEN });
   key = (await app.createKey()).key;
-  readQueueFrom(() => queueStats(app.tdb.db.pool));
+  enableMetrics(() => queueStats(app.tdb.db.pool));
   peer = await startPeer({ ip: "127.0.0.61", certificate: peerCertificate("ca-signed", "mx.metrics.test") });
   dns = await startFakeDns({ "metrics.test": { MX: [{ preference: 10, exchange: "mx.metrics.test" }] }, "mx.metrics.test": { A: ["127.0.0.61"] } });
 });
