@@ -23,7 +23,7 @@ const attempt = (n: number): AttemptView => ({
   smtp: { code: 451, enhanced_code: "4.7.1", text: "try again later" },
 });
 const message: MessageView = {
-  id, status: "deferred", tls_policy: "required", from: { address: "noreply@shop.example", name: "Shop" }, subject: "Your receipt",
+  id, status: "deferred", tls_policy: "required", priority: "normal", from: { address: "noreply@shop.example", name: "Shop" }, subject: "Your receipt",
   tags: ["receipt"], metadata: { order: "1042" }, created_at: at, send_at: null, content_purged: false, content_unreadable: null,
   message_id: `<${id}@shop.example>`, reply_to: [], updated_at: at,
   recipients: Array.from({ length: 50 }, (_, i) => ({

@@ -78,10 +78,10 @@ async function fill(pool: pg.Client, apiKeyId: string, n: number): Promise<void>
            CASE WHEN i <= $2 THEN now() - make_interval(secs => ($3 - i) * 2 - 1) END,
            CASE WHEN i <= $2 THEN now() - make_interval(secs => ($3 - i) * 2 - 1) END
       FROM generate_series(1, $3) AS i`, [apiKeyId, n, total]);
-  await pool.query(`INSERT INTO deliveries (id, message_id, domain, state, attempts, next_attempt_at, created_at)
-    SELECT i, md5('bench' || i)::uuid, 'example.com', CASE WHEN i <= $1 THEN 'done' ELSE 'pending' END, CASE WHEN i <= $1 THEN 1 ELSE 0 END,
+  await pool.query(`INSERT INTO deliveries (id, message_id, api_key_id, domain, state, attempts, next_attempt_at, created_at)
+    SELECT i, md5('bench' || i)::uuid, $3, 'example.com', CASE WHEN i <= $1 THEN 'done' ELSE 'pending' END, CASE WHEN i <= $1 THEN 1 ELSE 0 END,
            now() + interval '1 day', now() - make_interval(secs => ($2 - i) * 2)
-      FROM generate_series(1, $2) AS i`, [n, total]);
+      FROM generate_series(1, $2) AS i`, [n, total, apiKeyId]);
   await pool.query(`INSERT INTO recipients (id, message_id, delivery_id, position, kind, address, status, attempts, last_code, updated_at)
     SELECT i, md5('bench' || i)::uuid, i, 1, 'to', 'user' || i || '@example.com', CASE WHEN i <= $1 THEN 'delivered' ELSE 'queued' END,
            CASE WHEN i <= $1 THEN 1 ELSE 0 END, CASE WHEN i <= $1 THEN 250 END, now()

@@ -7,6 +7,8 @@
 //   drain      N messages accepted with no worker running, then a real `worker` process: msg/s vs B
 //   burst      serve + worker running, 3,000 POST /send until the sink holds them all
 //   postfix    the same burst through a private Postfix with TLS connection reuse (when installed)
+//   fair       serve + worker running, key A queues 10,000; then key B sends one message and
+//              key A one "priority": "high": how long each waits (issue 14's fair-queue bound)
 //   scale      accept rate and claim latency with 1,000,000 finished messages stored vs empty
 //   (memory)   peak RSS (VmHWM) of every serve and worker process of the run
 //
@@ -50,7 +52,7 @@ import {
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const exec = promisify(execFile);
-const PHASES = ["ceiling-a", "accept", "ceiling-b", "drain", "burst", "postfix", "scale"] as const;
+const PHASES = ["ceiling-a", "accept", "ceiling-b", "drain", "burst", "postfix", "fair", "scale"] as const;
 type Phase = (typeof PHASES)[number];
 
 const DOMAIN = "example.com";
@@ -69,13 +71,14 @@ function options() {
       rows: { type: "string" },
       messages: { type: "string" },
       burst: { type: "string" },
+      "fair-burst": { type: "string" },
       duration: { type: "string" },
       connections: { type: "string", default: "50" },
       help: { type: "boolean", default: false },
     },
   });
   if (a.help) {
-    console.log("npm run bench -- [--quick] [--only " + PHASES.join(",") + "] [--rows N] [--messages N] [--burst N] [--duration S] [--connections N]");
+    console.log("npm run bench -- [--quick] [--only " + PHASES.join(",") + "] [--rows N] [--messages N] [--burst N] [--fair-burst N] [--duration S] [--connections N]");
     process.exit(0);
   }
   const whole = (name: string, v: string | undefined, fallback: number) => {
@@ -102,6 +105,7 @@ function options() {
     connections: whole("connections", a.connections, 50),
     messages: whole("messages", a.messages, q ? 1000 : 5000),
     burst: whole("burst", a.burst, q ? 500 : 3000),
+    fairBurst: whole("fair-burst", a["fair-burst"], q ? 2000 : 10_000),
     rows: whole("rows", a.rows, q ? 20_000 : 1_000_000),
     queued: q ? 2000 : 10_000,
     scaleDuration: q ? 3 : 5,
@@ -206,7 +210,8 @@ function receipt(i: number) {
 }
 
 /** `n` POST /send over `conns` keep-alive connections (verified TLS); the ids of the 202s. */
-async function sendMany(c: Ctx, port: number, n: number, conns: number): Promise<{ ids: string[]; failed: Record<string, number>; ms: number }> {
+async function sendMany(c: Ctx, port: number, n: number, conns: number, apiKey = c.apiKey, body: (i: number) => unknown = receipt,
+): Promise<{ ids: string[]; failed: Record<string, number>; ms: number }> {
   const agent = new https.Agent({ keepAlive: true, maxSockets: conns, ca: c.ca.cert });
   const ids: string[] = [];
   const failed: Record<string, number> = {};
@@ -214,7 +219,7 @@ async function sendMany(c: Ctx, port: number, n: number, conns: number): Promise
   const t0 = performance.now();
   const post = (body: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = https.request({ host: "127.0.0.1", port, path: "/send", method: "POST", agent, timeout: 60_000,
-      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${c.apiKey}` } }, (res) => {
+      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), authorization: `Bearer ${apiKey}` } }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (b: Buffer) => chunks.push(b));
       res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
@@ -228,7 +233,7 @@ async function sendMany(c: Ctx, port: number, n: number, conns: number): Promise
     while (next < n) {
       const i = next++;
       try {
-        const r = await post(JSON.stringify(receipt(i)));
+        const r = await post(JSON.stringify(body(i)));
         if (r.status === 202) ids.push((JSON.parse(r.body) as { id: string }).id);
         else failed[String(r.status)] = (failed[String(r.status)] ?? 0) + 1;
       } catch (err) {
@@ -434,6 +439,63 @@ async function burst(c: Ctx, checks: Check[]): Promise<{ rate: number; seconds: 
     checks.push(await evidenceCheck(db.pool, "burst"));
     return { rate: sent.ids.length / seconds, seconds, acceptSeconds: sent.ms / 1000 };
   } finally {
+    await db.pool.end();
+  }
+}
+
+interface FairFigures {
+  burst: number; ahead: number; drainRate: number; fifoEstimateSeconds: number;
+  loneSeconds: number; highSeconds: number; burstSeconds: number;
+}
+
+/**
+ * Key A's burst is queued and draining; key B's one message and key A's one "high" message
+ * are then sent, and each one's wait is measured from its acceptance (messages.created_at)
+ * to its delivery being recorded (recipients.updated_at), both on this machine's clock. The
+ * reference is what first-come first-served would give: the rows queued ahead of it at that
+ * moment divided by the drain rate.
+ */
+async function fair(c: Ctx, checks: Check[]): Promise<FairFigures> {
+  const n = c.o.fairBurst;
+  const db = await freshDatabase(c, "bench_fair");
+  const tdb = openDatabase({ url: db.url, poolMax: 1, statementTimeoutMs: 30_000, connectTimeoutMs: 5000 });
+  try {
+    const { key: keyB } = await createApiKey(tdb.prisma, { name: "bench-b", scopes: ["send"], domains: ["shop.example"] });
+    const api = await startServe(c, db.name, "fair-serve");
+    const w = await startWorker(c, db, "fair-worker");
+    const s0 = await c.sink.stats();
+    const t0 = performance.now();
+    const sent = await sendMany(c, api.port, n, c.o.connections);
+    // A tenth of the burst delivered: the worker is at full speed with the rest queued.
+    await sinkReaches(c, s0.messages + Math.floor(n / 10), 60_000 + n * 20);
+    const ahead = Number((await db.pool.query<{ n: string }>("SELECT count(*) AS n FROM deliveries WHERE state = 'pending'")).rows[0]!.n);
+    const lone = await sendMany(c, api.port, 1, 1, keyB, () => ({ ...receipt(0), to: `lone@${DOMAIN}`, subject: "Your one-time code" }));
+    const high = await sendMany(c, api.port, 1, 1, c.apiKey, () => ({ ...receipt(0), to: `high@${DOMAIN}`, priority: "high" }));
+    const ids = [...lone.ids, ...high.ids];
+    if (ids.length !== 2) throw new Error(`fair: the two single messages were not accepted (${JSON.stringify({ ...lone.failed, ...high.failed })})`);
+    const waits = await waitFor(async () => {
+      const r = await db.pool.query<{ id: string; s: number }>(
+        `SELECT m.id::text AS id, extract(epoch FROM r.updated_at - m.created_at)::float8 AS s
+           FROM messages m JOIN recipients r ON r.message_id = m.id WHERE m.id = ANY($1::uuid[]) AND r.status = 'delivered'`, [ids]);
+      return r.rowCount === 2 ? new Map(r.rows.map((x) => [x.id, x.s])) : null;
+    }, { timeoutMs: 60_000 + n * 20, intervalMs: 20, what: "the two single messages delivered" });
+    const all = sent.ids.length + 2;
+    const t1 = await sinkReaches(c, s0.messages + all, 60_000 + n * 20);
+    const burstSeconds = t1 === null ? NaN : (t1 - t0) / 1000;
+    await waitFor(async () => Number((await db.pool.query<{ n: string }>("SELECT count(*) AS n FROM recipients WHERE status = 'delivered'")).rows[0]!.n) >= all,
+      { timeoutMs: 30_000, intervalMs: 20, what: "every recipient delivered" }).catch(() => undefined);
+    const s1 = await c.sink.stats();
+    await stop(c, w);
+    await stop(c, api.proc);
+    checks.push({ name: "fair: every request accepted", ok: sent.ids.length === n, detail: `${sent.ids.length}/${n} x 202 ${JSON.stringify(sent.failed)}` });
+    checks.push(await lossCheck(db.pool, "fair", [...sent.ids, ...ids], s1.messages - s0.messages));
+    const drainRate = all / burstSeconds;
+    return {
+      burst: n, ahead, drainRate, fifoEstimateSeconds: ahead / drainRate, burstSeconds,
+      loneSeconds: waits.get(lone.ids[0]!)!, highSeconds: waits.get(high.ids[0]!)!,
+    };
+  } finally {
+    await tdb.close();
     await db.pool.end();
   }
 }
@@ -774,6 +836,7 @@ async function main(): Promise<void> {
     const D = await step("drain", `${o.messages} queued, then the worker`, () => drain(c, checks));
     const E = await step("burst", `${o.burst} POST /send with serve + worker running`, () => burst(c, checks));
     const P = await step("postfix", `${o.burst} messages through a private Postfix`, () => postfixBurst(c, checks));
+    const F = await step("fair", `key A queues ${o.fairBurst}, then key B sends one and key A one high`, () => fair(c, checks));
     const S = await step("scale", `${o.rows.toLocaleString("en")} finished + ${o.queued.toLocaleString("en")} queued vs empty`, () => scale(c, checks));
     results.rssMb = c.rss;
     results.checks = checks;
@@ -794,6 +857,11 @@ async function main(): Promise<void> {
       rows.push(ratioRow(`burst ${o.burst} end to end msg/s (Postfix ${pf?.version ?? ""}, TLS reuse)`, E?.rate, pf?.rate, f0, ">= 2.00", (r) => r >= 2,
         pf ? "" : P && "skipped" in P ? "not measured" : ""));
     }
+    if (F) {
+      rows.push(ratioRow(`fair: key B's lone message, s from 202 to delivered (vs FIFO estimate)`, F.loneSeconds, F.fifoEstimateSeconds, f2, "<= 2 s",
+        () => F.loneSeconds <= 2));
+      rows.push(ratioRow(`fair: key A's "high" message, s from 202 to delivered`, F.highSeconds, F.fifoEstimateSeconds, f2, "<= 2 s", () => F.highSeconds <= 2));
+    }
     if (S) {
       rows.push(ratioRow(`accept req/s at ${S.rows.toLocaleString("en")} rows vs empty`, S.full.rps, S.empty.rps, f0, ">= 0.85", (r) => r >= 0.85));
       rows.push(ratioRow("claim p50 ms at scale vs empty", S.full.claimP50, S.empty.claimP50, f3, "<= 1.15", (r) => r <= 1.15));
@@ -810,6 +878,8 @@ async function main(): Promise<void> {
     if (D) console.log(`drain: ${D.delivered} delivered in ${f2(D.seconds)} s from the first claim over ${D.sessions} SMTP sessions (queued through POST /send at ${f0(D.queuedPerSecond)}/s beforehand)`);
     if (B) console.log(`ceiling B: ${o.messages} messages in ${f2(B.seconds)} s`);
     if (E) console.log(`burst: all ${o.burst} accepted in ${f2(E.acceptSeconds)} s, at the sink after ${f2(E.seconds)} s`);
+    if (F) console.log(`fair: ${F.burst} from key A, all delivered ${f2(F.burstSeconds)} s after the first request (${f0(F.drainRate)} msg/s); ` +
+      `${F.ahead} rows were queued ahead when key B's message and key A's high message were accepted`);
     if (P && "skipped" in P) console.log(P.skipped);
     else if (pf) console.log(`postfix ${pf.version}: ${o.burst} at the sink after ${f2(pf.seconds)} s (injected over SMTP by a pool of 10; relayhost = the sink, ` +
       `smtp_tls_security_level=may, smtp_tls_connection_reuse=yes, default_destination_concurrency_limit=${worker.concurrency}); Postfix CPU ${f2(pf.cpuMsPerMsg)} ms/msg`);

@@ -90,6 +90,7 @@ const passwordReset = {
   subject: "Reset your password",
   text: "Follow https://shop.example/reset/abc123 to choose a new password. The link expires in one hour.",
   tls: "required",
+  priority: "high",
   tags: ["password-reset"],
   metadata: { user_id: "4411" },
 } satisfies z.input<typeof SendRequestSchema>;
@@ -183,6 +184,7 @@ const summary = {
   id: ID,
   status: "delivered",
   tls_policy: "required",
+  priority: "high",
   from: { address: "noreply@shop.example", name: "Shop" },
   subject: "Reset your password",
   tags: ["password-reset"],
@@ -256,6 +258,7 @@ const deferredMessage = {
   id: OTHER_ID,
   status: "deferred",
   tls_policy: "opportunistic",
+  priority: "normal",
   subject: "Your trial ends tomorrow",
   tags: [],
   metadata: null,
@@ -293,7 +296,7 @@ const listMessages: OperationExamples = {
       page: {
         summary: "A page of two messages, with a cursor for the next one",
         value: {
-          data: [{ ...summary, id: OTHER_ID, status: "deferred", tls_policy: "opportunistic", subject: "Your trial ends tomorrow", tags: [], metadata: null }, summary],
+          data: [{ ...summary, id: OTHER_ID, status: "deferred", tls_policy: "opportunistic", priority: "normal", subject: "Your trial ends tomorrow", tags: [], metadata: null }, summary],
           next_cursor: encodeCursor(new Date(CREATED), ID),
         } satisfies z.output<typeof MessageListSchema>,
       },

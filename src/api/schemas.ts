@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { MESSAGE_EVENT_TYPES } from "../domain/event.ts";
 import { ERROR_CODES } from "../domain/errors.ts";
-import { MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
+import { MESSAGE_PRIORITIES, MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
 import { TLS_POLICIES } from "../domain/tls-policy.ts";
 
 export const ProblemSchema = z
@@ -93,6 +93,7 @@ export const MessageSummarySchema = z
     id: z.uuid(),
     status: z.enum(MESSAGE_STATUSES),
     tls_policy: z.enum(TLS_POLICIES),
+    priority: z.enum(MESSAGE_PRIORITIES),
     from: MailboxView,
     subject: z.string().nullable(),
     tags: z.array(z.string()),

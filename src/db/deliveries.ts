@@ -80,27 +80,61 @@ export interface ClaimedDelivery {
   message: MessageToDeliver;
   /** Claimed under the full delivery lease (it starts at once), not the short claim lease. */
   started: boolean;
+  /** Its message was sent with "priority": "high": it goes ahead of the backlog's normal rows. */
+  highPriority: boolean;
 }
 
 // The claim reads the message with its content in the same statement, so a delivery needs
-// no read of its own. Of the rows claimed (oldest due first), the first $5 start at once
-// and take the full delivery lease here, which saves renewLeases a statement per delivery;
-// the rest wait in the worker's backlog under the short claim lease ($3).
+// no read of its own. Of the rows claimed, the first $5 start at once and take the full
+// delivery lease here, which saves renewLeases a statement per delivery; the rest wait in
+// the worker's backlog under the short claim lease ($3).
+//
+// Fair queueing (issue 14): due rows are taken in turns across API keys ("lanes"): each
+// key's oldest due row, then each key's second, and so on, so one key's burst of 10,000
+// delays another key's single message by one claim, not by the burst. Within a key, a
+// "high" priority row goes first, so a password reset overtakes its own key's newsletter
+// but never another key's turn: a key cannot buy precedence over other tenants by marking
+// everything high. A key alone takes the whole batch in due order, as before: the turns
+// cost a burst nothing when nobody else is waiting.
+//
+// Cost: the lanes are the keys with pending rows, found by a loose index scan (one probe
+// per key: Postgres 15 has no skip scan); each lane is read by two range scans on the
+// partial claim index (high, then normal, each bounded by next_attempt_at <= now()), so
+// rows leased or deferred into the future are never walked. The outer LIMIT stops the
+// normal scan once the high one filled the batch, so at most $1 rows per lane are locked;
+// rows locked and not taken are free again when the statement commits.
 const CLAIM_SQL = `
-WITH due AS (
-  SELECT id, next_attempt_at FROM deliveries
-   WHERE state = 'pending' AND next_attempt_at <= now() AND id <> ALL($4::bigint[])
-   ORDER BY next_attempt_at
-   LIMIT $1
-   FOR UPDATE SKIP LOCKED
+WITH RECURSIVE lanes AS (
+  (SELECT api_key_id FROM deliveries WHERE state = 'pending' ORDER BY api_key_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT d.api_key_id FROM deliveries d WHERE d.state = 'pending' AND d.api_key_id > lanes.api_key_id
+           ORDER BY d.api_key_id LIMIT 1)
+    FROM lanes WHERE lanes.api_key_id IS NOT NULL
+), due AS (
+  SELECT p.* FROM lanes CROSS JOIN LATERAL (
+    SELECT * FROM (SELECT d.id, d.api_key_id, d.high_priority, d.next_attempt_at FROM deliveries d
+                    WHERE d.state = 'pending' AND d.api_key_id = lanes.api_key_id AND d.high_priority
+                      AND d.next_attempt_at <= now() AND d.id <> ALL($4::bigint[])
+                    ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) high
+    UNION ALL
+    SELECT * FROM (SELECT d.id, d.api_key_id, d.high_priority, d.next_attempt_at FROM deliveries d
+                    WHERE d.state = 'pending' AND d.api_key_id = lanes.api_key_id AND NOT d.high_priority
+                      AND d.next_attempt_at <= now() AND d.id <> ALL($4::bigint[])
+                    ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) normal
+    LIMIT $1) p
 ), ranked AS (
-  SELECT id, row_number() OVER (ORDER BY next_attempt_at, id) AS rn FROM due
+  -- LIMIT, not a filter on rn: it also tells the planner how few rows follow, which keeps
+  -- the statement's estimated cost under jit_above_cost (compiling it took 50 ms a claim).
+  SELECT id, rn FROM (
+    SELECT id, row_number() OVER (ORDER BY turn, high_priority DESC, next_attempt_at, id) AS rn
+      FROM (SELECT *, row_number() OVER (PARTITION BY api_key_id ORDER BY high_priority DESC, next_attempt_at, id) AS turn FROM due) t
+  ) r ORDER BY rn LIMIT $1
 ), claimed AS (
   UPDATE deliveries d
      SET attempts = d.attempts + 1, lease_owner = $2,
          next_attempt_at = now() + make_interval(secs => (CASE WHEN ranked.rn <= $5 THEN $6 ELSE $3 END)::double precision / 1000)
     FROM ranked WHERE d.id = ranked.id
-  RETURNING d.id, d.message_id, d.domain, d.attempts, d.created_at, ranked.rn
+  RETURNING d.id, d.message_id, d.domain, d.attempts, d.created_at, d.high_priority, ranked.rn
 ), rcpt AS (
   -- 'sending' is not written here: the lease says it, and the reads derive it (db/messages.ts).
   -- A row written 'sending' by an earlier version is still one to deliver.
@@ -108,6 +142,7 @@ WITH due AS (
    WHERE r.status IN ('queued', 'scheduled', 'deferred', 'sending')
 )
 SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy, c.rn <= $5 AS started,
+       c.high_priority,
        COALESCE((SELECT json_agg(json_build_object('id', r.id::text, 'address', r.address) ORDER BY r.position)
                    FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS pending,
        m.message_id_header, m.from_address, m.from_name, m.reply_to, m.subject, m.text_body, m.html_body, m.headers,
@@ -119,7 +154,7 @@ SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts,
  ORDER BY c.rn`;
 
 interface ClaimRow {
-  id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string; started: boolean;
+  id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string; started: boolean; high_priority: boolean;
   pending: Array<{ id: string; address: string }>;
   message_id_header: string; from_address: string; from_name: string | null; reply_to: Mailbox[] | null;
   subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null; attachments: Buffer | null;
@@ -127,8 +162,8 @@ interface ClaimRow {
 }
 
 /**
- * Claims up to `limit` due deliveries, each with its message. The first `startNow` (oldest
- * due first) take the full lease `leaseMs`, being started at once; the others the claim
+ * Claims up to `limit` due deliveries, each with its message, in turns across API keys
+ * (CLAIM_SQL). The first `startNow` take the full lease `leaseMs`, being started at once; the others the claim
  * lease `claimLeaseMs`. `holding` are the rows this worker is still working on: a lease of
  * one of them that ran out (the database was away longer than it) is renewed, never
  * claimed a second time by the same worker.
@@ -146,6 +181,7 @@ export async function claimDeliveries(
     tlsPolicy: r.tls_policy === "required" ? "required" : "opportunistic",
     recipients: r.pending.map((x) => ({ id: BigInt(x.id), address: x.address })),
     started: r.started,
+    highPriority: r.high_priority,
     message: {
       id: r.message_id, message_id_header: r.message_id_header, created_at: r.message_created_at, from_address: r.from_address,
       from_name: r.from_name, reply_to: r.reply_to, subject: r.subject, text_body: r.text_body, html_body: r.html_body,

@@ -6,6 +6,7 @@ import type pg from "pg";
 import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db, Tx } from "./client.ts";
 import { fanOutToWebhooks } from "./events.ts";
+import type { MessagePriority } from "../domain/message.ts";
 
 // ---------------------------------------------------------------------------------
 // Accepting: ONE statement inserts a batch of messages, each with its recipients, its
@@ -25,6 +26,7 @@ export interface NewMessageRow {
   expiresAt: Date;
   status: "queued" | "scheduled";
   tlsPolicy: string;
+  priority: MessagePriority;
   messageIdHeader: string;
   fromAddress: string;
   fromName: string | null;
@@ -44,9 +46,9 @@ const INSERT_MESSAGES_SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[],
                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
-                       $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[])
+                       $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[], $30::text[])
     AS u(id, api_key_id, idem_key, request_hash, response, created_at, expires_at, status, tls_policy, message_id_header,
-         from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at)
+         from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at, priority)
 ), idem AS (
   INSERT INTO idempotency_records (api_key_id, key, request_hash, status_code, response, message_id, created_at, expires_at)
   SELECT api_key_id, idem_key, request_hash, 202, response, id, created_at, expires_at FROM input WHERE idem_key IS NOT NULL
@@ -56,17 +58,17 @@ WITH input AS (
    WHERE idempotency_records.expires_at <= EXCLUDED.created_at
   RETURNING message_id
 ), msg AS (
-  INSERT INTO messages (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
+  INSERT INTO messages (id, api_key_id, status, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
                         subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
-  SELECT id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
+  SELECT id, api_key_id, status, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
          decode(subject, 'base64'), decode(text_body, 'base64'), decode(html_body, 'base64'), decode(headers, 'base64'),
          decode(attachments, 'base64'), ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
          send_at, created_at, created_at
     FROM input WHERE idem_key IS NULL OR id IN (SELECT message_id FROM idem)
   RETURNING id
 ), dlv AS (
-  INSERT INTO deliveries (message_id, domain, state, next_attempt_at, created_at)
-  SELECT d.message_id, d.domain, 'pending', COALESCE(i.send_at, i.created_at), COALESCE(i.send_at, i.created_at)
+  INSERT INTO deliveries (message_id, api_key_id, high_priority, domain, state, next_attempt_at, created_at)
+  SELECT d.message_id, i.api_key_id, i.priority = 'high', d.domain, 'pending', COALESCE(i.send_at, i.created_at), COALESCE(i.send_at, i.created_at)
     FROM unnest($22::uuid[], $23::text[]) AS d(message_id, domain)
     JOIN input i ON i.id = d.message_id
    WHERE d.message_id IN (SELECT id FROM msg)
@@ -108,6 +110,7 @@ function params(rows: NewMessageRow[]): unknown[] {
     dlv.map((d) => d.id), dlv.map((d) => d.domain),
     rcp.map((x) => x.id), rcp.map((x) => x.position), rcp.map((x) => x.kind), rcp.map((x) => x.address),
     rcp.map((x) => x.name), rcp.map((x) => x.domain),
+    col((r) => r.priority),
   ];
 }
 
@@ -147,14 +150,14 @@ export async function insertMessages(pool: pg.Pool, rows: NewMessageRow[], opts:
 const leased = (now: Date) => ({ state: "pending", leaseOwner: { not: null }, nextAttemptAt: { gt: now } }) satisfies Prisma.DeliveryWhereInput;
 
 const summarySelect = (now: Date) => ({
-  id: true, status: true, tlsPolicy: true, fromAddress: true, fromName: true, subject: true, tags: true,
+  id: true, status: true, tlsPolicy: true, priority: true, fromAddress: true, fromName: true, subject: true, tags: true,
   metadata: true, createdAt: true, sendAt: true, contentPurgedAt: true,
   deliveries: { where: leased(now), select: { id: true }, take: 1 },
 }) as const;
 
 /** One message as GET /messages lists it (content: the encrypted subject only). `deliveries`: one it is being sent by, if any. */
 export interface MessageSummaryRow {
-  id: string; status: string; tlsPolicy: string; fromAddress: string; fromName: string | null; subject: Uint8Array | null;
+  id: string; status: string; tlsPolicy: string; priority: string; fromAddress: string; fromName: string | null; subject: Uint8Array | null;
   tags: string[]; metadata: unknown; createdAt: Date; sendAt: Date | null; contentPurgedAt: Date | null; deliveries: Array<{ id: bigint }>;
 }
 

@@ -109,6 +109,9 @@ const AttachmentInput = z
   })
   .meta({ description: 'A file: {"filename": "receipt.pdf", "content": "<base64>", "content_type": "application/pdf"}' });
 
+export const MESSAGE_PRIORITIES = ["normal", "high"] as const;
+export type MessagePriority = (typeof MESSAGE_PRIORITIES)[number];
+
 export const TAG = /^[A-Za-z0-9_.:-]{1,64}$/;
 const TAG_TEXT = "1-64 characters from A-Z a-z 0-9 _ . : -";
 
@@ -161,6 +164,13 @@ export const SendRequestSchema = z
       })
       .optional(),
     tls: z.enum(TLS_POLICIES).meta({ description: '"opportunistic" or "required": the STARTTLS policy for this message (the strictest setting wins)' }).optional(),
+    priority: z
+      .enum(MESSAGE_PRIORITIES)
+      .meta({
+        description:
+          '"normal" (the default) or "high", for password resets and one-time codes: a high message is sent before the normal ones waiting under the same API key. It does not overtake other keys\' mail: keys take turns whatever their priorities',
+      })
+      .optional(),
     send_at: z.iso
       .datetime({ offset: true, error: 'must be an ISO 8601 time with a time zone, such as "2030-01-01T09:00:00Z"' })
       .meta({ description: 'When to send: an ISO 8601 time with a time zone, such as "2030-01-01T09:00:00Z", at most 30 days ahead' })
@@ -196,6 +206,7 @@ export interface NewMessage {
   tags: string[];
   metadata: Record<string, string> | null;
   tls: TlsPolicy | null;
+  priority: MessagePriority;
   sendAt: Date | null;
 }
 
@@ -290,6 +301,7 @@ export function normalizeSendRequest(req: SendRequest, limits: Limits, now: Date
       tags: [...new Set(req.tags ?? [])],
       metadata: req.metadata ?? null,
       tls: req.tls ?? null,
+      priority: req.priority ?? "normal",
       sendAt,
     },
   };

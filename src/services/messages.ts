@@ -8,7 +8,7 @@ import {
   markRecipientsCancelled, messageOwnedBy, type MessageSummaryRow,
 } from "../db/messages.ts";
 import { AppError } from "../domain/errors.ts";
-import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, withLease, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
+import { CANCELLABLE_STATUSES, FINAL_RECIPIENT_STATUSES, withLease, type MessagePriority, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
 import { lifetimeEnd } from "../domain/retry-lifetime.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 
@@ -72,6 +72,7 @@ function summaryView(m: MessageSummaryRow, cipher: ContentCipher) {
     id: m.id,
     status: withLease(m.status as MessageStatus, m.deliveries.length > 0),
     tls_policy: m.tlsPolicy as TlsPolicy,
+    priority: m.priority as MessagePriority,
     from: { address: m.fromAddress, name: m.fromName },
     subject,
     tags: m.tags,

@@ -109,6 +109,7 @@ export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: Se
     expiresAt: new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
     status,
     tlsPolicy: policy,
+    priority: msg.priority,
     messageIdHeader: `<${id}@${domainOf(msg.from.address)}>`, // stable across retries (RFC 5322 3.6.4)
     fromAddress: msg.from.address,
     fromName: msg.from.name,

@@ -233,7 +233,11 @@ export class ClaimLoop implements WorkerHandle {
       const sentAt = performance.now();
       const got = await claimDeliveries(this.#deps.pool, this.id, this.#backlogTarget - this.#backlog.length, leases, this.#held.keys());
       for (const d of got) this.#held.set(d.id, { delivery: d, phase: "waiting", leaseUntil: sentAt + (d.started ? leases.leaseMs : leases.claimLeaseMs), prepared: null });
-      this.#backlog.push(...got);
+      // A "high" row (a password reset) also goes ahead of the normal rows already waiting
+      // here, not only in the claim's order: at most one claim's worth of rows overtake.
+      const firstNormal = this.#backlog.findIndex((d) => !d.highPriority);
+      this.#backlog.splice(firstNormal < 0 ? this.#backlog.length : firstNormal, 0, ...got.filter((d) => d.highPriority));
+      this.#backlog.push(...got.filter((d) => !d.highPriority));
       this.#prepareAhead();
       this.#databaseAnswered();
       return { claimed: got.length, failed: false };

@@ -34,8 +34,8 @@ async function plant(o: { key: string; status: string; lease?: { owner: string; 
   );
   const final = ["delivered", "bounced", "failed"].includes(o.status);
   const { rows } = await q(
-    `INSERT INTO deliveries (message_id, domain, state, attempts, next_attempt_at, lease_owner, created_at)
-     VALUES ($1, 'ok.faults.test', $2, 1, now() - make_interval(secs => $3), $4, now()) RETURNING id`,
+    `INSERT INTO deliveries (message_id, api_key_id, domain, state, attempts, next_attempt_at, lease_owner, created_at)
+     VALUES ($1, 'k1', 'ok.faults.test', $2, 1, now() - make_interval(secs => $3), $4, now()) RETURNING id`,
     [id, final ? "done" : "pending", o.lease?.expiredSecondsAgo ?? 0, o.lease?.owner ?? null],
   );
   await q(

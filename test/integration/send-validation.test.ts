@@ -214,7 +214,7 @@ test("unknown fields are named one by one, with the allowed fields or the likely
   const res = await t.call("POST", "/send", { key, body: validSend({ envelope: {}, status: "sent", "reply-to": "help@shop.example", body: "hi" }) });
   const p = assertProblem(res, 422, "invalid_request");
   const byPath = Object.fromEntries((p.errors as FieldError[]).map((e) => [e.path, e.message]));
-  assert.match(byPath.envelope!, /^unknown field; the fields here are from, to, cc, bcc, reply_to, subject, text, html, headers, attachments, tags, metadata, tls, send_at$/);
+  assert.match(byPath.envelope!, /^unknown field; the fields here are from, to, cc, bcc, reply_to, subject, text, html, headers, attachments, tags, metadata, tls, priority, send_at$/);
   assert.match(byPath.status!, /^unknown field; /);
   assert.equal(byPath['["reply-to"]'], 'unknown field; did you mean "reply_to"?');
   assert.equal(byPath.body, 'unknown field; did you mean "text" or "html"?');

@@ -135,7 +135,7 @@ test("the validators can fail: a broken example is refused by both", () => {
   assert.equal(contractValidator(media.schema)(broken), false);
   assert.equal(zodSchemaFor("getMessage", "200")!.safeParse(broken).success, false);
   const sendMedia = operations.find((o) => o.op.operationId === "sendMessage")!.op.requestBody!.content["application/json"]!;
-  const badSend = { ...(Object.values(sendMedia.examples!)[0]!.value as object), priority: "high" };
+  const badSend = { ...(Object.values(sendMedia.examples!)[0]!.value as object), importance: "high" };
   assert.equal(contractValidator(sendMedia.schema)(badSend), false, "unknown fields are refused");
   assert.equal(zodSchemaFor("sendMessage", "request")!.safeParse(badSend).success, false);
 });

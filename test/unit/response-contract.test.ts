@@ -112,7 +112,7 @@ test("a missing field, a wrong type, a value outside the enum and an unknown fie
 
 test("the paths reach into nested objects, arrays and the branches of a union", () => {
   const message: MessageView = {
-    id: sent.id, status: "queued", tls_policy: "required", from: { address: "noreply@shop.example", name: null }, subject: null, tags: [],
+    id: sent.id, status: "queued", tls_policy: "required", priority: "normal", from: { address: "noreply@shop.example", name: null }, subject: null, tags: [],
     metadata: null, created_at: sent.created_at, send_at: null, content_purged: false, content_unreadable: null, message_id: "<a@shop.example>",
     reply_to: [], updated_at: sent.created_at,
     recipients: [{ address: "a@example.com", name: null, kind: "to", status: "queued", attempts: 0, last_response: null, next_attempt_at: null, expires_at: null, delivery_attempts: [] }],
