@@ -93,6 +93,44 @@ const cidrList = z
     return rest.length === 0 && v !== 0 && /^\d{1,3}$/.test(bits ?? "") && Number(bits) <= (v === 4 ? 32 : 128);
   }, "must be networks such as 10.1.0.0/16 or fd00::/8, separated by commas")));
 
+/** A rule of SMTP_DESTINATION_LIMITS: `example.com` names that domain or host, `.example.com` those under it. */
+export interface DestinationRule {
+  pattern: string;
+  sessions?: number;
+  messagesPerSession?: number;
+}
+
+// SMTP_DESTINATION_LIMITS: rules for some destinations, e.g.
+// "gmail.com:sessions=4:messages=100,.protection.outlook.com:sessions=2". A rule names a
+// recipient domain or an MX host; a leading dot names everything under it.
+const DESTINATION_RULE_SHAPE =
+  'expected rules separated by commas, each a domain or host ("gmail.com", or ".outlook.com" for everything under it) ' +
+  'followed by :sessions=N and/or :messages=N, such as "gmail.com:sessions=4:messages=100"';
+const destinationRules = z.string().transform((v, ctx): DestinationRule[] => {
+  const rules: DestinationRule[] = [];
+  for (const item of v.split(",").map((x) => x.trim()).filter(Boolean)) {
+    const [pattern = "", ...settings] = item.split(":").map((x) => x.trim());
+    const rule: DestinationRule = { pattern: pattern.toLowerCase() };
+    const bad = (why: string) => ctx.addIssue({ code: "custom", message: `${JSON.stringify(item)}: ${why}; ${DESTINATION_RULE_SHAPE}` });
+    if (!/^\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/i.test(pattern)) {
+      bad("does not start with a domain or host name");
+      continue;
+    }
+    for (const setting of settings) {
+      const m = /^(sessions|messages)=(\d{1,6})$/.exec(setting);
+      if (!m || Number(m[2]) < 1) {
+        bad(`${JSON.stringify(setting)} is not sessions=N or messages=N with N a whole number from 1`);
+        continue;
+      }
+      if (m[1] === "sessions") rule.sessions = Number(m[2]);
+      else rule.messagesPerSession = Number(m[2]);
+    }
+    if (settings.length === 0) bad("sets nothing");
+    rules.push(rule);
+  }
+  return rules;
+});
+
 const EnvSchema = z
   .object({
     NODE_ENV: z.enum(["production", "development", "test"]).default("development"),
@@ -134,6 +172,10 @@ const EnvSchema = z
     SMTP_RETRY_MIN: duration.default(60_000),
     SMTP_RETRY_MAX: duration.default(3_600_000),
     SMTP_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
+    SMTP_DESTINATION_SESSIONS: int(1, 1000).default(10),
+    SMTP_DESTINATION_MESSAGES_PER_SESSION: int(1, 1_000_000).default(1000),
+    SMTP_DESTINATION_LIMITS: destinationRules.default([]),
+    SMTP_THROTTLE_PAUSE: duration.default(60_000),
     DNS_SERVERS: hostPortList.optional(),
     DNS_CACHE_TTL: duration.default(60_000),
     DKIM_SIGNING: z.enum(["on", "off"]).default("on"),

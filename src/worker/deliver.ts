@@ -18,6 +18,7 @@ import { localVerdict } from "./smtp-reply.ts";
 import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 import type { EnvelopeSenders } from "./envelope-sender.ts";
+import type { DestinationGate } from "./destinations.ts";
 
 export interface DeliverySettings {
   serverPolicy: TlsPolicy;
@@ -42,6 +43,8 @@ export interface DeliveryDeps {
   attempt(opts: AttemptOptions): Promise<AttemptResult>;
   /** Adds DKIM signatures for the From domain when it is a verified sender domain (DKIM_SIGNING=on). */
   signer?: { sign(raw: Buffer, fromAddress: string): Promise<{ message: Buffer; selectors: string[] }> };
+  /** Sessions per receiving host and throttling pauses (destinations.ts); without it, no limit. */
+  destinations?: DestinationGate;
   /** Bounce addresses (envelope-sender.ts); without it, MAIL FROM is always the From address. */
   envelopeSenders?: Pick<EnvelopeSenders, "bounceDomainOf" | "address">;
   now?: () => Date;
@@ -106,9 +109,10 @@ export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, worker
   const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
   const results = new RecipientResults(d, policy, now);
   const content = await prepared;
-  if ("loaded" in content) await deliverToHosts(deps, d, policy, content, results, now);
+  let hold: Hold | null = null;
+  if ("loaded" in content) hold = await deliverToHosts(deps, d, policy, content, results, now);
   else if (content.notSent) results.decideAll(content.notSent.verdict, content.notSent.failed);
-  const retryAt = settleDeferrals(deps.settings, d, results.list(), now);
+  const retryAt = settleDeferrals(deps.settings, d, results.list(), now, hold);
   const message = "loaded" in content ? messageStatusIfWhole(d, content.loaded, results) : undefined;
   return { delivery: d, workerId, results: results.list(), retryAt, ...(message ? { message } : {}) };
 }
@@ -203,36 +207,76 @@ interface Target {
   port: number;
 }
 
-/** Hosts in order until one takes the message; RFC 5321 5.1. */
+/**
+ * A retry time set by a receiving host's throttling pause (destinations.ts): `only` when no
+ * host was tried because each was paused (the retry is then the pause's end, not a backoff
+ * step: nothing was attempted), otherwise the retry is at least the pause's end.
+ */
+interface Hold {
+  until: Date;
+  only: boolean;
+}
+
+/** Hosts in order until one takes the message; RFC 5321 5.1. Returns the hold a throttling host put on the retry, if any. */
 async function deliverToHosts(
   deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, { loaded, raw, dkimSelectors, bounceDomain }: ReadyMessage, results: RecipientResults, now: () => Date,
-): Promise<void> {
+): Promise<Hold | null> {
   const startedAt = now();
   const found = await targetsFor(deps, d.domain);
-  if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt);
-  if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt);
+  if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt), null;
+  if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt), null;
+  const gate = deps.destinations;
+  const pausedUntil = (host: string) => gate?.pausedUntil(host) ?? null;
+  // Hosts that throttled us are not tried until their pause ends (the backup MX still is).
+  const allPaused = (): Hold => {
+    const ends = found.targets.flatMap((t) => pausedUntil(t.host) ?? []);
+    const until = new Date(ends.length > 0 ? Math.min(...ends) : now().getTime() + deps.settings.retryMinMs);
+    const hosts = [...new Set(found.targets.map((t) => t.host))].join(", ");
+    results.decideAll(localVerdict("deferred", "4.7.0", `not tried: ${hosts} asked this sender to slow down; the next attempt is after its pause, at ${until.toISOString()}`), false, startedAt);
+    return { until, only: true };
+  };
+  const open = found.targets.filter((t) => pausedUntil(t.host) === null);
+  if (open.length === 0) return allPaused();
   // One transaction for every recipient; with a bounce domain, one per recipient, each with
   // its own MAIL FROM, one after another over the same session.
   const senders = deps.envelopeSenders;
   const transactions = (rs: ClaimedDelivery["recipients"]) =>
     bounceDomain && senders ? rs.map((r) => ({ from: senders.address(r.id, bounceDomain), to: [r] })) : [{ from: loaded.fromAddress, to: rs }];
   let remaining = d.recipients;
-  for (const target of found.targets.slice(0, deps.settings.maxHostsPerAttempt)) {
+  let hold: Hold | null = null;
+  let attempted = false;
+  for (const target of open.slice(0, deps.settings.maxHostsPerAttempt)) {
     let nextHost = false;
-    for (const tx of transactions(remaining)) {
-      const envelope = { from: tx.from, to: tx.to.map((r) => r.address) };
-      const result = await deps.attempt(attemptOptions(deps.settings, policy, target, envelope, raw));
-      const evidence = { ...result.evidence, dkimSelectors };
-      tx.to.forEach((r, i) => results.record(r.id, evidence, result.recipients[i]!));
-      // The next MX only when this one could not take the message at all; never after
-      // a 5xx to RCPT/DATA or once the data was handed over.
-      nextHost = result.tryNextHost;
-      if (nextHost) break;
+    const limits = gate?.limits(d.domain, target.host);
+    const release = gate && limits ? await gate.acquire(target.host, limits.sessions) : null;
+    try {
+      // It may have throttled another delivery while this one waited for a session to it.
+      if (pausedUntil(target.host) !== null) {
+        nextHost = true;
+        continue;
+      }
+      attempted = true;
+      for (const tx of transactions(remaining)) {
+        const envelope = { from: tx.from, to: tx.to.map((r) => r.address) };
+        const result = await deps.attempt({ ...attemptOptions(deps.settings, policy, target, envelope, raw), ...(limits ? { sessionMessageLimit: limits.messagesPerSession } : {}) });
+        const evidence = { ...result.evidence, dkimSelectors };
+        tx.to.forEach((r, i) => results.record(r.id, evidence, result.recipients[i]!));
+        if (gate && limits) gate.observe(target.host, limits.sessions, result.recipients);
+        // The next MX only when this one could not take the message at all; never after
+        // a 5xx to RCPT/DATA or once the data was handed over.
+        nextHost = result.tryNextHost;
+        if (nextHost) break;
+      }
+    } finally {
+      release?.();
     }
+    const paused = pausedUntil(target.host);
+    if (paused !== null) hold = { until: new Date(paused), only: false };
     if (!nextHost) break;
     remaining = remaining.filter((r) => results.statusOf(r.id) === "deferred");
     if (remaining.length === 0) break;
   }
+  return attempted ? hold : allPaused();
 }
 
 function attemptOptions(settings: DeliverySettings, policy: TlsPolicy, target: Target, envelope: AttemptOptions["envelope"], message: Buffer): AttemptOptions {
@@ -270,7 +314,7 @@ async function targetsFor(deps: DeliveryDeps, domain: string): Promise<{ targets
  * SMTP_MAX_RETRY (Postfix maximal_queue_lifetime): past it, a deferral is final. Returns
  * when to try the recipients still deferred, or null when none is.
  */
-function settleDeferrals(settings: DeliverySettings, d: ClaimedDelivery, results: RecipientResult[], now: () => Date): Date | null {
+function settleDeferrals(settings: DeliverySettings, d: ClaimedDelivery, results: RecipientResult[], now: () => Date, hold: Hold | null): Date | null {
   const expired = isPastLifetime(d.createdAt, settings.maxRetryMs, now());
   let anyDeferred = false;
   for (const r of results) {
@@ -280,7 +324,10 @@ function settleDeferrals(settings: DeliverySettings, d: ClaimedDelivery, results
       r.replyText = `gave up after ${d.attempt} attempts: ${r.replyText ?? "deferred"}`;
     } else anyDeferred = true;
   }
-  return anyDeferred ? new Date(now().getTime() + nextRetryDelay(d.attempt, settings.retryMinMs, settings.retryMaxMs)) : null;
+  if (!anyDeferred) return null;
+  if (hold?.only) return hold.until;
+  const backoff = now().getTime() + nextRetryDelay(d.attempt, settings.retryMinMs, settings.retryMaxMs);
+  return new Date(Math.max(backoff, hold?.until.getTime() ?? 0));
 }
 
 /**

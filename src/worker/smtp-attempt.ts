@@ -39,6 +39,8 @@ export interface AttemptOptions {
   envelope: { from: string; to: string[] };
   /** The full RFC 5322 message, already built. */
   message: Buffer;
+  /** Messages a pooled session to this host carries before it is closed (destinations.ts); default: the pool's. */
+  sessionMessageLimit?: number;
 }
 
 export interface AttemptResult {

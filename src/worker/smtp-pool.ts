@@ -73,7 +73,7 @@ export class SmtpSessionPool {
     // 3.8), which then answers our MAIL. Only a message that did not wholly go out is sent
     // again on a fresh connection: without its final dot the server cannot have it.
     const staleReuse = used > 0 && !session.usable && !messageSent && recipients.every((r) => r.outcome === "deferred" && (r.replyCode === null || r.replyCode === 421));
-    const reusable = session.usable && used + 1 < this.#maxMessages && performance.now() - s.openedAt < this.#maxAgeMs;
+    const reusable = session.usable && used + 1 < (opts.sessionMessageLimit ?? this.#maxMessages) && performance.now() - s.openedAt < this.#maxAgeMs;
     if (reusable && !this.#closed) this.#put(key, session, used + 1, s.openedAt);
     else await session.close();
     return { result, staleReuse };

@@ -16,6 +16,7 @@ import type pg from "pg";
 import type { ContentCipher } from "../security/content-cipher.ts";
 import { cachingResolver, createMxResolver, type MxResolverOptions } from "./mx.ts";
 import { SmtpSessionPool } from "./smtp-pool.ts";
+import { DestinationGate, destinationSettings } from "./destinations.ts";
 import { EnvelopeSenders } from "./envelope-sender.ts";
 import { purgeExpired } from "../services/retention.ts";
 import { errorFields } from "../logger.ts";
@@ -81,6 +82,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
       settings: deliverySettings(c),
       resolveMx: cachingResolver((d) => resolver.resolve(d), c.DNS_CACHE_TTL),
       attempt: o.attempt ?? ((a) => sessions.attempt(a)),
+      destinations: new DestinationGate(destinationSettings(c), o.logger),
       ...(c.DKIM_SIGNING === "on" ? { signer: new DkimSigner(o.pool, o.cipher) } : {}),
       envelopeSenders: new EnvelopeSenders(o.pool, o.cipher),
     },

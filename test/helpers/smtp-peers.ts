@@ -121,6 +121,8 @@ interface ReceivedMessage {
 
 /** One connection as the peer saw it; `secure` and `tlsProtocol` are updated by STARTTLS. */
 interface PeerSession {
+  /** Date.now() when the connection came in. */
+  connectedAt: number;
   secure: boolean;
   tlsProtocol?: string;
   /** SNI name the client asked for. */
@@ -139,6 +141,8 @@ export interface SmtpPeer {
   sessions: PeerSession[];
   /** Connections still open on the peer side. */
   openConnections(): number;
+  /** The most connections that were open at once since the peer started. */
+  peakConnections(): number;
   /** Resolves once every connection has been closed (polls with a deadline). */
   waitForIdle(timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
@@ -166,6 +170,8 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
   }
   const dataScript: ScriptedReply | DropAfterData | undefined = opts.data === "drop" ? { drop: true } : opts.data;
   const delayedReplies = new Set<NodeJS.Timeout>();
+  let open = 0;
+  let peak = 0;
 
   const server: SMTPServer = new SMTPServer({
     secure: opts.implicitTls ?? false,
@@ -183,7 +189,9 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
     allowInsecureAuth: opts.allowInsecureAuth ?? false,
     closeTimeout: 1000,
     onConnect(session, callback) {
-      const peerSession: PeerSession = { secure: session.secure, mailFrom: [], rcptTo: [], authAttempts: 0, cleartextCommands: [] };
+      const peerSession: PeerSession = { connectedAt: Date.now(), secure: session.secure, mailFrom: [], rcptTo: [], authAttempts: 0, cleartextCommands: [] };
+      open++;
+      peak = Math.max(peak, open);
       bySession.set(session.id, peerSession);
       sessions.push(peerSession);
       const greeting = active(opts.greeting);
@@ -198,6 +206,9 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
       if (protocol) peerSession.tlsProtocol = protocol;
       if (session.servername) peerSession.servername = session.servername;
       callback();
+    },
+    onClose() {
+      open--;
     },
     onAuth(auth, session, callback) {
       noteCleartext(session, "AUTH");
@@ -295,6 +306,7 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
     received,
     sessions,
     openConnections,
+    peakConnections: () => peak,
     async waitForIdle(timeoutMs = 5000) {
       await waitFor(() => openConnections() === 0, {
         timeoutMs,

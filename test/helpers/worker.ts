@@ -39,6 +39,8 @@ function testWorkerEnv(tdb: TestDatabase, env: Record<string, string>): Record<s
     WORKER_CONCURRENCY: "4",
     SMTP_RETRY_MIN: "50ms",
     SMTP_RETRY_MAX: "200ms",
+    // Retries in tests come fast; so does the end of a throttling host's pause (destinations.ts).
+    SMTP_THROTTLE_PAUSE: "50ms",
     ...env,
   };
 }
