@@ -22,7 +22,8 @@
 //   k  Redis (shared rate limits, REDIS_URL) killed under load and restarted: the API keeps
 //      accepting with local counts and goes back to the shared ones (skipped without redis-server)
 //   l  scale-out: two API and three worker processes on one database and Redis, 2,000 messages
-//      from two keys through both APIs, each delivered once; one key's limit holds across both APIs
+//      from two keys through both APIs, each delivered once; one key's limit holds across both APIs;
+//      a third key's one message, sent with the rest still queued, is delivered within 2 s
 //
 // Timings are environment variables (FAULTS_*, see TIMINGS below) so a run can be made
 // shorter or harsher; FAULTS_EXTRA_ENV="NAME=value NAME=value" is added to every sealpost
@@ -685,8 +686,8 @@ const scenarios: Scenario[] = [
         const secondPort = await freePort();
         const apis = [await st.startApi("api1", env), await st.startApi("api2", env, secondPort)];
         for (const a of apis) await a.waitForLine(/rate limits are shared through Redis/);
-        const workers = [await st.startWorker("w1"), await st.startWorker("w2"), await st.startWorker("w3")];
         const keyB = (await createApiKey(st.db.prisma, { name: "faults-l-b" })).key;
+        const keyC = await createApiKey(st.db.prisma, { name: "faults-l-lone" });
         // One key's limit across both APIs: 60 requests alternating, a limit of 40 a minute.
         const limited = (await createApiKey(st.db.prisma, { name: "faults-l-limited", rateLimitPerMinute: 40 })).key;
         const statuses: number[] = [];
@@ -705,14 +706,34 @@ const scenarios: Scenario[] = [
           st.send({ senders: 5, perSender: 100, port: secondPort, apiKey: keyB }),
         ];
         await Promise.all(groups.map((g) => g.done));
+        // The workers start on the full queue, so they race for it from the first claim, and a
+        // third key's one message, sent once they are under way with most of the two keys' mail
+        // still queued, shows the fair-queue bound: it waits one claim, not for the queue ahead.
+        const t0 = Date.now();
+        const workers = [await st.startWorker("w1"), await st.startWorker("w2"), await st.startWorker("w3")];
+        await waitFor(async () => {
+          const { rows } = await st.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM recipients WHERE status = 'delivered'`);
+          return Number(rows[0]!.n) >= 200;
+        }, { timeoutMs: 120_000, intervalMs: 50, what: "the workers under way" });
+        const ahead = Number((await st.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM deliveries WHERE state = 'pending'`)).rows[0]!.n);
+        await st.send({ senders: 1, perSender: 1, apiKey: keyC.key, port: secondPort }).done;
+        const loneWait = await waitFor(async () => {
+          const { rows } = await st.db.pool.query<{ s: number }>(
+            `SELECT extract(epoch FROM r.updated_at - m.created_at)::float8 AS s FROM messages m JOIN recipients r ON r.message_id = m.id
+              WHERE m.api_key_id = $1 AND r.status = 'delivered'`, [keyC.record.id]);
+          return rows[0]?.s ?? null;
+        }, { timeoutMs: 120_000, intervalMs: 50, what: "the third key's message delivered" });
         const delivered = (p: SealpostProcess) => p.lines.filter((l) => l.includes('"msg":"delivery attempt recorded"')).length;
         await waitFor(async () => {
           const { rows } = await st.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM recipients WHERE status = 'delivered'`);
-          return Number(rows[0]!.n) >= 2000;
-        }, { timeoutMs: 120_000, intervalMs: 200, what: "2,000 delivered" });
+          return Number(rows[0]!.n) >= 2001;
+        }, { timeoutMs: 120_000, intervalMs: 200, what: "2,001 delivered" });
+        const rate = 2001 / ((Date.now() - t0) / 1000);
         st.notes.push(`deliveries recorded per worker ${workers.map((w) => `${w.name.split("-").pop()} ${delivered(w)}`).join(", ")}; ` +
-          `one key limited to 40/min across both APIs: ${ok} x 200, ${limitedCount} x 429`);
+          `one key limited to 40/min across both APIs: ${ok} x 200, ${limitedCount} x 429; ` +
+          `a third key's message sent with ${ahead} queued ahead was delivered ${loneWait.toFixed(2)} s after its 202 (first come first served: about ${(ahead / rate).toFixed(1)} s at ${rate.toFixed(0)} msg/s)`);
         const failures = ok === 40 && limitedCount === 20 ? [] : [`shared limit of 40 across two APIs: ${ok} x 200 and ${limitedCount} x 429 (expected 40 and 20)`];
+        if (loneWait > 2) failures.push(`fair queueing: the third key's message waited ${loneWait.toFixed(2)} s with ${ahead} queued ahead (bound: 2 s)`);
         return { stage: st, outcome: { failures } };
       } finally {
         redis.kill("SIGKILL");
