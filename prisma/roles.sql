@@ -87,9 +87,10 @@ GRANT SELECT ON api_keys TO sealpost_api;
 -- (GET /messages), messageOwnedBy (GET /messages/:id/events), lockMessageStatus
 -- (cancel); findContentSamplesUnderKey (db/content.ts, the data-key check at start).
 GRANT SELECT ON messages TO sealpost_api;
--- insertMessages: all columns but finished_at/content_purged_at.
-GRANT INSERT (id, api_key_id, status, tls_policy, message_id_header, from_address, from_name, reply_to,
-              subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
+-- insertMessages: all columns but content_purged_at (finished_at: a message whose every
+-- recipient is suppressed is finished when it is accepted).
+GRANT INSERT (id, api_key_id, status, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
+              subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at, finished_at)
   ON messages TO sealpost_api;
 -- lockMessageStatus (SELECT ... FOR UPDATE needs UPDATE on some column) and
 -- markMessageCancelled, which sets the final status.
@@ -107,7 +108,8 @@ GRANT UPDATE (status, updated_at, finished_at) ON messages TO sealpost_api;
 -- cancelUntouchedDeliveries (db/deliveries.ts: message_id, state, attempts),
 -- findStoredMessage and findMessageSummaries (state, next_attempt_at, created_at, lease_owner).
 GRANT SELECT (id, message_id, domain, state, attempts, next_attempt_at, created_at, lease_owner) ON deliveries TO sealpost_api;
-GRANT INSERT (message_id, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api; -- insertMessages
+-- insertMessages; api_key_id and high_priority are the claim's fair-queue keys.
+GRANT INSERT (message_id, api_key_id, high_priority, domain, state, next_attempt_at, created_at) ON deliveries TO sealpost_api;
 GRANT UPDATE (state, lease_owner) ON deliveries TO sealpost_api; -- cancelUntouchedDeliveries
 GRANT USAGE ON SEQUENCE deliveries_id_seq TO sealpost_api; -- insertMessages: BIGSERIAL default (nextval)
 
@@ -159,6 +161,14 @@ GRANT INSERT (api_key_id, key, request_hash, status_code, response, message_id, 
   ON idempotency_records TO sealpost_api;
 GRANT UPDATE (request_hash, status_code, response, message_id, created_at, expires_at)
   ON idempotency_records TO sealpost_api;
+
+-- Suppression list (issue 13). The send statement reads it (insertMessages: a recipient on
+-- it is suppressed); GET /suppressions reads it (findSuppressions); POST adds a manual
+-- entry (addManualSuppression, which reads an existing one back); DELETE removes entries
+-- (removeSuppression). Hard bounces are the worker's to add.
+GRANT SELECT, DELETE ON suppressions TO sealpost_api;
+GRANT INSERT (sender_domain, address, reason, api_key_id, description, created_at) ON suppressions TO sealpost_api;
+GRANT USAGE ON SEQUENCE suppressions_id_seq TO sealpost_api; -- addManualSuppression
 
 -- Data keys (the start check, src/security/data-key-check.ts, over db/data-keys.ts): at
 -- start `serve` reads the recorded keys (findDataKeys), records the check values of keys
@@ -238,6 +248,14 @@ GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 GRANT INSERT (type, api_key_id, message_id, recipient_id, attempt_id, reply_code, enhanced_code, reply_text, retry_at)
   ON events TO sealpost_worker;
 GRANT USAGE ON SEQUENCE events_id_seq TO sealpost_worker; -- completeDeliveries, recordWebhookAttempt
+
+-- A permanent address failure adds the address to the sender domain's suppression list in
+-- the same statement (completeDeliveries: INSERT ... ON CONFLICT (sender_domain, address)
+-- DO NOTHING, whose conflict target needs SELECT on those two columns); nothing else of
+-- the list is the worker's.
+GRANT INSERT (sender_domain, address, reason, message_id, recipient_id, reply_code, enhanced_code, reply_text) ON suppressions TO sealpost_worker;
+GRANT SELECT (sender_domain, address) ON suppressions TO sealpost_worker;
+GRANT USAGE ON SEQUENCE suppressions_id_seq TO sealpost_worker; -- completeDeliveries
 
 -- Webhooks: the completion statements fan events out to deliveries (fanOutToWebhooks);
 -- claimWebhookDeliveries leases due ones and reads their events whole (EVENT_SELECT, with

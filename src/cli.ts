@@ -51,7 +51,7 @@ const DATABASE = `Uses DATABASE_URL, or without it the embedded database in DATA
 const COMMANDS: Record<string, CommandSpec> = {
   "": {
     path: "",
-    sub: ["start", "serve", "worker", "migrate", "keys", "domains", "webhooks", "healthcheck", "help"],
+    sub: ["start", "serve", "worker", "migrate", "keys", "domains", "webhooks", "suppressions", "healthcheck", "help"],
     usage: `usage: sealpost <command> [options]
 
   start                 API and delivery worker in one process (what npm start runs)
@@ -70,6 +70,8 @@ const COMMANDS: Record<string, CommandSpec> = {
   webhooks add <url> --key ID [--events T,T] [--description D]
                         register a webhook endpoint for an API key's events; prints its secret once
   webhooks list | show | enable | disable | rotate-secret | test | deliveries | retry | remove
+  suppressions list [--domain D] [--reason R] | add <address> --domain D | remove <address> [--domain D]
+                        addresses a sender domain no longer mails (hard bounces, complaints, by hand)
   healthcheck serve|worker
                         exit 0 when the API on this host answers /readyz, or the worker's loop runs
 
@@ -263,6 +265,42 @@ Removes a sender domain and its DKIM keys; mail from it is no longer signed. ${D
 
 Webhook endpoints receive the events of one API key, signed per Standard Webhooks
 (README, "Webhooks"). ID is the key's id (keys list). ${DATABASE}`,
+  },
+  suppressions: {
+    path: "suppressions",
+    sub: ["list", "add", "remove"],
+    usage: `usage: sealpost suppressions <list|add|remove> [options]
+
+  suppressions list [--domain D] [--reason hard_bounce|complaint|manual] [--address A]
+  suppressions add <address> --domain D [--description TEXT]
+  suppressions remove <address> [--domain D]
+
+Each sender domain has its own suppression list (README, "Suppression list"). ${DATABASE}`,
+  },
+  "suppressions list": {
+    path: "suppressions list",
+    options: { domain: { type: "string" }, reason: { type: "string" }, address: { type: "string" } },
+    usage: `usage: sealpost suppressions list [--domain D] [--reason R] [--address A]
+
+Lists suppressed addresses, newest first, one a line: address, sender domain, reason,
+when, and the reply that put it there. ${DATABASE}`,
+  },
+  "suppressions add": {
+    path: "suppressions add",
+    positionals: ["address"],
+    options: { domain: { type: "string" }, description: { type: "string" } },
+    required: ["domain"],
+    usage: `usage: sealpost suppressions add <address> --domain D [--description TEXT]
+
+Stops mail from sender domain D to the address (reason manual). ${DATABASE}`,
+  },
+  "suppressions remove": {
+    path: "suppressions remove",
+    positionals: ["address"],
+    options: { domain: { type: "string" } },
+    usage: `usage: sealpost suppressions remove <address> [--domain D]
+
+Mails the address again: removes it from D's list, or from every list. ${DATABASE}`,
   },
   "webhooks add": {
     path: "webhooks add",
@@ -669,6 +707,46 @@ async function webhooksCommand(config: Config, cmd: Invocation): Promise<number>
   }
 }
 
+/** `sealpost suppressions`: the API's /suppressions for the owner, over every sender domain. */
+async function suppressionsCommand(config: Config, cmd: Invocation): Promise<number> {
+  const services = await import("./services/suppressions.ts");
+  const { SUPPRESSION_REASONS } = await import("./domain/suppression.ts");
+  const owner = { keyId: null, allowedDomains: ["*"] };
+  const str = (name: string) => (typeof cmd.values[name] === "string" ? (cmd.values[name] as string) : undefined);
+  const line = (v: { address: string; domain: string; reason: string; created_at: string; reply: { code: number | null; enhanced_code: string | null; text: string | null } | null; description: string | null }) =>
+    [v.address, v.domain, v.reason, v.created_at, v.reply ? [v.reply.code, v.reply.enhanced_code, v.reply.text].filter((x) => x !== null).join(" ") : (v.description ?? "-")].join("\t");
+  const address = cmd.positionals[0] ?? "";
+  const lines = await withRuntime(config, async (rt) => {
+    const db = rt.db.prisma;
+    switch (cmd.path) {
+      case "suppressions list": {
+        const reason = str("reason");
+        if (reason !== undefined && !(SUPPRESSION_REASONS as readonly string[]).includes(reason))
+          throw new UsageError(`--reason must be one of ${SUPPRESSION_REASONS.join(", ")}`, COMMANDS["suppressions list"]!);
+        const all: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await services.listSuppressions(db, owner, { limit: 1000, cursor, reason: reason as never, domain: str("domain"), address: str("address") });
+          all.push(...page.data.map(line));
+          cursor = page.next_cursor ?? undefined;
+        } while (cursor);
+        return all;
+      }
+      case "suppressions add": {
+        const r = await services.addSuppression(db, owner, { address, domain: str("domain"), description: str("description") });
+        return [r.created ? line(r.view) : `already suppressed: ${line(r.view)}`];
+      }
+      case "suppressions remove": {
+        const r = await services.deleteSuppression(db, owner, { address, domain: str("domain") });
+        return [`${r.address} removed from the suppression list of ${r.removed_from.join(", ")}`];
+      }
+    }
+    throw new Error(`no handler for ${cmd.path}`);
+  });
+  for (const l of lines) out(l);
+  return 0;
+}
+
 async function migrateCommand(config: Config, cmd: Invocation): Promise<number> {
   const rolledBack = cmd.values["rolled-back"];
   sayWhichDatabase(config);
@@ -922,6 +1000,10 @@ export async function main(argv: string[]): Promise<number> {
       case "domains rotate-dkim":
       case "domains remove":
         return await domainsCommand(config, cmd);
+      case "suppressions list":
+      case "suppressions add":
+      case "suppressions remove":
+        return await suppressionsCommand(config, cmd);
       case "webhooks add":
       case "webhooks list":
       case "webhooks show":

@@ -15,7 +15,7 @@ import { CreateWebhookSchema, RetryWebhookSchema, UpdateWebhookSchema } from "..
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema } from "./schemas.ts";
+import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema, type SuppressionSchema, type SuppressionListSchema, type DeleteSuppressionResponseSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -132,6 +132,14 @@ const sendMessage: OperationExamples = {
   responses: {
     202: {
       queued: { summary: "Accepted and queued", value: accepted },
+      suppressed: {
+        summary: "Accepted; one recipient is on the sender domain's suppression list and is not sent to",
+        value: { ...accepted, suppressed: ["old-address@example.com"] } satisfies z.output<typeof SendResponseSchema>,
+      },
+      allSuppressed: {
+        summary: "Every recipient is suppressed: accepted and finished at once, nothing is sent (do not retry)",
+        value: { ...accepted, status: "suppressed", suppressed: ["alice@example.com"] } satisfies z.output<typeof SendResponseSchema>,
+      },
       scheduled: {
         summary: "Accepted and scheduled",
         value: { id: OTHER_ID, status: "scheduled", tls_policy: "opportunistic", created_at: CREATED, send_at: "2026-03-03T08:00:00.000Z" } satisfies z.output<
@@ -620,6 +628,65 @@ const readyz: OperationExamples = {
   },
 };
 
+// ---- suppressions ---------------------------------------------------------------
+
+const hardBounce = {
+  address: "old-address@example.com",
+  domain: "shop.example",
+  reason: "hard_bounce",
+  created_at: "2026-03-01T17:02:11.408Z",
+  message_id: OTHER_ID,
+  reply: { code: 550, enhanced_code: "5.1.1", text: "5.1.1 <old-address@example.com>: Recipient address rejected: User unknown in virtual mailbox table" },
+  description: null,
+} satisfies z.output<typeof SuppressionSchema>;
+
+const unsubscribed = {
+  address: "alice@example.com",
+  domain: "shop.example",
+  reason: "manual",
+  created_at: "2026-03-02T10:00:00.000Z",
+  message_id: null,
+  reply: null,
+  description: "unsubscribed from the newsletter",
+} satisfies z.output<typeof SuppressionSchema>;
+
+const listSuppressions: OperationExamples = {
+  responses: {
+    200: {
+      page: {
+        summary: "A manual entry and a hard bounce, with the reply that put it there",
+        value: { data: [unsubscribed, hardBounce], next_cursor: null } satisfies z.output<typeof SuppressionListSchema>,
+      },
+    },
+    403: { domain: { summary: "Another domain's list", value: p("forbidden", "this key may not send from other.example, so it has no suppression list there (its domains: shop.example)") } },
+  },
+};
+
+const createSuppression: OperationExamples = {
+  request: {
+    unsubscribe: { summary: "An unsubscribe", value: { address: "alice@example.com", domain: "shop.example", description: "unsubscribed from the newsletter" } },
+  },
+  responses: {
+    201: { added: { summary: "Added", value: unsubscribed } },
+    200: { already: { summary: "Already on the list (here as a hard bounce): the entry is kept", value: hardBounce } },
+    422: {
+      noDomain: {
+        summary: "A key that may send from several domains must say which list",
+        value: p("invalid_request", 'domain: required: the sender domain whose list the address goes on, such as "shop.example" (this key may send from shop.example, news.shop.example)', {
+          errors: [{ path: "domain", message: 'required: the sender domain whose list the address goes on, such as "shop.example" (this key may send from shop.example, news.shop.example)' }],
+        }),
+      },
+    },
+  },
+};
+
+const deleteSuppression: OperationExamples = {
+  responses: {
+    200: { removed: { summary: "Removed", value: { address: "alice@example.com", removed_from: ["shop.example"] } satisfies z.output<typeof DeleteSuppressionResponseSchema> } },
+    404: { missing: { summary: "Not on any list this key sees", value: p("not_found", "bob@example.com is not on the suppression list of shop.example") } },
+  },
+};
+
 /** Examples by operationId; every operation of the contract has an entry (a test checks). */
 export const EXAMPLES: Record<string, OperationExamples> = {
   sendMessage,
@@ -644,6 +711,9 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   deleteDomain,
   verifyDomain,
   rotateDkim,
+  listSuppressions,
+  createSuppression,
+  deleteSuppression,
   healthz: health("The process answers"),
   readyz,
 };

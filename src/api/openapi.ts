@@ -232,6 +232,7 @@ function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, Oper
       { name: "events", description: "What happened to each recipient, in commit order" },
       { name: "domains", description: "Sender domains: DNS records, verification, DKIM keys" },
       { name: "webhooks", description: "Endpoints that receive events, signed per Standard Webhooks" },
+      { name: "suppressions", description: "Addresses a sender domain no longer mails: hard bounces, complaints, and those added by hand" },
       { name: "operations", description: "Health and contract" },
     ],
     paths,

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { MESSAGE_EVENT_TYPES } from "../domain/event.ts";
 import { ERROR_CODES } from "../domain/errors.ts";
 import { MESSAGE_PRIORITIES, MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
+import { SUPPRESSION_REASONS } from "../domain/suppression.ts";
 import { TLS_POLICIES } from "../domain/tls-policy.ts";
 
 export const ProblemSchema = z
@@ -23,10 +24,15 @@ export const ProblemSchema = z
 export const SendResponseSchema = z
   .strictObject({
     id: z.uuid(),
-    status: z.enum(["queued", "scheduled"]),
+    status: z.enum(["queued", "scheduled", "suppressed"]).meta({
+      description: '"suppressed" when every recipient is on the sender domain\'s suppression list: the message is finished, nothing is sent, and retrying will not change that',
+    }),
     tls_policy: z.enum(TLS_POLICIES),
     created_at: z.iso.datetime(),
     send_at: z.iso.datetime().optional(),
+    suppressed: z.array(z.string()).optional().meta({
+      description: "The recipients not sent to because the sender domain suppresses them (GET /suppressions says why); the others are sent as usual. Absent when there are none",
+    }),
   })
   .meta({ id: "SendResponse" });
 
@@ -343,3 +349,33 @@ export const WebhookDeliveryListSchema = z
   .meta({ id: "WebhookDeliveryList" });
 
 export const RetryWebhookResponseSchema = z.strictObject({ retried: z.number().int() }).meta({ id: "RetryWebhookResponse" });
+
+// ---- suppressions (issue 13) -----------------------------------------------------
+
+export const SuppressionSchema = z
+  .strictObject({
+    address: z.string().meta({ description: "The suppressed address, in lower case" }),
+    domain: z.string().meta({ description: "The sender (From) domain whose mail no longer goes to it: each domain has its own list" }),
+    reason: z.enum(SUPPRESSION_REASONS).meta({
+      description: "`hard_bounce`: a receiver answered that the address does not exist (a 5.1.x or 5.2.1 reply); `complaint`: its owner reported the mail as spam; `manual`: added through the API or CLI",
+    }),
+    created_at: z.iso.datetime(),
+    message_id: z.uuid().nullable().meta({ description: "The message whose reply put it here (null for a manual entry)" }),
+    reply: z
+      .strictObject({ code: z.number().int().nullable(), enhanced_code: z.string().nullable(), text: z.string().nullable() })
+      .nullable()
+      .meta({ description: "The receiver's reply that is the evidence (null for a manual entry)" }),
+    description: z.string().nullable().meta({ description: "A manual entry's note" }),
+  })
+  .meta({ id: "Suppression" });
+
+export const SuppressionListSchema = z
+  .strictObject({ data: z.array(SuppressionSchema), next_cursor: z.string().nullable() })
+  .meta({ id: "SuppressionList" });
+
+export const DeleteSuppressionResponseSchema = z
+  .strictObject({
+    address: z.string(),
+    removed_from: z.array(z.string()).meta({ description: "The sender domains whose lists no longer hold the address" }),
+  })
+  .meta({ id: "DeleteSuppressionResponse" });

@@ -8,6 +8,7 @@ import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { Db, Tx } from "./client.ts";
 import { fanOutToWebhooks } from "./events.ts";
 import type { Mailbox } from "../domain/address.ts";
+import { isAddressFailure } from "../domain/suppression.ts";
 
 export function countDeliveriesOf(tx: Db | Tx, messageId: string): Promise<number> {
   return tx.delivery.count({ where: { messageId } });
@@ -294,7 +295,17 @@ WITH input AS (
     FROM unnest($8::bigint[], $9::bigint[], $10::text[], $11::int[], $12::text[], $13::text[]) AS u(id, delivery_id, status, code, enhanced, reply)
     JOIN fence f ON f.id = u.delivery_id
    WHERE r.id = u.id AND r.delivery_id = u.delivery_id
-  RETURNING r.id, r.message_id, r.delivery_id, r.status, r.last_code, r.last_enhanced, r.last_reply
+  RETURNING r.id, r.message_id, r.delivery_id, r.address, r.status, r.last_code, r.last_enhanced, r.last_reply
+), suppress AS (
+  -- A permanent address failure (isAddressFailure, $15) puts the address on the sender
+  -- domain's suppression list, with the reply as evidence; an entry already there stays.
+  INSERT INTO suppressions (sender_domain, address, reason, message_id, recipient_id, reply_code, enhanced_code, reply_text)
+  SELECT lower(substring(m.from_address from '@([^@]*)$')), lower(r.address), 'hard_bounce', r.message_id, r.id, r.last_code, r.last_enhanced, r.last_reply
+    FROM rcpt r
+    JOIN unnest($8::bigint[], $15::boolean[]) AS s(id, suppress) ON s.id = r.id AND s.suppress
+    JOIN messages m ON m.id = r.message_id
+  ON CONFLICT (sender_domain, address) DO NOTHING
+  RETURNING 1
 ), evidence AS (
   INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
                                  verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint, dkim_selectors,
@@ -344,6 +355,7 @@ export async function completeDeliveries(db: pg.Pool | pg.PoolClient, cs: Comple
     rcpt.map(({ r }) => String(r.recipientId)), rcpt.map(({ c }) => String(c.delivery.id)), rcpt.map(({ r }) => r.status),
     rcpt.map(({ r }) => r.replyCode), rcpt.map(({ r }) => r.enhancedCode), rcpt.map(({ r }) => r.replyText),
     JSON.stringify(evidence),
+    rcpt.map(({ r }) => isAddressFailure(r)),
   ]);
   return new Set(rows.map((r) => BigInt(r.id)));
 }

@@ -42,6 +42,11 @@ export interface NewMessageRow {
   recipients: Array<{ kind: string; address: string; name: string | null; domain: string }>;
 }
 
+// Suppression list (issue 13): a recipient whose address the sender domain suppresses is
+// written 'suppressed' (with its event) and given no queue work; its delivery row is 'done'
+// when every recipient of that domain is suppressed, and the message is 'suppressed' and
+// finished when every recipient is. The stored 202 answer (replayed for the Idempotency-Key)
+// names them, as the first answer did.
 const INSERT_MESSAGES_SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[],
@@ -49,9 +54,25 @@ WITH input AS (
                        $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[], $30::text[])
     AS u(id, api_key_id, idem_key, request_hash, response, created_at, expires_at, status, tls_policy, message_id_header,
          from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at, priority)
+), rin AS (
+  SELECT r.*, s.id IS NOT NULL AS suppressed
+    FROM unnest($24::uuid[], $25::int[], $26::text[], $27::text[], $28::text[], $29::text[])
+         AS r(message_id, position, kind, address, name, domain)
+    JOIN input i ON i.id = r.message_id
+    LEFT JOIN suppressions s ON s.sender_domain = lower(substring(i.from_address from '@([^@]*)$')) AND s.address = lower(r.address)
+), sup AS (
+  SELECT message_id, bool_and(suppressed) AS all_suppressed,
+         COALESCE(jsonb_agg(address ORDER BY position) FILTER (WHERE suppressed), '[]'::jsonb) AS addresses
+    FROM rin GROUP BY message_id
+), answer AS (
+  SELECT i.*, CASE WHEN jsonb_array_length(sup.addresses) = 0 THEN i.response
+                   ELSE i.response || jsonb_build_object('suppressed', sup.addresses)
+                        || CASE WHEN sup.all_suppressed THEN '{"status": "suppressed"}'::jsonb ELSE '{}'::jsonb END END AS answer,
+         sup.all_suppressed, sup.addresses AS suppressed
+    FROM input i JOIN sup ON sup.message_id = i.id
 ), idem AS (
   INSERT INTO idempotency_records (api_key_id, key, request_hash, status_code, response, message_id, created_at, expires_at)
-  SELECT api_key_id, idem_key, request_hash, 202, response, id, created_at, expires_at FROM input WHERE idem_key IS NOT NULL
+  SELECT api_key_id, idem_key, request_hash, 202, answer, id, created_at, expires_at FROM answer WHERE idem_key IS NOT NULL
   ON CONFLICT (api_key_id, key) DO UPDATE
      SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code, response = EXCLUDED.response,
          message_id = EXCLUDED.message_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
@@ -59,25 +80,26 @@ WITH input AS (
   RETURNING message_id
 ), msg AS (
   INSERT INTO messages (id, api_key_id, status, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
-                        subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at)
-  SELECT id, api_key_id, status, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
+                        subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at, finished_at)
+  SELECT id, api_key_id, CASE WHEN all_suppressed THEN 'suppressed' ELSE status END, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
          decode(subject, 'base64'), decode(text_body, 'base64'), decode(html_body, 'base64'), decode(headers, 'base64'),
          decode(attachments, 'base64'), ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
-         send_at, created_at, created_at
-    FROM input WHERE idem_key IS NULL OR id IN (SELECT message_id FROM idem)
+         send_at, created_at, created_at, CASE WHEN all_suppressed THEN created_at END
+    FROM answer WHERE idem_key IS NULL OR id IN (SELECT message_id FROM idem)
   RETURNING id
 ), dlv AS (
   INSERT INTO deliveries (message_id, api_key_id, high_priority, domain, state, next_attempt_at, created_at)
-  SELECT d.message_id, i.api_key_id, i.priority = 'high', d.domain, 'pending', COALESCE(i.send_at, i.created_at), COALESCE(i.send_at, i.created_at)
+  SELECT d.message_id, i.api_key_id, i.priority = 'high', d.domain,
+         CASE WHEN (SELECT bool_and(rin.suppressed) FROM rin WHERE rin.message_id = d.message_id AND rin.domain = d.domain) THEN 'done' ELSE 'pending' END,
+         COALESCE(i.send_at, i.created_at), COALESCE(i.send_at, i.created_at)
     FROM unnest($22::uuid[], $23::text[]) AS d(message_id, domain)
     JOIN input i ON i.id = d.message_id
    WHERE d.message_id IN (SELECT id FROM msg)
   RETURNING id, message_id, domain
 ), rcp AS (
   INSERT INTO recipients (message_id, delivery_id, position, kind, address, name, status, updated_at)
-  SELECT r.message_id, dlv.id, r.position, r.kind, r.address, r.name, i.status, i.created_at
-    FROM unnest($24::uuid[], $25::int[], $26::text[], $27::text[], $28::text[], $29::text[])
-         AS r(message_id, position, kind, address, name, domain)
+  SELECT r.message_id, dlv.id, r.position, r.kind, r.address, r.name, CASE WHEN r.suppressed THEN 'suppressed' ELSE i.status END, i.created_at
+    FROM rin r
     JOIN dlv ON dlv.message_id = r.message_id AND dlv.domain = r.domain
     JOIN input i ON i.id = r.message_id
   RETURNING id, message_id, status
@@ -89,7 +111,9 @@ WITH input AS (
 ), hooks AS (
   ${fanOutToWebhooks("evt")}
 )
-SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients FROM msg m`;
+SELECT m.id::text AS id, (SELECT count(*) FROM rcp WHERE rcp.message_id = m.id)::int AS recipients,
+       (SELECT a.suppressed FROM answer a WHERE a.id = m.id) AS suppressed
+  FROM msg m`;
 
 // Content travels as base64 text and is decoded by the statement: a third larger than
 // the bytes, where node-postgres would send a bytea[] element as hex (twice as large) and
@@ -115,8 +139,8 @@ function params(rows: NewMessageRow[]): unknown[] {
 }
 
 /**
- * Inserts rows in one auto-committed statement; returns the ids that were created (a
- * reused idempotency key creates nothing). It runs on the process's pg.Pool, not through
+ * Inserts rows in one auto-committed statement; returns the messages that were created (a
+ * reused idempotency key creates nothing), each with its suppressed recipients. It runs on the process's pg.Pool, not through
  * Prisma: this is the accept path's only statement, and Prisma's $queryRaw path (request
  * building, its query engine, result mapping, and the garbage they leave) was the
  * largest library cost per request in the API's CPU profile (issue 10). It never runs inside a
@@ -129,16 +153,21 @@ function params(rows: NewMessageRow[]): unknown[] {
  * must keep prepared statements per client (session pooling, or PgBouncer 1.21+ with
  * max_prepared_statements).
  */
-export async function insertMessages(pool: pg.Pool, rows: NewMessageRow[], opts: { prepared?: boolean } = {}): Promise<Set<string>> {
+export async function insertMessages(pool: pg.Pool, rows: NewMessageRow[], opts: { prepared?: boolean } = {}): Promise<Map<string, Inserted>> {
   const values = params(rows);
-  const { rows: out } = await pool.query<{ id: string; recipients: number }>(
+  const { rows: out } = await pool.query<{ id: string; recipients: number; suppressed: string[] }>(
     opts.prepared ? { name: "sealpost_insert_messages", text: INSERT_MESSAGES_SQL, values } : { text: INSERT_MESSAGES_SQL, values },
   );
   const byId = new Map(rows.map((r) => [r.id, r]));
   for (const o of out) {
     if (o.recipients !== byId.get(o.id)?.recipients.length) throw new Error(`message ${o.id}: recipient rows were not all written`);
   }
-  return new Set(out.map((o) => o.id));
+  return new Map(out.map((o) => [o.id, { suppressed: o.suppressed }]));
+}
+
+/** A message the statement created: the recipients it did not queue because the sender domain suppresses them. */
+export interface Inserted {
+  suppressed: string[];
 }
 
 // ---------------------------------------------------------------------------------

@@ -309,20 +309,22 @@ export function normalizeSendRequest(req: SendRequest, limits: Limits, now: Date
 
 // ---- statuses ---------------------------------------------------------------
 
-export const RECIPIENT_STATUSES = ["queued", "scheduled", "sending", "deferred", "delivered", "bounced", "failed", "cancelled"] as const;
+export const RECIPIENT_STATUSES = ["queued", "scheduled", "sending", "deferred", "delivered", "bounced", "failed", "cancelled", "suppressed"] as const;
 export type RecipientStatus = (typeof RECIPIENT_STATUSES)[number];
 export const MESSAGE_STATUSES = [
-  "queued", "scheduled", "sending", "deferred", "delivered", "partially_delivered", "bounced", "failed", "cancelled",
+  "queued", "scheduled", "sending", "deferred", "delivered", "partially_delivered", "bounced", "failed", "cancelled", "suppressed",
 ] as const;
 export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
 
-export const FINAL_RECIPIENT_STATUSES: ReadonlySet<RecipientStatus> = new Set(["delivered", "bounced", "failed", "cancelled"]);
+// suppressed: on the sender domain's suppression list when the message was accepted, so never attempted.
+export const FINAL_RECIPIENT_STATUSES: ReadonlySet<RecipientStatus> = new Set(["delivered", "bounced", "failed", "cancelled", "suppressed"]);
 
 /** A message's status is derived from its recipients'. */
 export function deriveMessageStatus(statuses: RecipientStatus[]): MessageStatus {
   const has = (s: RecipientStatus) => statuses.includes(s);
   if (statuses.length === 0) return "queued";
   if (statuses.every((s) => s === "cancelled")) return "cancelled";
+  if (statuses.every((s) => s === "suppressed")) return "suppressed";
   if (has("sending")) return "sending";
   if (has("deferred")) return "deferred";
   if (has("queued")) return has("delivered") || has("bounced") || has("failed") ? "sending" : "queued";
@@ -330,7 +332,7 @@ export function deriveMessageStatus(statuses: RecipientStatus[]): MessageStatus 
   const delivered = statuses.filter((s) => s === "delivered").length;
   if (delivered === statuses.length) return "delivered";
   if (delivered > 0) return "partially_delivered";
-  return statuses.every((s) => s === "bounced" || s === "cancelled") ? "bounced" : "failed";
+  return statuses.every((s) => s === "bounced" || s === "cancelled" || s === "suppressed") ? "bounced" : "failed";
 }
 
 /** Statuses of a recipient (or message) waiting for its next attempt. */

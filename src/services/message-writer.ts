@@ -10,7 +10,7 @@
 // message has committed. Measured on two cores, this is what lets POST /send scale
 // with concurrency instead of paying a full round trip, plan and commit per request.
 import type pg from "pg";
-import { insertMessages, type NewMessageRow } from "../db/messages.ts";
+import { insertMessages, type Inserted, type NewMessageRow } from "../db/messages.ts";
 import { DatabaseUnavailableError } from "../db/errors.ts";
 
 interface Pending {
@@ -18,7 +18,7 @@ interface Pending {
   /** performance.now() after which the message may no longer be sent: it is answered 503 instead. */
   sendBy: number;
   timer: NodeJS.Timeout | undefined;
-  resolve(created: boolean): void;
+  resolve(created: Inserted | null): void;
   reject(err: unknown): void;
 }
 
@@ -67,12 +67,12 @@ export class MessageWriter {
   }
 
   /**
-   * Resolves true once the message is committed, false if its Idempotency-Key was already
-   * used. Rejects with the statement's error, or with DatabaseUnavailableError when no
+   * Resolves once the message is committed, with the recipients it suppressed; null if its
+   * Idempotency-Key was already used. Rejects with the statement's error, or with DatabaseUnavailableError when no
    * statement could take the message within the queue wait: then it was never sent to
    * the database, and never will be.
    */
-  write(row: NewMessageRow): Promise<boolean> {
+  write(row: NewMessageRow): Promise<Inserted | null> {
     return new Promise((resolve, reject) => {
       const p: Pending = { row, sendBy: performance.now() + this.#maxQueueWaitMs, timer: undefined, resolve, reject };
       this.#queue.push(p);
@@ -123,7 +123,7 @@ export class MessageWriter {
       for (const p of batch) clearTimeout(p.timer);
       this.#inFlight++;
       insertMessages(this.#pool, batch.map((p) => p.row), { prepared: this.#prepared }).then(
-        (created) => batch.forEach((p) => p.resolve(created.has(p.row.id))),
+        (created) => batch.forEach((p) => p.resolve(created.get(p.row.id) ?? null)),
         (err) => batch.forEach((p) => p.reject(err)),
       ).finally(() => {
         this.#inFlight--;

@@ -19,10 +19,11 @@ const IDEMPOTENCY_TTL_MS = 24 * 3_600_000;
 
 interface SendResponse {
   id: string;
-  status: "queued" | "scheduled";
+  status: "queued" | "scheduled" | "suppressed";
   tls_policy: TlsPolicy;
   created_at: string;
   send_at?: string;
+  suppressed?: string[];
 }
 
 export interface SendContext {
@@ -125,7 +126,14 @@ export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: Se
     recipients: msg.recipients.map((r) => ({ kind: r.kind, address: r.address, name: r.name, domain: r.domain })),
   };
   const created = await ctx.writer.write(row);
-  if (created) return { replayed: false, statusCode: 202, body };
+  if (created) {
+    // The same answer the statement stored for the Idempotency-Key (db/messages.ts).
+    if (created.suppressed.length > 0) {
+      body.suppressed = created.suppressed;
+      if (created.suppressed.length === msg.recipients.length) body.status = "suppressed";
+    }
+    return { replayed: false, statusCode: 202, body };
+  }
   // The key was used before: replay the first response, or refuse a different body.
   const prior = await findIdempotencyRecord(ctx.db, key.id, idemKey!);
   if (!prior) throw new AppError("conflict", "a request with this Idempotency-Key is being processed; retry shortly");

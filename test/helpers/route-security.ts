@@ -44,7 +44,7 @@ export interface CommonRouteCase {
   /** A valid body for the route, built fresh for each request. */
   body?: () => unknown;
   /** What the path's id names, if anything: also check that another key's one is 404. */
-  resource: "message" | "domain" | "webhook" | null;
+  resource: "message" | "domain" | "webhook" | "suppression" | null;
   /** Status of a successful call with a proper key (the positive control). */
   okStatus: number;
 }
@@ -90,6 +90,13 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
         const r = await t.call("POST", "/domains", { key: owner.key, body: { name: `d${randomBytes(6).toString("hex")}.example` } });
         assert.equal(r.status, 201, r.body);
         resourceId = (r.json() as { id: string }).id;
+      } else if (route.resource === "suppression") {
+        // An address on the list of a domain only the owner may send from; its "id" is the address.
+        owner = await t.createKey({ name: `owner of ${label}`, scopes: [...SCOPES], domains: ["owner.example"] });
+        const address = `gone${randomBytes(4).toString("hex")}@example.com`;
+        const r = await t.call("POST", "/suppressions", { key: owner.key, body: { address } });
+        assert.equal(r.status, 201, r.body);
+        resourceId = address;
       }
     });
 
@@ -141,7 +148,7 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
       test(`another key's ${route.resource} is 404 not_found (never 403: its existence is not revealed)`, async () => {
         // The other key holds every scope: the refusal is about ownership, not permissions.
         // Domains are the installation's; a key sees those it may send from (--domains).
-        const other = await getApp().createKey({ name: "other tenant", scopes: [...SCOPES], ...(route.resource === "domain" ? { domains: ["elsewhere.example"] } : {}) });
+        const other = await getApp().createKey({ name: "other tenant", scopes: [...SCOPES], ...(route.resource === "domain" || route.resource === "suppression" ? { domains: ["elsewhere.example"] } : {}) });
         assertProblem(await call({ key: other.key }), 404, "not_found");
       });
     }

@@ -165,6 +165,24 @@ test("webhooks add prints the secret once; list, show, disable, enable, rotate-s
   assert.match(gone.stdout, /^no webhook endpoint /);
 });
 
+test("suppressions add, list, remove: the owner's view of every sender domain's list", () => {
+  const added = cli(["suppressions", "add", "Gone@Example.org", "--domain", "cli.example", "--description", "closed account"]);
+  assert.equal(added.code, 0, added.stderr);
+  assert.match(added.stdout, /^gone@example\.org\tcli\.example\tmanual\t\d{4}-\d\d-\d\dT[^\t]+\tclosed account$/m);
+  assert.match(cli(["suppressions", "add", "gone@example.org", "--domain", "cli.example"]).stdout, /^already suppressed: gone@example\.org\t/m);
+  assert.match(cli(["suppressions", "list", "--reason", "manual"]).stdout, /^gone@example\.org\tcli\.example\tmanual\t/m);
+  assert.equal(cli(["suppressions", "list", "--domain", "other.example"]).stdout, "");
+  assert.equal(cli(["suppressions", "list", "--reason", "bounced"]).code, 2);
+  assert.equal(cli(["suppressions", "add", "gone@example.org"]).code, 2, "--domain is required");
+  const bad = cli(["suppressions", "add", "not an address", "--domain", "cli.example"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^sealpost: address: /);
+  assert.match(cli(["suppressions", "remove", "gone@example.org"]).stdout, /^gone@example\.org removed from the suppression list of cli\.example$/m);
+  const again = cli(["suppressions", "remove", "gone@example.org"]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /^sealpost: gone@example\.org is not on the suppression list of any domain/);
+});
+
 test("bad arguments are usage errors, not crashes", () => {
   for (const args of [["keys", "create"], ["keys", "create", "--name", "x", "--scopes", "root"], ["keys", "create", "--name", "x", "--domains", "not a domain"], ["keys", "frobnicate"], ["nope"]]) {
     const r = cli(args);

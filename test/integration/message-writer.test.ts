@@ -109,7 +109,7 @@ test("a statement that fails writes nothing for any message in it, and every cal
   // The first write occupies the only statement slot; the next three queue and share one.
   const first = writer.write(row());
   const queued = [writer.write(row()), writer.write(row({ status: "bogus" as "queued" })), writer.write(row())];
-  assert.equal(await first, true);
+  assert.deepEqual(await first, { suppressed: [] });
   const results = await Promise.allSettled(queued);
   assert.deepEqual(results.map((r) => r.status), ["rejected", "rejected", "rejected"]);
   const after = await counts();
@@ -124,7 +124,7 @@ test("two writes with one Idempotency-Key go into separate statements: one creat
   const blocker = writer.write(row());
   const [ra, rb] = await Promise.all([writer.write(a), writer.write(b)]);
   await blocker;
-  assert.deepEqual([ra, rb], [true, false]);
+  assert.deepEqual([ra, rb], [{ suppressed: [] }, null]);
   assert.equal(await tdb.db.prisma.message.count({ where: { id: { in: [a.id, b.id] } } }), 1);
 });
 
@@ -147,7 +147,7 @@ test("a message no statement can take within the queue wait is answered unavaila
   const writer = new MessageWriter(tdb.db.pool, { maxBatch: 64, maxInFlight: 1, maxQueueWaitMs: 200 });
   const locker = await tdb.db.pool.connect();
   await locker.query("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE");
-  let stuck: Promise<boolean>;
+  let stuck: Promise<unknown>;
   const late = row();
   try {
     stuck = writer.write(row()); // takes the only slot and waits on the lock
@@ -160,7 +160,7 @@ test("a message no statement can take within the queue wait is answered unavaila
     await locker.query("ROLLBACK");
     locker.release();
   }
-  assert.equal(await stuck, true, "the statement that held the slot commits once the lock is gone");
-  assert.equal(await writer.write(row()), true, "the writer carries on");
+  assert.deepEqual(await stuck, { suppressed: [] }, "the statement that held the slot commits once the lock is gone");
+  assert.deepEqual(await writer.write(row()), { suppressed: [] }, "the writer carries on");
   assert.equal(await tdb.db.prisma.message.count({ where: { id: late.id } }), 0, "the message answered unavailable was never written");
 });

@@ -43,6 +43,9 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   listDomains: { okStatus: 200 },
   getDomain: { okStatus: 200 },
   deleteDomain: { okStatus: 200 },
+  listSuppressions: { okStatus: 200 },
+  createSuppression: { body: () => ({ address: `s${randomBytes(4).toString("hex")}@example.com`, domain: "shop.example" }), okStatus: 201 },
+  deleteSuppression: { okStatus: 200 },
   verifyDomain: { okStatus: 200 },
   rotateDkim: { okStatus: 200 },
 };
@@ -59,10 +62,10 @@ for (const route of scoped) {
   }
   runCommonRouteTests(() => t, {
     method: route.method,
-    path: (id) => route.url.replace(":id", id),
+    path: (id) => route.url.replace(":id", id).replace(":address", id),
     scope: route.scope!,
     ...(fixture.body ? { body: fixture.body } : {}),
-    resource: !route.url.includes(":id") ? null : route.url.startsWith("/domains") ? "domain" : route.url.startsWith("/webhooks") ? "webhook" : "message",
+    resource: route.url.includes(":address") ? "suppression" : !route.url.includes(":id") ? null : route.url.startsWith("/domains") ? "domain" : route.url.startsWith("/webhooks") ? "webhook" : "message",
     okStatus: fixture.okStatus,
   });
 }

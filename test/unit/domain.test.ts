@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseAddress, parseMailbox } from "../../src/domain/address.ts";
 import { deriveMessageStatus } from "../../src/domain/message.ts";
+import { isAddressFailure } from "../../src/domain/suppression.ts";
 import { strictest } from "../../src/domain/tls-policy.ts";
 import { dkimKeyStates, dkimRotationStep } from "../../src/domain/sender-domain.ts";
 import { nextRetryDelay } from "../../src/worker/backoff.ts";
@@ -94,4 +95,24 @@ test("DKIM rotation: a new key signs once seen, the one it replaces retires afte
   // Nothing seen on a fresh domain: every pending key decides, nothing retires.
   const fresh = [key("a", "rsa-sha256", 0, false), key("b", "ed25519-sha256", 0, false)];
   assert.deepEqual(dkimRotationStep(fresh, new Set(), now, day), { seenNow: [], deciding: new Set(["s-a", "s-b"]), retire: [] });
+});
+
+test("suppressed: a final status; a message of suppressed recipients only is suppressed, with others it reads like a bounce", () => {
+  assert.equal(deriveMessageStatus(["suppressed", "suppressed"]), "suppressed");
+  assert.equal(deriveMessageStatus(["suppressed", "delivered"]), "partially_delivered");
+  assert.equal(deriveMessageStatus(["suppressed", "bounced"]), "bounced");
+  assert.equal(deriveMessageStatus(["suppressed", "failed"]), "failed");
+  assert.equal(deriveMessageStatus(["suppressed", "queued"]), "queued");
+  assert.equal(deriveMessageStatus(["suppressed", "deferred"]), "deferred");
+});
+
+test("only a permanent reply naming the address as bad suppresses it, decided by the codes", () => {
+  const v = (status: string, replyCode: number | null, enhancedCode: string | null) => isAddressFailure({ status, replyCode, enhancedCode });
+  for (const code of ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.2.1"]) assert.ok(v("bounced", 550, code), code);
+  assert.ok(!v("bounced", 550, "5.7.1"), "a policy refusal");
+  assert.ok(!v("bounced", 552, "5.2.2"), "a full mailbox may empty");
+  assert.ok(!v("bounced", 553, "5.1.7"), "about our sender address");
+  assert.ok(!v("bounced", 550, null), "no enhanced code: ambiguous");
+  assert.ok(!v("deferred", 452, "4.2.2"));
+  assert.ok(!v("bounced", null, "5.1.10"), "our own verdict (null MX) is not a receiver's reply");
 });

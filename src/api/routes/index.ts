@@ -6,6 +6,9 @@ import getMessageEvents from "./getMessageEvents.ts";
 import listMessages from "./listMessages.ts";
 import cancelMessage from "./cancelMessage.ts";
 import listEvents from "./listEvents.ts";
+import listSuppressions from "./listSuppressions.ts";
+import createSuppression from "./createSuppression.ts";
+import deleteSuppression from "./deleteSuppression.ts";
 import createWebhook from "./createWebhook.ts";
 import listWebhooks from "./listWebhooks.ts";
 import getWebhook from "./getWebhook.ts";
@@ -24,4 +27,4 @@ import rotateDkim from "./rotateDkim.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, listSuppressions, createSuppression, deleteSuppression, healthz, readyz];
