@@ -251,10 +251,13 @@ GRANT USAGE ON SEQUENCE events_id_seq TO sealpost_worker; -- completeDeliveries,
 
 -- A permanent address failure adds the address to the sender domain's suppression list in
 -- the same statement (completeDeliveries: INSERT ... ON CONFLICT (sender_domain, address)
--- DO NOTHING, whose conflict target needs SELECT on those two columns); nothing else of
--- the list is the worker's.
+-- DO NOTHING, whose conflict target needs SELECT on the columns it reads). `sealpost
+-- inbound`, the bounce receiver, runs as this role too: a late bounce (recordLateBounce,
+-- db/reports.ts) adds one the same way, and a complaint (recordComplaint) adds one or
+-- turns an entry of another reason into a complaint (ON CONFLICT DO UPDATE).
 GRANT INSERT (sender_domain, address, reason, message_id, recipient_id, reply_code, enhanced_code, reply_text) ON suppressions TO sealpost_worker;
-GRANT SELECT (sender_domain, address) ON suppressions TO sealpost_worker;
+GRANT SELECT (sender_domain, address, reason, message_id, recipient_id) ON suppressions TO sealpost_worker;
+GRANT UPDATE (reason, message_id, recipient_id, reply_code, enhanced_code, reply_text) ON suppressions TO sealpost_worker;
 GRANT USAGE ON SEQUENCE suppressions_id_seq TO sealpost_worker; -- completeDeliveries
 
 -- Webhooks: the completion statements fan events out to deliveries (fanOutToWebhooks);
@@ -293,7 +296,10 @@ GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;
 -- verified, unretired key pair of each algorithm, private key included (encrypted; the
 -- worker decrypts it to sign).
 -- Nothing written. Bounce addresses: findBounceDomain reads a sender domain's bounce
--- domain once it is verified, for the envelope sender.
+-- domain once it is verified, for the envelope sender; the bounce receiver accepts mail for
+-- verified bounce domains only (isVerifiedBounceDomain) and reads the recipient a bounce
+-- address names with its message's sender (findReportedRecipient, db/reports.ts, under the
+-- SELECT on recipients and messages above).
 GRANT SELECT (id, name, verified_at, bounce_domain, bounce_verified_at) ON sender_domains TO sealpost_worker;
 GRANT SELECT (id, domain_id, selector, algorithm, private_key, created_at, verified_at, retired_at) ON dkim_keys TO sealpost_worker;
 

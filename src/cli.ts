@@ -51,12 +51,13 @@ const DATABASE = `Uses DATABASE_URL, or without it the embedded database in DATA
 const COMMANDS: Record<string, CommandSpec> = {
   "": {
     path: "",
-    sub: ["start", "serve", "worker", "migrate", "keys", "domains", "webhooks", "suppressions", "healthcheck", "help"],
+    sub: ["start", "serve", "worker", "inbound", "migrate", "keys", "domains", "webhooks", "suppressions", "healthcheck", "help"],
     usage: `usage: sealpost <command> [options]
 
   start                 API and delivery worker in one process (what npm start runs)
   serve                 HTTPS API only
   worker                delivery worker only
+  inbound               bounce receiver only: SMTP on INBOUND_LISTEN (default 0.0.0.0:25) for bounces and complaints
   migrate               apply database migrations
   migrate resolve --rolled-back <name>
                         mark a failed migration as rolled back so it can run again
@@ -93,6 +94,17 @@ ${STOPPING}`,
 
 Runs the HTTPS API only (any number of API processes may share one database), after
 applying pending migrations (MIGRATE_ON_START). ${DATABASE}
+
+${STOPPING}`,
+  },
+  inbound: {
+    path: "inbound",
+    usage: `usage: sealpost inbound
+
+Runs the bounce receiver only: an SMTP server on INBOUND_LISTEN (default 0.0.0.0:25) that
+takes delivery status notifications and complaints sent to the bounce addresses of the
+verified bounce domains, and records them (README, "Bounces that come back later").
+\`start\` runs it too when INBOUND_LISTEN is set. ${DATABASE}
 
 ${STOPPING}`,
   },
@@ -828,7 +840,7 @@ async function ensureFirstKey(rt: Runtime): Promise<void> {
   }
 }
 
-async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<number> {
+async function run(config: Config, mode: "start" | "serve" | "worker" | "inbound"): Promise<number> {
   const logger = createLogger(config.LOG_LEVEL);
   const stop = watchStopSignals(logger);
   const parts: Array<() => Promise<void>> = [];
@@ -846,7 +858,7 @@ async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<
     // Each step runs to its end (none is safe to cut in half: the embedded database's
     // files, a migration); a signal that came meanwhile stops before the next one.
     const { openRuntime } = await runtime();
-    rt = await openRuntime(config, logger, { dataKeys: mode === "worker" ? "decrypts" : "encrypts" });
+    rt = await openRuntime(config, logger, { dataKeys: mode === "worker" || mode === "inbound" ? "decrypts" : "encrypts" });
     stop.signal.throwIfAborted();
     if (config.METRICS_LISTEN || config.METRICS_TOKEN) {
       const [{ enableMetrics }, { queueStats }, { startMetricsListener }] = await Promise.all([import("./metrics.ts"), import("./db/metrics.ts"), import("./metrics-listener.ts")]);
@@ -855,7 +867,13 @@ async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<
       const listener = await startMetricsListener(config, logger);
       if (listener) parts.push(listener.close);
     }
-    if (mode !== "worker") {
+    if (mode === "inbound" || (mode === "start" && config.INBOUND_LISTEN)) {
+      const { startInbound } = await import("./inbound/start.ts");
+      const inbound = await startInbound(rt, config.INBOUND_LISTEN ?? "0.0.0.0:25");
+      parts.push(inbound.close);
+      stop.signal.throwIfAborted();
+    }
+    if (mode === "start" || mode === "serve") {
       await ensureFirstKey(rt);
       stop.signal.throwIfAborted();
       const { startServer } = await import("./api/server.ts");
@@ -864,7 +882,7 @@ async function run(config: Config, mode: "start" | "serve" | "worker"): Promise<
       stop.signal.throwIfAborted();
       if (server.caFile) process.stdout.write(`HTTPS on ${server.url}; trust the development CA with: curl --cacert ${resolve(server.caFile)} ${server.url}/healthz\n`);
     }
-    if (mode !== "serve") {
+    if (mode === "start" || mode === "worker") {
       const { startWorker } = await import("./worker/worker.ts");
       const worker = startWorker(rt);
       parts.push(() => worker.stop(config.SHUTDOWN_GRACE));
@@ -982,6 +1000,7 @@ export async function main(argv: string[]): Promise<number> {
       case "start":
       case "serve":
       case "worker":
+      case "inbound":
         return await run(config, cmd.path);
       case "migrate":
       case "migrate resolve":

@@ -185,6 +185,14 @@ const EnvSchema = z
       .string()
       .regex(/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost):\d{1,5}$/, "must be a loopback address and port, such as 127.0.0.1:9464 (to scrape from elsewhere, set METRICS_TOKEN and use /metrics on the HTTPS port)")
       .optional(),
+    // The bounce receiver (sealpost inbound; part of start when set): host:port to listen on.
+    INBOUND_LISTEN: z
+      .string()
+      .regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|[a-z0-9.-]+):\d{1,5}$/i, "must be an address and port to listen on, such as 0.0.0.0:25")
+      .optional(),
+    INBOUND_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
+    INBOUND_MAX_CLIENTS: int(1, 100_000).default(100),
+    INBOUND_RATE_PER_MINUTE: int(1, 1_000_000).default(60),
     WEBHOOK_TIMEOUT_MS: int(1000, 120_000).default(15_000),
     WEBHOOK_CONCURRENCY: int(1, 1000).default(8),
     WEBHOOK_ALLOWED_NETWORKS: cidrList.optional(),

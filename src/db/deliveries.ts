@@ -383,7 +383,7 @@ export async function completeDelivery(pool: pg.Pool, c: Completion): Promise<bo
  * with the other worker's, so both would wait for each other (deadlock 40P01). Commits
  * when `fn` returns true, rolls back when it returns false or throws.
  */
-async function underMessageLock(pool: pg.Pool, messageId: string, fn: (client: pg.PoolClient) => Promise<boolean>): Promise<boolean> {
+export async function underMessageLock(pool: pg.Pool, messageId: string, fn: (client: pg.PoolClient) => Promise<boolean>): Promise<boolean> {
   const client = await pool.connect();
   try {
     await client.query("BEGIN");
@@ -400,7 +400,7 @@ async function underMessageLock(pool: pg.Pool, messageId: string, fn: (client: p
 }
 
 /** Derive the message status from its recipients; stamp finished_at once all are final. Caller holds the row lock. */
-async function refreshMessageStatus(client: pg.PoolClient, messageId: string): Promise<void> {
+export async function refreshMessageStatus(client: pg.PoolClient, messageId: string): Promise<void> {
   const { rows } = await client.query<{ status: RecipientStatus }>(`SELECT status FROM recipients WHERE message_id = $1::uuid`, [messageId]);
   const statuses = rows.map((r) => r.status);
   const final = statuses.every((s) => FINAL_RECIPIENT_STATUSES.has(s));

@@ -167,3 +167,9 @@ export function findDkimKeysNotUnderKey(db: Db | Tx, keyId: string): Promise<Arr
 export function rewriteDkimPrivateKey(db: Db | Tx, id: string, from: Uint8Array, to: Uint8Array): Promise<number> {
   return db.$executeRawUnsafe(`UPDATE dkim_keys SET private_key = $3 WHERE id = $1::uuid AND private_key = $2`, id, from, to);
 }
+
+/** Whether `bounceDomain` is the verified bounce domain of a sender domain: where the bounce receiver accepts reports. */
+export async function isVerifiedBounceDomain(pool: pg.Pool, bounceDomain: string): Promise<boolean> {
+  const { rowCount } = await pool.query(`SELECT 1 FROM sender_domains WHERE bounce_domain = $1 AND bounce_verified_at IS NOT NULL LIMIT 1`, [bounceDomain]);
+  return (rowCount ?? 0) > 0;
+}

@@ -5,6 +5,7 @@ import { AppError } from "./errors.ts";
 
 export const MESSAGE_EVENT_TYPES = [
   "message.queued", "message.scheduled", "message.delivered", "message.deferred", "message.bounced", "message.failed", "message.cancelled", "message.suppressed",
+  "message.complained",
 ] as const;
 /** `webhook.disabled`: an endpoint that failed for five days, or answered 410 Gone, no longer gets deliveries. */
 export const EVENT_TYPES = [...MESSAGE_EVENT_TYPES, "webhook.disabled"] as const;

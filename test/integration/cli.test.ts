@@ -336,6 +336,9 @@ test("a port in use, a missing certificate file, an unreadable SMTP_CA_FILE: one
   );
   assertOneLine(cli(["serve"], { ...tlsEnv, PORT: "0", TLS_KEY_FILE: certFile }), /^sealpost: TLS_KEY_FILE: .* is not a PEM private key/, "a certificate given as the key");
 
+  const inboundInUse = cli(["inbound"], { ...tlsEnv, INBOUND_LISTEN: `127.0.0.1:${port}` });
+  assertOneLine(inboundInUse, new RegExp(`^sealpost: INBOUND_LISTEN: 127\\.0\\.0\\.1:${port} is in use: stop what listens there or choose another port$`), "bounce receiver port in use");
+
   const missingCa = join(tmp, "missing-ca.pem");
   assertOneLine(cli(["worker"], { MIGRATE_ON_START: "false", SMTP_CA_FILE: missingCa }), new RegExp(`^sealpost: SMTP_CA_FILE: cannot read ${missingCa} \\(no such file\\): fix the path in SMTP_CA_FILE$`), "missing SMTP CA");
   assertOneLine(cli(["worker"], { MIGRATE_ON_START: "false", SMTP_CA_FILE: tmp }), /^sealpost: SMTP_CA_FILE: cannot read .* \(it is a directory\)/, "SMTP CA that is a directory");

@@ -26,11 +26,12 @@ CREATE UNIQUE INDEX "suppressions_sender_domain_address_key" ON "suppressions"("
 CREATE INDEX "suppressions_sender_domain_id_idx" ON "suppressions"("sender_domain", "id");
 
 -- A recipient on the list is not attempted: it is 'suppressed' at once, with an event; a
--- message whose every recipient is is 'suppressed' too.
+-- message whose every recipient is is 'suppressed' too. A complaint about a delivered
+-- message is an event of its own (the recipient stays delivered).
 ALTER TABLE "recipients" DROP CONSTRAINT "recipients_status_check", ADD CONSTRAINT "recipients_status_check" CHECK ("status" IN (
   'queued', 'scheduled', 'sending', 'deferred', 'delivered', 'bounced', 'failed', 'cancelled', 'suppressed'));
 ALTER TABLE "messages" DROP CONSTRAINT "messages_status_check", ADD CONSTRAINT "messages_status_check" CHECK ("status" IN (
   'queued', 'scheduled', 'sending', 'deferred', 'delivered', 'partially_delivered', 'bounced', 'failed', 'cancelled', 'suppressed'));
 ALTER TABLE "events" DROP CONSTRAINT "events_type_check", ADD CONSTRAINT "events_type_check" CHECK ("type" IN (
   'message.queued', 'message.scheduled', 'message.delivered', 'message.deferred', 'message.bounced', 'message.failed', 'message.cancelled',
-  'message.suppressed', 'webhook.disabled'));
+  'message.suppressed', 'message.complained', 'webhook.disabled'));
