@@ -26,6 +26,14 @@ test("Postfix: 5.1.1 for the recipient, the folded diagnostic unfolded, the retu
   assert.equal(r.originalMessageId, "<01a24595-502e-77d7-b82c-f2bc1b7921ad@shop.example>");
 });
 
+test("a DSN captured from Postfix 3.7.11 gives its recipient, 5.1.1 and the returned message's Message-ID", async () => {
+  const r = await dsn("postfix-3.7-captured.eml");
+  assert.equal(r.reportingMta, "mx1.example.net");
+  assert.deepEqual(r.recipients.map((x) => [x.finalRecipient, x.action, x.status]), [["alice@example.net", "failed", "5.1.1"]]);
+  assert.match(r.recipients[0]!.diagnosticCode!, /^smtp; 550 5\.1\.1 /);
+  assert.equal(r.originalMessageId, "<01a24595-502e-77d7-b82c-f2bc1b7921ad@shop.example>");
+});
+
 test("Exim: fields in its own order; the status it reports (5.0.0) and the receiver's reply in the diagnostic", async () => {
   const r = await dsn("exim-mailbox-unavailable.eml");
   assert.deepEqual(r.recipients.map((x) => [x.finalRecipient, x.action, x.status]), [["bob@example.org", "failed", "5.0.0"]]);
