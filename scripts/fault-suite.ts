@@ -97,6 +97,8 @@ const TIMINGS = {
   smtpConnectTimeoutMs: num("FAULTS_SMTP_CONNECT_TIMEOUT_MS", 2000),
   smtpRetryMin: process.env.FAULTS_SMTP_RETRY_MIN || "200ms",
   smtpRetryMax: process.env.FAULTS_SMTP_RETRY_MAX || "1s",
+  /** A host that answers 421 is left alone this long (SMTP_THROTTLE_PAUSE), shortened like the retries. */
+  smtpThrottlePause: process.env.FAULTS_SMTP_THROTTLE_PAUSE || "1s",
   /** Hard bound on one scenario, whatever happens inside it. */
   scenarioTimeoutMs: num("FAULTS_SCENARIO_TIMEOUT_MS", 180_000),
 };
@@ -256,6 +258,7 @@ class Stage {
         SMTP_CONNECT_TIMEOUT_MS: String(TIMINGS.smtpConnectTimeoutMs),
         SMTP_RETRY_MIN: TIMINGS.smtpRetryMin,
         SMTP_RETRY_MAX: TIMINGS.smtpRetryMax,
+        SMTP_THROTTLE_PAUSE: TIMINGS.smtpThrottlePause,
         ...leaseEnv(this.leaseMs),
         ...env,
       },
