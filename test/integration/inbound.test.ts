@@ -44,7 +44,7 @@ before(async () => {
   const pem = peerCertificate("ca-signed", "bounce-in.sealpost.test");
   inbound = await startInboundServer(
     { pool: app.tdb.db.pool, cipher: testCipher(), logger: pino({ level: "silent" }), tls: pem, name: "bounce-in.sealpost.test",
-      maxBytes: 1024 * 1024, maxClients: 20, ratePerMinute: 1000, idleMs: 1500 },
+      maxBytes: 1024 * 1024, maxClients: 20, ratePerMinute: 1000, idleMs: 4000 },
     { host: "127.0.0.1", port: 0 },
   );
 });
@@ -128,7 +128,14 @@ async function smtp(): Promise<{ say(line: string): Promise<string>; raw(data: s
     }
   });
   socket.on("error", () => {});
-  const next = () => new Promise<string>((resolve) => (replies.length > 0 ? resolve(replies.shift()!) : (waiting = resolve)));
+  // A connection the server closed answers every later command with "closed", so a test fails on it instead of waiting forever.
+  let closed = false;
+  socket.on("close", () => {
+    closed = true;
+    waiting?.("closed");
+    waiting = null;
+  });
+  const next = () => new Promise<string>((resolve) => (replies.length > 0 ? resolve(replies.shift()!) : closed ? resolve("closed") : (waiting = resolve)));
   await next(); // greeting
   return {
     socket,
@@ -173,7 +180,7 @@ async function delivered(to: string): Promise<{ id: string; bounceAddress: strin
   return { id, bounceAddress: from };
 }
 
-test("a DSN for a delivered message: bounced, suppressed, the next message suppressed, and the merchant told each step by webhook", async () => {
+test("a DSN for a delivered message: bounced, suppressed, the next message suppressed, and the merchant told each step by webhook", { timeout: 60_000 }, async () => {
   const { id, bounceAddress } = await delivered("ann@mx81.test");
   const r = await deliverReport([bounceAddress], postfixDsn({ to: bounceAddress, finalRecipient: "ann@mx81.test" }));
   assert.match(r.data!, /^250/);
@@ -198,7 +205,7 @@ test("a DSN for a delivered message: bounced, suppressed, the next message suppr
   assert.equal(await changes(), before);
 });
 
-test("an ARF complaint puts the address on the list as a complaint and tells the merchant; the recipient stays delivered", async () => {
+test("an ARF complaint puts the address on the list as a complaint and tells the merchant; the recipient stays delivered", { timeout: 60_000 }, async () => {
   const { id, bounceAddress } = await delivered("frank@mx81.test");
   const arf = readFileSync(new URL("../fixtures/reports/arf-abuse-complaint.eml", import.meta.url), "utf8").replaceAll("frank@example.com", "frank@mx81.test");
   assert.match((await deliverReport([bounceAddress], arf.replace(/\r\n$/, ""))).data!, /^250/);
@@ -208,7 +215,7 @@ test("an ARF complaint puts the address on the list as a complaint and tells the
   assert.equal((events.json() as { data: unknown[] }).data.length, 1);
 });
 
-test("a delayed DSN is information: the recipient stays delivered, nothing is suppressed", async () => {
+test("a delayed DSN is information: the recipient stays delivered, nothing is suppressed", { timeout: 60_000 }, async () => {
   const { id, bounceAddress } = await delivered("slow@mx81.test");
   const before = await changes();
   const r = await deliverReport([bounceAddress], postfixDsn({ to: bounceAddress, finalRecipient: "slow@mx81.test", action: "delayed", status: "4.4.1", diagnostic: "connect to mailstore: Connection timed out" }));
@@ -217,7 +224,7 @@ test("a delayed DSN is information: the recipient stays delivered, nothing is su
   assert.equal(await changes(), before);
 });
 
-test("unknown, forged and other domains' bounce addresses are refused at RCPT; a DSN about another recipient changes nothing", async () => {
+test("unknown, forged and other domains' bounce addresses are refused at RCPT; a DSN about another recipient changes nothing", { timeout: 60_000 }, async () => {
   const { bounceAddress } = await delivered("bo@mx81.test");
   const [local] = bounceAddress.split("@");
   const forged = `${local!.slice(0, -1)}${local!.endsWith("a") ? "b" : "a"}@bounces.shop.example`;
@@ -231,7 +238,7 @@ test("unknown, forged and other domains' bounce addresses are refused at RCPT; a
   assert.equal((await suppressed()).some((s) => s.address === "bo@mx81.test"), false);
 });
 
-test("30 MB, a broken MIME tree and a DATA that never ends change nothing, and the server keeps serving", async () => {
+test("30 MB, a broken MIME tree and a DATA that never ends change nothing, and the server keeps serving", { timeout: 60_000 }, async () => {
   const { id, bounceAddress } = await delivered("cy@mx81.test");
   const before = await changes();
 
