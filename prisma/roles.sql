@@ -170,6 +170,13 @@ GRANT SELECT, DELETE ON suppressions TO sealpost_api;
 GRANT INSERT (sender_domain, address, reason, api_key_id, description, created_at) ON suppressions TO sealpost_api;
 GRANT USAGE ON SEQUENCE suppressions_id_seq TO sealpost_api; -- addManualSuppression
 
+-- Delivery receipts (issue 15): GET /messages/:id/receipt signs with the installation's
+-- key and GET /.well-known/jwks.json publishes the public ones (findReceiptKeys, which
+-- reads the private key to sign); the first receipt of an installation makes the key
+-- (insertReceiptKey). Rotation (retireReceiptKey) is the owner's, through the CLI.
+GRANT SELECT ON receipt_keys TO sealpost_api;
+GRANT INSERT (id, public_jwk, private_key, created_at) ON receipt_keys TO sealpost_api;
+
 -- Data keys (the start check, src/security/data-key-check.ts, over db/data-keys.ts): at
 -- start `serve` reads the recorded keys (findDataKeys), records the check values of keys
 -- it holds (insertDataKeys), fills one recorded by the migration without a value once
@@ -239,7 +246,7 @@ GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at
 -- its event; SELECT is granted with the webhooks below.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
-              dkim_selectors, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+              dkim_selectors, message_sha256, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
   ON delivery_attempts TO sealpost_worker;
 GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 

@@ -138,13 +138,14 @@ Marks the failed migration <name> as rolled back, so that the next migrate runs 
   },
   keys: {
     path: "keys",
-    sub: ["create", "list", "revoke", "rotate-data"],
-    usage: `usage: sealpost keys <create|list|revoke|rotate-data> [options]
+    sub: ["create", "list", "revoke", "rotate-data", "rotate-receipt"],
+    usage: `usage: sealpost keys <create|list|revoke|rotate-data|rotate-receipt> [options]
 
   keys create --name N [--scopes send,read] [--domains a.example,b.example|*] [--tls required] [--rate-limit N]
   keys list
   keys revoke <id>
   keys rotate-data
+  keys rotate-receipt
 
 Run sealpost keys <command> --help for each. ${DATABASE}`,
   },
@@ -186,6 +187,14 @@ list). Servers stop accepting it within API_KEY_CACHE_TTL_MS. ${DATABASE}`,
 
 Re-encrypts stored content under the first key of SEALPOST_DATA_KEY; every key listed
 there may still decrypt. ${DATABASE}`,
+  },
+  "keys rotate-receipt": {
+    path: "keys rotate-receipt",
+    usage: `usage: sealpost keys rotate-receipt
+
+Makes a new Ed25519 key to sign delivery receipts; the current one signs no more but stays
+in /.well-known/jwks.json, so the receipts it signed still verify. API processes sign with
+the new key within a minute. ${DATABASE}`,
   },
   domains: {
     path: "domains",
@@ -539,13 +548,19 @@ async function keysCommand(config: Config, cmd: Invocation): Promise<number> {
       out(ok ? `revoked ${id}` : `no active key ${id}`);
       return ok ? 0 : 1;
     }
+    case "keys rotate-receipt": {
+      const { rotateReceiptKey } = await import("./services/receipts.ts");
+      const r = await withRuntime(config, (rt) => rotateReceiptKey(rt.db.prisma, rt.cipher), { dataKeys: "encrypts" });
+      out(`receipts are now signed with key ${r.kid}${r.retired ? `; ${r.retired} signs no more and stays published to verify what it signed` : ""}`);
+      return 0;
+    }
     case "keys rotate-data": {
       const { rotateDataKey } = await import("./services/rotate-data-key.ts");
       const { r, keyId } = await withRuntime(config, async (rt) => ({
         r: await rotateDataKey(rt.db.prisma, rt.cipher, { onBatch: (done) => process.stderr.write(`re-encrypted ${done} messages\n`) }),
         keyId: rt.cipher.currentKeyId,
       }));
-      out(`re-encrypted ${r.rewritten} messages, ${r.dkimKeysRewritten} DKIM private keys and ${r.webhookSecretsRewritten} webhook endpoints' secrets under data key ${keyId}`);
+      out(`re-encrypted ${r.rewritten} messages, ${r.dkimKeysRewritten} DKIM private keys, ${r.webhookSecretsRewritten} webhook endpoints' secrets and ${r.receiptKeysRewritten} receipt signing keys under data key ${keyId}`);
       if (r.retired.length > 0)
         out(`no stored content uses data key ${r.retired.join(", ")} any more: remove ${r.retired.length > 1 ? "them" : "it"} from SEALPOST_DATA_KEY once every process runs with ${keyId} first`);
       if (r.unreadable.length > 0) {

@@ -19,6 +19,8 @@ import { ROUTES } from "./routes/index.ts";
 import { registerApiReference } from "./routes/getApiReference.ts";
 import { createHttpsServer, type HttpsServerTimeouts } from "./https-server.ts";
 import { SenderDomainGate } from "../services/sender-domain-gate.ts";
+import { ReceiptSigner } from "../services/receipts.ts";
+import { heloName } from "../config.ts";
 import { MessageWriter, maxQueueWaitFor } from "../services/message-writer.ts";
 import type { TxtLookup } from "../services/sender-domains.ts";
 import { createTxtResolver } from "../worker/mx.ts";
@@ -31,7 +33,7 @@ export interface BuildOptions {
 }
 
 export async function buildApp(
-  given: Omit<AppDeps, "writer" | "dns" | "counters"> & { writer?: MessageWriter; dns?: TxtLookup; counters?: Counters },
+  given: Omit<AppDeps, "writer" | "dns" | "counters" | "receipts"> & { writer?: MessageWriter; dns?: TxtLookup; counters?: Counters; receipts?: ReceiptSigner },
   https: SecureContextOptions,
   opts: BuildOptions = {},
 ): Promise<FastifyInstance> {
@@ -45,7 +47,8 @@ export async function buildApp(
   const dns = given.dns ?? createTxtResolver(given.config.DNS_SERVERS ? { servers: given.config.DNS_SERVERS } : {});
   const senderDomains = given.config.SENDER_DOMAINS === "verified" ? new SenderDomainGate(given.db.prisma) : undefined;
   const counters = given.counters ?? (given.config.REDIS_URL ? await sharedCounters(given.config.REDIS_URL, given.config.REDIS_KEY_PREFIX, given.logger) : localCounters());
-  const deps: AppDeps = { ...given, writer, dns, senderDomains, counters };
+  const receipts = given.receipts ?? new ReceiptSigner(given.db.prisma, given.cipher, heloName(given.config));
+  const deps: AppDeps = { ...given, writer, dns, senderDomains, counters, receipts };
   const app = Fastify({
     https,
     // Our https.Server: the same as Fastify's, plus a 400 for plain HTTP sent to this port.

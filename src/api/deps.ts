@@ -7,6 +7,7 @@ import type { ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyVerifier } from "../services/api-keys.ts";
 import type { TxtLookup } from "../services/sender-domains.ts";
 import type { MessageWriter } from "../services/message-writer.ts";
+import type { ReceiptSigner } from "../services/receipts.ts";
 
 /** Everything the API needs, built by the caller (server.ts or a test). */
 export interface AppDeps {
@@ -22,6 +23,8 @@ export interface AppDeps {
   writer: MessageWriter;
   /** The rate limits' counts: in memory, or shared through Redis (REDIS_URL); buildApp makes them when not given. */
   counters: Counters;
+  /** Signs delivery receipts with the installation's key; buildApp makes one when not given. */
+  receipts: ReceiptSigner;
   /** Refuses From domains that are not verified sender domains; buildApp makes one when SENDER_DOMAINS=verified. */
   senderDomains?: SenderDomainGate | undefined;
 }

@@ -15,7 +15,7 @@ import { CreateWebhookSchema, RetryWebhookSchema, UpdateWebhookSchema } from "..
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema, type SuppressionSchema, type SuppressionListSchema, type DeleteSuppressionResponseSchema } from "./schemas.ts";
+import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema, type SuppressionSchema, type SuppressionListSchema, type DeleteSuppressionResponseSchema, type ReceiptResponseSchema, type JwksSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -687,6 +687,36 @@ const deleteSuppression: OperationExamples = {
   },
 };
 
+// ---- delivery receipts --------------------------------------------------------------
+
+const RECEIPT_KID = "rk_mfrggzdfmztwq2lk";
+const getMessageReceipt: OperationExamples = {
+  responses: {
+    200: {
+      receipt: {
+        summary: "A JWT signed with the installation's Ed25519 key (shortened here); its receipt claim holds each recipient's evidence",
+        value: {
+          receipt: "eyJhbGciOiJFZERTQSIsImtpZCI6InJrX21mcmdnemRmbXp0d3EybGsiLCJ0eXAiOiJKV1QifQ.eyJyZWNlaXB0Ijp7InZlcnNpb24iOjF9fQ.c2lnbmF0dXJl",
+          key_id: RECEIPT_KID,
+          keys_url: "/.well-known/jwks.json",
+        } satisfies z.output<typeof ReceiptResponseSchema>,
+      },
+    },
+    404: { missing: { summary: "No such message for this key", value: p("not_found", "no message with this id") } },
+  },
+};
+
+const getReceiptKeys: OperationExamples = {
+  responses: {
+    200: {
+      keys: {
+        summary: "The current key",
+        value: { keys: [{ kty: "OKP", crv: "Ed25519", x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", kid: RECEIPT_KID, alg: "EdDSA", use: "sig" }] } satisfies z.output<typeof JwksSchema>,
+      },
+    },
+  },
+};
+
 /** Examples by operationId; every operation of the contract has an entry (a test checks). */
 export const EXAMPLES: Record<string, OperationExamples> = {
   sendMessage,
@@ -714,6 +744,8 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   listSuppressions,
   createSuppression,
   deleteSuppression,
+  getMessageReceipt,
+  getReceiptKeys,
   healthz: health("The process answers"),
   readyz,
 };

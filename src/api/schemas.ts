@@ -379,3 +379,28 @@ export const DeleteSuppressionResponseSchema = z
     removed_from: z.array(z.string()).meta({ description: "The sender domains whose lists no longer hold the address" }),
   })
   .meta({ id: "DeleteSuppressionResponse" });
+
+// ---- delivery receipts (issue 15) --------------------------------------------------
+
+export const ReceiptResponseSchema = z
+  .strictObject({
+    receipt: z.string().meta({ description: "A JWT (compact JWS, alg EdDSA): header.payload.signature; the evidence is its `receipt` claim" }),
+    key_id: z.string().meta({ description: "The `kid` of the key that signed it" }),
+    keys_url: z.literal("/.well-known/jwks.json").meta({ description: "Where the public keys are" }),
+  })
+  .meta({ id: "ReceiptResponse" });
+
+export const JwksSchema = z
+  .strictObject({
+    keys: z.array(
+      z.strictObject({
+        kty: z.literal("OKP"),
+        crv: z.literal("Ed25519"),
+        x: z.string(),
+        kid: z.string(),
+        alg: z.literal("EdDSA"),
+        use: z.literal("sig"),
+      }),
+    ),
+  })
+  .meta({ id: "Jwks" });

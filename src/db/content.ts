@@ -83,7 +83,10 @@ export async function findKeyIdsInUse(db: Db | Tx): Promise<string[]> {
      UNION
      SELECT encode(substring(s.v from 3 for get_byte(s.v, 1)), 'escape') FROM webhook_endpoints w
       CROSS JOIN LATERAL (VALUES (w.secret), (w.previous_secret)) AS s(v)
-      WHERE s.v IS NOT NULL AND length(s.v) > 2 AND get_byte(s.v, 0) = 1`,
+      WHERE s.v IS NOT NULL AND length(s.v) > 2 AND get_byte(s.v, 0) = 1
+     UNION
+     SELECT encode(substring(private_key from 3 for get_byte(private_key, 1)), 'escape') FROM receipt_keys
+      WHERE length(private_key) > 2 AND get_byte(private_key, 0) = 1`,
   );
   return rows.map((r) => r.id);
 }

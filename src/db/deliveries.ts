@@ -261,6 +261,7 @@ function evidenceRows(r: RecipientResult) {
     cert_not_after: a.evidence.certNotAfter?.toISOString() ?? null,
     cert_fingerprint: a.evidence.certFingerprint,
     dkim_selectors: a.evidence.dkimSelectors ?? [],
+    message_sha256: a.evidence.messageSha256 ?? null,
     reply_code: a.replyCode,
     enhanced_code: a.enhancedCode,
     reply_text: a.replyText,
@@ -308,14 +309,14 @@ WITH input AS (
   RETURNING 1
 ), evidence AS (
   INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
-                                 verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint, dkim_selectors,
+                                 verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint, dkim_selectors, message_sha256,
                                  reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
   SELECT f.message_id, a.recipient_id, f.attempts, a.mx_host, a.ip, a.port, a.policy, a.tls, a.tls_version, a.cipher,
-         a.verified, a.verify_error, a.cert_subject, a.cert_issuer, a.cert_not_after, a.cert_fingerprint, COALESCE(a.dkim_selectors, '{}'),
+         a.verified, a.verify_error, a.cert_subject, a.cert_issuer, a.cert_not_after, a.cert_fingerprint, COALESCE(a.dkim_selectors, '{}'), a.message_sha256,
          a.reply_code, a.enhanced_code, a.reply_text, a.outcome, a.started_at, a.duration_ms
     FROM json_to_recordset($14::json) AS a(delivery_id bigint, recipient_id bigint, mx_host text, ip text, port int, policy text, tls boolean,
          tls_version text, cipher text, verified boolean, verify_error text, cert_subject text, cert_issuer text,
-         cert_not_after timestamptz, cert_fingerprint text, dkim_selectors text[], reply_code int, enhanced_code text, reply_text text,
+         cert_not_after timestamptz, cert_fingerprint text, dkim_selectors text[], message_sha256 text, reply_code int, enhanced_code text, reply_text text,
          outcome text, started_at timestamptz, duration_ms int)
     JOIN fence f ON f.id = a.delivery_id
   RETURNING id, recipient_id, started_at

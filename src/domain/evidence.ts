@@ -37,6 +37,8 @@ export interface AttemptEvidence extends TlsEvidence {
   durationMs: number;
   /** Selectors of the DKIM signatures on the bytes sent (none: unsigned, or nothing sent). */
   dkimSelectors?: string[];
+  /** SHA-256 (hex) of the message this attempt offered, the bytes sent after DATA when it got that far. */
+  messageSha256?: string;
 }
 
 /** What one attempt decides for a recipient: the recipient statuses an SMTP reply (or its absence) can lead to. */

@@ -12,6 +12,8 @@ import { dkimKeyAad } from "../security/dkim-keys.ts";
 import { webhookSecretAad, type SecretColumn } from "../security/webhook-secrets.ts";
 import { findWebhookSecretsNotUnderKey, rewriteWebhookSecrets } from "../db/webhooks.ts";
 import { assertRotationAllowed, retireUnusedKeys } from "../security/data-key-check.ts";
+import { findReceiptKeysNotUnderKey, rewriteReceiptPrivateKey } from "../db/receipt-keys.ts";
+import { receiptKeyAad } from "../security/receipt-keys.ts";
 
 export interface RotationResult {
   rewritten: number;
@@ -19,6 +21,8 @@ export interface RotationResult {
   dkimKeysRewritten: number;
   /** Webhook endpoints whose secrets were re-encrypted. */
   webhookSecretsRewritten: number;
+  /** Receipt signing keys re-encrypted. */
+  receiptKeysRewritten: number;
   /** Messages (and DKIM keys, as `dkim_keys:<id>`, and webhook secrets, as `webhook_endpoints:<id>`) that did not authenticate (tampered, or under a key no longer configured): left as they are. */
   unreadable: string[];
   /** Key ids that no stored value uses any more: they may be removed from SEALPOST_DATA_KEY once no process encrypts with them. */
@@ -80,5 +84,17 @@ export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batch
     }
     webhookSecretsRewritten += await rewriteWebhookSecrets(db, w.id, w, to);
   }
-  return { rewritten, dkimKeysRewritten, webhookSecretsRewritten, unreadable, retired: await retireUnusedKeys(db, current) };
+  let receiptKeysRewritten = 0;
+  for (const k of await findReceiptKeysNotUnderKey(db, current)) {
+    let to: Buffer;
+    try {
+      to = cipher.encrypt(cipher.decrypt(k.privateKey, receiptKeyAad(k.id)), receiptKeyAad(k.id));
+    } catch (err) {
+      if (!(err instanceof ContentDecryptError)) throw err;
+      unreadable.push(`receipt_keys:${k.id}`);
+      continue;
+    }
+    receiptKeysRewritten += await rewriteReceiptPrivateKey(db, k.id, k.privateKey, new Uint8Array(to));
+  }
+  return { rewritten, dkimKeysRewritten, webhookSecretsRewritten, receiptKeysRewritten, unreadable, retired: await retireUnusedKeys(db, current) };
 }

@@ -2,6 +2,7 @@
 // claim loaded, build the message, find the hosts (MX or relay), try them in order under
 // the message's TLS policy, and turn the per-recipient outcomes into a completion.
 import { isIP } from "node:net";
+import { createHash } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import type pg from "pg";
 import type { SmtpRelay } from "../config.ts";
@@ -81,6 +82,8 @@ interface ReadyMessage {
   loaded: LoadedMessage;
   raw: Buffer;
   dkimSelectors: string[];
+  /** SHA-256 (hex) of `raw`: a delivery receipt names the exact bytes delivered. */
+  sha256: string;
   bounceDomain: string | null;
 }
 
@@ -100,7 +103,7 @@ export async function prepareMessage(deps: DeliveryDeps, d: ClaimedDelivery): Pr
     deps.envelopeSenders ? deps.envelopeSenders.bounceDomainOf(content.loaded.fromAddress) : null,
   ]);
   const { message: raw, selectors: dkimSelectors } = deps.signer ? await deps.signer.sign(composed, content.loaded.fromAddress) : { message: composed, selectors: [] };
-  return { loaded: content.loaded, raw, dkimSelectors, bounceDomain };
+  return { loaded: content.loaded, raw, dkimSelectors, sha256: createHash("sha256").update(raw).digest("hex"), bounceDomain };
 }
 
 /** Runs one attempt of a claimed delivery and returns what to record. */
@@ -219,7 +222,7 @@ interface Hold {
 
 /** Hosts in order until one takes the message; RFC 5321 5.1. Returns the hold a throttling host put on the retry, if any. */
 async function deliverToHosts(
-  deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, { loaded, raw, dkimSelectors, bounceDomain }: ReadyMessage, results: RecipientResults, now: () => Date,
+  deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, { loaded, raw, dkimSelectors, sha256, bounceDomain }: ReadyMessage, results: RecipientResults, now: () => Date,
 ): Promise<Hold | null> {
   const startedAt = now();
   const found = await targetsFor(deps, d.domain);
@@ -259,7 +262,7 @@ async function deliverToHosts(
       for (const tx of transactions(remaining)) {
         const envelope = { from: tx.from, to: tx.to.map((r) => r.address) };
         const result = await deps.attempt({ ...attemptOptions(deps.settings, policy, target, envelope, raw), ...(limits ? { sessionMessageLimit: limits.messagesPerSession } : {}) });
-        const evidence = { ...result.evidence, dkimSelectors };
+        const evidence = { ...result.evidence, dkimSelectors, messageSha256: sha256 };
         tx.to.forEach((r, i) => results.record(r.id, evidence, result.recipients[i]!));
         if (gate && limits) gate.observe(target.host, limits.sessions, result.recipients);
         // The next MX only when this one could not take the message at all; never after

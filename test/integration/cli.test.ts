@@ -200,7 +200,7 @@ test("migrate reports nothing to apply on a migrated database; rotate-data runs"
   assert.match(m.stdout, /nothing to apply \(\d+ applied before\)/);
   const r = cli(["keys", "rotate-data"]);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /re-encrypted 0 messages, 0 DKIM private keys and 0 webhook endpoints' secrets under data key k1/);
+  assert.match(r.stdout, /re-encrypted 0 messages, 0 DKIM private keys, 0 webhook endpoints' secrets and 0 receipt signing keys under data key k1/);
 });
 
 // ---------------------------------------------------------------------------------------

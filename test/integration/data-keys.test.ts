@@ -185,7 +185,7 @@ test("a new key cannot encrypt before it was introduced; keys rotate-data refuse
   // Step 3: the rotation runs, and says when k1 may go.
   const ok = cli(["keys", "rotate-data"], newFirst);
   assert.equal(ok.code, 0, ok.stderr);
-  assert.match(ok.stdout, /re-encrypted 0 messages, 0 DKIM private keys and 0 webhook endpoints' secrets under data key k2/);
+  assert.match(ok.stdout, /re-encrypted 0 messages, 0 DKIM private keys, 0 webhook endpoints' secrets and 0 receipt signing keys under data key k2/);
   assert.match(ok.stdout, /no stored content uses data key k1 any more: remove it from SEALPOST_DATA_KEY once every process runs with k2 first/);
   // Step 4: k2 alone is enough now.
   await checkDataKeys(db, cipherOf(`k2:${K2}`), "encrypts");
@@ -282,4 +282,25 @@ test("keys rotate-data re-encrypts webhook secrets (current and previous), so th
   assert.equal(k2Only.decrypt(row.secret, webhookSecretAad(first.id, "secret")).toString(), second.secret);
   assert.equal(k2Only.decrypt(row.previousSecret!, webhookSecretAad(first.id, "previous_secret")).toString(), first.secret);
   assert.equal((await rotateDataKey(db, cipherOf(`k2:${K2},k1:${K1}`))).webhookSecretsRewritten, 0, "a second run has nothing left to do");
+});
+
+test("keys rotate-data re-encrypts the receipt signing key, so the old data key retires and receipts are still signed by it", async (t) => {
+  const tdb = await createTestDatabase();
+  t.after(() => tdb.drop());
+  const db = tdb.db.prisma;
+  const { ReceiptSigner } = await import("../../src/services/receipts.ts");
+  const k1 = cipherOf(`k1:${K1}`);
+  await checkDataKeys(db, k1, "encrypts");
+  const before = await new ReceiptSigner(db, k1, "sealpost.test").jwks();
+  await checkDataKeys(db, cipherOf(`k1:${K1},k2:${K2}`), "encrypts");
+  await checkDataKeys(db, cipherOf(`k2:${K2},k1:${K1}`), "encrypts");
+  const r = await rotateDataKey(db, cipherOf(`k2:${K2},k1:${K1}`));
+  assert.equal(r.receiptKeysRewritten, 1);
+  assert.deepEqual(r.retired, ["k1"], "no stored value needs k1 any more");
+  // With k2 alone, the same key still signs: the JWKS is unchanged and a signature verifies under it.
+  const signer = new ReceiptSigner(db, cipherOf(`k2:${K2}`), "sealpost.test");
+  assert.deepEqual(await signer.jwks(), before);
+  const { token } = await signer.sign("m1", { receipt: { version: 1 } });
+  const { createLocalJWKSet, jwtVerify } = await import("jose");
+  assert.equal((await jwtVerify(token, createLocalJWKSet(before), { algorithms: ["EdDSA"] })).payload.sub, "m1");
 });

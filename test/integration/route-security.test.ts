@@ -43,6 +43,7 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   listDomains: { okStatus: 200 },
   getDomain: { okStatus: 200 },
   deleteDomain: { okStatus: 200 },
+  getMessageReceipt: { okStatus: 200 },
   listSuppressions: { okStatus: 200 },
   createSuppression: { body: () => ({ address: `s${randomBytes(4).toString("hex")}@example.com`, domain: "shop.example" }), okStatus: 201 },
   deleteSuppression: { okStatus: 200 },

@@ -6,6 +6,8 @@ import getMessageEvents from "./getMessageEvents.ts";
 import listMessages from "./listMessages.ts";
 import cancelMessage from "./cancelMessage.ts";
 import listEvents from "./listEvents.ts";
+import getMessageReceipt from "./getMessageReceipt.ts";
+import getReceiptKeys from "./getReceiptKeys.ts";
 import listSuppressions from "./listSuppressions.ts";
 import createSuppression from "./createSuppression.ts";
 import deleteSuppression from "./deleteSuppression.ts";
@@ -27,4 +29,4 @@ import rotateDkim from "./rotateDkim.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, listSuppressions, createSuppression, deleteSuppression, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, getMessageReceipt, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, listSuppressions, createSuppression, deleteSuppression, getReceiptKeys, healthz, readyz];
