@@ -91,6 +91,8 @@ export async function startInboundServer(opts: InboundOptions, listen: { host: s
       if (times.length >= opts.ratePerMinute) return callback(refuse(421, "4.7.0 too many messages from your address; try again later"));
       times.push(now);
       recent.set(session.remoteAddress, times);
+      // Many clients over time: forget the ones not seen for a minute.
+      if (recent.size > 10_000) for (const [client, t] of recent) if (now - t[t.length - 1]! >= 60_000) recent.delete(client);
       envelopes.set(session, new Map());
       callback();
     },
