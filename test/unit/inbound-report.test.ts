@@ -22,7 +22,7 @@ test("Postfix: 5.1.1 for the recipient, the folded diagnostic unfolded, the retu
   const [a] = r.recipients;
   assert.deepEqual([a!.finalRecipient, a!.originalRecipient, a!.action, a!.status], ["alice@example.net", "alice@example.net", "failed", "5.1.1"]);
   assert.equal(a!.diagnosticCode, "smtp; 550 5.1.1 <alice@example.net>: Recipient address rejected: User unknown in virtual mailbox table");
-  assert.equal(a!.remoteMta, "dns; mailstore.example.net");
+  assert.equal(a!.remoteMta, "mailstore.example.net");
   assert.equal(r.originalMessageId, "<01a24595-502e-77d7-b82c-f2bc1b7921ad@shop.example>");
 });
 
