@@ -173,8 +173,11 @@ test("a real Gmail DSN whose delivery-status part is empty is unrecognised", asy
 test("hostile input is unrecognised, with the reason why", async () => {
   const expected: Record<string, RegExp> = {
     "hostile-not-a-report.eml": /^not a multipart\/report/,
+    "hostile-garbage-delivery-status.eml": /no group has a Final-Recipient/,
+    "hostile-bad-status.eml": /Status is not RFC 3463's/,
     "hostile-garbage-status.eml": /Action is not one of RFC 3464's five/,
     "hostile-nested-mime.eml": /without its message\/delivery-status part/,
+    "hostile-deep-nesting.eml": /child nodes exceeded/,
   };
   assert.deepEqual(allFixtures.filter((f) => f.startsWith("hostile-")), Object.keys(expected).sort(), "every hostile fixture is checked here");
   for (const [name, reason] of Object.entries(expected)) assert.match(await unrecognised(name), reason, name);
