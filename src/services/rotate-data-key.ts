@@ -1,5 +1,5 @@
-// Re-encrypts stored content and DKIM private keys under the newest data key (the first
-// of SEALPOST_DATA_KEY), a batch of messages at a time, so an old key can then be removed. Each row
+// Re-encrypts stored content, DKIM and receipt-signing private keys and webhook secrets
+// under the newest data key (the first of SEALPOST_DATA_KEY), a batch of messages at a time, so an old key can then be removed. Each row
 // is rewritten only if it still holds the ciphertext that was read (a concurrent purge
 // wins). It runs only once the serving processes encrypt with that key themselves
 // (assertRotationAllowed), so they can read every row it rewrites; afterwards the keys
@@ -59,18 +59,8 @@ export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batch
     lastId = rows[rows.length - 1]!.id;
     opts.onBatch?.(rewritten);
   }
-  let dkimKeysRewritten = 0;
-  for (const k of await findDkimKeysNotUnderKey(db, current)) {
-    let to: Buffer;
-    try {
-      to = cipher.encrypt(cipher.decrypt(k.privateKey, dkimKeyAad(k.id)), dkimKeyAad(k.id));
-    } catch (err) {
-      if (!(err instanceof ContentDecryptError)) throw err;
-      unreadable.push(`dkim_keys:${k.id}`);
-      continue;
-    }
-    dkimKeysRewritten += await rewriteDkimPrivateKey(db, k.id, k.privateKey, new Uint8Array(to));
-  }
+  const dkimKeysRewritten = await reencryptPrivateKeys(cipher, unreadable, "dkim_keys", await findDkimKeysNotUnderKey(db, current), dkimKeyAad,
+    (id, from, to) => rewriteDkimPrivateKey(db, id, from, to));
   let webhookSecretsRewritten = 0;
   for (const w of await findWebhookSecretsNotUnderKey(db, current)) {
     let to: { secret: Uint8Array; previousSecret: Uint8Array | null };
@@ -84,17 +74,31 @@ export async function rotateDataKey(db: Db, cipher: ContentCipher, opts: { batch
     }
     webhookSecretsRewritten += await rewriteWebhookSecrets(db, w.id, w, to);
   }
-  let receiptKeysRewritten = 0;
-  for (const k of await findReceiptKeysNotUnderKey(db, current)) {
+  const receiptKeysRewritten = await reencryptPrivateKeys(cipher, unreadable, "receipt_keys", await findReceiptKeysNotUnderKey(db, current), receiptKeyAad,
+    (id, from, to) => rewriteReceiptPrivateKey(db, id, from, to));
+  return { rewritten, dkimKeysRewritten, webhookSecretsRewritten, receiptKeysRewritten, unreadable, retired: await retireUnusedKeys(db, current) };
+}
+
+/**
+ * Re-encrypts private keys (DKIM, receipt signing) under the current data key, each bound
+ * to its row by `aad`; one that does not authenticate is named in `unreadable` as
+ * `<table>:<id>` and left as it is. Returns how many were rewritten.
+ */
+async function reencryptPrivateKeys(
+  cipher: ContentCipher, unreadable: string[], table: string, rows: Array<{ id: string; privateKey: Uint8Array }>,
+  aad: (id: string) => string, rewrite: (id: string, from: Uint8Array, to: Uint8Array) => Promise<number>,
+): Promise<number> {
+  let n = 0;
+  for (const k of rows) {
     let to: Buffer;
     try {
-      to = cipher.encrypt(cipher.decrypt(k.privateKey, receiptKeyAad(k.id)), receiptKeyAad(k.id));
+      to = cipher.encrypt(cipher.decrypt(k.privateKey, aad(k.id)), aad(k.id));
     } catch (err) {
       if (!(err instanceof ContentDecryptError)) throw err;
-      unreadable.push(`receipt_keys:${k.id}`);
+      unreadable.push(`${table}:${k.id}`);
       continue;
     }
-    receiptKeysRewritten += await rewriteReceiptPrivateKey(db, k.id, k.privateKey, new Uint8Array(to));
+    n += await rewrite(k.id, k.privateKey, new Uint8Array(to));
   }
-  return { rewritten, dkimKeysRewritten, webhookSecretsRewritten, receiptKeysRewritten, unreadable, retired: await retireUnusedKeys(db, current) };
+  return n;
 }
