@@ -73,8 +73,9 @@ const COMMANDS: Record<string, CommandSpec> = {
   webhooks list | show | enable | disable | rotate-secret | test | deliveries | retry | remove
   suppressions list [--domain D] [--reason R] | add <address> --domain D | remove <address> [--domain D]
                         addresses a sender domain no longer mails (hard bounces, complaints, by hand)
-  healthcheck serve|worker
-                        exit 0 when the API on this host answers /readyz, or the worker's loop runs
+  healthcheck serve|worker|inbound
+                        exit 0 when the API on this host answers /readyz, the worker's loop runs,
+                        or the bounce receiver greets
 
 Every command takes -h or --help. Settings come from environment variables (README.md).`,
   },
@@ -379,18 +380,20 @@ types, URL. ${DATABASE}`,
   },
   healthcheck: {
     path: "healthcheck",
-    sub: ["serve", "worker"],
-    usage: `usage: sealpost healthcheck <serve|worker>
+    sub: ["serve", "worker", "inbound"],
+    usage: `usage: sealpost healthcheck <serve|worker|inbound>
 
 For container health checks, with the same environment as the process checked.
   healthcheck serve     GET /readyz on this host's PORT over HTTPS, verifying the certificate
                         against the name in TLS_CERT_FILE (or the development CA); exit 0 on 200
   healthcheck worker    the worker's heartbeat file in DATA_DIR shows its delivery loop went round
                         in the last two minutes; exit 0 if so
+  healthcheck inbound   the bounce receiver on INBOUND_LISTEN (on this host) greets with 220; exit 0 if so
 Prints one line saying what it found.`,
   },
   "healthcheck serve": { path: "healthcheck serve", usage: "usage: sealpost healthcheck serve\n\nExit 0 when GET /readyz on this host's PORT answers 200 over verified HTTPS." },
   "healthcheck worker": { path: "healthcheck worker", usage: "usage: sealpost healthcheck worker\n\nExit 0 when the worker's heartbeat file in DATA_DIR is fresh." },
+  "healthcheck inbound": { path: "healthcheck inbound", usage: "usage: sealpost healthcheck inbound\n\nExit 0 when the bounce receiver on INBOUND_LISTEN (on this host) greets with 220." },
   help: {
     path: "help",
     usage: `usage: sealpost help [command]
@@ -1021,9 +1024,10 @@ export async function main(argv: string[]): Promise<number> {
       case "migrate resolve":
         return await migrateCommand(config, cmd);
       case "healthcheck serve":
-      case "healthcheck worker": {
-        const { checkServe, checkWorkerHeartbeat } = await import("./healthcheck.ts");
-        const r = cmd.path === "healthcheck serve" ? await checkServe(config) : checkWorkerHeartbeat(config);
+      case "healthcheck worker":
+      case "healthcheck inbound": {
+        const { checkInbound, checkServe, checkWorkerHeartbeat } = await import("./healthcheck.ts");
+        const r = cmd.path === "healthcheck serve" ? await checkServe(config) : cmd.path === "healthcheck inbound" ? await checkInbound(config) : checkWorkerHeartbeat(config);
         out(`sealpost: ${r.ok ? "healthy" : "unhealthy"}: ${r.detail}`);
         return r.ok ? 0 : 1;
       }

@@ -4,8 +4,10 @@
 //   presents against the name in its own certificate file, trusting the system CAs plus
 //   TLS_CA_FILE (or the development CA), so a check never switches verification off;
 // - worker: the delivery loop's heartbeat file under DATA_DIR is fresh (the loop writes
-//   when it goes round, so a stuck loop turns unhealthy even while the process lives).
+//   when it goes round, so a stuck loop turns unhealthy even while the process lives);
+// - inbound: the bounce receiver on INBOUND_LISTEN greets with 220 (RFC 5321 4.2).
 import fs from "node:fs";
+import net from "node:net";
 import https from "node:https";
 import path from "node:path";
 import { X509Certificate } from "node:crypto";
@@ -39,6 +41,33 @@ export function checkWorkerHeartbeat(config: Config, now = Date.now()): HealthRe
   const age = now - Number(at);
   if (!(age <= heartbeatMaxAgeMs(config))) return { ok: false, detail: `the worker's loop last went round ${Math.round(age / 1000)} s ago` };
   return { ok: true, detail: `worker loop went round ${Math.round(age / 1000)} s ago` };
+}
+
+/** The bounce receiver answers a connection to INBOUND_LISTEN (on this host) with its 220 greeting; the check then says QUIT. */
+export function checkInbound(config: Config, timeoutMs = 4000): Promise<HealthResult> {
+  const listen = config.INBOUND_LISTEN ?? "0.0.0.0:25";
+  const at = listen.lastIndexOf(":");
+  const bound = listen.slice(0, at).replace(/^\[|\]$/g, "");
+  const host = bound === "0.0.0.0" || bound === "::" ? "127.0.0.1" : bound;
+  const port = Number(listen.slice(at + 1));
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, timeout: timeoutMs });
+    let got = "";
+    const done = (r: HealthResult) => {
+      socket.destroy();
+      resolve(r);
+    };
+    socket.on("data", (d: Buffer) => {
+      got += d.toString("latin1");
+      if (!got.includes("\n")) return;
+      if (got.startsWith("220")) {
+        socket.end("QUIT\r\n");
+        done({ ok: true, detail: `the bounce receiver on ${host}:${port} greets: ${got.trim().slice(0, 80)}` });
+      } else done({ ok: false, detail: `the bounce receiver on ${host}:${port} answered ${JSON.stringify(got.trim().slice(0, 80))} instead of 220` });
+    });
+    socket.on("timeout", () => done({ ok: false, detail: `no greeting from ${host}:${port} within ${timeoutMs} ms` }));
+    socket.on("error", (err: NodeJS.ErrnoException) => done({ ok: false, detail: `cannot connect to the bounce receiver on ${host}:${port} (${err.code ?? err.message}): is \`sealpost inbound\` running with INBOUND_LISTEN=${listen}?` }));
+  });
 }
 
 export async function checkServe(config: Config, timeoutMs = 4000): Promise<HealthResult> {

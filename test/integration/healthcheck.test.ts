@@ -1,4 +1,4 @@
-// `sealpost healthcheck serve|worker`, as the compose file runs them: the same
+// `sealpost healthcheck serve|worker|inbound`, as the compose file runs them: the same
 // environment as the process checked, verified TLS against the certificate's own name,
 // and a production API that never prints a first key into its logs.
 import { test } from "node:test";
@@ -11,7 +11,7 @@ import { createCa, issueCertificate } from "../../src/tls/certificates.ts";
 import { createTestDatabase } from "../helpers/db.ts";
 import { childEnv, exitWithin, freePort, ROOT, spawnCli } from "../helpers/cli-process.ts";
 
-function healthcheck(kind: "serve" | "worker", env: Record<string, string>) {
+function healthcheck(kind: "serve" | "worker" | "inbound", env: Record<string, string>) {
   const r = spawnSync(process.execPath, ["src/cli.ts", "healthcheck", kind], { cwd: ROOT, env: childEnv(env), encoding: "utf8", timeout: 30_000 });
   return { code: r.status, out: (r.stdout + r.stderr).trim() };
 }
@@ -87,4 +87,31 @@ test("healthcheck worker: healthy while the delivery loop goes round, unhealthy 
   const stale = healthcheck("worker", env);
   assert.equal(stale.code, 1, stale.out);
   assert.match(stale.out, /the worker's loop last went round 60\d s ago/);
+});
+
+test("healthcheck inbound: unhealthy before sealpost inbound listens, healthy once it greets, and it stops cleanly on SIGTERM", async (t) => {
+  const tdb = await createTestDatabase();
+  t.after(() => tdb.drop());
+  const dir = mkdtempSync(join(tmpdir(), "sp-health-"));
+  const leaf = issueCertificate({ names: ["bounce-in.shop.test"], ca: createCa("inbound test CA") });
+  writeFileSync(join(dir, "server.crt"), leaf.cert);
+  writeFileSync(join(dir, "server.key"), leaf.key, { mode: 0o600 });
+  const port = await freePort();
+  const env = {
+    NODE_ENV: "production", DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: Buffer.alloc(32, 7).toString("base64"), DATA_DIR: join(dir, "data"),
+    TLS_CERT_FILE: join(dir, "server.crt"), TLS_KEY_FILE: join(dir, "server.key"), INBOUND_LISTEN: `127.0.0.1:${port}`, SMTP_HELO_NAME: "bounce-in.shop.test",
+  };
+  const before = healthcheck("inbound", env);
+  assert.equal(before.code, 1, before.out);
+  assert.match(before.out, new RegExp(`^sealpost: unhealthy: cannot connect to the bounce receiver on 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
+
+  const inbound = spawnCli(process.execPath, ["src/cli.ts", "inbound"], env);
+  t.after(() => inbound.kill());
+  await inbound.waitForLine(/bounce receiver listening on 127\.0\.0\.1/, "the bounce receiver to listen");
+  const ok = healthcheck("inbound", env);
+  assert.equal(ok.code, 0, ok.out);
+  assert.match(ok.out, new RegExp(`^sealpost: healthy: the bounce receiver on 127\\.0\\.0\\.1:${port} greets: 220 bounce-in\\.shop\\.test ESMTP`));
+
+  inbound.child.kill("SIGTERM");
+  assert.equal((await exitWithin(inbound, 20_000, "the bounce receiver")).code, 0);
 });
