@@ -211,8 +211,14 @@ test("an ARF complaint puts the address on the list as a complaint and tells the
   assert.match((await deliverReport([bounceAddress], arf.replace(/\r\n$/, ""))).data!, /^250/);
   assert.deepEqual((await suppressed()).filter((s) => s.address === "frank@mx81.test").map((s) => s.reason), ["complaint"]);
   assert.equal(await statusOf(id), "delivered");
-  const events = await app.call("GET", `/events?message_id=${id}&type=message.complained`, { key });
-  assert.equal((events.json() as { data: unknown[] }).data.length, 1);
+  // The event log shows an event once every transaction that began before it has ended (a
+  // worker's may still be open), so it is polled for, not read once.
+  const complained = await waitFor(async () => {
+    const events = await app.call("GET", `/events?message_id=${id}&type=message.complained`, { key });
+    const data = (events.json() as { data: unknown[] }).data;
+    return data.length > 0 ? data : null;
+  }, { timeoutMs: 10_000, intervalMs: 50, what: "the message.complained event" });
+  assert.equal(complained.length, 1);
 });
 
 test("a delayed DSN is information: the recipient stays delivered, nothing is suppressed", { timeout: 60_000 }, async () => {

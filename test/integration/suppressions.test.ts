@@ -9,6 +9,7 @@ import { startFakeDns, type FakeDns } from "../helpers/fake-dns.ts";
 import { getMessage, waitForMessage } from "../helpers/messages.ts";
 import { startPeer, type SmtpPeer } from "../helpers/smtp-peers.ts";
 import { startTestWorker } from "../helpers/worker.ts";
+import { waitFor } from "../helpers/wait.ts";
 import type { WorkerHandle } from "../../src/worker/claim-loop.ts";
 
 let app: TestApp;
@@ -83,9 +84,14 @@ test("a suppressed recipient is not attempted: it is suppressed with an event, t
   assert.equal(byAddress.get("gone@mx71.test")!.delivery_attempts.length, 0);
   assert.equal(byAddress.get("ok1@mx71.test")!.status, "delivered");
   assert.equal(rcptsAt("gone@mx71.test"), before, "never given to the peer");
-  const events = await app.call("GET", `/events?message_id=${sent.id}&type=message.suppressed`, { key });
-  assert.equal(events.status, 200, events.body);
-  assert.deepEqual((events.json() as { data: Array<{ data: { recipient: { address: string } } }> }).data.map((e) => e.data.recipient.address), ["gone@mx71.test"]);
+  // The event log shows an event once every transaction that began before it has ended: polled, not read once.
+  const suppressedEvents = await waitFor(async () => {
+    const events = await app.call("GET", `/events?message_id=${sent.id}&type=message.suppressed`, { key });
+    assert.equal(events.status, 200, events.body);
+    const data = (events.json() as { data: Array<{ data: { recipient: { address: string } } }> }).data;
+    return data.length > 0 ? data : null;
+  }, { timeoutMs: 10_000, intervalMs: 50, what: "the message.suppressed event" });
+  assert.deepEqual(suppressedEvents.map((e) => e.data.recipient.address), ["gone@mx71.test"]);
 });
 
 test("a message whose every recipient is suppressed is accepted and finished at once; its Idempotency-Key replays the same answer", async () => {
