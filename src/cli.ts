@@ -887,7 +887,7 @@ async function run(config: Config, mode: "start" | "serve" | "worker" | "inbound
     }
     if (mode === "inbound" || (mode === "start" && config.INBOUND_LISTEN)) {
       const { startInbound } = await import("./inbound/start.ts");
-      const inbound = await startInbound(rt, config.INBOUND_LISTEN ?? "0.0.0.0:25");
+      const inbound = await startInbound(rt);
       parts.push(inbound.close);
       stop.signal.throwIfAborted();
     }

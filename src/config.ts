@@ -280,6 +280,17 @@ export function bounceMxHost(config: Pick<Config, "BOUNCE_MX_HOST" | "SMTP_HELO_
   return config.BOUNCE_MX_HOST ?? heloName(config).toLowerCase();
 }
 
+/**
+ * Where the bounce receiver listens: INBOUND_LISTEN, else port 25 on every address (what
+ * `sealpost inbound` uses; `start` runs the receiver only when INBOUND_LISTEN is set).
+ * `host` is the address to bind; `label` is the setting as written, for messages.
+ */
+export function inboundListen(config: Pick<Config, "INBOUND_LISTEN">): { host: string; port: number; label: string } {
+  const label = config.INBOUND_LISTEN ?? "0.0.0.0:25";
+  const at = label.lastIndexOf(":");
+  return { host: label.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(label.slice(at + 1)), label };
+}
+
 /** The name the worker gives in EHLO: SMTP_HELO_NAME, else the host name. */
 export function heloName(config: Pick<Config, "SMTP_HELO_NAME">): string {
   return config.SMTP_HELO_NAME ?? hostname();

@@ -12,7 +12,7 @@ import https from "node:https";
 import path from "node:path";
 import { X509Certificate } from "node:crypto";
 import { rootCertificates } from "node:tls";
-import type { Config } from "./config.ts";
+import { inboundListen, type Config } from "./config.ts";
 
 /** Where the worker writes its heartbeat: one file per DATA_DIR (one worker per container). */
 export function heartbeatFile(config: Config): string {
@@ -45,11 +45,8 @@ export function checkWorkerHeartbeat(config: Config, now = Date.now()): HealthRe
 
 /** The bounce receiver answers a connection to INBOUND_LISTEN (on this host) with its 220 greeting; the check then says QUIT. */
 export function checkInbound(config: Config, timeoutMs = 4000): Promise<HealthResult> {
-  const listen = config.INBOUND_LISTEN ?? "0.0.0.0:25";
-  const at = listen.lastIndexOf(":");
-  const bound = listen.slice(0, at).replace(/^\[|\]$/g, "");
+  const { host: bound, port, label: listen } = inboundListen(config);
   const host = bound === "0.0.0.0" || bound === "::" ? "127.0.0.1" : bound;
-  const port = Number(listen.slice(at + 1));
   return new Promise((resolve) => {
     const socket = net.connect({ host, port, timeout: timeoutMs });
     let got = "";

@@ -1,16 +1,14 @@
 // `sealpost inbound` (and `start` with INBOUND_LISTEN): the bounce receiver wired from the
 // configuration, on the API's server certificate.
-import { ConfigError, heloName } from "../config.ts";
+import { ConfigError, heloName, inboundListen } from "../config.ts";
 import type { Runtime } from "../runtime.ts";
 import { resolveCertificates } from "../api/server.ts";
 import { loadPem } from "../api/certificates.ts";
 import { startInboundServer, type InboundServer } from "./server.ts";
 
-export async function startInbound(rt: Runtime, listen: string): Promise<InboundServer> {
+export async function startInbound(rt: Runtime): Promise<InboundServer> {
   const c = rt.config;
-  const at = listen.lastIndexOf(":");
-  const host = listen.slice(0, at).replace(/^\[|\]$/g, "");
-  const port = Number(listen.slice(at + 1));
+  const { host, port, label: listen } = inboundListen(c);
   const log = rt.logger.child({ component: "inbound" });
   const tls = loadPem(resolveCertificates(c, log));
   try {
