@@ -9,6 +9,7 @@ import type { Db, Tx } from "./client.ts";
 import { fanOutToWebhooks } from "./events.ts";
 import type { Mailbox } from "../domain/address.ts";
 import { isAddressFailure } from "../domain/suppression.ts";
+import { senderDomainSql } from "./suppressions.ts";
 
 export function countDeliveriesOf(tx: Db | Tx, messageId: string): Promise<number> {
   return tx.delivery.count({ where: { messageId } });
@@ -301,7 +302,7 @@ WITH input AS (
   -- A permanent address failure (isAddressFailure, $15) puts the address on the sender
   -- domain's suppression list, with the reply as evidence; an entry already there stays.
   INSERT INTO suppressions (sender_domain, address, reason, message_id, recipient_id, reply_code, enhanced_code, reply_text)
-  SELECT lower(substring(m.from_address from '@([^@]*)$')), lower(r.address), 'hard_bounce', r.message_id, r.id, r.last_code, r.last_enhanced, r.last_reply
+  SELECT ${senderDomainSql("m.from_address")}, lower(r.address), 'hard_bounce', r.message_id, r.id, r.last_code, r.last_enhanced, r.last_reply
     FROM rcpt r
     JOIN unnest($8::bigint[], $15::boolean[]) AS s(id, suppress) ON s.id = r.id AND s.suppress
     JOIN messages m ON m.id = r.message_id

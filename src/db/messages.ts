@@ -7,6 +7,7 @@ import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db, Tx } from "./client.ts";
 import { fanOutToWebhooks } from "./events.ts";
 import type { MessagePriority } from "../domain/message.ts";
+import { senderDomainSql } from "./suppressions.ts";
 
 // ---------------------------------------------------------------------------------
 // Accepting: ONE statement inserts a batch of messages, each with its recipients, its
@@ -59,7 +60,7 @@ WITH input AS (
     FROM unnest($24::uuid[], $25::int[], $26::text[], $27::text[], $28::text[], $29::text[])
          AS r(message_id, position, kind, address, name, domain)
     JOIN input i ON i.id = r.message_id
-    LEFT JOIN suppressions s ON s.sender_domain = lower(substring(i.from_address from '@([^@]*)$')) AND s.address = lower(r.address)
+    LEFT JOIN suppressions s ON s.sender_domain = ${senderDomainSql("i.from_address")} AND s.address = lower(r.address)
 ), sup AS (
   SELECT message_id, bool_and(suppressed) AS all_suppressed,
          COALESCE(jsonb_agg(address ORDER BY position) FILTER (WHERE suppressed), '[]'::jsonb) AS addresses

@@ -5,6 +5,7 @@
 import type pg from "pg";
 import { fanOutToWebhooks } from "./events.ts";
 import { refreshMessageStatus, underMessageLock } from "./deliveries.ts";
+import { senderDomainSql } from "./suppressions.ts";
 
 /** The recipient a bounce address names, with what a report about it is checked against. */
 export interface ReportedRecipient {
@@ -23,8 +24,7 @@ export async function findReportedRecipient(pool: pg.Pool, id: bigint): Promise<
   return r ? { id: BigInt(r.id), messageId: r.message_id, address: r.address, status: r.status, fromAddress: r.from_address } : null;
 }
 
-// The sender domain of a suppression entry, as the other statements compute it.
-const SENDER_DOMAIN = `lower(substring(m.from_address from '@([^@]*)$'))`;
+const SENDER_DOMAIN = senderDomainSql("m.from_address");
 
 /**
  * A delivered recipient that a DSN reports failed: it becomes `bounced` with the report's

@@ -5,6 +5,13 @@ import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db } from "./client.ts";
 import type { SuppressionReason } from "../domain/suppression.ts";
 
+/**
+ * SQL for the sender domain a list belongs to, from a From address column: the part after
+ * its last "@", lower case. The one definition the statements that match, add and report
+ * suppressions share.
+ */
+export const senderDomainSql = (fromAddress: string) => `lower(substring(${fromAddress} from '@([^@]*)$'))`;
+
 export interface SuppressionRow {
   id: bigint;
   senderDomain: string;
