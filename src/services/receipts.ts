@@ -7,6 +7,7 @@
 import { randomUUID, type KeyObject } from "node:crypto";
 import type { Db } from "../db/client.ts";
 import { findStoredMessage } from "../db/messages.ts";
+import { attemptView } from "./messages.ts";
 import { findReceiptKeys, insertReceiptKey, retireReceiptKey } from "../db/receipt-keys.ts";
 import { AppError } from "../domain/errors.ts";
 import type { ContentCipher } from "../security/content-cipher.ts";
@@ -85,24 +86,8 @@ export async function messageReceipt(db: Db, signer: ReceiptSigner, apiKeyId: st
         address: r.address,
         kind: r.kind,
         status: r.status,
-        attempt: a && {
-          number: a.attempt,
-          started_at: a.startedAt.toISOString(),
-          duration_ms: a.durationMs,
-          outcome: a.outcome,
-          message_sha256: a.messageSha256,
-          mx_host: a.mxHost,
-          ip: a.ip,
-          port: a.port,
-          policy: a.policy,
-          tls: {
-            used: a.tls, version: a.tlsVersion, cipher: a.cipher, verified: a.verified, verify_error: a.verifyError,
-            certificate: a.certFingerprint === null && a.certSubject === null ? null
-              : { subject: a.certSubject, issuer: a.certIssuer, not_after: a.certNotAfter?.toISOString() ?? null, fingerprint_sha256: a.certFingerprint },
-          },
-          dkim_selectors: a.dkimSelectors ?? [],
-          smtp: { code: a.replyCode, enhanced_code: a.enhancedCode, text: a.replyText },
-        },
+        // The same evidence GET /messages/{id} shows, with the hash of the bytes sent.
+        attempt: a && { ...attemptView(a), message_sha256: a.messageSha256 },
       };
     }),
   };
