@@ -72,6 +72,14 @@ export function findContentSamplesUnderKey(db: Db | Tx, keyId: string): Promise<
  * under. Keys and secrets count so that rotation never retires a data key one of them still
  * needs (one it could not re-encrypt, say).
  */
+/**
+ * SQL: the ciphertext in `col` (content-cipher.ts: version byte 1, key id length, key id)
+ * is under the data key given as parameter $1. The lookups of private keys and secrets
+ * that a data-key rotation still has to re-encrypt share it.
+ */
+export const underDataKeySql = (col: string) =>
+  `(length(${col}) > 2 AND get_byte(${col}, 0) = 1 AND substring(${col} from 3 for get_byte(${col}, 1)) = convert_to($1, 'UTF8'))`;
+
 export async function findKeyIdsInUse(db: Db | Tx): Promise<string[]> {
   const rows = await db.$queryRawUnsafe<Array<{ id: string }>>(
     `SELECT DISTINCT encode(substring(c.v from 3 for get_byte(c.v, 1)), 'escape') AS id FROM messages m

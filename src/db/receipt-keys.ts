@@ -1,6 +1,7 @@
 // The installation's keys that sign delivery receipts (issue 15, services/receipts.ts). One
 // signs at a time (a partial unique index); retired ones stay published in the JWKS.
 import type { Db, Tx } from "./client.ts";
+import { underDataKeySql } from "./content.ts";
 
 export interface ReceiptKeyRow {
   id: string;
@@ -34,10 +35,7 @@ export function retireReceiptKey(tx: Tx, at: Date): Promise<number> {
 /** Receipt private keys whose ciphertext is not under data key `keyId` (data-key rotation). */
 export function findReceiptKeysNotUnderKey(db: Db | Tx, keyId: string): Promise<Array<{ id: string; privateKey: Uint8Array }>> {
   return db.$queryRawUnsafe<Array<{ id: string; privateKey: Uint8Array }>>(
-    `SELECT id, private_key AS "privateKey" FROM receipt_keys
-      WHERE NOT (length(private_key) > 2 AND get_byte(private_key, 0) = 1
-                 AND substring(private_key from 3 for get_byte(private_key, 1)) = convert_to($1, 'UTF8'))
-      ORDER BY id`,
+    `SELECT id, private_key AS "privateKey" FROM receipt_keys WHERE NOT ${underDataKeySql("private_key")} ORDER BY id`,
     keyId,
   );
 }

@@ -2,6 +2,7 @@
 // written in one statement (a nested create), so no domain exists without keys.
 import type pg from "pg";
 import type { Db, Tx } from "./client.ts";
+import { underDataKeySql } from "./content.ts";
 
 interface DkimKeyRow {
   id: string;
@@ -155,10 +156,7 @@ export async function findBounceDomain(pool: pg.Pool, domain: string): Promise<s
 /** The DKIM keys whose private key is not encrypted under the data key `keyId`. */
 export function findDkimKeysNotUnderKey(db: Db | Tx, keyId: string): Promise<Array<{ id: string; privateKey: Uint8Array }>> {
   return db.$queryRawUnsafe<Array<{ id: string; privateKey: Uint8Array }>>(
-    `SELECT id::text AS id, private_key AS "privateKey" FROM dkim_keys
-      WHERE NOT (length(private_key) > 2 AND get_byte(private_key, 0) = 1
-                 AND substring(private_key from 3 for get_byte(private_key, 1)) = convert_to($1, 'UTF8'))
-      ORDER BY id`,
+    `SELECT id::text AS id, private_key AS "privateKey" FROM dkim_keys WHERE NOT ${underDataKeySql("private_key")} ORDER BY id`,
     keyId,
   );
 }

@@ -6,6 +6,7 @@
 import type pg from "pg";
 import { isUuid } from "../domain/uuid.ts";
 import type { Db, Tx } from "./client.ts";
+import { underDataKeySql } from "./content.ts";
 import { EVENT_SELECT, fanOutToWebhooks, type EventRow } from "./events.ts";
 
 export interface WebhookEndpointRow {
@@ -88,7 +89,7 @@ export async function retryFailedDeliveries(db: Db | Tx, endpointId: string, whi
 }
 
 export function findWebhookSecretsNotUnderKey(db: Db | Tx, keyId: string): Promise<Array<{ id: string; secret: Uint8Array; previousSecret: Uint8Array | null }>> {
-  const under = (col: string) => `(${col} IS NULL OR (length(${col}) > 2 AND get_byte(${col}, 0) = 1 AND substring(${col} from 3 for get_byte(${col}, 1)) = convert_to($1, 'UTF8')))`;
+  const under = (col: string) => `(${col} IS NULL OR ${underDataKeySql(col)})`;
   return db.$queryRawUnsafe(
     `SELECT id::text AS id, secret, previous_secret AS "previousSecret" FROM webhook_endpoints
       WHERE NOT (${under("secret")} AND ${under("previous_secret")}) ORDER BY id`,
