@@ -89,7 +89,7 @@ GRANT SELECT ON api_keys TO sealpost_api;
 GRANT SELECT ON messages TO sealpost_api;
 -- insertMessages: all columns but content_purged_at (finished_at: a message whose every
 -- recipient is suppressed is finished when it is accepted).
-GRANT INSERT (id, api_key_id, status, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
+GRANT INSERT (id, api_key_id, status, tls_policy, tls_policy_source, priority, message_id_header, from_address, from_name, reply_to,
               subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at, finished_at)
   ON messages TO sealpost_api;
 -- lockMessageStatus (SELECT ... FOR UPDATE needs UPDATE on some column) and
@@ -177,6 +177,12 @@ GRANT USAGE ON SEQUENCE suppressions_id_seq TO sealpost_api; -- addManualSuppres
 GRANT SELECT ON receipt_keys TO sealpost_api;
 GRANT INSERT (id, public_jwk, private_key, created_at) ON receipt_keys TO sealpost_api;
 
+-- The TLS policy map (issue 15): /tls-policies lists, adds and removes rules
+-- (db/tls-policies.ts: findTlsPolicyRules, findTlsPolicyRule, findTlsPolicyRuleByPattern,
+-- insertTlsPolicyRule, deleteTlsPolicyRule).
+GRANT SELECT, DELETE ON tls_policies TO sealpost_api;
+GRANT INSERT (id, pattern, policy, mx, fingerprints, description, created_by_key_id) ON tls_policies TO sealpost_api;
+
 -- Data keys (the start check, src/security/data-key-check.ts, over db/data-keys.ts): at
 -- start `serve` reads the recorded keys (findDataKeys), records the check values of keys
 -- it holds (insertDataKeys), fills one recorded by the migration without a value once
@@ -246,7 +252,7 @@ GRANT UPDATE (status, attempts, last_code, last_enhanced, last_reply, updated_at
 -- its event; SELECT is granted with the webhooks below.
 GRANT INSERT (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
               verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint,
-              dkim_selectors, message_sha256, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+              dkim_selectors, message_sha256, policy_source, policy_detail, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
   ON delivery_attempts TO sealpost_worker;
 GRANT USAGE ON SEQUENCE delivery_attempts_id_seq TO sealpost_worker;
 
@@ -309,5 +315,11 @@ GRANT UPDATE (check_value) ON data_keys TO sealpost_worker;
 -- SELECT on recipients and messages above).
 GRANT SELECT (id, name, verified_at, bounce_domain, bounce_verified_at) ON sender_domains TO sealpost_worker;
 GRANT SELECT (id, domain_id, selector, algorithm, private_key, created_at, verified_at, retired_at) ON dkim_keys TO sealpost_worker;
+
+-- TLS policy layers (issue 15): the operator's map is read (findTlsPolicyRules); MTA-STS
+-- policies are cached for every worker (db/mta-sts.ts: findMtaStsPolicy, saveMtaStsPolicy,
+-- an upsert whose conflict target needs SELECT, noteMtaStsError).
+GRANT SELECT ON tls_policies TO sealpost_worker;
+GRANT SELECT, INSERT, UPDATE ON mta_sts_policies TO sealpost_worker;
 
 COMMIT;

@@ -15,6 +15,11 @@ const id = randomUUID();
 const sent: SendResponseView = { id, status: "queued", tls_policy: "required", created_at: at };
 const attempt = (n: number): AttemptView => ({
   attempt: n, started_at: at, duration_ms: 120, outcome: "deferred", mx_host: "mx.example.com", ip: "192.0.2.1", port: 25, policy: "required",
+  policy_source: "message",
+  policy_detail: {
+    accepted: "message", map: null, mta_sts: { state: "none", reason: "example.com publishes no MTA-STS policy" },
+    dane: { state: "off", reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" }, mx_name_check: "match", verified_by: "pkix", matched: null, tls_required_no: false, requiretls: false,
+  },
   tls: {
     used: true, version: "TLSv1.3", cipher: "TLS_AES_256_GCM_SHA384", verified: true, verify_error: null,
     certificate: { subject: "CN=mx.example.com", issuer: "CN=Example CA", not_after: at, fingerprint_sha256: "AB:CD:EF" },

@@ -6,6 +6,7 @@ import { isIP } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { TLS_POLICIES } from "./domain/tls-policy.ts";
+import { parseMapRule, type TlsMapRule } from "./domain/tls-policy-map.ts";
 
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
@@ -131,6 +132,22 @@ const destinationRules = z.string().transform((v, ctx): DestinationRule[] => {
   return rules;
 });
 
+// SMTP_TLS_POLICY_MAP: the operator's per-domain rules (domain/tls-policy-map.ts), e.g.
+// "bank.example required, .partner.example required mx=*.mail.partner.example fingerprint=AB:CD:…".
+const tlsPolicyMap = z.string().transform((v, ctx): TlsMapRule[] => {
+  const rules: TlsMapRule[] = [];
+  for (const item of v.split(",").map((x) => x.trim()).filter(Boolean)) {
+    const r = parseMapRule(item);
+    if ("error" in r) {
+      ctx.addIssue({ code: "custom", message: `${JSON.stringify(item)}: ${r.error}; expected rules separated by commas, each "<domain or .domain> required [mx=<host>|<host>] [fingerprint=<sha256>|<sha256>]"` });
+      continue;
+    }
+    if (rules.some((x) => x.pattern === r.pattern)) ctx.addIssue({ code: "custom", message: `${r.pattern} has two rules; keep one` });
+    rules.push(r);
+  }
+  return rules;
+});
+
 const EnvSchema = z
   .object({
     NODE_ENV: z.enum(["production", "development", "test"]).default("development"),
@@ -176,6 +193,9 @@ const EnvSchema = z
     SMTP_DESTINATION_MESSAGES_PER_SESSION: int(1, 1_000_000).default(1000),
     SMTP_DESTINATION_LIMITS: destinationRules.default([]),
     SMTP_THROTTLE_PAUSE: duration.default(60_000),
+    SMTP_TLS_POLICY_MAP: tlsPolicyMap.default([]),
+    MTA_STS: z.enum(["on", "off"]).default("on"),
+    MTA_STS_TIMEOUT: duration.default(30_000),
     DNS_SERVERS: hostPortList.optional(),
     DNS_CACHE_TTL: duration.default(60_000),
     DKIM_SIGNING: z.enum(["on", "off"]).default("on"),

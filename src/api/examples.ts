@@ -15,7 +15,7 @@ import { CreateWebhookSchema, RetryWebhookSchema, UpdateWebhookSchema } from "..
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema, type SuppressionSchema, type SuppressionListSchema, type DeleteSuppressionResponseSchema, type ReceiptResponseSchema, type JwksSchema } from "./schemas.ts";
+import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema, type SuppressionSchema, type SuppressionListSchema, type DeleteSuppressionResponseSchema, type TlsPolicyRuleSchema, type TlsPolicyListSchema, type DeleteTlsPolicyResponseSchema, type ReceiptResponseSchema, type JwksSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -212,6 +212,21 @@ const deliveredAttempt = {
   ip: "192.0.2.25",
   port: 25,
   policy: "required",
+  policy_source: "mta-sts",
+  policy_detail: {
+    accepted: "default",
+    map: null,
+    mta_sts: {
+      state: "policy", mode: "enforce", id: "20260301T000000", mx: ["mx1.example.com", "*.mx.example.com"],
+      expires_at: "2026-03-09T08:00:00.000Z", mx_match: true,
+    },
+    dane: { state: "off", reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" },
+    mx_name_check: "match",
+    verified_by: "pkix",
+    matched: null,
+    tls_required_no: false,
+    requiretls: true,
+  },
   tls: {
     used: true,
     version: "TLSv1.3",
@@ -237,6 +252,12 @@ const deferredAttempt = {
   mx_host: "mx.example.org",
   ip: "198.51.100.7",
   policy: "opportunistic",
+  policy_source: "default",
+  policy_detail: {
+    ...deliveredAttempt.policy_detail,
+    mta_sts: { state: "none", reason: "example.org publishes no MTA-STS policy" },
+    mx_name_check: "match",
+  },
   tls: { ...deliveredAttempt.tls, certificate: { ...deliveredAttempt.tls.certificate, subject: "CN=mx.example.org" } },
   smtp: { code: 451, enhanced_code: "4.2.1", text: "mailbox busy, try again later" },
 } satisfies z.output<typeof MessageSchema>["recipients"][number]["delivery_attempts"][number];
@@ -717,6 +738,53 @@ const getReceiptKeys: OperationExamples = {
   },
 };
 
+// ---- TLS policy map ----------------------------------------------------------------
+
+const bankRule = {
+  id: "4b0f8c2e-1d7a-4c55-9e21-6f3a8d2b7c10",
+  pattern: "bank.example",
+  policy: "required",
+  mx: ["mx1.bank.example", "*.mail.bank.example"],
+  fingerprints: [],
+  origin: "api",
+  description: "the bank asked for verified TLS to its own MX hosts",
+  created_at: "2026-03-02T10:00:00.000Z",
+} satisfies z.output<typeof TlsPolicyRuleSchema>;
+
+const listTlsPolicies: OperationExamples = {
+  responses: {
+    200: {
+      rules: {
+        summary: "A rule from SMTP_TLS_POLICY_MAP and one added through the API",
+        value: {
+          data: [
+            { id: null, pattern: ".partner.example", policy: "required", mx: [], fingerprints: [], origin: "config", description: null, created_at: null },
+            bankRule,
+          ],
+        } satisfies z.output<typeof TlsPolicyListSchema>,
+      },
+    },
+  },
+};
+
+const createTlsPolicy: OperationExamples = {
+  request: {
+    pinMx: { summary: "Verified TLS, and only to the bank's own MX hosts", value: { pattern: "bank.example", mx: ["mx1.bank.example", "*.mail.bank.example"], description: bankRule.description } },
+  },
+  responses: {
+    201: { added: { summary: "Added", value: bankRule } },
+    403: { tenant: { summary: "A key limited to some sender domains", value: p("forbidden", "the TLS policy map applies to every sender's mail: only an admin key not limited to some sender domains may change it") } },
+    409: { exists: { summary: "The pattern has a rule", value: p("conflict", `a rule for bank.example exists already (${bankRule.id}); remove it first to change it`) } },
+  },
+};
+
+const deleteTlsPolicy: OperationExamples = {
+  responses: {
+    200: { removed: { summary: "Removed", value: { id: bankRule.id, deleted: true } satisfies z.output<typeof DeleteTlsPolicyResponseSchema> } },
+    404: { missing: { summary: "No such rule", value: p("not_found", "no TLS policy rule with this id") } },
+  },
+};
+
 /** Examples by operationId; every operation of the contract has an entry (a test checks). */
 export const EXAMPLES: Record<string, OperationExamples> = {
   sendMessage,
@@ -744,6 +812,9 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   listSuppressions,
   createSuppression,
   deleteSuppression,
+  listTlsPolicies,
+  createTlsPolicy,
+  deleteTlsPolicy,
   getMessageReceipt,
   getReceiptKeys,
   healthz: health("The process answers"),

@@ -233,6 +233,7 @@ function buildOpenApi(routes: AnyRoute[] = ROUTES, examples: Record<string, Oper
       { name: "domains", description: "Sender domains: DNS records, verification, DKIM keys" },
       { name: "webhooks", description: "Endpoints that receive events, signed per Standard Webhooks" },
       { name: "suppressions", description: "Addresses a sender domain no longer mails: hard bounces, complaints, and those added by hand" },
+      { name: "tls-policies", description: "The operator's TLS policy map: recipient domains whose mail must go over verified TLS, to pinned MX hosts or certificates" },
       { name: "operations", description: "Health and contract" },
     ],
     paths,

@@ -7,7 +7,7 @@ import { MESSAGE_EVENT_TYPES } from "../domain/event.ts";
 import { ERROR_CODES } from "../domain/errors.ts";
 import { MESSAGE_PRIORITIES, MESSAGE_STATUSES, RECIPIENT_STATUSES } from "../domain/message.ts";
 import { SUPPRESSION_REASONS } from "../domain/suppression.ts";
-import { TLS_POLICIES } from "../domain/tls-policy.ts";
+import { POLICY_SOURCES, TLS_POLICIES } from "../domain/tls-policy.ts";
 
 export const ProblemSchema = z
   .strictObject({
@@ -38,6 +38,53 @@ export const SendResponseSchema = z
 
 const MailboxView = z.strictObject({ address: z.string(), name: z.string().nullable() }).meta({ id: "Mailbox" });
 
+const PolicyDetailSchema = z
+  .strictObject({
+    accepted: z.enum(POLICY_SOURCES).meta({ description: "The layer that fixed the policy when the message was accepted: server, key, message, or default" }),
+    map: z
+      .strictObject({
+        pattern: z.string(),
+        origin: z.enum(["config", "api"]).meta({ description: "SMTP_TLS_POLICY_MAP or /tls-policies" }),
+        mx: z.array(z.string()),
+        fingerprints: z.array(z.string()),
+      })
+      .nullable()
+      .meta({ description: "The TLS policy map's rule for the recipient domain, if one matched" }),
+    mta_sts: z
+      .union([
+        z.strictObject({
+          state: z.literal("policy"),
+          mode: z.enum(["enforce", "testing", "none"]),
+          id: z.string().meta({ description: "The id of the _mta-sts TXT record the policy was fetched under" }),
+          mx: z.array(z.string()),
+          expires_at: z.iso.datetime(),
+          mx_match: z.boolean().meta({ description: "Whether the MX host matched one of the policy's mx patterns" }),
+          stale_error: z.string().optional().meta({ description: "Why the last refresh failed, while the cached policy stays in force until it expires" }),
+          would_fail: z.string().optional().meta({ description: "testing mode: why enforce would have refused this attempt" }),
+        }),
+        z.strictObject({
+          state: z.enum(["none", "off", "relay", "relaxed", "unavailable"]),
+          reason: z.string(),
+        }),
+      ])
+      .meta({ description: "The recipient domain's MTA-STS policy (RFC 8461) as applied, or why none was" }),
+    dane: z
+      .strictObject({
+        state: z.enum(["off", "relay", "none", "relaxed", "secure", "unusable"]),
+        record: z.string().optional().meta({ description: 'The TLSA record the certificate matched, as "3 1 1 <hex>"' }),
+        reason: z.string().optional(),
+      })
+      .meta({ description: "DANE (RFC 7672) for the MX host, or why it did not apply" }),
+    mx_name_check: z.enum(["match", "mismatch"]).nullable().meta({ description: "Whether the certificate named the host connected to, whatever decided verified; null without a certificate" }),
+    verified_by: z.enum(["pkix", "fingerprint", "dane"]).nullable().meta({
+      description: "What decided tls.verified: pkix (a trusted CA and the host's name), fingerprint (a certificate the policy map pins) or dane (a TLSA record); null without TLS",
+    }),
+    matched: z.string().nullable().meta({ description: "The pinned fingerprint or TLSA record the certificate matched" }),
+    tls_required_no: z.boolean().meta({ description: "The message carried TLS-Required: No (RFC 8689): MTA-STS and DANE were not applied" }),
+    requiretls: z.boolean().meta({ description: "MAIL FROM carried REQUIRETLS (RFC 8689): the message's policy was required and the server advertised it, so later hops must use verified TLS too" }),
+  })
+  .meta({ id: "PolicyDetail", description: "What each layer of the TLS policy said for this attempt" });
+
 const AttemptSchema = z
   .strictObject({
     attempt: z.number().int(),
@@ -48,6 +95,13 @@ const AttemptSchema = z
     ip: z.string().nullable(),
     port: z.number().int().nullable(),
     policy: z.enum(TLS_POLICIES),
+    policy_source: z.enum(POLICY_SOURCES).nullable().meta({
+      description:
+        "The layer that made the policy what it was: server (SMTP_TLS_POLICY), key (the API key's default), message (its tls field), " +
+        "map (the operator's TLS policy map), mta-sts (the recipient domain's MTA-STS policy in enforce mode), dane, or default (opportunistic everywhere). " +
+        "Null for attempts recorded before sealpost kept it",
+    }),
+    policy_detail: PolicyDetailSchema.nullable(),
     tls: z.strictObject({
       used: z.boolean(),
       version: z.string().nullable(),
@@ -404,3 +458,24 @@ export const JwksSchema = z
     ),
   })
   .meta({ id: "Jwks" });
+
+export const TlsPolicyRuleSchema = z
+  .strictObject({
+    id: z.uuid().nullable().meta({ description: "Null for a rule of SMTP_TLS_POLICY_MAP (change it in the configuration)" }),
+    pattern: z.string().meta({ description: 'The recipient domain ("bank.example") or the domains under one (".bank.example")' }),
+    policy: z.literal("required"),
+    mx: z.array(z.string()).meta({ description: "Only these MX hosts are tried (\"*.\" covers one label); empty: any" }),
+    fingerprints: z.array(z.string()).meta({
+      description: "Only a certificate with one of these SHA-256 fingerprints is accepted, instead of a trusted CA and the MX name; empty: a trusted CA and the MX name",
+    }),
+    origin: z.enum(["config", "api"]),
+    description: z.string().nullable(),
+    created_at: z.iso.datetime().nullable(),
+  })
+  .meta({ id: "TlsPolicyRule" });
+
+export const TlsPolicyListSchema = z.strictObject({ data: z.array(TlsPolicyRuleSchema) }).meta({ id: "TlsPolicyList" });
+
+export const TlsPolicyIdParams = z.strictObject({ id: z.uuid({ message: "id must be a TLS policy rule id (UUID)" }) });
+
+export const DeleteTlsPolicyResponseSchema = z.strictObject({ id: z.uuid(), deleted: z.literal(true) }).meta({ id: "DeleteTlsPolicyResponse" });

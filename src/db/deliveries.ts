@@ -3,7 +3,7 @@
 // back). New rows are inserted with their message by insertMessages (db/messages.ts).
 import type pg from "pg";
 import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type MessageStatus, type RecipientStatus } from "../domain/message.ts";
-import type { TlsPolicy } from "../domain/tls-policy.ts";
+import type { AcceptSource, TlsPolicy } from "../domain/tls-policy.ts";
 import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { Db, Tx } from "./client.ts";
 import { fanOutToWebhooks } from "./events.ts";
@@ -76,6 +76,8 @@ export interface ClaimedDelivery {
   attempt: number; // 1 for the first attempt
   createdAt: Date;
   tlsPolicy: TlsPolicy;
+  /** The layer that made tlsPolicy what it is, at acceptance. */
+  tlsPolicySource: AcceptSource;
   /** Recipients of this delivery still to be delivered, in request order. */
   recipients: DeliveryRecipient[];
   /** The message, loaded by the claim itself so that a delivery costs no further read. */
@@ -143,7 +145,7 @@ WITH RECURSIVE lanes AS (
   SELECT r.id, r.delivery_id, r.address, r.position FROM recipients r JOIN claimed ON r.delivery_id = claimed.id
    WHERE r.status IN ('queued', 'scheduled', 'deferred', 'sending')
 )
-SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy, c.rn <= $5 AS started,
+SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts, c.created_at, m.tls_policy, m.tls_policy_source, c.rn <= $5 AS started,
        c.high_priority,
        COALESCE((SELECT json_agg(json_build_object('id', r.id::text, 'address', r.address) ORDER BY r.position)
                    FROM rcpt r WHERE r.delivery_id = c.id), '[]'::json) AS pending,
@@ -156,7 +158,7 @@ SELECT c.id::text AS id, c.message_id::text AS message_id, c.domain, c.attempts,
  ORDER BY c.rn`;
 
 interface ClaimRow {
-  id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string; started: boolean; high_priority: boolean;
+  id: string; message_id: string; domain: string; attempts: number; created_at: Date; tls_policy: string; tls_policy_source: AcceptSource | null; started: boolean; high_priority: boolean;
   pending: Array<{ id: string; address: string }>;
   message_id_header: string; from_address: string; from_name: string | null; reply_to: Mailbox[] | null;
   subject: Buffer | null; text_body: Buffer | null; html_body: Buffer | null; headers: Buffer | null; attachments: Buffer | null;
@@ -181,6 +183,8 @@ export async function claimDeliveries(
     attempt: Number(r.attempts),
     createdAt: r.created_at,
     tlsPolicy: r.tls_policy === "required" ? "required" : "opportunistic",
+    // A message accepted before the column: its policy came from the key or the message.
+    tlsPolicySource: r.tls_policy_source ?? (r.tls_policy === "required" ? "message" : "default"),
     recipients: r.pending.map((x) => ({ id: BigInt(x.id), address: x.address })),
     started: r.started,
     highPriority: r.high_priority,
@@ -263,6 +267,8 @@ function evidenceRows(r: RecipientResult) {
     cert_fingerprint: a.evidence.certFingerprint,
     dkim_selectors: a.evidence.dkimSelectors ?? [],
     message_sha256: a.evidence.messageSha256 ?? null,
+    policy_source: a.evidence.policySource ?? null,
+    policy_detail: a.evidence.policyDetail ?? null,
     reply_code: a.replyCode,
     enhanced_code: a.enhancedCode,
     reply_text: a.replyText,
@@ -311,14 +317,14 @@ WITH input AS (
 ), evidence AS (
   INSERT INTO delivery_attempts (message_id, recipient_id, attempt, mx_host, ip, port, policy, tls, tls_version, cipher,
                                  verified, verify_error, cert_subject, cert_issuer, cert_not_after, cert_fingerprint, dkim_selectors, message_sha256,
-                                 reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
+                                 policy_source, policy_detail, reply_code, enhanced_code, reply_text, outcome, started_at, duration_ms)
   SELECT f.message_id, a.recipient_id, f.attempts, a.mx_host, a.ip, a.port, a.policy, a.tls, a.tls_version, a.cipher,
          a.verified, a.verify_error, a.cert_subject, a.cert_issuer, a.cert_not_after, a.cert_fingerprint, COALESCE(a.dkim_selectors, '{}'), a.message_sha256,
-         a.reply_code, a.enhanced_code, a.reply_text, a.outcome, a.started_at, a.duration_ms
+         a.policy_source, a.policy_detail, a.reply_code, a.enhanced_code, a.reply_text, a.outcome, a.started_at, a.duration_ms
     FROM json_to_recordset($14::json) AS a(delivery_id bigint, recipient_id bigint, mx_host text, ip text, port int, policy text, tls boolean,
          tls_version text, cipher text, verified boolean, verify_error text, cert_subject text, cert_issuer text,
-         cert_not_after timestamptz, cert_fingerprint text, dkim_selectors text[], message_sha256 text, reply_code int, enhanced_code text, reply_text text,
-         outcome text, started_at timestamptz, duration_ms int)
+         cert_not_after timestamptz, cert_fingerprint text, dkim_selectors text[], message_sha256 text, policy_source text, policy_detail jsonb,
+         reply_code int, enhanced_code text, reply_text text, outcome text, started_at timestamptz, duration_ms int)
     JOIN fence f ON f.id = a.delivery_id
   RETURNING id, recipient_id, started_at
 ), evt AS (

@@ -27,6 +27,7 @@ export const EVENT_SELECT = `SELECT e.id::text AS id, e.txid::text AS txid, e.ty
             a.mx_host AS "mxHost", a.ip, a.port, a.policy, a.tls, a.tls_version AS "tlsVersion", a.cipher, a.verified,
             a.verify_error AS "verifyError", a.cert_subject AS "certSubject", a.cert_issuer AS "certIssuer",
             a.cert_not_after AS "certNotAfter", a.cert_fingerprint AS "certFingerprint", a.dkim_selectors AS "dkimSelectors",
+            a.policy_source AS "policySource", a.policy_detail AS "policyDetail",
             a.reply_code AS "attemptReplyCode", a.enhanced_code AS "attemptEnhancedCode", a.reply_text AS "attemptReplyText"
        FROM events e
        LEFT JOIN recipients r ON r.id = e.recipient_id
@@ -52,7 +53,7 @@ export interface EventRow {
   mxHost: string | null; ip: string | null; port: number | null; policy: string | null; tls: boolean | null;
   tlsVersion: string | null; cipher: string | null; verified: boolean | null; verifyError: string | null;
   certSubject: string | null; certIssuer: string | null; certNotAfter: Date | null; certFingerprint: string | null;
-  dkimSelectors: string[] | null; attemptReplyCode: number | null; attemptEnhancedCode: string | null; attemptReplyText: string | null;
+  dkimSelectors: string[] | null; policySource: string | null; policyDetail: unknown; attemptReplyCode: number | null; attemptEnhancedCode: string | null; attemptReplyText: string | null;
 }
 
 /**

@@ -7,6 +7,7 @@ import type { Prisma } from "../generated/prisma/client.ts";
 import type { Db, Tx } from "./client.ts";
 import { fanOutToWebhooks } from "./events.ts";
 import type { MessagePriority } from "../domain/message.ts";
+import type { AcceptSource } from "../domain/tls-policy.ts";
 import { senderDomainSql } from "./suppressions.ts";
 
 // ---------------------------------------------------------------------------------
@@ -27,6 +28,7 @@ export interface NewMessageRow {
   expiresAt: Date;
   status: "queued" | "scheduled";
   tlsPolicy: string;
+  tlsPolicySource: AcceptSource;
   priority: MessagePriority;
   messageIdHeader: string;
   fromAddress: string;
@@ -52,9 +54,10 @@ const INSERT_MESSAGES_SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::timestamptz[],
                        $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::text[],
-                       $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[], $30::text[])
+                       $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::jsonb[], $21::timestamptz[], $30::text[], $31::text[])
     AS u(id, api_key_id, idem_key, request_hash, response, created_at, expires_at, status, tls_policy, message_id_header,
-         from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at, priority)
+         from_address, from_name, reply_to, subject, text_body, html_body, headers, attachments, tags, metadata, send_at, priority,
+         tls_policy_source)
 ), rin AS (
   SELECT r.*, s.id IS NOT NULL AS suppressed
     FROM unnest($24::uuid[], $25::int[], $26::text[], $27::text[], $28::text[], $29::text[])
@@ -80,9 +83,9 @@ WITH input AS (
    WHERE idempotency_records.expires_at <= EXCLUDED.created_at
   RETURNING message_id
 ), msg AS (
-  INSERT INTO messages (id, api_key_id, status, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
+  INSERT INTO messages (id, api_key_id, status, tls_policy, tls_policy_source, priority, message_id_header, from_address, from_name, reply_to,
                         subject, text_body, html_body, headers, attachments, tags, metadata, send_at, created_at, updated_at, finished_at)
-  SELECT id, api_key_id, CASE WHEN all_suppressed THEN 'suppressed' ELSE status END, tls_policy, priority, message_id_header, from_address, from_name, reply_to,
+  SELECT id, api_key_id, CASE WHEN all_suppressed THEN 'suppressed' ELSE status END, tls_policy, tls_policy_source, priority, message_id_header, from_address, from_name, reply_to,
          decode(subject, 'base64'), decode(text_body, 'base64'), decode(html_body, 'base64'), decode(headers, 'base64'),
          decode(attachments, 'base64'), ARRAY(SELECT jsonb_array_elements_text(tags)), metadata,
          send_at, created_at, created_at, CASE WHEN all_suppressed THEN created_at END
@@ -135,7 +138,7 @@ function params(rows: NewMessageRow[]): unknown[] {
     dlv.map((d) => d.id), dlv.map((d) => d.domain),
     rcp.map((x) => x.id), rcp.map((x) => x.position), rcp.map((x) => x.kind), rcp.map((x) => x.address),
     rcp.map((x) => x.name), rcp.map((x) => x.domain),
-    col((r) => r.priority),
+    col((r) => r.priority), col((r) => r.tlsPolicySource),
   ];
 }
 

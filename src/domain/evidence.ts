@@ -2,7 +2,7 @@
 // produces them and the database keeps them (ARCHITECTURE.md, "Evidence per attempt").
 // Types only: the worker fills them in, src/db writes and reads them.
 import type { RecipientStatus } from "./message.ts";
-import type { TlsPolicy } from "./tls-policy.ts";
+import type { PolicySource, TlsPolicy } from "./tls-policy.ts";
 
 export interface TlsEvidence {
   tls: boolean;
@@ -21,6 +21,41 @@ export interface TlsEvidence {
   certNotAfter: Date | null;
   /** SHA-256 fingerprint, colon-separated hex as Node prints it. */
   certFingerprint: string | null;
+  /** Whether the certificate names the host connected to (MX or relay), chain trusted or not; null without one. */
+  hostNameMatch?: boolean | null;
+  /**
+   * What `verified` was decided by: `pkix` (a trusted CA and the host's name), `fingerprint`
+   * (a pinned certificate of the policy map) or `dane` (a TLSA record). Null without TLS.
+   */
+  verifiedBy?: "pkix" | "fingerprint" | "dane" | null;
+  /** The pinned fingerprint or TLSA record ("3 1 1 <hex>") the certificate matched. */
+  matched?: string | null;
+}
+
+/**
+ * What each layer of the TLS policy said for one attempt (delivery_attempts.policy_detail),
+ * stored and shown as is: the evidence of why the policy was what it was.
+ */
+export interface PolicyDetail {
+  /** The layer that fixed the policy at acceptance (server, key, message) or default. */
+  accepted: PolicySource;
+  /** The operator's map rule for the recipient domain, if one matched. */
+  map: { pattern: string; origin: "config" | "api"; mx: string[]; fingerprints: string[] } | null;
+  /** The recipient domain's MTA-STS policy as applied, or why none was. */
+  mta_sts:
+    | { state: "policy"; mode: "enforce" | "testing" | "none"; id: string; mx: string[]; expires_at: string; mx_match: boolean; stale_error?: string; would_fail?: string }
+    | { state: "none" | "off" | "relay" | "relaxed" | "unavailable"; reason: string };
+  /** DANE for the MX host (RFC 7672), or why it did not apply. */
+  dane: { state: "off" | "relay" | "none" | "relaxed" | "secure" | "unusable"; record?: string; reason?: string };
+  /** Whether the certificate named the host (null: no certificate), whatever decided `verified`. */
+  mx_name_check: "match" | "mismatch" | null;
+  /** What decided `verified` (null without TLS), and the pinned fingerprint or TLSA record matched. */
+  verified_by: "pkix" | "fingerprint" | "dane" | null;
+  matched: string | null;
+  /** The message carried `TLS-Required: No` (RFC 8689): the recipient's published policies were not applied. */
+  tls_required_no: boolean;
+  /** MAIL FROM carried REQUIRETLS (RFC 8689): the server advertised it and the message's policy is `required`. */
+  requiretls: boolean;
 }
 
 /**
@@ -39,6 +74,9 @@ export interface AttemptEvidence extends TlsEvidence {
   dkimSelectors?: string[];
   /** SHA-256 (hex) of the message this attempt offered, the bytes sent after DATA when it got that far. */
   messageSha256?: string;
+  /** The layer the policy came from, and what every layer said. */
+  policySource?: PolicySource;
+  policyDetail?: PolicyDetail;
 }
 
 /** What one attempt decides for a recipient: the recipient statuses an SMTP reply (or its absence) can lead to. */

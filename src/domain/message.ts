@@ -62,7 +62,8 @@ const recipientList = (kind: string) =>
         'such as "alice@example.com" or ["alice@example.com", "Bob <bob@example.com>"]',
     });
 
-const HEADER_NAME = /^X-[A-Za-z0-9][A-Za-z0-9-]{0,76}$/;
+// Custom X- headers, and TLS-Required (RFC 8689), whose only value is "No".
+const HEADER_NAME = /^(?:X-[A-Za-z0-9][A-Za-z0-9-]{0,76}|TLS-Required)$/;
 const CONTENT_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/i;
 const CONTENT_ID = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.@]{1,200}$/;
 
@@ -138,12 +139,18 @@ export const SendRequestSchema = z
       .optional(),
     headers: z
       .record(
-        z.string().regex(HEADER_NAME, "is not a custom header name: names start with X- and use letters, digits and hyphens, such as X-Order-Id"),
+        z.string().regex(HEADER_NAME, 'is not a custom header name: names start with X- and use letters, digits and hyphens, such as X-Order-Id (or are "TLS-Required")'),
         line(998),
       )
       .refine((h) => Object.keys(h).length <= MAX_HEADERS, { message: `at most ${MAX_HEADERS} headers` })
+      .superRefine((h, ctx) => {
+        const v = h["TLS-Required"];
+        if (v !== undefined && v !== "No") ctx.addIssue({ code: "custom", path: ["TLS-Required"], message: 'TLS-Required takes only the value "No" (RFC 8689); to require TLS, send "tls": "required"' });
+      })
       .meta({
-        description: `Custom headers as an object of at most ${MAX_HEADERS}, such as {"X-Order-Id": "4711"}: names start with X-, values are strings without line breaks`,
+        description:
+          `Custom headers as an object of at most ${MAX_HEADERS}, such as {"X-Order-Id": "4711"}: names start with X-, values are strings without line breaks. ` +
+          '"TLS-Required": "No" (RFC 8689) asks that the recipient domain\'s published TLS policies (MTA-STS) not hold the message back; the server\'s, the key\'s and the message\'s own "required" still apply',
       })
       .optional(),
     attachments: z

@@ -1,6 +1,7 @@
 // Reading messages back. A key sees only its own messages: every query is scoped by
 // api_key_id, so another key's message is simply "not found".
-import type { TlsPolicy } from "../domain/tls-policy.ts";
+import type { PolicySource, TlsPolicy } from "../domain/tls-policy.ts";
+import type { PolicyDetail } from "../domain/evidence.ts";
 import type { Db } from "../db/client.ts";
 import { cancelUntouchedDeliveries, countDeliveriesOf } from "../db/deliveries.ts";
 import {
@@ -17,6 +18,7 @@ export type AttemptRow = {
   port: number | null; policy: string; tls: boolean; tlsVersion: string | null; cipher: string | null;
   verified: boolean | null; verifyError: string | null; certSubject: string | null; certIssuer: string | null;
   certNotAfter: Date | null; certFingerprint: string | null; dkimSelectors: string[]; replyCode: number | null; enhancedCode: string | null; replyText: string | null;
+  policySource: string | null; policyDetail: unknown;
 };
 
 export function attemptView(a: AttemptRow) {
@@ -30,6 +32,9 @@ export function attemptView(a: AttemptRow) {
     ip: a.ip,
     port: a.port,
     policy: a.policy as TlsPolicy,
+    // Null for attempts recorded before sources were (issue 15).
+    policy_source: a.policySource as PolicySource | null,
+    policy_detail: (a.policyDetail ?? null) as PolicyDetail | null,
     tls: {
       used: a.tls,
       version: a.tlsVersion,

@@ -9,7 +9,7 @@ import type { NewMessageRow } from "../db/messages.ts";
 import { AppError, summarizeFieldErrors } from "../domain/errors.ts";
 import { domainOf } from "../domain/address.ts";
 import { normalizeSendRequest, type Limits, type NewMessage, type SendRequest } from "../domain/message.ts";
-import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
+import { strictestLayer, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, type ContentCipher } from "../security/content-cipher.ts";
 import type { ApiKeyRecord } from "./api-keys.ts";
 import type { MessageWriter } from "./message-writer.ts";
@@ -91,7 +91,11 @@ export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: Se
   checkSenderAllowed(key, msg.from.address);
   if (ctx.senderDomains) await ctx.senderDomains.check(msg.from.address);
   const id = newMessageId(now.getTime());
-  const policy = strictest(ctx.serverTlsPolicy, key.tlsPolicy, msg.tls);
+  const { policy, source: policySource } = strictestLayer([
+    { policy: ctx.serverTlsPolicy, source: "server" as const },
+    { policy: key.tlsPolicy, source: "key" as const },
+    { policy: msg.tls, source: "message" as const },
+  ]);
   const status = msg.sendAt ? "scheduled" : "queued";
   const body: SendResponse = { id, status, tls_policy: policy, created_at: now.toISOString() };
   if (msg.sendAt) body.send_at = msg.sendAt.toISOString();
@@ -110,6 +114,7 @@ export async function acceptMessage(ctx: SendContext, key: ApiKeyRecord, req: Se
     expiresAt: new Date(now.getTime() + IDEMPOTENCY_TTL_MS),
     status,
     tlsPolicy: policy,
+    tlsPolicySource: policySource,
     priority: msg.priority,
     messageIdHeader: `<${id}@${domainOf(msg.from.address)}>`, // stable across retries (RFC 5322 3.6.4)
     fromAddress: msg.from.address,

@@ -7,7 +7,7 @@ import { lookup } from "node:dns/promises";
 import type pg from "pg";
 import type { SmtpRelay } from "../config.ts";
 import { deriveMessageStatus, FINAL_RECIPIENT_STATUSES, type Attachment } from "../domain/message.ts";
-import { strictest, type TlsPolicy } from "../domain/tls-policy.ts";
+import { strictestLayer, type TlsPolicy } from "../domain/tls-policy.ts";
 import { contentAad, ContentDecryptError, type ContentCipher } from "../security/content-cipher.ts";
 import { nextRetryDelay } from "./backoff.ts";
 import { isPastLifetime } from "../domain/retry-lifetime.ts";
@@ -20,6 +20,7 @@ import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 import type { EnvelopeSenders } from "./envelope-sender.ts";
 import type { DestinationGate } from "./destinations.ts";
+import { domainPolicy, finishDetail, planHosts, type DomainPolicy, type PolicyLayersSource } from "./policy-layers.ts";
 
 export interface DeliverySettings {
   serverPolicy: TlsPolicy;
@@ -46,6 +47,8 @@ export interface DeliveryDeps {
   signer?: { sign(raw: Buffer, fromAddress: string): Promise<{ message: Buffer; selectors: string[] }> };
   /** Sessions per receiving host and throttling pauses (destinations.ts); without it, no limit. */
   destinations?: DestinationGate;
+  /** The operator's TLS policy map and MTA-STS (policy-layers.ts); without it, only the server's, key's and message's policies. */
+  layers?: PolicyLayersSource;
   /** Bounce addresses (envelope-sender.ts); without it, MAIL FROM is always the From address. */
   envelopeSenders?: Pick<EnvelopeSenders, "bounceDomainOf" | "address">;
   now?: () => Date;
@@ -109,11 +112,14 @@ export async function prepareMessage(deps: DeliveryDeps, d: ClaimedDelivery): Pr
 /** Runs one attempt of a claimed delivery and returns what to record. */
 export async function runDelivery(deps: DeliveryDeps, d: ClaimedDelivery, workerId: string, prepared = prepareMessage(deps, d)): Promise<Completion> {
   const now = deps.now ?? (() => new Date());
-  const policy = strictest(deps.settings.serverPolicy, d.tlsPolicy);
-  const results = new RecipientResults(d, policy, now);
+  const accepted = strictestLayer([
+    { policy: deps.settings.serverPolicy, source: "server" as const },
+    { policy: d.tlsPolicy, source: d.tlsPolicySource },
+  ]);
+  const results = new RecipientResults(d, accepted.policy, now);
   const content = await prepared;
   let hold: Hold | null = null;
-  if ("loaded" in content) hold = await deliverToHosts(deps, d, policy, content, results, now);
+  if ("loaded" in content) hold = await deliverToHosts(deps, d, accepted, content, results, now);
   else if (content.notSent) results.decideAll(content.notSent.verdict, content.notSent.failed);
   const retryAt = settleDeferrals(deps.settings, d, results.list(), now, hold);
   const message = "loaded" in content ? messageStatusIfWhole(d, content.loaded, results) : undefined;
@@ -154,9 +160,9 @@ class RecipientResults {
    * The same verdict for every recipient, decided here: no SMTP peer, no TLS behind it.
    * `failed`: the recipients' status is final at once, whatever the verdict.
    */
-  decideAll(verdict: ReplyVerdict, failed = false, startedAt = this.#now()): void {
+  decideAll(verdict: ReplyVerdict, failed = false, startedAt = this.#now(), policy?: Pick<AttemptEvidence, "policy" | "policySource" | "policyDetail">): void {
     const evidence: AttemptEvidence = {
-      ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy: this.#policy, startedAt, durationMs: Date.now() - startedAt.getTime(),
+      ...cleartextEvidence(null), mxHost: null, ip: null, port: null, policy: this.#policy, startedAt, durationMs: Date.now() - startedAt.getTime(), ...policy,
     };
     for (const id of this.#byId.keys()) this.record(id, evidence, verdict);
     if (failed) for (const r of this.#byId.values()) r.status = "failed";
@@ -222,23 +228,36 @@ interface Hold {
 
 /** Hosts in order until one takes the message; RFC 5321 5.1. Returns the hold a throttling host put on the retry, if any. */
 async function deliverToHosts(
-  deps: DeliveryDeps, d: ClaimedDelivery, policy: TlsPolicy, { loaded, raw, dkimSelectors, sha256, bounceDomain }: ReadyMessage, results: RecipientResults, now: () => Date,
+  deps: DeliveryDeps, d: ClaimedDelivery, accepted: DomainPolicy["accepted"], { loaded, raw, dkimSelectors, sha256, bounceDomain }: ReadyMessage, results: RecipientResults, now: () => Date,
 ): Promise<Hold | null> {
   const startedAt = now();
-  const found = await targetsFor(deps, d.domain);
+  const layers = deps.layers ?? { rules: async () => [] };
+  const [found, dp] = await Promise.all([
+    targetsFor(deps, d.domain),
+    domainPolicy(layers, d.domain, accepted, { viaRelay: deps.settings.relay !== null, relaxed: tlsRequiredNo(loaded.content.headers) }),
+  ]);
   if ("verdict" in found) return results.decideAll(found.verdict, false, startedAt), null;
   if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt), null;
+  // The policy map and MTA-STS may rule hosts out: they are never connected to.
+  const plans = await planHosts(dp, found.targets.map((t) => t.host));
+  const targets = found.targets.filter((t) => plans.get(t.host)!.tried);
+  if (targets.length === 0) {
+    const whys = [...plans.values()].flatMap((p) => (p.tried ? [] : [p.why]));
+    const source = dp.sts.state === "policy" && dp.sts.mode === "enforce" && whys.some((w) => w.includes("MTA-STS")) ? "mta-sts" : "map";
+    results.decideAll(localVerdict("deferred", "4.7.5", `not sent: no MX host may be tried: ${whys.join("; ")}`), false, startedAt, { policy: "required", policySource: source });
+    return null;
+  }
   const gate = deps.destinations;
   const pausedUntil = (host: string) => gate?.pausedUntil(host) ?? null;
   // Hosts that throttled us are not tried until their pause ends (the backup MX still is).
   const allPaused = (): Hold => {
-    const ends = found.targets.flatMap((t) => pausedUntil(t.host) ?? []);
+    const ends = targets.flatMap((t) => pausedUntil(t.host) ?? []);
     const until = new Date(ends.length > 0 ? Math.min(...ends) : now().getTime() + deps.settings.retryMinMs);
-    const hosts = [...new Set(found.targets.map((t) => t.host))].join(", ");
+    const hosts = [...new Set(targets.map((t) => t.host))].join(", ");
     results.decideAll(localVerdict("deferred", "4.7.0", `not tried: ${hosts} asked this sender to slow down; the next attempt is after its pause, at ${until.toISOString()}`), false, startedAt);
     return { until, only: true };
   };
-  const open = found.targets.filter((t) => pausedUntil(t.host) === null);
+  const open = targets.filter((t) => pausedUntil(t.host) === null);
   if (open.length === 0) return allPaused();
   // One transaction for every recipient; with a bounce domain, one per recipient, each with
   // its own MAIL FROM, one after another over the same session.
@@ -260,9 +279,16 @@ async function deliverToHosts(
       }
       attempted = true;
       for (const tx of transactions(remaining)) {
-        const envelope = { from: tx.from, to: tx.to.map((r) => r.address) };
-        const result = await deps.attempt({ ...attemptOptions(deps.settings, policy, target, envelope, raw), ...(limits ? { sessionMessageLimit: limits.messagesPerSession } : {}) });
-        const evidence = { ...result.evidence, dkimSelectors, messageSha256: sha256 };
+        // RFC 8689: a message that must travel over verified TLS asks every later hop for it too, unless it says TLS-Required: No.
+        const envelope = { from: tx.from, to: tx.to.map((r) => r.address), requireTls: accepted.policy === "required" && !dp.relaxed };
+        const plan = plans.get(target.host)!;
+        if (!plan.tried) throw new Error("unreachable: a host ruled out was tried");
+        const result = await deps.attempt({
+          ...attemptOptions(deps.settings, plan.policy, target, envelope, raw),
+          ...(plan.peerCheck ? { peerCheck: plan.peerCheck } : {}),
+          ...(limits ? { sessionMessageLimit: limits.messagesPerSession } : {}),
+        });
+        const evidence = { ...result.evidence, dkimSelectors, messageSha256: sha256, policySource: plan.source, policyDetail: { ...finishDetail(plan.detail, result.evidence), requiretls: result.requireTlsSent === true } };
         tx.to.forEach((r, i) => results.record(r.id, evidence, result.recipients[i]!));
         if (gate && limits) gate.observe(target.host, limits.sessions, result.recipients);
         // The next MX only when this one could not take the message at all; never after
@@ -294,6 +320,11 @@ function attemptOptions(settings: DeliverySettings, policy: TlsPolicy, target: T
     envelope,
     message,
   };
+}
+
+/** `TLS-Required: No` among the message's headers (RFC 8689 section 5): the recipient's published policies are not applied. */
+function tlsRequiredNo(headers: Record<string, string>): boolean {
+  return Object.entries(headers).some(([k, v]) => k.toLowerCase() === "tls-required" && v.trim().toLowerCase() === "no");
 }
 
 /** The relay's addresses, or the domain's MX hosts' addresses in order; or the verdict when there are none to be had. */

@@ -4,12 +4,12 @@
 // applied here from the error codes and the TLS socket it exposes, never from reply text.
 import net from "node:net";
 import { Readable } from "node:stream";
-import type tls from "node:tls";
+import { TLSSocket, type ConnectionOptions } from "node:tls";
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { NodemailerError } from "nodemailer/lib/errors.js";
 import type { TlsPolicy } from "../domain/tls-policy.ts";
 import { meetsMinVersion, tlsPlan, type TlsPlan } from "./tls-plan.ts";
-import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, sniName, trustContext } from "./smtp-evidence.ts";
+import { CLEARTEXT_REASON, cleartextEvidence, evidenceOf, presentedChain, sniName, trustContext } from "./smtp-evidence.ts";
 import type { AttemptEvidence, ReplyVerdict, TlsEvidence } from "../domain/evidence.ts";
 import { classifySend, defaultEnhanced, errorName, LOCAL_STATUS, localVerdict, parseReply, type RecipientVerdict } from "./smtp-reply.ts";
 
@@ -36,17 +36,44 @@ export interface AttemptOptions {
   /** Extra trusted CA PEMs (SMTP_CA_FILE); the system roots stay trusted too. */
   ca?: string[];
   connectTimeoutMs: number;
-  envelope: { from: string; to: string[] };
+  envelope: Envelope;
   /** The full RFC 5322 message, already built. */
   message: Buffer;
   /** Messages a pooled session to this host carries before it is closed (destinations.ts); default: the pool's. */
   sessionMessageLimit?: number;
+  /**
+   * Decides `verified` instead of the trusted-CA-and-name check: a pinned fingerprint of the
+   * policy map, or DANE's TLSA records (policy-layers.ts). Only with policy `required`.
+   */
+  peerCheck?: PeerCheck;
+}
+
+/** A check of the peer's certificate that replaces the PKIX one (policy-layers.ts). */
+export interface PeerCheck {
+  /** What it checks, stable across calls: part of the session pool's key. */
+  readonly key: string;
+  readonly by: "fingerprint" | "dane";
+  /** The certificate chain as the server presented it, leaf first (DER). */
+  check(chain: Buffer[], host: string): { verified: boolean; error: string | null; matched: string | null };
+}
+
+interface Envelope {
+  from: string;
+  to: string[];
+  /**
+   * Ask for REQUIRETLS (RFC 8689) when the server advertises it over TLS: every later hop
+   * must then use verified TLS too. A server that does not advertise it gets the message
+   * without it (this hop's own policy still holds).
+   */
+  requireTls?: boolean;
 }
 
 export interface AttemptResult {
   evidence: AttemptEvidence;
   /** One per envelope.to, same order. */
   recipients: RecipientVerdict[];
+  /** MAIL FROM carried REQUIRETLS. */
+  requireTlsSent?: boolean;
   /**
    * True when this host could not take the message (connection, greeting, TLS policy,
    * AUTH): the deferred recipients may be tried at the next MX right away. Never after a
@@ -74,7 +101,7 @@ export interface SmtpSession {
   /** False once the connection is gone; a pool must then open a new one. */
   readonly usable: boolean;
   /** `messageSent`: every byte of the message was handed to the connection (the server may have it). */
-  send(envelope: { from: string; to: string[] }, message: Buffer): Promise<{ recipients: RecipientVerdict[]; tryNextHost: boolean; messageSent: boolean }>;
+  send(envelope: Envelope, message: Buffer): Promise<{ recipients: RecipientVerdict[]; tryNextHost: boolean; messageSent: boolean; requireTlsSent: boolean }>;
   /** Sends QUIT and waits for the connection to end. */
   close(): Promise<void>;
 }
@@ -90,8 +117,8 @@ export async function attemptDelivery(opts: AttemptOptions): Promise<AttemptResu
   const opened = await openSession(opts);
   if ("failure" in opened) return failedAttempt(opened.failure, opts, startedAt);
   try {
-    const { recipients, tryNextHost } = await opened.session.send(opts.envelope, opts.message);
-    return { evidence: attemptEvidence(opened.session.evidence, opts, startedAt), recipients, tryNextHost };
+    const { recipients, tryNextHost, requireTlsSent } = await opened.session.send(opts.envelope, opts.message);
+    return { evidence: attemptEvidence(opened.session.evidence, opts, startedAt), recipients, tryNextHost, requireTlsSent };
   } finally {
     await opened.session.close();
   }
@@ -126,7 +153,8 @@ export async function openSession(opts: SessionOptions): Promise<{ session: Smtp
 
   const conn = attempt.conn;
   cleartextReason ??= stayedCleartextBecause(conn);
-  const evidence = evidenceOf(conn._socket, conn.secure, opts.target.host, cleartextReason);
+  let evidence = evidenceOf(conn._socket, conn.secure, opts.target.host, cleartextReason);
+  if (opts.peerCheck && evidence.tls && conn._socket instanceof TLSSocket) evidence = checkedPeer(evidence, opts.peerCheck, conn._socket, opts.target.host);
   const refusal = plan.strict ? tlsRefusal(evidence, opts.target, plan) : null;
   if (refusal) {
     await closeConnection(conn);
@@ -142,6 +170,12 @@ export async function openSession(opts: SessionOptions): Promise<{ session: Smtp
     }
   }
   return { session: createSession(conn, evidence) };
+}
+
+/** The evidence with `verified` decided by the peer check instead of PKIX. */
+function checkedPeer(evidence: TlsEvidence, peerCheck: PeerCheck, socket: TLSSocket, host: string): TlsEvidence {
+  const r = peerCheck.check(presentedChain(socket), host);
+  return { ...evidence, verified: r.verified, verifyError: r.error, verifiedBy: peerCheck.by, matched: r.matched };
 }
 
 type TlsMode = "implicit" | "starttls" | "off";
@@ -163,7 +197,7 @@ async function connect(opts: SessionOptions, mode: TlsMode, plan: TlsPlan): Prom
   // rejectUnauthorized is false in every plan so that the certificate can be recorded
   // even when it is refused; the refusal happens in tlsRefusal() before any envelope or
   // credential is sent. A strict plan also refuses anything older than its minimum at handshake.
-  const tlsOptions: tls.ConnectionOptions = {
+  const tlsOptions: ConnectionOptions = {
     secureContext: trustContext(opts.ca, plan.minVersion),
     rejectUnauthorized: false,
     servername,
@@ -303,7 +337,7 @@ function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession
       if (halfDone && !conn.destroyed) await new Promise<void>((resolve) => conn.reset(() => resolve()));
       const r = await sendOne(conn, envelope, message);
       halfDone = !r.complete;
-      return { recipients: r.recipients, tryNextHost: r.tryNextHost, messageSent: r.messageSent };
+      return { recipients: r.recipients, tryNextHost: r.tryNextHost, messageSent: r.messageSent, requireTlsSent: r.requireTlsSent };
     },
     close: () => closeConnection(conn),
   };
@@ -314,8 +348,8 @@ function createSession(conn: SMTPConnection, evidence: TlsEvidence): SmtpSession
 const UNSENDABLE = /[\x00-\x20\x7f<>]/;
 
 /** `complete`: the transaction ended with the server's reply to the final dot. */
-async function sendOne(conn: SMTPConnection, envelope: { from: string; to: string[] }, message: Buffer) {
-  const all = (verdict: ReplyVerdict) => ({ recipients: envelope.to.map((address) => ({ address, ...verdict })), tryNextHost: false, complete: true, messageSent: false });
+async function sendOne(conn: SMTPConnection, envelope: Envelope, message: Buffer) {
+  const all = (verdict: ReplyVerdict) => ({ recipients: envelope.to.map((address) => ({ address, ...verdict })), tryNextHost: false, complete: true, messageSent: false, requireTlsSent: false });
   if (UNSENDABLE.test(envelope.from)) return all(localVerdict("bounced", LOCAL_STATUS.badSender, "invalid sender address"));
   const to = [...new Set(envelope.to.filter((a) => a !== "" && !UNSENDABLE.test(a)))];
   const badAddress = localVerdict("bounced", LOCAL_STATUS.badRecipient, "invalid recipient address");
@@ -325,14 +359,16 @@ async function sendOne(conn: SMTPConnection, envelope: { from: string; to: strin
   // The message goes in as a stream only to learn whether all of it was handed to the
   // connection: after that, a lost connection may still mean the server has it.
   let messageSent = false;
+  // Only over TLS and when advertised there (nodemailer refuses the send otherwise).
+  const requireTlsSent = envelope.requireTls === true && conn.secure && advertises(conn, "REQUIRETLS");
   const body = Readable.from([message], { objectMode: false });
   body.once("end", () => (messageSent = true));
   const { err, info } = await new Promise<{ err: NodemailerError | null; info?: SMTPConnection.SentMessageInfo }>((resolve) => {
-    conn.send({ from: envelope.from, to, size: message.length }, body, (e, i) => resolve({ err: e, info: i }));
+    conn.send({ from: envelope.from, to, size: message.length, ...(requireTlsSent ? { requireTLSExtensionEnabled: true } : {}) }, body, (e, i) => resolve({ err: e, info: i }));
   });
   const { verdicts, tryNextHost } = classifySend({ to, err, info, rcptErrors: rcptErrorsOf(conn), messageSent });
   const recipients = envelope.to.map((address) => ({ address, ...(verdicts.get(address) ?? badAddress) }));
-  return { recipients, tryNextHost, complete: err === null, messageSent };
+  return { recipients, tryNextHost, complete: err === null, messageSent, requireTlsSent };
 }
 
 // nodemailer keeps the per-recipient RCPT errors on its private `_envelope` and copies them
@@ -341,6 +377,12 @@ async function sendOne(conn: SMTPConnection, envelope: { from: string; to: strin
 function rcptErrorsOf(conn: SMTPConnection): NodemailerError[] {
   const envelope = (conn as unknown as { _envelope?: { rejectedErrors?: NodemailerError[] } | false })._envelope;
   return (envelope && envelope.rejectedErrors) || [];
+}
+
+// nodemailer keeps the EHLO keywords on its private `_supportedExtensions` (it reads REQUIRETLS there itself).
+function advertises(conn: SMTPConnection, keyword: string): boolean {
+  const ext = (conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions;
+  return Array.isArray(ext) && ext.includes(keyword);
 }
 
 function closeConnection(conn: SMTPConnection): Promise<void> {

@@ -48,13 +48,11 @@ export function sniName(host: string): string | undefined {
  */
 function readTlsEvidence(socket: TLSSocket, expectedHost: string): TlsEvidence {
   const peer = peerCertificate(socket);
+  const nameError = peer ? tls.checkServerIdentity(certificateName(expectedHost), peer) : undefined;
   let verifyError: string | null = null;
   if (!peer) verifyError = "NO_PEER_CERTIFICATE";
   else if (!socket.authorized) verifyError = errorCode(socket.authorizationError) ?? "UNABLE_TO_VERIFY";
-  else {
-    const nameError = tls.checkServerIdentity(certificateName(expectedHost), peer);
-    if (nameError) verifyError = errorCode(nameError) ?? "ERR_TLS_CERT_ALTNAME_INVALID";
-  }
+  else if (nameError) verifyError = errorCode(nameError) ?? "ERR_TLS_CERT_ALTNAME_INVALID";
   return {
     tls: true,
     tlsVersion: socket.getProtocol() ?? null,
@@ -62,6 +60,9 @@ function readTlsEvidence(socket: TLSSocket, expectedHost: string): TlsEvidence {
     verified: verifyError === null,
     verifyError,
     ...certificateFields(peer),
+    hostNameMatch: peer ? !nameError : null,
+    verifiedBy: "pkix",
+    matched: null,
   };
 }
 
@@ -94,6 +95,23 @@ function certificateFields(peer: tls.PeerCertificate | null): Pick<TlsEvidence, 
     certNotAfter: new Date(x509.validTo),
     certFingerprint: x509.fingerprint256,
   };
+}
+
+/**
+ * The certificates the server sent, leaf first, as DER: what a pinned fingerprint or a TLSA
+ * record is matched against. getPeerCertificate(true) links each certificate to its issuer
+ * as OpenSSL built the chain; the walk stops at a self-signed one or a repeat.
+ */
+export function presentedChain(socket: TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  const seen = new Set<string>();
+  let c: tls.DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (c && c.raw && !seen.has(c.fingerprint256)) {
+    seen.add(c.fingerprint256);
+    out.push(c.raw);
+    c = c.issuerCertificate;
+  }
+  return out;
 }
 
 // Node types authorizationError as Error, but at runtime it is the OpenSSL code string.

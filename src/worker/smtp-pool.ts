@@ -27,7 +27,7 @@ interface Idle {
 }
 
 function destinationKey(o: AttemptOptions): string {
-  return JSON.stringify([o.policy, o.target.host, o.target.ip, o.target.port, o.implicitTls ?? false, o.auth?.user ?? null, o.heloName, o.ca?.length ?? 0]);
+  return JSON.stringify([o.policy, o.target.host, o.target.ip, o.target.port, o.implicitTls ?? false, o.auth?.user ?? null, o.heloName, o.ca?.length ?? 0, o.peerCheck?.key ?? null]);
 }
 
 export class SmtpSessionPool {
@@ -67,8 +67,8 @@ export class SmtpSessionPool {
     s: Pick<Idle, "session" | "messages" | "openedAt">, key: string, opts: AttemptOptions, startedAt = new Date(),
   ): Promise<{ result: AttemptResult; staleReuse: boolean }> {
     const { session, messages: used } = s;
-    const { recipients, tryNextHost, messageSent } = await session.send(opts.envelope, opts.message);
-    const result: AttemptResult = { evidence: attemptEvidence(session.evidence, opts, startedAt), recipients, tryNextHost };
+    const { recipients, tryNextHost, messageSent, requireTlsSent } = await session.send(opts.envelope, opts.message);
+    const result: AttemptResult = { evidence: attemptEvidence(session.evidence, opts, startedAt), recipients, tryNextHost, requireTlsSent };
     // A server that dropped the idle connection may have said so first with a 421 (RFC 5321
     // 3.8), which then answers our MAIL. Only a message that did not wholly go out is sent
     // again on a fresh connection: without its final dot the server cannot have it.

@@ -14,7 +14,7 @@ import { ClaimLoop, type WorkerHandle } from "./claim-loop.ts";
 import type { DeliveryDeps, DeliverySettings } from "./deliver.ts";
 import type pg from "pg";
 import type { ContentCipher } from "../security/content-cipher.ts";
-import { cachingResolver, createMxResolver, type MxResolverOptions } from "./mx.ts";
+import { cachingResolver, createMxResolver, createTxtResolver, type MxResolverOptions } from "./mx.ts";
 import { SmtpSessionPool } from "./smtp-pool.ts";
 import { DestinationGate, destinationSettings } from "./destinations.ts";
 import { EnvelopeSenders } from "./envelope-sender.ts";
@@ -23,6 +23,9 @@ import { errorFields } from "../logger.ts";
 import tls from "node:tls";
 import { WebhookSender } from "./webhook-sender.ts";
 import { webhookTargetPolicy } from "../security/webhook-targets.ts";
+import { MtaStsPolicies } from "./mta-sts.ts";
+import { TlsPolicyMap } from "./policy-layers.ts";
+import { findTlsPolicyRules } from "../db/tls-policies.ts";
 
 export type { WorkerHandle } from "./claim-loop.ts";
 
@@ -75,11 +78,26 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
   const c = o.config;
   const resolver = createMxResolver({ ...o.resolver, ...(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {}) });
   const sessions = new SmtpSessionPool({ maxIdlePerDestination: c.WORKER_CONCURRENCY });
+  const settings = deliverySettings(c);
+  const tlsMap = new TlsPolicyMap(
+    c.SMTP_TLS_POLICY_MAP,
+    async () => (await findTlsPolicyRules(o.pool)).map((r) => ({ pattern: r.pattern, mx: r.mx, fingerprints: r.fingerprints, origin: "api" as const })),
+    Math.min(c.DNS_CACHE_TTL, 60_000),
+  );
+  let mtaSts: MtaStsPolicies | undefined;
+  if (c.MTA_STS === "on" && !c.SMTP_RELAY_URL) {
+    // mailauth fetches policies with Node's default trust store: SMTP_CA_FILE joins it, as
+    // it joins the SMTP sessions', for a private CA that also issues the policy hosts'.
+    if (settings.ca.length > 0) tls.setDefaultCACertificates([...tls.getCACertificates("default"), ...settings.ca]);
+    const txt = createTxtResolver({ ...o.resolver, ...(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {}) });
+    mtaSts = new MtaStsPolicies({ pool: o.pool, resolve: txt.resolve, ttlMs: c.DNS_CACHE_TTL, fetchTimeoutMs: c.MTA_STS_TIMEOUT, logger: o.logger });
+  }
   const w = new ClaimLoop(
     {
       pool: o.pool,
       cipher: o.cipher,
-      settings: deliverySettings(c),
+      settings,
+      layers: { rules: () => tlsMap.rules(), ...(mtaSts ? { mtaSts } : {}) },
       resolveMx: cachingResolver((d) => resolver.resolve(d), c.DNS_CACHE_TTL),
       attempt: o.attempt ?? ((a) => sessions.attempt(a)),
       destinations: new DestinationGate(destinationSettings(c), o.logger),

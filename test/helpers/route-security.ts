@@ -44,7 +44,7 @@ export interface CommonRouteCase {
   /** A valid body for the route, built fresh for each request. */
   body?: () => unknown;
   /** What the path's id names, if anything: also check that another key's one is 404. */
-  resource: "message" | "domain" | "webhook" | "suppression" | null;
+  resource: "message" | "domain" | "webhook" | "suppression" | "tls-policy" | null;
   /** Status of a successful call with a proper key (the positive control). */
   okStatus: number;
 }
@@ -88,6 +88,10 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
         resourceId = (r.json() as { id: string }).id;
       } else if (route.resource === "domain") {
         const r = await t.call("POST", "/domains", { key: owner.key, body: { name: `d${randomBytes(6).toString("hex")}.example` } });
+        assert.equal(r.status, 201, r.body);
+        resourceId = (r.json() as { id: string }).id;
+      } else if (route.resource === "tls-policy") {
+        const r = await t.call("POST", "/tls-policies", { key: owner.key, body: { pattern: `t${randomBytes(6).toString("hex")}.example` } });
         assert.equal(r.status, 201, r.body);
         resourceId = (r.json() as { id: string }).id;
       } else if (route.resource === "suppression") {
@@ -144,7 +148,9 @@ export function runCommonRouteTests(getApp: () => TestApp, route: CommonRouteCas
       }
     });
 
-    if (route.resource !== null) {
+    // A TLS policy rule is the installation's, not a key's: any operator key may remove it
+    // (test/integration/tls-policies.test.ts checks that a tenant's key may not).
+    if (route.resource !== null && route.resource !== "tls-policy") {
       test(`another key's ${route.resource} is 404 not_found (never 403: its existence is not revealed)`, async () => {
         // The other key holds every scope: the refusal is about ownership, not permissions.
         // Domains are the installation's; a key sees those it may send from (--domains).

@@ -104,6 +104,8 @@ export interface PeerOptions {
   auth?: { user: string; pass: string };
   /** Accept AUTH in cleartext (the server would take credentials we must never send it). */
   allowInsecureAuth?: boolean;
+  /** Advertise REQUIRETLS (RFC 8689) after STARTTLS; smtp-server does not by default. */
+  requireTls?: boolean;
 }
 
 interface ReceivedMessage {
@@ -112,6 +114,8 @@ interface ReceivedMessage {
   data: Buffer;
   secure: boolean;
   tlsProtocol?: string;
+  /** MAIL FROM carried REQUIRETLS (RFC 8689). */
+  requireTls: boolean;
   /**
    * The reply the peer gave after the final dot; null when it dropped the connection, or
    * while a delayed reply is pending (it stays null if the client left before it was sent).
@@ -183,6 +187,7 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
     logger: false,
     disableReverseLookup: true,
     hideENHANCEDSTATUSCODES: false, // replies carry RFC 3463 codes, like Postfix's
+    ...(opts.requireTls ? { hideREQUIRETLS: false } : {}),
     // Disabled, not just hidden: with hideSTARTTLS the server still upgrades when asked.
     disabledCommands: [...(starttls === "none" ? ["STARTTLS"] : []), ...(opts.auth ? [] : ["AUTH"])],
     authOptional: !opts.auth,
@@ -242,6 +247,7 @@ export async function startPeer(opts: PeerOptions = {}): Promise<SmtpPeer> {
           data: Buffer.concat(chunks),
           secure: session.secure,
           ...(peerSession.tlsProtocol ? { tlsProtocol: peerSession.tlsProtocol } : {}),
+          requireTls: (session.envelope.mailFrom ? (session.envelope.mailFrom as { args?: Record<string, unknown> }).args?.REQUIRETLS : undefined) === true,
           reply: delay ? null : reply,
         };
         received.push(entry);

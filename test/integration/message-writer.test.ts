@@ -25,7 +25,7 @@ function row(over: Partial<NewMessageRow> = {}): NewMessageRow {
   const now = new Date();
   return {
     id, apiKeyId: keyId, idempotencyKey: null, requestHash: null, response: JSON.stringify({ id }), createdAt: now,
-    expiresAt: new Date(now.getTime() + 86_400_000), status: "queued", tlsPolicy: "opportunistic", priority: "normal", messageIdHeader: `<${id}@x.example>`,
+    expiresAt: new Date(now.getTime() + 86_400_000), status: "queued", tlsPolicy: "opportunistic", tlsPolicySource: "default", priority: "normal", messageIdHeader: `<${id}@x.example>`,
     fromAddress: "a@x.example", fromName: null, replyTo: null, subject: Buffer.from([1]), textBody: null, htmlBody: null, headers: null,
     attachments: null, tags: ["t"], metadata: null, sendAt: null,
     recipients: [{ kind: "to", address: "b@y.example", name: null, domain: "y.example" }, { kind: "cc", address: "c@z.example", name: "C", domain: "z.example" }],

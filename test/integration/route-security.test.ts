@@ -41,6 +41,9 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   retryWebhookDeliveries: { body: () => ({}), okStatus: 200 },
   createDomain: { body: () => ({ name: `d${randomBytes(6).toString("hex")}.example` }), okStatus: 201 },
   listDomains: { okStatus: 200 },
+  listTlsPolicies: { okStatus: 200 },
+  createTlsPolicy: { body: () => ({ pattern: `p${randomBytes(6).toString("hex")}.example` }), okStatus: 201 },
+  deleteTlsPolicy: { okStatus: 200 },
   getDomain: { okStatus: 200 },
   deleteDomain: { okStatus: 200 },
   getMessageReceipt: { okStatus: 200 },
@@ -66,7 +69,7 @@ for (const route of scoped) {
     path: (id) => route.url.replace(":id", id).replace(":address", id),
     scope: route.scope!,
     ...(fixture.body ? { body: fixture.body } : {}),
-    resource: route.url.includes(":address") ? "suppression" : !route.url.includes(":id") ? null : route.url.startsWith("/domains") ? "domain" : route.url.startsWith("/webhooks") ? "webhook" : "message",
+    resource: route.url.includes(":address") ? "suppression" : !route.url.includes(":id") ? null : route.url.startsWith("/domains") ? "domain" : route.url.startsWith("/webhooks") ? "webhook" : route.url.startsWith("/tls-policies") ? "tls-policy" : "message",
     okStatus: fixture.okStatus,
   });
 }

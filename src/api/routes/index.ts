@@ -11,6 +11,9 @@ import getReceiptKeys from "./getReceiptKeys.ts";
 import listSuppressions from "./listSuppressions.ts";
 import createSuppression from "./createSuppression.ts";
 import deleteSuppression from "./deleteSuppression.ts";
+import listTlsPolicies from "./listTlsPolicies.ts";
+import createTlsPolicy from "./createTlsPolicy.ts";
+import deleteTlsPolicy from "./deleteTlsPolicy.ts";
 import createWebhook from "./createWebhook.ts";
 import listWebhooks from "./listWebhooks.ts";
 import getWebhook from "./getWebhook.ts";
@@ -29,4 +32,4 @@ import rotateDkim from "./rotateDkim.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, getMessageReceipt, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, listSuppressions, createSuppression, deleteSuppression, getReceiptKeys, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, getMessageReceipt, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, listSuppressions, createSuppression, deleteSuppression, listTlsPolicies, createTlsPolicy, deleteTlsPolicy, getReceiptKeys, healthz, readyz];

@@ -1,0 +1,159 @@
+// The layers of a delivery's TLS policy beyond the message's own (ARCHITECTURE.md,
+// "Strictest-of TLS policy"): the operator's per-domain map and the recipient domain's
+// MTA-STS policy, each only ever making delivery stricter. For each MX host this decides
+// whether it may be tried at all, the policy the attempt runs under, what verifies the
+// certificate, and the evidence of why (PolicyDetail).
+import { createHash } from "node:crypto";
+import type { PolicyDetail, TlsEvidence } from "../domain/evidence.ts";
+import { strictestLayer, type AcceptSource, type PolicySource, type TlsPolicy } from "../domain/tls-policy.ts";
+import { ruleFor, type TlsMapRule } from "../domain/tls-policy-map.ts";
+import type { PeerCheck } from "./smtp-attempt.ts";
+import { mxMatches, type StsLookup } from "./mta-sts.ts";
+
+/** What the delivery's recipient domain is under, before any MX host is looked at. */
+export interface DomainPolicy {
+  domain: string;
+  /** The policy fixed at acceptance (and the server's), and the layer it came from. */
+  accepted: { policy: TlsPolicy; source: AcceptSource | "server" };
+  map: TlsMapRule | null;
+  sts: StsLookup | { state: "off" | "relay" | "relaxed"; reason: string };
+  /** `TLS-Required: No` (RFC 8689): MTA-STS (and DANE) are not applied; the operator's, key's and message's policies are. */
+  relaxed: boolean;
+}
+
+/** How one MX host is to be tried, or why it is not. */
+export type HostPlan =
+  | { tried: true; policy: TlsPolicy; source: PolicySource; peerCheck?: PeerCheck; detail: PolicyDetail }
+  | { tried: false; why: string };
+
+export interface PolicyLayersSource {
+  /** The operator's map (SMTP_TLS_POLICY_MAP and /tls-policies). */
+  rules(): Promise<readonly TlsMapRule[]>;
+  /** The recipient domain's MTA-STS policy; absent: MTA_STS=off. */
+  mtaSts?: { policyFor(domain: string): Promise<StsLookup> };
+}
+
+/** The layers for a delivery to `domain`; `viaRelay`: the recipient's own policies cannot be applied past the relay. */
+export async function domainPolicy(
+  layers: PolicyLayersSource, domain: string, accepted: DomainPolicy["accepted"], o: { viaRelay: boolean; relaxed: boolean },
+): Promise<DomainPolicy> {
+  const map = ruleFor(await layers.rules(), domain);
+  let sts: DomainPolicy["sts"];
+  if (o.viaRelay) sts = { state: "relay", reason: "delivered through SMTP_RELAY_URL: the relay applies the recipient's policy" };
+  else if (!layers.mtaSts) sts = { state: "off", reason: "MTA_STS=off" };
+  else if (o.relaxed) sts = { state: "relaxed", reason: "the message says TLS-Required: No" };
+  else sts = await layers.mtaSts.policyFor(domain);
+  return { domain, accepted, map, sts, relaxed: o.relaxed };
+}
+
+/** The MX hosts a domain's layers let delivery try, in order, or why none may be. */
+export async function planHosts(dp: DomainPolicy, hosts: string[]): Promise<Map<string, HostPlan>> {
+  const plans = new Map<string, HostPlan>();
+  for (const host of new Set(hosts)) plans.set(host, await planHost(dp, host));
+  return plans;
+}
+
+async function planHost(dp: DomainPolicy, host: string): Promise<HostPlan> {
+  const map = dp.map;
+  if (map && map.mx.length > 0 && !(await mxMatches(host, map.mx))) {
+    return { tried: false, why: `${host} is not among the MX hosts the TLS policy map allows for ${dp.domain} (${map.mx.join(", ")}, rule ${map.pattern})` };
+  }
+  const sts = dp.sts;
+  let stsDetail: PolicyDetail["mta_sts"];
+  let stsEnforces = false;
+  if (sts.state === "policy") {
+    const mxMatch = sts.mode === "none" || (await mxMatches(host, sts.mx));
+    stsDetail = {
+      state: "policy", mode: sts.mode, id: sts.id, mx: sts.mx, expires_at: sts.expiresAt.toISOString(), mx_match: mxMatch,
+      ...(sts.staleError ? { stale_error: sts.staleError } : {}),
+      ...(sts.mode === "testing" && !mxMatch ? { would_fail: `${host} does not match the policy's mx (${sts.mx.join(", ")})` } : {}),
+    };
+    if (sts.mode === "enforce") {
+      if (!mxMatch) return { tried: false, why: `${host} does not match the MTA-STS policy of ${dp.domain} (mode enforce, id ${sts.id}, mx ${sts.mx.join(", ")})` };
+      stsEnforces = true;
+    }
+  } else stsDetail = { state: sts.state, reason: sts.reason };
+  const layer = strictestLayer<PolicySource>([
+    { policy: dp.accepted.policy, source: dp.accepted.source },
+    { policy: map ? "required" : null, source: "map" },
+    { policy: stsEnforces ? "required" : null, source: "mta-sts" },
+  ]);
+  const detail: PolicyDetail = {
+    accepted: dp.accepted.source,
+    map: map ? { pattern: map.pattern, origin: map.origin, mx: map.mx, fingerprints: map.fingerprints } : null,
+    mta_sts: stsDetail,
+    dane: { state: "off", reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" },
+    mx_name_check: null,
+    verified_by: null,
+    matched: null,
+    tls_required_no: dp.relaxed,
+    requiretls: false,
+  };
+  const peerCheck = map && map.fingerprints.length > 0 ? fingerprintCheck(map.fingerprints) : undefined;
+  return { tried: true, policy: layer.policy, source: layer.source, ...(peerCheck ? { peerCheck } : {}), detail };
+}
+
+/** The policy map's pinned certificates: the leaf's SHA-256 fingerprint must be one of them (Postfix's `fingerprint` level). */
+function fingerprintCheck(fingerprints: string[]): PeerCheck {
+  return {
+    key: `fingerprint:${fingerprints.join(",")}`,
+    by: "fingerprint",
+    check(chain) {
+      const leaf = chain[0];
+      if (!leaf) return { verified: false, error: "NO_PEER_CERTIFICATE", matched: null };
+      const fp = sha256Fingerprint(leaf);
+      const ok = fingerprints.includes(fp);
+      return { verified: ok, error: ok ? null : `FINGERPRINT_MISMATCH: ${fp} is not pinned by the TLS policy map`, matched: ok ? fp : null };
+    },
+  };
+}
+
+function sha256Fingerprint(der: Buffer): string {
+  return createHash("sha256").update(der).digest("hex").toUpperCase().match(/../g)!.join(":");
+}
+
+/** The attempt's detail completed from what the session showed: the name check, and what MTA-STS testing would have refused. */
+export function finishDetail(detail: PolicyDetail, tls: TlsEvidence): PolicyDetail {
+  const nameCheck = tls.hostNameMatch === undefined || tls.hostNameMatch === null ? null : tls.hostNameMatch ? "match" : "mismatch";
+  const out: PolicyDetail = { ...detail, mx_name_check: nameCheck, verified_by: tls.tls ? (tls.verifiedBy ?? "pkix") : null, matched: tls.matched ?? null };
+  const sts = detail.mta_sts;
+  if (sts.state === "policy" && sts.mode === "testing" && !sts.would_fail) {
+    const why = !tls.tls ? `no TLS (${tls.verifyError ?? "not offered"})` : tls.verifiedBy === "pkix" && !tls.verified ? `the certificate did not verify (${tls.verifyError})` : null;
+    if (why) out.mta_sts = { ...sts, would_fail: why };
+  }
+  return out;
+}
+
+/**
+ * The map's rules: SMTP_TLS_POLICY_MAP's, then /tls-policies' read from the database at most
+ * once per `ttlMs` (a worker applies a new rule within that time). A failed read keeps the
+ * last rules read and is tried again on the next delivery; until one read has succeeded,
+ * deliveries wait for it rather than go out without the operator's rules.
+ */
+export class TlsPolicyMap {
+  readonly #config: readonly TlsMapRule[];
+  readonly #load: () => Promise<TlsMapRule[]>;
+  readonly #ttlMs: number;
+  #last: { at: number; rules: Promise<readonly TlsMapRule[]> } | null = null;
+  #good: readonly TlsMapRule[] | null = null;
+
+  constructor(config: readonly TlsMapRule[], load: () => Promise<TlsMapRule[]>, ttlMs: number) {
+    this.#config = config;
+    this.#load = load;
+    this.#ttlMs = ttlMs;
+  }
+
+  rules(): Promise<readonly TlsMapRule[]> {
+    if (this.#last && Date.now() - this.#last.at < this.#ttlMs) return this.#last.rules;
+    const rules = this.#load().then(
+      (db) => (this.#good = [...this.#config, ...db]),
+      (err: unknown) => {
+        this.#last = null;
+        if (this.#good) return this.#good;
+        throw err;
+      },
+    );
+    this.#last = { at: Date.now(), rules };
+    return rules;
+  }
+}
