@@ -182,6 +182,10 @@ GRANT INSERT (id, public_jwk, private_key, created_at) ON receipt_keys TO sealpo
 -- insertTlsPolicyRule, deleteTlsPolicyRule).
 GRANT SELECT, DELETE ON tls_policies TO sealpost_api;
 GRANT INSERT (id, pattern, policy, mx, fingerprints, description, created_by_key_id) ON tls_policies TO sealpost_api;
+-- TLS reports (GET /tls-reports, db/tls-reports.ts): findDayAttemptGroups reads the day's
+-- evidence with its recipient's queue row (id, domain: granted above) and findMtaStsMaxAges
+-- the cached MTA-STS policies' max_age for the policy strings.
+GRANT SELECT (domain, policy_id, max_age) ON mta_sts_policies TO sealpost_api;
 
 -- Data keys (the start check, src/security/data-key-check.ts, over db/data-keys.ts): at
 -- start `serve` reads the recorded keys (findDataKeys), records the check values of keys

@@ -196,6 +196,8 @@ const EnvSchema = z
     SMTP_TLS_POLICY_MAP: tlsPolicyMap.default([]),
     MTA_STS: z.enum(["on", "off"]).default("on"),
     MTA_STS_TIMEOUT: duration.default(30_000),
+    TLS_REPORT_ORGANIZATION: z.string().min(1).max(200).optional(),
+    TLS_REPORT_CONTACT: z.string().min(1).max(200).optional(),
     DNS_SERVERS: hostPortList.optional(),
     DNS_CACHE_TTL: duration.default(60_000),
     DKIM_SIGNING: z.enum(["on", "off"]).default("on"),

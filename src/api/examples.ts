@@ -15,7 +15,7 @@ import { CreateWebhookSchema, RetryWebhookSchema, UpdateWebhookSchema } from "..
 import { problemFor } from "./plugins/errors.ts";
 import { problem, type Problem } from "./problem.ts";
 import { parseInput } from "./route.ts";
-import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema, type SuppressionSchema, type SuppressionListSchema, type DeleteSuppressionResponseSchema, type TlsPolicyRuleSchema, type TlsPolicyListSchema, type DeleteTlsPolicyResponseSchema, type ReceiptResponseSchema, type JwksSchema } from "./schemas.ts";
+import { IdParams, type EventListSchema, type WebhookDeliveryListSchema, type WebhookListSchema, type WebhookSchema, type WebhookWithSecretSchema, type EventsSchema, type MessageListSchema, type MessageSchema, type MessageSummarySchema, type SendResponseSchema, type SenderDomainSchema, type VerifyDomainResponseSchema, type SuppressionSchema, type SuppressionListSchema, type DeleteSuppressionResponseSchema, type TlsPolicyRuleSchema, type TlsPolicyListSchema, type DeleteTlsPolicyResponseSchema, type TlsReportListSchema, type ReceiptResponseSchema, type JwksSchema } from "./schemas.ts";
 
 export interface Example {
   summary: string;
@@ -785,6 +785,42 @@ const deleteTlsPolicy: OperationExamples = {
   },
 };
 
+const listTlsReports: OperationExamples = {
+  responses: {
+    200: {
+      day: {
+        summary: "One recipient domain with an MTA-STS policy: 1,830 sessions verified, 3 to a host whose certificate named another",
+        value: {
+          date: "2026-03-01",
+          reports: [
+            {
+              "organization-name": "mail.shop.example",
+              "date-range": { "start-datetime": "2026-03-01T00:00:00Z", "end-datetime": "2026-03-01T23:59:59Z" },
+              "contact-info": "mailto:postmaster@mail.shop.example",
+              "report-id": "2026-03-01.example.com@mail.shop.example",
+              policies: [
+                {
+                  policy: {
+                    "policy-type": "sts",
+                    "policy-string": ["version: STSv1", "mode: enforce", "mx: mx1.example.com", "mx: *.mx.example.com", "max_age: 604800"],
+                    "policy-domain": "example.com",
+                    "mx-host": ["mx1.example.com", "*.mx.example.com"],
+                  },
+                  summary: { "total-successful-session-count": 1830, "total-failure-session-count": 3 },
+                  "failure-details": [
+                    { "result-type": "certificate-host-mismatch", "receiving-mx-hostname": "b.mx.example.com", "receiving-ip": "192.0.2.26", "failed-session-count": 3, "failure-reason-code": "ERR_TLS_CERT_ALTNAME_INVALID" },
+                  ],
+                },
+              ],
+            },
+          ],
+        } satisfies z.output<typeof TlsReportListSchema>,
+      },
+    },
+    403: { tenant: { summary: "A key limited to some sender domains", value: p("forbidden", "TLS reports describe every sender's mail to a recipient domain: only an admin key not limited to some sender domains may read them") } },
+  },
+};
+
 /** Examples by operationId; every operation of the contract has an entry (a test checks). */
 export const EXAMPLES: Record<string, OperationExamples> = {
   sendMessage,
@@ -815,6 +851,7 @@ export const EXAMPLES: Record<string, OperationExamples> = {
   listTlsPolicies,
   createTlsPolicy,
   deleteTlsPolicy,
+  listTlsReports,
   getMessageReceipt,
   getReceiptKeys,
   healthz: health("The process answers"),

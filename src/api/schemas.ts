@@ -479,3 +479,38 @@ export const TlsPolicyListSchema = z.strictObject({ data: z.array(TlsPolicyRuleS
 export const TlsPolicyIdParams = z.strictObject({ id: z.uuid({ message: "id must be a TLS policy rule id (UUID)" }) });
 
 export const DeleteTlsPolicyResponseSchema = z.strictObject({ id: z.uuid(), deleted: z.literal(true) }).meta({ id: "DeleteTlsPolicyResponse" });
+
+const TlsReportSchema = z
+  .strictObject({
+    "organization-name": z.string(),
+    "date-range": z.strictObject({ "start-datetime": z.string(), "end-datetime": z.string() }),
+    "contact-info": z.string(),
+    "report-id": z.string(),
+    policies: z.array(
+      z.strictObject({
+        policy: z.strictObject({
+          "policy-type": z.enum(["sts", "no-policy-found"]),
+          "policy-string": z.array(z.string()).optional(),
+          "policy-domain": z.string(),
+          "mx-host": z.array(z.string()).optional(),
+        }),
+        summary: z.strictObject({ "total-successful-session-count": z.number().int(), "total-failure-session-count": z.number().int() }),
+        "failure-details": z.array(
+          z.strictObject({
+            "result-type": z.enum(["starttls-not-supported", "certificate-host-mismatch", "certificate-expired", "certificate-not-trusted", "validation-failure", "sts-policy-invalid", "sts-webpki-invalid"]),
+            "sending-mta-ip": z.string().optional(),
+            "receiving-mx-hostname": z.string().optional(),
+            "receiving-ip": z.string().optional(),
+            "failed-session-count": z.number().int(),
+            "additional-information": z.string().optional(),
+            "failure-reason-code": z.string().optional(),
+          }),
+        ),
+      }),
+    ),
+  })
+  .meta({ id: "TlsReport", description: "An aggregate report in the JSON format of RFC 8460 section 4.4" });
+
+export const TlsReportListSchema = z
+  .strictObject({ date: z.string().regex(/^\d{4}-\d{2}-\d{2}$/).meta({ description: "The UTC day, YYYY-MM-DD" }), reports: z.array(TlsReportSchema) })
+  .meta({ id: "TlsReportList" });

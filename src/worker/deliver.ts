@@ -20,7 +20,7 @@ import type { AttemptEvidence, ReplyVerdict } from "../domain/evidence.ts";
 import type { AttemptOptions, AttemptResult } from "./smtp-attempt.ts";
 import type { EnvelopeSenders } from "./envelope-sender.ts";
 import type { DestinationGate } from "./destinations.ts";
-import { domainPolicy, finishDetail, planHosts, type DomainPolicy, type PolicyLayersSource } from "./policy-layers.ts";
+import { domainPolicy, finishDetail, planHosts, ruledOutDetail, type DomainPolicy, type PolicyLayersSource } from "./policy-layers.ts";
 
 export interface DeliverySettings {
   serverPolicy: TlsPolicy;
@@ -244,7 +244,7 @@ async function deliverToHosts(
   if (targets.length === 0) {
     const whys = [...plans.values()].flatMap((p) => (p.tried ? [] : [p.why]));
     const source = dp.sts.state === "policy" && dp.sts.mode === "enforce" && whys.some((w) => w.includes("MTA-STS")) ? "mta-sts" : "map";
-    results.decideAll(localVerdict("deferred", "4.7.5", `not sent: no MX host may be tried: ${whys.join("; ")}`), false, startedAt, { policy: "required", policySource: source });
+    results.decideAll(localVerdict("deferred", "4.7.5", `not sent: no MX host may be tried: ${whys.join("; ")}`), false, startedAt, { policy: "required", policySource: source, policyDetail: ruledOutDetail(dp) });
     return null;
   }
   const gate = deps.destinations;

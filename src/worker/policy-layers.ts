@@ -53,6 +53,26 @@ export async function planHosts(dp: DomainPolicy, hosts: string[]): Promise<Map<
   return plans;
 }
 
+/** The evidence of a delivery whose every MX host the layers ruled out: what each layer said, no host matching. */
+export function ruledOutDetail(dp: DomainPolicy): PolicyDetail {
+  const sts = dp.sts;
+  return {
+    accepted: dp.accepted.source,
+    map: dp.map ? { pattern: dp.map.pattern, origin: dp.map.origin, mx: dp.map.mx, fingerprints: dp.map.fingerprints } : null,
+    mta_sts: sts.state === "policy"
+      ? { state: "policy", mode: sts.mode, id: sts.id, mx: sts.mx, expires_at: sts.expiresAt.toISOString(), mx_match: false, ...(sts.staleError ? { stale_error: sts.staleError } : {}) }
+      : { state: sts.state, reason: sts.reason },
+    dane: DANE_OFF,
+    mx_name_check: null,
+    verified_by: null,
+    matched: null,
+    tls_required_no: dp.relaxed,
+    requiretls: false,
+  };
+}
+
+const DANE_OFF: PolicyDetail["dane"] = { state: "off", reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" };
+
 async function planHost(dp: DomainPolicy, host: string): Promise<HostPlan> {
   const map = dp.map;
   if (map && map.mx.length > 0 && !(await mxMatches(host, map.mx))) {
@@ -82,7 +102,7 @@ async function planHost(dp: DomainPolicy, host: string): Promise<HostPlan> {
     accepted: dp.accepted.source,
     map: map ? { pattern: map.pattern, origin: map.origin, mx: map.mx, fingerprints: map.fingerprints } : null,
     mta_sts: stsDetail,
-    dane: { state: "off", reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" },
+    dane: DANE_OFF,
     mx_name_check: null,
     verified_by: null,
     matched: null,

@@ -246,6 +246,18 @@ test("the API under sealpost_api adds, shows, lists and removes a sender domain,
   assert.equal((await owner.db.pool.query("SELECT count(*)::int AS n FROM dkim_keys")).rows[0].n, 0, "the keys went with the domain");
 });
 
+test("the API under sealpost_api keeps the TLS policy map and reads the TLS reports", async () => {
+  const admin = (await createApiKey(owner.db.prisma, { name: "tls", scopes: ["admin"] })).key;
+  const added = await t.call("POST", "/tls-policies", { key: admin, body: { pattern: "bank.least.example", mx: ["mx.bank.least.example"] } });
+  assert.equal(added.status, 201, added.body);
+  assert.deepEqual((await t.call("GET", "/tls-policies", { key: admin })).json().data.map((r: { pattern: string }) => r.pattern), ["bank.least.example"]);
+  const today = new Date().toISOString().slice(0, 10);
+  const reports = await t.call("GET", `/tls-reports?date=${today}`, { key: admin });
+  assert.equal(reports.status, 200, reports.body);
+  assert.ok(reports.json().reports.some((r: { "report-id": string }) => r["report-id"].startsWith(`${today}.good.test@`)), "the delivery above is in today's report");
+  assert.equal((await t.call("DELETE", `/tls-policies/${added.json().id}`, { key: admin })).status, 200);
+});
+
 test("what each role must not do fails with 42501", async () => {
   assert.equal(await deniedCode(workerDb, "SELECT secret_hash FROM api_keys"), "42501");
   assert.equal(await deniedCode(apiDb, "DELETE FROM messages"), "42501");

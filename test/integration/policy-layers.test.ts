@@ -152,7 +152,8 @@ test("a cached enforce policy holds while the policy host is down and DNS names 
   assert.equal(a.policy_source, "mta-sts");
   assert.match(a.smtp.text ?? "", /does not match the MTA-STS policy of cached\.test \(mode enforce, id 20261205a/);
   assert.equal(attacker.sessions.length, 0);
-  assert.equal(sts, null, "a host ruled out leaves no per-host detail");
+  assert.deepEqual([sts?.mta_sts.state, (sts?.mta_sts as { id: string }).id, (sts?.mta_sts as { mx_match: boolean }).mx_match], ["policy", "20261205a", false]);
+  assert.match((sts?.mta_sts as { stale_error?: string }).stale_error ?? "", /500/, "the evidence says the refresh failed and the cached policy held");
   const row = await app.tdb.db.pool.query("SELECT policy_id, last_error FROM mta_sts_policies WHERE domain = 'cached.test'");
   assert.equal(row.rows[0].policy_id, "20261205a", "the cached policy stays");
   assert.match(row.rows[0].last_error, /500/, "and the failed refresh is recorded");
@@ -295,4 +296,35 @@ test("TLS-Required takes only the value No", async () => {
   const problem = r.json() as { errors: Array<{ path: string; message: string }> };
   assert.deepEqual(problem.errors.map((e) => e.path), ['headers["TLS-Required"]']);
   assert.match(problem.errors[0]!.message, /^TLS-Required takes only the value "No" \(RFC 8689\)/);
+});
+
+test("GET /tls-reports: today's sessions per recipient domain in RFC 8460's format, failures by kind", async () => {
+  const operator = (await app.createKey({ name: "reports", scopes: ["admin"] })).key;
+  const today = new Date().toISOString().slice(0, 10);
+  const r = await app.call("GET", `/tls-reports?date=${today}`, { key: operator });
+  assert.equal(r.status, 200, r.body);
+  const body = r.json() as { date: string; reports: Array<{ "report-id": string; policies: Array<{ policy: Record<string, unknown>; summary: Record<string, number>; "failure-details": Array<Record<string, unknown>> }> }> };
+  assert.equal(body.date, today);
+  const of = (domain: string) => body.reports.find((x) => x["report-id"].startsWith(`${today}.${domain}@`));
+
+  const enforce = of("enforce.test")!;
+  const sts = enforce.policies.find((p) => p.policy["policy-type"] === "sts")!;
+  assert.deepEqual(sts.policy["policy-string"], ["version: STSv1", "mode: enforce", "mx: mx.enforce.test", "max_age: 86400"]);
+  assert.ok(sts.summary["total-successful-session-count"]! >= 3, JSON.stringify(sts.summary));
+  assert.equal(sts.summary["total-failure-session-count"], 0);
+
+  const attacked = of("attacked.test")!.policies[0]!;
+  assert.ok(attacked.summary["total-failure-session-count"]! >= 1);
+  assert.equal(attacked["failure-details"][0]!["result-type"], "validation-failure");
+  assert.equal(attacked["failure-details"][0]!["failure-reason-code"], "mx-not-in-policy");
+
+  const testing = of("testing.test")!.policies[0]!;
+  assert.equal(testing.summary["total-failure-session-count"], 1, "testing mode delivered to an MX outside the policy: a failure of it");
+  assert.equal(testing["failure-details"][0]!["receiving-mx-hostname"], "mx.testing.test");
+
+  const none = of("redirect.test")!.policies[0]!;
+  assert.deepEqual([none.policy["policy-type"], none.summary["total-successful-session-count"]], ["no-policy-found", 1]);
+
+  const tenant = (await app.createKey({ name: "tenant reports", scopes: ["admin"], domains: ["shop.example"] })).key;
+  assert.equal((await app.call("GET", "/tls-reports", { key: tenant })).status, 403);
 });

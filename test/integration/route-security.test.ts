@@ -42,6 +42,7 @@ const FIXTURES: Record<string, { body?: () => unknown; okStatus: number }> = {
   createDomain: { body: () => ({ name: `d${randomBytes(6).toString("hex")}.example` }), okStatus: 201 },
   listDomains: { okStatus: 200 },
   listTlsPolicies: { okStatus: 200 },
+  listTlsReports: { okStatus: 200 },
   createTlsPolicy: { body: () => ({ pattern: `p${randomBytes(6).toString("hex")}.example` }), okStatus: 201 },
   deleteTlsPolicy: { okStatus: 200 },
   getDomain: { okStatus: 200 },

@@ -14,6 +14,7 @@ import deleteSuppression from "./deleteSuppression.ts";
 import listTlsPolicies from "./listTlsPolicies.ts";
 import createTlsPolicy from "./createTlsPolicy.ts";
 import deleteTlsPolicy from "./deleteTlsPolicy.ts";
+import listTlsReports from "./listTlsReports.ts";
 import createWebhook from "./createWebhook.ts";
 import listWebhooks from "./listWebhooks.ts";
 import getWebhook from "./getWebhook.ts";
@@ -32,4 +33,4 @@ import rotateDkim from "./rotateDkim.ts";
 import { healthz, readyz } from "./health.ts";
 
 /** Every operation of the API; openapi.yaml is generated from this list. */
-export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, getMessageReceipt, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, listSuppressions, createSuppression, deleteSuppression, listTlsPolicies, createTlsPolicy, deleteTlsPolicy, getReceiptKeys, healthz, readyz];
+export const ROUTES: AnyRoute[] = [sendMessage, sendMessageBatch, listMessages, getMessage, getMessageEvents, getMessageReceipt, cancelMessage, listEvents, createDomain, listDomains, getDomain, deleteDomain, verifyDomain, rotateDkim, createWebhook, listWebhooks, getWebhook, updateWebhook, deleteWebhook, rotateWebhookSecret, testWebhook, listWebhookDeliveries, retryWebhookDeliveries, listSuppressions, createSuppression, deleteSuppression, listTlsPolicies, createTlsPolicy, deleteTlsPolicy, listTlsReports, getReceiptKeys, healthz, readyz];
