@@ -148,6 +148,17 @@ const tlsPolicyMap = z.string().transform((v, ctx): TlsMapRule[] => {
   return rules;
 });
 
+/** DANE_RESOLVER: "127.0.0.1:53", "[::1]:53" or an address alone (port 53); loopback only. Null with the reason when it is not one. */
+function parseDaneResolver(v: string): { host: string; port: number } | { error: string } {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([0-9.]+|::1))(?::(\d{1,5}))?$/.exec(v.trim());
+  const host = m ? (m[1] ?? m[2]!) : "";
+  const port = m?.[3] ? Number(m[3]) : 53;
+  if (!m || isIP(host) === 0 || port < 1 || port > 65535) return { error: "must be the address of a DNSSEC-validating resolver, such as 127.0.0.1:53" };
+  const loopback = isIP(host) === 4 ? host.startsWith("127.") : host === "::1";
+  if (!loopback) return { error: "must be on loopback (127.0.0.0/8 or ::1): the AD flag is trusted only from a validating resolver on this host, such as Unbound" };
+  return { host, port };
+}
+
 const EnvSchema = z
   .object({
     NODE_ENV: z.enum(["production", "development", "test"]).default("development"),
@@ -195,6 +206,14 @@ const EnvSchema = z
     SMTP_THROTTLE_PAUSE: duration.default(60_000),
     SMTP_TLS_POLICY_MAP: tlsPolicyMap.default([]),
     MTA_STS: z.enum(["on", "off"]).default("on"),
+    DANE_RESOLVER: z.string().transform((v, ctx) => {
+      const r = parseDaneResolver(v);
+      if ("error" in r) {
+        ctx.addIssue({ code: "custom", message: r.error });
+        return z.NEVER;
+      }
+      return r;
+    }).optional(),
     MTA_STS_TIMEOUT: duration.default(30_000),
     TLS_REPORT_ORGANIZATION: z.string().min(1).max(200).optional(),
     TLS_REPORT_CONTACT: z.string().min(1).max(200).optional(),

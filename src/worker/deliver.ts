@@ -242,8 +242,10 @@ async function deliverToHosts(
   const plans = await planHosts(dp, found.targets.map((t) => t.host));
   const targets = found.targets.filter((t) => plans.get(t.host)!.tried);
   if (targets.length === 0) {
-    const whys = [...plans.values()].flatMap((p) => (p.tried ? [] : [p.why]));
-    const source = dp.sts.state === "policy" && dp.sts.mode === "enforce" && whys.some((w) => w.includes("MTA-STS")) ? "mta-sts" : "map";
+    const ruledOut = [...plans.values()].flatMap((p) => (p.tried ? [] : [p]));
+    const whys = ruledOut.map((p) => p.why);
+    const source = ruledOut.every((p) => p.defer === "dane") ? "dane"
+      : dp.sts.state === "policy" && dp.sts.mode === "enforce" && whys.some((w) => w.includes("MTA-STS")) ? "mta-sts" : "map";
     results.decideAll(localVerdict("deferred", "4.7.5", `not sent: no MX host may be tried: ${whys.join("; ")}`), false, startedAt, { policy: "required", policySource: source, policyDetail: ruledOutDetail(dp) });
     return null;
   }

@@ -9,6 +9,7 @@ import { strictestLayer, type AcceptSource, type PolicySource, type TlsPolicy } 
 import { ruleFor, type TlsMapRule } from "../domain/tls-policy-map.ts";
 import type { PeerCheck } from "./smtp-attempt.ts";
 import { mxMatches, type StsLookup } from "./mta-sts.ts";
+import { describeTlsa, matchTlsa, usable, type TlsaLookup } from "./dane.ts";
 
 /** What the delivery's recipient domain is under, before any MX host is looked at. */
 export interface DomainPolicy {
@@ -19,18 +20,24 @@ export interface DomainPolicy {
   sts: StsLookup | { state: "off" | "relay" | "relaxed"; reason: string };
   /** `TLS-Required: No` (RFC 8689): MTA-STS (and DANE) are not applied; the operator's, key's and message's policies are. */
   relaxed: boolean;
+  /** Why DANE is not looked up for this delivery; null: it is, through `dane`. */
+  daneOff: { state: "off" | "relay" | "relaxed"; reason: string } | null;
+  dane?: { tlsa(host: string): Promise<TlsaLookup> };
 }
 
 /** How one MX host is to be tried, or why it is not. */
 export type HostPlan =
   | { tried: true; policy: TlsPolicy; source: PolicySource; peerCheck?: PeerCheck; detail: PolicyDetail }
-  | { tried: false; why: string };
+  /** `defer`: the host is not ruled out, only not to be tried now (its TLSA lookup failed). */
+  | { tried: false; why: string; defer?: "dane" };
 
 export interface PolicyLayersSource {
   /** The operator's map (SMTP_TLS_POLICY_MAP and /tls-policies). */
   rules(): Promise<readonly TlsMapRule[]>;
   /** The recipient domain's MTA-STS policy; absent: MTA_STS=off. */
   mtaSts?: { policyFor(domain: string): Promise<StsLookup> };
+  /** TLSA records through the validating resolver (dane.ts); absent: DANE_RESOLVER unset. */
+  dane?: { tlsa(host: string): Promise<TlsaLookup> };
 }
 
 /** The layers for a delivery to `domain`; `viaRelay`: the recipient's own policies cannot be applied past the relay. */
@@ -43,7 +50,14 @@ export async function domainPolicy(
   else if (!layers.mtaSts) sts = { state: "off", reason: "MTA_STS=off" };
   else if (o.relaxed) sts = { state: "relaxed", reason: "the message says TLS-Required: No" };
   else sts = await layers.mtaSts.policyFor(domain);
-  return { domain, accepted, map, sts, relaxed: o.relaxed };
+  const daneOff = o.viaRelay
+    ? { state: "relay" as const, reason: "delivered through SMTP_RELAY_URL" }
+    : !layers.dane
+      ? DANE_OFF
+      : o.relaxed
+        ? { state: "relaxed" as const, reason: "the message says TLS-Required: No" }
+        : null;
+  return { domain, accepted, map, sts, relaxed: o.relaxed, daneOff, ...(layers.dane ? { dane: layers.dane } : {}) };
 }
 
 /** The MX hosts a domain's layers let delivery try, in order, or why none may be. */
@@ -62,7 +76,7 @@ export function ruledOutDetail(dp: DomainPolicy): PolicyDetail {
     mta_sts: sts.state === "policy"
       ? { state: "policy", mode: sts.mode, id: sts.id, mx: sts.mx, expires_at: sts.expiresAt.toISOString(), mx_match: false, ...(sts.staleError ? { stale_error: sts.staleError } : {}) }
       : { state: sts.state, reason: sts.reason },
-    dane: DANE_OFF,
+    dane: dp.daneOff ?? { state: "none", reason: "no MX host was tried" },
     mx_name_check: null,
     verified_by: null,
     matched: null,
@@ -71,7 +85,7 @@ export function ruledOutDetail(dp: DomainPolicy): PolicyDetail {
   };
 }
 
-const DANE_OFF: PolicyDetail["dane"] = { state: "off", reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" };
+const DANE_OFF = { state: "off" as const, reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" };
 
 async function planHost(dp: DomainPolicy, host: string): Promise<HostPlan> {
   const map = dp.map;
@@ -93,23 +107,39 @@ async function planHost(dp: DomainPolicy, host: string): Promise<HostPlan> {
       stsEnforces = true;
     }
   } else stsDetail = { state: sts.state, reason: sts.reason };
+  // DANE (RFC 7672) for this host: secure usable records verify the certificate instead of
+  // a CA and the name; a failed lookup keeps the host from being tried now.
+  let dane: PolicyDetail["dane"] = dp.daneOff ?? { state: "none", reason: "" };
+  let daneRecords: TlsaLookup | null = null;
+  if (!dp.daneOff && dp.dane) {
+    daneRecords = await dp.dane.tlsa(host);
+    if (daneRecords.kind === "defer") return { tried: false, why: `${host}: ${daneRecords.reason}`, defer: "dane" };
+    dane = daneRecords.kind === "none" ? { state: "none", reason: daneRecords.reason }
+      : daneRecords.records.some(usable) ? { state: "secure" }
+      : { state: "unusable", reason: `${host} publishes only TLSA records unusable for SMTP (RFC 7672 section 3.1): TLS is required, the certificate is not checked` };
+  }
+  const daneSecure = dane.state === "secure" || dane.state === "unusable";
   const layer = strictestLayer<PolicySource>([
     { policy: dp.accepted.policy, source: dp.accepted.source },
     { policy: map ? "required" : null, source: "map" },
     { policy: stsEnforces ? "required" : null, source: "mta-sts" },
+    { policy: daneSecure ? "required" : null, source: "dane" },
   ]);
   const detail: PolicyDetail = {
     accepted: dp.accepted.source,
     map: map ? { pattern: map.pattern, origin: map.origin, mx: map.mx, fingerprints: map.fingerprints } : null,
     mta_sts: stsDetail,
-    dane: DANE_OFF,
+    dane,
     mx_name_check: null,
     verified_by: null,
     matched: null,
     tls_required_no: dp.relaxed,
     requiretls: false,
   };
-  const peerCheck = map && map.fingerprints.length > 0 ? fingerprintCheck(map.fingerprints) : undefined;
+  // The operator's pinned certificates come first; then DANE's records.
+  const peerCheck = map && map.fingerprints.length > 0 ? fingerprintCheck(map.fingerprints)
+    : daneRecords?.kind === "secure" ? daneCheck(daneRecords.records)
+    : undefined;
   return { tried: true, policy: layer.policy, source: layer.source, ...(peerCheck ? { peerCheck } : {}), detail };
 }
 
@@ -128,6 +158,24 @@ function fingerprintCheck(fingerprints: string[]): PeerCheck {
   };
 }
 
+/**
+ * DANE's check (dane.ts matchTlsa). With only unusable records the session must still be
+ * TLS (the policy is required) but the certificate is not checked: RFC 7672 section 2.2.
+ */
+function daneCheck(records: Parameters<typeof matchTlsa>[0]): PeerCheck {
+  const anyUsable = records.some(usable);
+  return {
+    key: `dane:${records.map(describeTlsa).join(",")}`,
+    by: "dane",
+    ...(anyUsable ? {} : { acceptUnverified: true }),
+    check(chain, host) {
+      if (!anyUsable) return { verified: false, error: "DANE_UNUSABLE_TLSA: only records unusable for SMTP, TLS without authentication", matched: null };
+      const r = matchTlsa(records, chain, host);
+      return "matched" in r ? { verified: true, error: null, matched: describeTlsa(r.matched) } : { verified: false, error: r.error, matched: null };
+    },
+  };
+}
+
 function sha256Fingerprint(der: Buffer): string {
   return createHash("sha256").update(der).digest("hex").toUpperCase().match(/../g)!.join(":");
 }
@@ -136,6 +184,7 @@ function sha256Fingerprint(der: Buffer): string {
 export function finishDetail(detail: PolicyDetail, tls: TlsEvidence): PolicyDetail {
   const nameCheck = tls.hostNameMatch === undefined || tls.hostNameMatch === null ? null : tls.hostNameMatch ? "match" : "mismatch";
   const out: PolicyDetail = { ...detail, mx_name_check: nameCheck, verified_by: tls.tls ? (tls.verifiedBy ?? "pkix") : null, matched: tls.matched ?? null };
+  if (tls.verifiedBy === "dane" && tls.matched) out.dane = { ...detail.dane, record: tls.matched };
   const sts = detail.mta_sts;
   if (sts.state === "policy" && sts.mode === "testing" && !sts.would_fail) {
     const why = !tls.tls ? `no TLS (${tls.verifyError ?? "not offered"})` : tls.verifiedBy === "pkix" && !tls.verified ? `the certificate did not verify (${tls.verifyError})` : null;

@@ -53,6 +53,8 @@ export interface PeerCheck {
   /** What it checks, stable across calls: part of the session pool's key. */
   readonly key: string;
   readonly by: "fingerprint" | "dane";
+  /** TLS is required but an unverified certificate is used (DANE with only unusable records). */
+  readonly acceptUnverified?: boolean;
   /** The certificate chain as the server presented it, leaf first (DER). */
   check(chain: Buffer[], host: string): { verified: boolean; error: string | null; matched: string | null };
 }
@@ -155,7 +157,7 @@ export async function openSession(opts: SessionOptions): Promise<{ session: Smtp
   cleartextReason ??= stayedCleartextBecause(conn);
   let evidence = evidenceOf(conn._socket, conn.secure, opts.target.host, cleartextReason);
   if (opts.peerCheck && evidence.tls && conn._socket instanceof TLSSocket) evidence = checkedPeer(evidence, opts.peerCheck, conn._socket, opts.target.host);
-  const refusal = plan.strict ? tlsRefusal(evidence, opts.target, plan) : null;
+  const refusal = plan.strict ? tlsRefusal(evidence, opts.target, plan, opts.peerCheck?.acceptUnverified !== true) : null;
   if (refusal) {
     await closeConnection(conn);
     return { failure: { evidence, replyCode: null, ...refusal } };
@@ -276,7 +278,7 @@ function stayedCleartextBecause(conn: SMTPConnection): string | null {
 }
 
 /** Under a strict plan: why this session must not be used, or null if it may. */
-function tlsRefusal(evidence: TlsEvidence, target: SmtpTarget, plan: TlsPlan): { enhancedCode: string; replyText: string } | null {
+function tlsRefusal(evidence: TlsEvidence, target: SmtpTarget, plan: TlsPlan, mustVerify: boolean): { enhancedCode: string; replyText: string } | null {
   const need = plan.requirement;
   const peer = describePeer(target);
   if (!evidence.tls) {
@@ -286,7 +288,7 @@ function tlsRefusal(evidence: TlsEvidence, target: SmtpTarget, plan: TlsPlan): {
   if (!meetsMinVersion(evidence.tlsVersion, plan.minVersion)) {
     return { enhancedCode: LOCAL_STATUS.tlsFailed, replyText: `${need}, but ${peer} negotiated ${evidence.tlsVersion}` };
   }
-  if (!evidence.verified) {
+  if (!evidence.verified && mustVerify) {
     return { enhancedCode: LOCAL_STATUS.tlsFailed, replyText: `${need}, but the certificate of ${peer} did not verify (${evidence.verifyError})` };
   }
   return null;

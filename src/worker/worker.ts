@@ -25,6 +25,7 @@ import { WebhookSender } from "./webhook-sender.ts";
 import { webhookTargetPolicy } from "../security/webhook-targets.ts";
 import { MtaStsPolicies } from "./mta-sts.ts";
 import { TlsPolicyMap } from "./policy-layers.ts";
+import { createDaneResolver, type DaneResolver, type TlsaLookup } from "./dane.ts";
 import { findTlsPolicyRules } from "../db/tls-policies.ts";
 
 export type { WorkerHandle } from "./claim-loop.ts";
@@ -84,6 +85,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
     async () => (await findTlsPolicyRules(o.pool)).map((r) => ({ pattern: r.pattern, mx: r.mx, fingerprints: r.fingerprints, origin: "api" as const })),
     Math.min(c.DNS_CACHE_TTL, 60_000),
   );
+  const dane = c.DANE_RESOLVER && !c.SMTP_RELAY_URL ? cachedTlsa(createDaneResolver(c.DANE_RESOLVER), c.DNS_CACHE_TTL) : undefined;
   let mtaSts: MtaStsPolicies | undefined;
   if (c.MTA_STS === "on" && !c.SMTP_RELAY_URL) {
     // mailauth fetches policies with Node's default trust store: SMTP_CA_FILE joins it, as
@@ -97,7 +99,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
       pool: o.pool,
       cipher: o.cipher,
       settings,
-      layers: { rules: () => tlsMap.rules(), ...(mtaSts ? { mtaSts } : {}) },
+      layers: { rules: () => tlsMap.rules(), ...(mtaSts ? { mtaSts } : {}), ...(dane ? { dane } : {}) },
       resolveMx: cachingResolver((d) => resolver.resolve(d), c.DNS_CACHE_TTL),
       attempt: o.attempt ?? ((a) => sessions.attempt(a)),
       destinations: new DestinationGate(destinationSettings(c), o.logger),
@@ -137,6 +139,22 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
   };
 }
 
+/** TLSA answers reused for `ttlMs` per host and shared by concurrent deliveries; a deferral is asked again. */
+function cachedTlsa(r: DaneResolver, ttlMs: number): { tlsa(host: string): Promise<TlsaLookup> } {
+  const cache = new Map<string, { at: number; value: Promise<TlsaLookup> }>();
+  return {
+    tlsa(host) {
+      const hit = cache.get(host);
+      if (hit && Date.now() - hit.at < ttlMs) return hit.value;
+      const value = r.tlsa(host);
+      cache.set(host, { at: Date.now(), value });
+      void value.then((v) => v.kind === "defer" && cache.delete(host));
+      if (cache.size > 10_000) cache.delete(cache.keys().next().value!);
+      return value;
+    },
+  };
+}
+
 /**
  * What the worker will do, for its start-up line: where mail goes, what it trusts, under
  * which policy. Built from the parsed relay's host and port, never its credentials, so the
@@ -149,7 +167,10 @@ function describeDelivery(config: Config): { summary: string; fields: Record<str
     : `direct to each domain's MX on port ${config.SMTP_MX_PORT} (${config.DNS_SERVERS ? `DNS servers ${config.DNS_SERVERS.join(", ")}` : "system DNS resolvers"})`;
   const ca = config.SMTP_CA_FILE ? `extra trusted CA ${config.SMTP_CA_FILE}` : "no extra CA (system roots)";
   return {
-    summary: `mail goes ${route}; ${ca}; server TLS policy ${config.SMTP_TLS_POLICY}; up to ${config.WORKER_CONCURRENCY} deliveries at once`,
+    summary:
+      `mail goes ${route}; ${ca}; server TLS policy ${config.SMTP_TLS_POLICY}` +
+      (relay ? "" : `; MTA-STS ${config.MTA_STS}; DANE ${config.DANE_RESOLVER ? `through the validating resolver ${config.DANE_RESOLVER.host}:${config.DANE_RESOLVER.port}` : "off"}`) +
+      `; ${config.SMTP_TLS_POLICY_MAP.length} TLS policy map rules in the configuration; up to ${config.WORKER_CONCURRENCY} deliveries at once`,
     fields: {
       route: relay ? "relay" : "mx",
       ...(relay ? { relay: `${relay.host}:${relay.port}`, relayAuth: Boolean(relay.auth) } : { mxPort: config.SMTP_MX_PORT, dnsServers: config.DNS_SERVERS ?? "system" }),

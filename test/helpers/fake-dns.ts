@@ -4,7 +4,7 @@
 // ordinary resolver (c-ares) via `servers: [address]` / DNS_SERVERS.
 import { createSocket, type RemoteInfo } from "node:dgram";
 import dnsPacket from "dns-packet";
-import type { Answer, DecodedPacket, Question } from "dns-packet";
+import type { Answer, DecodedPacket, Question, TlsaData } from "dns-packet";
 import { trackOpen } from "./leak-guard.ts";
 
 interface FakeRecords {
@@ -13,6 +13,13 @@ interface FakeRecords {
   AAAA?: string[];
   /** TXT records, each one or more character-strings (a long DKIM key is split in 255-byte strings). */
   TXT?: Array<string | string[]>;
+  /** TLSA records (DANE), e.g. { usage: 3, selector: 1, matchingType: 1, certificate: <sha-256 of the SPKI> }. */
+  TLSA?: TlsaData[];
+  /**
+   * Answers for this name carry the AD flag, as a DNSSEC-validating resolver sets it for
+   * validated data (the fake plays the resolver DANE_RESOLVER names; nothing is signed).
+   */
+  ad?: boolean;
   /** Answer every query for this name with this rcode and no records. */
   rcode?: "SERVFAIL" | "REFUSED" | "NXDOMAIN";
   /** Never answer queries for this name (the client times out). */
@@ -58,6 +65,8 @@ function answersFor(q: Question, records: FakeRecords): Answer[] {
       }));
     case "TXT":
       return (records.TXT ?? []).map((txt) => ({ ...base, type: "TXT" as const, data: typeof txt === "string" ? [txt] : txt }));
+    case "TLSA":
+      return (records.TLSA ?? []).map((data) => ({ ...base, type: "TLSA" as const, data }));
     default:
       return [];
   }
@@ -89,7 +98,7 @@ export async function startFakeDns(initial: FakeZone = {}): Promise<FakeDns> {
 
     // The question is echoed byte for byte (case included): c-ares drops replies
     // whose question does not match the one it sent.
-    const flags = dnsPacket.AUTHORITATIVE_ANSWER | ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | rcode;
+    const flags = dnsPacket.AUTHORITATIVE_ANSWER | ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | (records?.ad ? dnsPacket.AUTHENTIC_DATA : 0) | rcode;
     const reply = dnsPacket.encode({ type: "response", id: query.id, flags, questions: [q], answers });
     socket.send(reply, peer.port, peer.address);
   });
