@@ -67,7 +67,7 @@ const COMMANDS: Record<string, CommandSpec> = {
   keys rotate-data      re-encrypt stored content under the first SEALPOST_DATA_KEY
   domains add <domain> [--bounce-domain B]
                         add a sender domain: makes its DKIM keys, prints the DNS records to publish
-  domains list | show <domain> | verify <domain> | remove <domain>
+  domains list | show <domain> [--zone] | verify <domain> | remove <domain>
   webhooks add <url> --key ID [--events T,T] [--description D]
                         register a webhook endpoint for an API key's events; prints its secret once
   webhooks list | show | enable | disable | rotate-secret | test | deliveries | retry | remove
@@ -237,11 +237,17 @@ domain, DKIM selectors. ${DATABASE}`,
   "domains show": {
     path: "domains show",
     positionals: ["domain"],
-    usage: `usage: sealpost domains show <domain>
+    options: { zone: { type: "boolean" } },
+    usage: `usage: sealpost domains show <domain> [--zone]
 
 Shows a sender domain, its DKIM keys (pending, active, retiring with the time it
 retires, retired) and the DNS records to publish, one a line: the state the last verify
-found (or unchecked), name, type, value. ${DATABASE}`,
+found (or unchecked), name, type, value.
+
+  --zone    only the records, as zone-file lines to paste into a zone (or to give
+            \`npm run sink\`'s DNS): long TXT values split in 255-character strings
+
+${DATABASE}`,
   },
   "domains rotate-dkim": {
     path: "domains rotate-dkim",
@@ -587,6 +593,17 @@ function printDomain(d: SenderDomainView): void {
   }
 }
 
+/**
+ * A record as a zone-file line (RFC 1035 section 5.1): absolute name, TTL, class, type, and
+ * TXT data as quoted strings of at most 255 characters each (RFC 7208 section 3.3).
+ */
+function zoneLine(r: { name: string; type: string; value: string }): string {
+  const data = r.type === "TXT"
+    ? (r.value.match(/.{1,255}/g) ?? [""]).map((c) => `"${c.replace(/[\\"]/g, "\\$&")}"`).join(" ")
+    : r.value.replace(/(\S+)$/, (host) => (host.endsWith(".") ? host : `${host}.`));
+  return `${r.name}. 3600 IN ${r.type} ${data}`;
+}
+
 async function domainsCommand(config: Config, cmd: Invocation): Promise<number> {
   const services = await import("./services/sender-domains.ts");
   const arg = cmd.positionals[0] ?? "";
@@ -648,7 +665,8 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
         out(`no domain ${arg} (sealpost domains list shows them)`);
         return 1;
       }
-      if (cmd.path === "domains show") printDomain(found);
+      if (cmd.path === "domains show" && cmd.values.zone === true) for (const r of found.records) out(zoneLine(r));
+      else if (cmd.path === "domains show") printDomain(found);
       else out(`removed ${found.name} and its DKIM keys; remove its DNS records too`);
       return 0;
     }

@@ -234,6 +234,7 @@ const EnvSchema = z
     INBOUND_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(10 * 1024 * 1024),
     INBOUND_MAX_CLIENTS: int(1, 100_000).default(100),
     INBOUND_RATE_PER_MINUTE: int(1, 1_000_000).default(60),
+    INBOUND_REPORT_MAX_AGE: duration.default(30 * 86_400_000),
     WEBHOOK_TIMEOUT_MS: int(1000, 120_000).default(15_000),
     WEBHOOK_CONCURRENCY: int(1, 1000).default(8),
     WEBHOOK_ALLOWED_NETWORKS: cidrList.optional(),

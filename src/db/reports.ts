@@ -14,14 +14,16 @@ export interface ReportedRecipient {
   address: string;
   status: string;
   fromAddress: string;
+  /** When its message was accepted: a bounce address older than INBOUND_REPORT_MAX_AGE is refused. */
+  messageCreatedAt: Date;
 }
 
 export async function findReportedRecipient(pool: pg.Pool, id: bigint): Promise<ReportedRecipient | null> {
-  const { rows } = await pool.query<{ id: string; message_id: string; address: string; status: string; from_address: string }>(
-    `SELECT r.id::text AS id, r.message_id::text AS message_id, r.address, r.status, m.from_address
+  const { rows } = await pool.query<{ id: string; message_id: string; address: string; status: string; from_address: string; created_at: Date }>(
+    `SELECT r.id::text AS id, r.message_id::text AS message_id, r.address, r.status, m.from_address, m.created_at
        FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = $1`, [String(id)]);
   const r = rows[0];
-  return r ? { id: BigInt(r.id), messageId: r.message_id, address: r.address, status: r.status, fromAddress: r.from_address } : null;
+  return r ? { id: BigInt(r.id), messageId: r.message_id, address: r.address, status: r.status, fromAddress: r.from_address, messageCreatedAt: r.created_at } : null;
 }
 
 const SENDER_DOMAIN = senderDomainSql("m.from_address");

@@ -8,7 +8,8 @@
 // this reads what anyone on the internet sends, so every step is bounded (the message, the
 // MIME parts, the report part, the recipients, the fields and their lengths).
 //
-// Only the standard formats are read. Plain-text bounces (qmail's; Exim 4.72's and Gmail's of
+// Only the standard formats are read (and X-Failed-Recipients beside an empty delivery-status
+// part, see failedFromHeader). Plain-text bounces (qmail's; Exim 4.72's and Gmail's of
 // 2014, which the fixtures hold) name the failed address in prose; guessing from prose would let
 // any text that looks like a bounce decide a recipient's status, so they are `unrecognised`,
 // logged and dropped. The fixtures' newer Exim and Gmail bounces are multipart/report.
@@ -154,7 +155,24 @@ function originalMessageId(parts: ReportPart[]): string | null {
   return null;
 }
 
-function readDsn(parts: ReportPart[]): InboundReport {
+/**
+ * Gmail (since 2023) can send a DSN whose message/delivery-status part is empty; its
+ * X-Failed-Recipients header (also Exim's) still says, in a structured field, which
+ * addresses failed for good. Those are read as failed with the generic permanent status
+ * 5.0.0 (RFC 3463): nothing says why, so such a bounce never counts as an address failure
+ * and never suppresses the address. Prose is still never read.
+ */
+function failedFromHeader(header: string | undefined): DsnRecipient[] {
+  if (!header || header.length > MAX_FIELD * 10) return [];
+  return header.split(",").map((a) => a.trim().replace(/^<(.*)>$/, "$1")).filter((a) => ADDRESS.test(a)).slice(0, MAX_RECIPIENTS).map((finalRecipient) => ({
+    finalRecipient,
+    action: "failed" as const,
+    status: "5.0.0",
+    diagnosticCode: "X-Failed-Recipients; the report's delivery-status part named no recipient",
+  }));
+}
+
+function readDsn(parts: ReportPart[], failedHeader?: string): InboundReport {
   const part = parts.find((p) => p.contentType === "message/delivery-status" || p.contentType === "message/global-delivery-status");
   if (!part) return unrecognised("a delivery-status report without its message/delivery-status part");
   if (part.content.length > MAX_REPORT_PART) return unrecognised(`a delivery-status part larger than ${MAX_REPORT_PART} bytes`);
@@ -166,6 +184,7 @@ function readDsn(parts: ReportPart[]): InboundReport {
   // A group that breaks RFC 3464's syntax is left out; the others still count.
   const read = groups.filter((g) => g.has("final-recipient")).slice(0, MAX_RECIPIENTS).map(dsnRecipient);
   const recipients = read.filter((r): r is DsnRecipient => typeof r !== "string");
+  if (recipients.length === 0 && read.length === 0) recipients.push(...failedFromHeader(failedHeader));
   if (recipients.length === 0) {
     const why = read.find((r): r is string => typeof r === "string") ?? "no group has a Final-Recipient";
     return unrecognised(`a delivery-status part without a recipient RFC 3464 allows (${why})`);
@@ -242,7 +261,8 @@ async function read(raw: Buffer): Promise<InboundReport> {
     .map((a) => ({ contentType: String(a.contentType ?? "").toLowerCase(), content: a.content }));
 
   // RFC 6533's message/global-delivery-status is read under either report-type.
-  if (reportType === "delivery-status" || reportType === "global-delivery-status") return readDsn(parts);
+  const failedHeader = mail.headers.get("x-failed-recipients");
+  if (reportType === "delivery-status" || reportType === "global-delivery-status") return readDsn(parts, typeof failedHeader === "string" ? failedHeader : undefined);
   if (reportType === "feedback-report") return readArf(parts);
   return unrecognised(`a report of type ${String(reportType ?? "none").slice(0, 40)}`);
 }

@@ -26,6 +26,8 @@ import { isAddressFailure } from "../domain/suppression.ts";
 import { errorFields } from "../logger.ts";
 import type { InboundReport } from "./report.ts";
 
+const DEFAULT_REPORT_MAX_AGE_MS = 30 * 86_400_000;
+
 export interface InboundOptions {
   pool: pg.Pool;
   cipher: ContentCipher;
@@ -36,6 +38,12 @@ export interface InboundOptions {
   maxBytes: number;
   maxClients: number;
   ratePerMinute: number;
+  /**
+   * A bounce address whose message was accepted longer ago than this is refused like an
+   * unknown one (INBOUND_REPORT_MAX_AGE; default 30 days): bounce tokens do not expire by
+   * themselves, and a DSN or complaint that old says nothing a merchant can still act on.
+   */
+  reportMaxAgeMs?: number;
   /** A connection that sends nothing for this long is closed (default 30 s). */
   idleMs?: number;
   /** Parses a report; the default loads inbound/report.ts (mailparser) on first use. */
@@ -68,7 +76,12 @@ export async function startInboundServer(opts: InboundOptions, listen: { host: s
     const id = tokens.recipientOf(address.address.slice(0, at));
     if (id === null) return null;
     if (!(await isVerifiedBounceDomain(opts.pool, address.address.slice(at + 1).toLowerCase()))) return null;
-    return findReportedRecipient(opts.pool, id);
+    const r = await findReportedRecipient(opts.pool, id);
+    if (r && Date.now() - r.messageCreatedAt.getTime() > (opts.reportMaxAgeMs ?? DEFAULT_REPORT_MAX_AGE_MS)) {
+      log.info({ recipient: String(r.id), message: r.messageId }, "refused a bounce address older than INBOUND_REPORT_MAX_AGE");
+      return null;
+    }
+    return r;
   }
 
   const server = new SMTPServer({

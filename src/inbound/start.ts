@@ -13,7 +13,7 @@ export async function startInbound(rt: Runtime): Promise<InboundServer> {
   const tls = loadPem(resolveCertificates(c, log));
   try {
     return await startInboundServer(
-      { pool: rt.db.pool, cipher: rt.cipher, logger: rt.logger, tls, name: heloName(c), maxBytes: c.INBOUND_MAX_BYTES, maxClients: c.INBOUND_MAX_CLIENTS, ratePerMinute: c.INBOUND_RATE_PER_MINUTE },
+      { pool: rt.db.pool, cipher: rt.cipher, logger: rt.logger, tls, name: heloName(c), maxBytes: c.INBOUND_MAX_BYTES, maxClients: c.INBOUND_MAX_CLIENTS, ratePerMinute: c.INBOUND_RATE_PER_MINUTE, reportMaxAgeMs: c.INBOUND_REPORT_MAX_AGE },
       { host, port },
     );
   } catch (err) {

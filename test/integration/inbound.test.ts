@@ -221,6 +221,17 @@ test("an ARF complaint puts the address on the list as a complaint and tells the
   assert.equal(complained.length, 1);
 });
 
+test("Gmail's DSN with an empty delivery-status part: bounced on its X-Failed-Recipients, with a generic 5.0.0 that does not suppress", { timeout: 60_000 }, async () => {
+  const { id, bounceAddress } = await delivered("gone@mx81.test");
+  const fixture = readFileSync(new URL("../fixtures/reports/gmail-empty-delivery-status.eml", import.meta.url), "latin1")
+    .replace("neko-nyaan-cat-meeting@google-groups.example.com", "gone@mx81.test");
+  assert.match((await deliverReport([bounceAddress], fixture.replace(/\r?\n$/, ""))).data!, /^250/);
+  const m = await waitForMessage(app, key, id, ["bounced"], { logs });
+  assert.equal(m.recipients[0]!.last_response?.enhanced_code, "5.0.0");
+  assert.match(m.recipients[0]!.last_response?.text ?? "", /X-Failed-Recipients/);
+  assert.deepEqual((await suppressed()).filter((s) => s.address === "gone@mx81.test"), [], "nothing says the address is bad");
+});
+
 test("a delayed DSN is information: the recipient stays delivered, nothing is suppressed", { timeout: 60_000 }, async () => {
   const { id, bounceAddress } = await delivered("slow@mx81.test");
   const before = await changes();
@@ -242,6 +253,17 @@ test("unknown, forged and other domains' bounce addresses are refused at RCPT; a
   assert.match(other.data!, /^250/, "accepted and dropped");
   assert.equal(await changes(), before);
   assert.equal((await suppressed()).some((s) => s.address === "bo@mx81.test"), false);
+});
+
+test("a bounce address whose message is older than INBOUND_REPORT_MAX_AGE is refused at RCPT like an unknown one", { timeout: 60_000 }, async () => {
+  const { id, bounceAddress } = await delivered("old@mx81.test");
+  await app.tdb.db.pool.query("UPDATE messages SET created_at = now() - interval '31 days' WHERE id = $1", [id]);
+  const before = await changes();
+  const r = await deliverReport([bounceAddress], postfixDsn({ to: bounceAddress, finalRecipient: "old@mx81.test" }));
+  assert.match(r.rcpt[0]!, /^550 5\.1\.1/);
+  assert.equal(await changes(), before);
+  await app.tdb.db.pool.query("UPDATE messages SET created_at = now() - interval '29 days' WHERE id = $1", [id]);
+  assert.match((await deliverReport([bounceAddress], null)).rcpt[0]!, /^250/, "29 days old is still within the window");
 });
 
 test("30 MB, a broken MIME tree and a DATA that never ends change nothing, and the server keeps serving", { timeout: 60_000 }, async () => {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import fc from "fast-check";
 import { parseReport, type DsnRecipient, type InboundReport } from "../../src/inbound/report.ts";
+import { isAddressFailure } from "../../src/domain/suppression.ts";
 
 const FIXTURES = new URL("../fixtures/reports/", import.meta.url);
 const fixture = (name: string) => readFileSync(new URL(name, FIXTURES));
@@ -166,8 +167,14 @@ test("plain-text bounces (Exim 4.72, Gmail in 2014) are unrecognised: the addres
   assert.equal(await unrecognised("gmail-plain-text.eml"), "not a multipart/report (text/plain)");
 });
 
-test("a real Gmail DSN whose delivery-status part is empty is unrecognised", async () => {
-  assert.match(await unrecognised("gmail-empty-delivery-status.eml"), /no group has a Final-Recipient/);
+test("a real Gmail DSN whose delivery-status part is empty: its X-Failed-Recipients is read as a failure of unknown cause (5.0.0)", async () => {
+  const r = await parseReport(readFileSync(new URL("../fixtures/reports/gmail-empty-delivery-status.eml", import.meta.url)));
+  assert.equal(r.kind, "dsn");
+  assert.deepEqual(r.kind === "dsn" && r.recipients.map((x) => [x.finalRecipient, x.action, x.status]), [["neko-nyaan-cat-meeting@google-groups.example.com", "failed", "5.0.0"]]);
+  assert.equal(isAddressFailure({ status: "bounced", replyCode: 550, enhancedCode: "5.0.0" }), false, "5.0.0 says nothing about the address: no suppression");
+  // Without the header the same report names no one.
+  const stripped = readFileSync(new URL("../fixtures/reports/gmail-empty-delivery-status.eml", import.meta.url), "latin1").replace(/^X-Failed-Recipients:.*\r?\n/m, "");
+  assert.match(await unrecognised(Buffer.from(stripped, "latin1")), /no group has a Final-Recipient/);
 });
 
 test("hostile input is unrecognised, with the reason why", async () => {
