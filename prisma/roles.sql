@@ -325,5 +325,9 @@ GRANT SELECT (id, domain_id, selector, algorithm, private_key, created_at, verif
 -- an upsert whose conflict target needs SELECT, noteMtaStsError).
 GRANT SELECT ON tls_policies TO sealpost_worker;
 GRANT SELECT, INSERT, UPDATE ON mta_sts_policies TO sealpost_worker;
+-- Sending TLS reports (TLS_REPORTS_SEND=on, worker/tls-report-sender.ts): the day's evidence
+-- (findDayAttemptGroups, under the SELECTs above) and one submission row per report and rua
+-- (claimTlsReportSubmission: an upsert whose conflict target needs SELECT; finishTlsReportSubmission).
+GRANT SELECT, INSERT, UPDATE ON tls_report_submissions TO sealpost_worker;
 
 COMMIT;

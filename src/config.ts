@@ -215,6 +215,7 @@ const EnvSchema = z
       return r;
     }).optional(),
     MTA_STS_TIMEOUT: duration.default(30_000),
+    TLS_REPORTS_SEND: z.enum(["on", "off"]).default("off"),
     TLS_REPORT_ORGANIZATION: z.string().min(1).max(200).optional(),
     TLS_REPORT_CONTACT: z.string().min(1).max(200).optional(),
     DNS_SERVERS: hostPortList.optional(),

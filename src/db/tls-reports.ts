@@ -35,3 +35,33 @@ export async function findMtaStsMaxAges(pool: pg.Pool, domains: string[]): Promi
   );
   return new Map(rows.map((r) => [`${r.domain}\0${r.policy_id}`, r.max_age]));
 }
+
+/**
+ * Takes the submission of one report to one rua for this worker: a new one, a failed one
+ * with attempts left, or one whose sender's lease ran out (it died sending). Null when
+ * another worker has it or it is done.
+ */
+export async function claimTlsReportSubmission(
+  pool: pg.Pool, s: { day: string; domain: string; rua: string; reportId: string }, o: { leaseMs: number; maxAttempts: number },
+): Promise<boolean> {
+  const { rowCount } = await pool.query(
+    `INSERT INTO tls_report_submissions (day, domain, rua, report_id, state, attempts, lease_until)
+     VALUES ($1, $2, $3, $4, 'sending', 1, now() + $5 * interval '1 millisecond')
+     ON CONFLICT (day, domain, rua) DO UPDATE
+        SET state = 'sending', attempts = tls_report_submissions.attempts + 1, lease_until = EXCLUDED.lease_until, updated_at = now()
+      WHERE tls_report_submissions.attempts < $6
+        AND (tls_report_submissions.state = 'failed' OR (tls_report_submissions.state = 'sending' AND tls_report_submissions.lease_until < now()))`,
+    [s.day, s.domain, s.rua, s.reportId, o.leaseMs, o.maxAttempts],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+export async function finishTlsReportSubmission(
+  pool: pg.Pool, s: { day: string; domain: string; rua: string }, r: { state: "sent" | "failed" | "skipped"; status: number | null; error: string | null },
+): Promise<void> {
+  await pool.query(
+    `UPDATE tls_report_submissions SET state = $4, last_status = $5, last_error = $6, lease_until = NULL, updated_at = now()
+      WHERE day = $1 AND domain = $2 AND rua = $3`,
+    [s.day, s.domain, s.rua, r.state, r.status, r.error],
+  );
+}

@@ -5,6 +5,7 @@ import type pg from "pg";
 import { findDayAttemptGroups, findMtaStsMaxAges } from "../db/tls-reports.ts";
 import { AppError } from "../domain/errors.ts";
 import { buildReport, type AttemptGroup, type TlsReport } from "../domain/tls-report.ts";
+import { heloName, type Config } from "../config.ts";
 
 export interface ReportSettings {
   organization: string;
@@ -13,6 +14,17 @@ export interface ReportSettings {
   reporter: string;
   /** SMTP_SOURCE_IPS[0], when there is one sending address. */
   sendingIp?: string | undefined;
+}
+
+/** Who the reports say they are from: TLS_REPORT_ORGANIZATION and TLS_REPORT_CONTACT, else the HELO name's. */
+export function reportSettings(config: Config): ReportSettings {
+  const helo = heloName(config).toLowerCase();
+  return {
+    organization: config.TLS_REPORT_ORGANIZATION ?? helo,
+    contact: config.TLS_REPORT_CONTACT ?? `mailto:postmaster@${helo}`,
+    reporter: helo,
+    sendingIp: config.SMTP_SOURCE_IPS?.length === 1 ? config.SMTP_SOURCE_IPS[0] : undefined,
+  };
 }
 
 /** The last whole UTC day before `now`, as YYYY-MM-DD. */

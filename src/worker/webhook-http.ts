@@ -30,7 +30,7 @@ export interface PostOptions {
   resolveAll?: (hostname: string) => Promise<Array<{ address: string; family: number }>>;
 }
 
-export async function postWebhook(url: URL, headers: Record<string, string>, body: string, o: PostOptions): Promise<PostResult> {
+export async function postWebhook(url: URL, headers: Record<string, string>, body: string | Buffer, o: PostOptions): Promise<PostResult> {
   const refused = refusedUrl(url, o.policy);
   if (refused) return { status: null, retryAfterSeconds: null, error: `target refused: ${refused}`, ip: null };
   let connectedTo: string | null = null;

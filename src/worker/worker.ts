@@ -26,6 +26,8 @@ import { webhookTargetPolicy } from "../security/webhook-targets.ts";
 import { MtaStsPolicies } from "./mta-sts.ts";
 import { TlsPolicyMap } from "./policy-layers.ts";
 import { createDaneResolver, type DaneResolver, type TlsaLookup } from "./dane.ts";
+import { startTlsReportSender, type TlsReportSenderOptions } from "./tls-report-sender.ts";
+import { reportSettings } from "../services/tls-reports.ts";
 import { findTlsPolicyRules } from "../db/tls-policies.ts";
 
 export type { WorkerHandle } from "./claim-loop.ts";
@@ -139,6 +141,20 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
   };
 }
 
+/** How the worker sends TLS reports: DNS_SERVERS, the webhooks' target rules, the SMTP trust store. */
+export function tlsReportSenderOptions(rt: Pick<Runtime, "config" | "db" | "logger">): TlsReportSenderOptions {
+  const c = rt.config;
+  return {
+    pool: rt.db.pool,
+    logger: rt.logger,
+    settings: reportSettings(c),
+    dns: createTxtResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {}),
+    policy: webhookTargetPolicy(c),
+    ca: [...tls.rootCertificates, ...(c.SMTP_CA_FILE ? [readCaFile("SMTP_CA_FILE", c.SMTP_CA_FILE)] : [])],
+    timeoutMs: c.WEBHOOK_TIMEOUT_MS,
+  };
+}
+
 /** TLSA answers reused for `ttlMs` per host and shared by concurrent deliveries; a deferral is asked again. */
 function cachedTlsa(r: DaneResolver, ttlMs: number): { tlsa(host: string): Promise<TlsaLookup> } {
   const cache = new Map<string, { at: number; value: Promise<TlsaLookup> }>();
@@ -211,6 +227,7 @@ function startHeartbeat(config: Config, w: WorkerHandle, logger: Logger): () => 
 export function startWorker(rt: Runtime): WorkerHandle {
   const w = createDeliveryWorker({ config: rt.config, pool: rt.db.pool, cipher: rt.cipher, logger: rt.logger });
   const stopSweep = startRetentionSweep(rt.db.prisma, rt.config, rt.logger);
+  const stopReports = rt.config.TLS_REPORTS_SEND === "on" ? startTlsReportSender(tlsReportSenderOptions(rt)) : () => {};
   const what = describeDelivery(rt.config);
   rt.logger.info({ component: "worker", worker: w.id, ...what.fields }, `delivery worker started: ${what.summary}`);
   const stopHeartbeat = startHeartbeat(rt.config, w, rt.logger);
@@ -218,6 +235,7 @@ export function startWorker(rt: Runtime): WorkerHandle {
     ...w,
     async stop(graceMs?: number) {
       stopSweep();
+      stopReports();
       await w.stop(graceMs);
       stopHeartbeat();
     },

@@ -4,6 +4,7 @@
 // delivery to an SMTP peer and a retention purge; and the statements each process has no
 // business running fail with 42501 (insufficient_privilege). Keys are created by the
 // owner connection, as `sealpost keys create` would.
+import { claimTlsReportSubmission, findDayAttemptGroups, finishTlsReportSubmission } from "../../src/db/tls-reports.ts";
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -256,6 +257,16 @@ test("the API under sealpost_api keeps the TLS policy map and reads the TLS repo
   assert.equal(reports.status, 200, reports.body);
   assert.ok(reports.json().reports.some((r: { "report-id": string }) => r["report-id"].startsWith(`${today}.good.test@`)), "the delivery above is in today's report");
   assert.equal((await t.call("DELETE", `/tls-policies/${added.json().id}`, { key: admin })).status, 200);
+});
+
+test("the worker under sealpost_worker reads a day's evidence and records a TLS report submission once", async () => {
+  const today = new Date().toISOString().slice(0, 10);
+  const groups = await findDayAttemptGroups(workerDb.pool, new Date(`${today}T00:00:00Z`), null);
+  assert.ok(groups.some((g) => g.domain === "good.test"), "the delivery above is in today's evidence");
+  const key = { day: today, domain: "good.test", rua: "https://tlsrpt.good.test/v1", reportId: `${today}.good.test@sealpost.test` };
+  assert.equal(await claimTlsReportSubmission(workerDb.pool, key, { leaseMs: 60_000, maxAttempts: 5 }), true);
+  assert.equal(await claimTlsReportSubmission(workerDb.pool, key, { leaseMs: 60_000, maxAttempts: 5 }), false, "held by the first claim");
+  await finishTlsReportSubmission(workerDb.pool, key, { state: "sent", status: 200, error: null });
 });
 
 test("what each role must not do fails with 42501", async () => {

@@ -13,7 +13,12 @@ import { startTestApp, type TestApp } from "../helpers/app.ts";
 import { startFakeDns, type FakeDns, type FakeZone } from "../helpers/fake-dns.ts";
 import { sendMessage, waitForMessage, type MessageView } from "../helpers/messages.ts";
 import { peerCertificate, startPeer, testCa, type SmtpPeer } from "../helpers/smtp-peers.ts";
-import { startTestWorker } from "../helpers/worker.ts";
+import { startTestWorker, testCaFile } from "../helpers/worker.ts";
+import { gunzipSync } from "node:zlib";
+import pino from "pino";
+import { loadConfig } from "../../src/config.ts";
+import { sendTlsReports } from "../../src/worker/tls-report-sender.ts";
+import { tlsReportSenderOptions } from "../../src/worker/worker.ts";
 
 const POLICY_IP = "127.0.15.1";
 const DOMAINS = ["relaxed.test", "norequiretls.test", "apirule.test", "enforce.test", "attacked.test", "testing.test", "cached.test", "idchange.test", "redirect.test", "html.test", "big.test", "wild.test", "mapped.test", "pinned.test"];
@@ -30,6 +35,8 @@ const logs: string[] = [];
 /** What the policy server answers, per policy host; a request for another host gets 404. */
 const policies = new Map<string, (res: ServerResponse) => void>();
 const fetches: string[] = [];
+/** TLS reports POSTed to the policy server's /tlsrpt (a domain's rua). */
+const reportsPosted: Array<{ host: string; contentType: string; body: Buffer }> = [];
 
 const plain = (body: string) => (res: ServerResponse) => res.writeHead(200, { "content-type": "text/plain" }).end(body);
 const policy = (mode: string, mx: string[], maxAge = 86400) => plain(`version: STSv1\r\nmode: ${mode}\r\n${mx.map((m) => `mx: ${m}\r\n`).join("")}max_age: ${maxAge}\r\n`);
@@ -59,6 +66,15 @@ before(async () => {
   const leaf = issueCertificate({ names: DOMAINS.map((d) => `mta-sts.${d}`), ca: testCa() });
   policyServer = createServer({ key: leaf.key, cert: leaf.cert }, (req: IncomingMessage, res: ServerResponse) => {
     const host = (req.headers.host ?? "").toLowerCase();
+    if (req.method === "POST" && req.url === "/tlsrpt") {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        reportsPosted.push({ host, contentType: String(req.headers["content-type"]), body: Buffer.concat(chunks) });
+        res.writeHead(201).end();
+      });
+      return;
+    }
     fetches.push(`${host}${req.url}`);
     const answer = req.url === "/.well-known/mta-sts.txt" ? policies.get(host) : undefined;
     if (answer) answer(res);
@@ -327,4 +343,34 @@ test("GET /tls-reports: today's sessions per recipient domain in RFC 8460's form
 
   const tenant = (await app.createKey({ name: "tenant reports", scopes: ["admin"], domains: ["shop.example"] })).key;
   assert.equal((await app.call("GET", "/tls-reports", { key: tenant })).status, 403);
+});
+
+test("TLS_REPORTS_SEND: the day's report goes gzipped to the https rua a domain publishes, once, and a mailto rua is recorded as not sent", async (t) => {
+  dns.setZone(zone({ "_smtp._tls.enforce.test": { TXT: ["v=TLSRPTv1; rua=https://mta-sts.enforce.test/tlsrpt,mailto:tlsrpt@enforce.test"] } }));
+  t.after(() => dns.setZone(zone()));
+  const config = loadConfig({ NODE_ENV: "test", DNS_SERVERS: dns.address, SMTP_CA_FILE: testCaFile(), SMTP_HELO_NAME: "sealpost.test", TLS_REPORTS_SEND: "on" });
+  const o = tlsReportSenderOptions({ config, db: app.tdb.db, logger: pino({ level: "silent" }) });
+  const today = new Date().toISOString().slice(0, 10);
+  const first = await sendTlsReports(o, today);
+  assert.deepEqual(first.map((s) => [s.domain, s.rua, s.state]), [
+    ["enforce.test", "https://mta-sts.enforce.test/tlsrpt", "sent"],
+    ["enforce.test", "mailto:tlsrpt@enforce.test", "skipped"],
+  ]);
+  assert.equal(reportsPosted.length, 1);
+  const posted = reportsPosted[0]!;
+  assert.equal(posted.host, "mta-sts.enforce.test");
+  assert.equal(posted.contentType, "application/tlsrpt+gzip");
+  const report = JSON.parse(gunzipSync(posted.body).toString("utf8"));
+  assert.equal(report["report-id"], `${today}.enforce.test@sealpost.test`);
+  assert.equal(report["organization-name"], "sealpost.test");
+  assert.equal(report.policies[0].policy["policy-type"], "sts");
+  assert.ok(report.policies[0].summary["total-successful-session-count"] >= 3);
+
+  assert.deepEqual(await sendTlsReports(o, today), [], "another run (or worker) sends nothing again");
+  assert.equal(reportsPosted.length, 1);
+  const rows = await app.tdb.db.pool.query("SELECT rua, state, last_status FROM tls_report_submissions ORDER BY rua");
+  assert.deepEqual(rows.rows, [
+    { rua: "https://mta-sts.enforce.test/tlsrpt", state: "sent", last_status: 201 },
+    { rua: "mailto:tlsrpt@enforce.test", state: "skipped", last_status: null },
+  ]);
 });

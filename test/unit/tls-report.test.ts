@@ -27,3 +27,11 @@ test("without a policy an unverified certificate is a success (opportunistic TLS
   assert.deepEqual(withPolicy.summary, { "total-successful-session-count": 10, "total-failure-session-count": 6 });
   assert.deepEqual(withPolicy["failure-details"].map((f) => [f["result-type"], f["failed-session-count"]]), [["certificate-not-trusted", 4], ["starttls-not-supported", 2]]);
 });
+
+test("rua: only from exactly one v=TLSRPTv1 record, https: and mailto: only", async () => {
+  const { ruaOf } = await import("../../src/worker/tls-report-sender.ts");
+  assert.deepEqual(ruaOf(["v=TLSRPTv1; rua=mailto:a@example.com, https://r.example.com/v1"]), ["mailto:a@example.com", "https://r.example.com/v1"]);
+  assert.deepEqual(ruaOf(["v=spf1 -all", "v=TLSRPTv1;rua=https://r.example.com"]), ["https://r.example.com"]);
+  assert.deepEqual(ruaOf(["v=TLSRPTv1; rua=https://a.example", "v=TLSRPTv1; rua=https://b.example"]), [], "two records: none is used (RFC 8460 section 3)");
+  assert.deepEqual(ruaOf(["v=TLSRPTv1; rua=http://plain.example/, ftp://x"]), []);
+});

@@ -1,6 +1,5 @@
 import { z } from "zod";
-import { tlsReports } from "../../services/tls-reports.ts";
-import { heloName } from "../../config.ts";
+import { reportSettings, tlsReports } from "../../services/tls-reports.ts";
 import { defineRoute } from "../route.ts";
 import { TlsReportListSchema } from "../schemas.ts";
 
@@ -29,13 +28,6 @@ export default defineRoute({
   responses: { 200: { description: "The day's reports", schema: TlsReportListSchema } },
   errors: [401, 403, 422, 429, 503],
   async handler({ query, request }, deps) {
-    const helo = heloName(deps.config).toLowerCase();
-    const settings = {
-      organization: deps.config.TLS_REPORT_ORGANIZATION ?? helo,
-      contact: deps.config.TLS_REPORT_CONTACT ?? `mailto:postmaster@${helo}`,
-      reporter: helo,
-      sendingIp: deps.config.SMTP_SOURCE_IPS?.length === 1 ? deps.config.SMTP_SOURCE_IPS[0] : undefined,
-    };
-    return tlsReports(deps.db.pool, { allowedDomains: request.apiKey!.allowedDomains }, settings, query, (deps.now ?? (() => new Date()))());
+    return tlsReports(deps.db.pool, { allowedDomains: request.apiKey!.allowedDomains }, reportSettings(deps.config), query, (deps.now ?? (() => new Date()))());
   },
 });
