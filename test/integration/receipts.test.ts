@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { spawnSync } from "node:child_process";
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
 import { startTestApp, testCipher, type TestApp } from "../helpers/app.ts";
 import { rotateReceiptKey } from "../../src/services/receipts.ts";
@@ -94,6 +95,40 @@ test("one changed byte anywhere makes the receipt fail to verify", async () => {
   const sig = Buffer.from(signature, "base64url");
   sig[0] = sig[0]! ^ 0x01;
   await assert.rejects(jwtVerify([header, payload, sig.toString("base64url")].join("."), jwks, { algorithms: ["EdDSA"] }), { code: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" });
+});
+
+/** Verifies a JWT with Python's jwcrypto (Debian's python3-jwcrypto), another language's JOSE library: its claims, or its error. */
+function jwcryptoVerify(token: string, jwks: JSONWebKeySet): { ok: true; claims: ReceiptClaims } | { ok: false; error: string } {
+  const py = [
+    "import json, sys",
+    "from jwcrypto import jwk, jwt",
+    "keys = jwk.JWKSet.from_json(sys.argv[1])",
+    "try:",
+    "    t = jwt.JWT(jwt=sys.stdin.read().strip(), key=keys, algs=['EdDSA'])",
+    "    print(json.dumps({'ok': True, 'claims': json.loads(t.claims)}))",
+    "except Exception as e:",
+    "    print(json.dumps({'ok': False, 'error': type(e).__name__}))",
+  ].join("\n");
+  const r = spawnSync("/usr/bin/python3", ["-c", py, JSON.stringify(jwks)], { input: token, encoding: "utf8", timeout: 20_000 });
+  assert.equal(r.status, 0, `jwcrypto (Debian python3-jwcrypto) must run: ${r.stderr}${r.error?.message ?? ""}`);
+  return JSON.parse(r.stdout);
+}
+
+test("Python's jwcrypto verifies a receipt too, with its policy and the layer it came from, and refuses one changed byte", async () => {
+  const id = await sendMessage(app, key, { to: "cy@receipt.test", tls: "required" });
+  await waitForMessage(app, key, id, ["delivered"]);
+  const { receipt } = (await app.call("GET", `/messages/${id}/receipt`, { key })).json() as { receipt: string };
+  const jwks = await keySet();
+  const v = jwcryptoVerify(receipt, jwks);
+  assert.ok(v.ok, JSON.stringify(v));
+  const a = v.claims.receipt.recipients[0]!.attempt as unknown as { policy: string; policy_source: string; tls: { verified: boolean } };
+  // This file's worker runs with SMTP_TLS_POLICY=required: the server's layer comes first.
+  assert.deepEqual([v.claims.sub, a.policy, a.policy_source, a.tls.verified], [id, "required", "server", true]);
+  const [header, payload, signature] = receipt.split(".") as [string, string, string];
+  const claims = Buffer.from(payload, "base64url");
+  const at = claims.indexOf(Buffer.from('"required"'));
+  claims[at + 1] = "R".charCodeAt(0);
+  assert.deepEqual(jwcryptoVerify([header, claims.toString("base64url"), signature].join("."), jwks), { ok: false, error: "InvalidJWSSignature" });
 });
 
 test("a message that is not delivered yet gets a receipt that says so; another key's message is not found", async () => {
