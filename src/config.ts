@@ -217,6 +217,7 @@ const EnvSchema = z
     MTA_STS_TIMEOUT: duration.default(30_000),
     TLS_REPORTS_SEND: z.enum(["on", "off"]).default("off"),
     TLS_REPORT_ORGANIZATION: z.string().min(1).max(200).optional(),
+    TLS_REPORT_FROM: z.string().regex(/^[^\s@<>]{1,64}@[a-z0-9.-]{1,253}$/i, "must be an address such as tlsrpt@shop.example").optional(),
     TLS_REPORT_CONTACT: z.string().min(1).max(200).optional(),
     DNS_SERVERS: hostPortList.optional(),
     DNS_CACHE_TTL: duration.default(60_000),

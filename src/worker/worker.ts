@@ -27,6 +27,7 @@ import { MtaStsPolicies } from "./mta-sts.ts";
 import { TlsPolicyMap } from "./policy-layers.ts";
 import { createDaneResolver, type DaneResolver, type TlsaLookup } from "./dane.ts";
 import { startTlsReportSender, type TlsReportSenderOptions } from "./tls-report-sender.ts";
+import { attemptDelivery } from "./smtp-attempt.ts";
 import { reportSettings } from "../services/tls-reports.ts";
 import { findTlsPolicyRules } from "../db/tls-policies.ts";
 
@@ -142,15 +143,27 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
 }
 
 /** How the worker sends TLS reports: DNS_SERVERS, the webhooks' target rules, the SMTP trust store. */
-export function tlsReportSenderOptions(rt: Pick<Runtime, "config" | "db" | "logger">): TlsReportSenderOptions {
+export function tlsReportSenderOptions(rt: Pick<Runtime, "config" | "db" | "logger" | "cipher">): TlsReportSenderOptions {
   const c = rt.config;
+  const ca = c.SMTP_CA_FILE ? [readCaFile("SMTP_CA_FILE", c.SMTP_CA_FILE)] : [];
+  const mx = createMxResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {});
+  const signer = c.DKIM_SIGNING === "on" ? new DkimSigner(rt.db.pool, rt.cipher) : null;
   return {
+    mail: {
+      from: c.TLS_REPORT_FROM ?? `tlsrpt@${heloName(c).toLowerCase()}`,
+      resolveMx: (d) => mx.resolve(d),
+      attempt: (a) => attemptDelivery({ ...a, ca }),
+      ...(signer ? { sign: (raw: Buffer, from: string) => signer.sign(raw, from) } : {}),
+      mxPort: c.SMTP_MX_PORT,
+      heloName: heloName(c),
+      connectTimeoutMs: c.SMTP_CONNECT_TIMEOUT_MS,
+    },
     pool: rt.db.pool,
     logger: rt.logger,
     settings: reportSettings(c),
     dns: createTxtResolver(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {}),
     policy: webhookTargetPolicy(c),
-    ca: [...tls.rootCertificates, ...(c.SMTP_CA_FILE ? [readCaFile("SMTP_CA_FILE", c.SMTP_CA_FILE)] : [])],
+    ca: [...tls.rootCertificates, ...ca],
     timeoutMs: c.WEBHOOK_TIMEOUT_MS,
   };
 }

@@ -18,10 +18,12 @@ import { gunzipSync } from "node:zlib";
 import pino from "pino";
 import { loadConfig } from "../../src/config.ts";
 import { sendTlsReports } from "../../src/worker/tls-report-sender.ts";
+import { simpleParser } from "mailparser";
+import { testCipher } from "../helpers/app.ts";
 import { tlsReportSenderOptions } from "../../src/worker/worker.ts";
 
 const POLICY_IP = "127.0.15.1";
-const DOMAINS = ["relaxed.test", "norequiretls.test", "apirule.test", "enforce.test", "attacked.test", "testing.test", "cached.test", "idchange.test", "redirect.test", "html.test", "big.test", "wild.test", "mapped.test", "pinned.test"];
+const DOMAINS = ["reports.test", "relaxed.test", "norequiretls.test", "apirule.test", "enforce.test", "attacked.test", "testing.test", "cached.test", "idchange.test", "redirect.test", "html.test", "big.test", "wild.test", "mapped.test", "pinned.test"];
 
 let app: TestApp;
 let key: string;
@@ -51,7 +53,7 @@ function zone(over: FakeZone = {}): FakeZone {
   }
   z["evil.attacker.test"] = { A: ["127.0.15.3"] };
   z["a.b.wild.test"] = { A: ["127.0.15.2"] };
-  for (const d of ["mapped.test", "pinned.test", "apirule.test", "norequiretls.test"]) delete z[`_mta-sts.${d}`];
+  for (const d of ["mapped.test", "pinned.test", "apirule.test", "norequiretls.test", "reports.test"]) delete z[`_mta-sts.${d}`];
   return { ...z, ...over };
 }
 
@@ -345,17 +347,32 @@ test("GET /tls-reports: today's sessions per recipient domain in RFC 8460's form
   assert.equal((await app.call("GET", "/tls-reports", { key: tenant })).status, 403);
 });
 
-test("TLS_REPORTS_SEND: the day's report goes gzipped to the https rua a domain publishes, once, and a mailto rua is recorded as not sent", async (t) => {
-  dns.setZone(zone({ "_smtp._tls.enforce.test": { TXT: ["v=TLSRPTv1; rua=https://mta-sts.enforce.test/tlsrpt,mailto:tlsrpt@enforce.test"] } }));
+test("TLS_REPORTS_SEND: the day's report goes gzipped to the https and the mailto rua a domain publishes, once each", async (t) => {
+  dns.setZone(zone({ "_smtp._tls.enforce.test": { TXT: ["v=TLSRPTv1; rua=https://mta-sts.enforce.test/tlsrpt,mailto:tlsrpt@reports.test"] } }));
   t.after(() => dns.setZone(zone()));
-  const config = loadConfig({ NODE_ENV: "test", DNS_SERVERS: dns.address, SMTP_CA_FILE: testCaFile(), SMTP_HELO_NAME: "sealpost.test", TLS_REPORTS_SEND: "on" });
-  const o = tlsReportSenderOptions({ config, db: app.tdb.db, logger: pino({ level: "silent" }) });
+  const config = loadConfig({
+    NODE_ENV: "test", DNS_SERVERS: dns.address, SMTP_CA_FILE: testCaFile(), SMTP_HELO_NAME: "sealpost.test", TLS_REPORTS_SEND: "on",
+    SMTP_MX_PORT: String(good.port), TLS_REPORT_FROM: "tlsrpt@sealpost.test",
+  });
+  const o = tlsReportSenderOptions({ config, db: app.tdb.db, logger: pino({ level: "silent" }), cipher: testCipher() });
   const today = new Date().toISOString().slice(0, 10);
   const first = await sendTlsReports(o, today);
   assert.deepEqual(first.map((s) => [s.domain, s.rua, s.state]), [
     ["enforce.test", "https://mta-sts.enforce.test/tlsrpt", "sent"],
-    ["enforce.test", "mailto:tlsrpt@enforce.test", "skipped"],
+    ["enforce.test", "mailto:tlsrpt@reports.test", "sent"],
   ]);
+  // The mailed report, as RFC 8460 section 3 describes it, read with mailparser.
+  const mailed = good.received.find((r) => r.to.includes("tlsrpt@reports.test"))!;
+  assert.equal(mailed.from, "tlsrpt@sealpost.test");
+  const parsed = await simpleParser(mailed.data);
+  assert.equal(parsed.subject, `Report Domain: enforce.test Submitter: sealpost.test Report-ID: <${today}.enforce.test@sealpost.test>`);
+  assert.equal(parsed.headers.get("tls-report-domain"), "enforce.test");
+  assert.equal(parsed.headers.get("tls-report-submitter"), "sealpost.test");
+  const ct = parsed.headers.get("content-type") as { value: string; params: Record<string, string> };
+  assert.deepEqual([ct.value, ct.params["report-type"]], ["multipart/report", "tlsrpt"]);
+  const gz = parsed.attachments.find((a) => a.contentType === "application/tlsrpt+gzip")!;
+  assert.match(gz.filename ?? "", /^sealpost\.test!enforce\.test!\d+!\d+\.json\.gz$/);
+  assert.equal(JSON.parse(gunzipSync(gz.content).toString("utf8"))["report-id"], `${today}.enforce.test@sealpost.test`);
   assert.equal(reportsPosted.length, 1);
   const posted = reportsPosted[0]!;
   assert.equal(posted.host, "mta-sts.enforce.test");
@@ -371,6 +388,7 @@ test("TLS_REPORTS_SEND: the day's report goes gzipped to the https rua a domain 
   const rows = await app.tdb.db.pool.query("SELECT rua, state, last_status FROM tls_report_submissions ORDER BY rua");
   assert.deepEqual(rows.rows, [
     { rua: "https://mta-sts.enforce.test/tlsrpt", state: "sent", last_status: 201 },
-    { rua: "mailto:tlsrpt@enforce.test", state: "skipped", last_status: null },
+    { rua: "mailto:tlsrpt@reports.test", state: "sent", last_status: 250 },
   ]);
+  assert.equal(good.received.filter((r) => r.to.includes("tlsrpt@reports.test")).length, 1);
 });
