@@ -124,6 +124,27 @@ test("enforce with a matching MX: delivered under `required`, and the evidence s
   assert.deepEqual(row.rows, [{ mode: "enforce", policy_id: "20261205a", mx: ["mx.enforce.test"], max_age: 86400 }], "cached in Postgres for every worker");
 });
 
+test("a policy in the last tenth of its life is fetched again under the same id, and stays in force if that fails", async (t) => {
+  useWorker(t);
+  policies.set("mta-sts.enforce.test", policy("enforce", ["mx.enforce.test"], 172800));
+  await app.tdb.db.pool.query("UPDATE mta_sts_policies SET expires_at = now() + interval '1 hour' WHERE domain = 'enforce.test'");
+  const before = fetches.filter((f) => f.startsWith("mta-sts.enforce.test")).length;
+  const id = await sendMessage(app, key, { to: "ahead@enforce.test" });
+  assert.equal(lastAttempt(await waitForMessage(app, key, id, ["delivered"], { logs })).policy_source, "mta-sts");
+  assert.equal(fetches.filter((f) => f.startsWith("mta-sts.enforce.test")).length, before + 1, "fetched again, the TXT id unchanged");
+  const row = (await app.tdb.db.pool.query("SELECT max_age, expires_at > now() + interval '47 hours' AS renewed FROM mta_sts_policies WHERE domain = 'enforce.test'")).rows[0];
+  assert.deepEqual(row, { max_age: 172800, renewed: true });
+
+  // The same, with the policy host failing: the cached policy (still valid) holds.
+  await app.tdb.db.pool.query("UPDATE mta_sts_policies SET expires_at = now() + interval '1 hour' WHERE domain = 'enforce.test'");
+  policies.set("mta-sts.enforce.test", (res) => res.writeHead(503).end());
+  t.after(() => policies.set("mta-sts.enforce.test", policy("enforce", ["mx.enforce.test"])));
+  const id2 = await sendMessage(app, key, { to: "ahead2@enforce.test" });
+  const a = lastAttempt(await waitForMessage(app, key, id2, ["delivered"], { logs }));
+  assert.equal(a.policy_source, "mta-sts");
+  assert.match((a.policy_detail?.mta_sts as { stale_error?: string }).stale_error ?? "", /503/);
+});
+
 test("enforce with the attacker's MX in DNS: never connected to, deferred with the reason", async (t) => {
   useWorker(t);
   policies.set("mta-sts.attacked.test", policy("enforce", ["mx.attacked.test"]));
@@ -306,6 +327,13 @@ test("TLS-Required: No relaxes MTA-STS only: never the map, nor the message's ow
   assert.equal(o.policy_source, "message");
   assert.equal(o.smtp.enhanced_code, "4.7.5");
   assert.equal(selfSigned.received.filter((x) => x.to.includes("bob@pinned.test")).length, 0);
+
+  // Nor the key's `required`.
+  const strictKey = (await app.createKey({ name: "strict", tlsPolicy: "required" })).key;
+  const keyed = await sendMessage(app, strictKey, { to: "carl@pinned.test", headers });
+  const k = lastAttempt(await waitForMessage(app, strictKey, keyed, ["deferred"], { logs }));
+  assert.deepEqual([k.policy, k.policy_source, k.policy_detail?.tls_required_no], ["required", "key", true]);
+  assert.equal(selfSigned.received.filter((x) => x.to.includes("carl@pinned.test")).length, 0);
 });
 
 test("TLS-Required takes only the value No", async () => {
