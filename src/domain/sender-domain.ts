@@ -48,8 +48,17 @@ function isSubdomainOf(child: string, parent: string): boolean {
  * same rule as sending from it (send-message.ts checkSenderAllowed), so a key can never
  * sign for a domain it may not send from.
  */
+/**
+ * A key not limited to some sender domains ("*", what a key made without --domains holds):
+ * the operator's. What applies to every tenant's mail (the TLS policy map, TLS reports) is
+ * for such keys only.
+ */
+export function coversEveryDomain(allowedDomains: readonly string[]): boolean {
+  return allowedDomains.includes("*");
+}
+
 export function keyCoversDomain(allowedDomains: readonly string[], name: string): boolean {
-  return allowedDomains.includes("*") || allowedDomains.includes(name);
+  return coversEveryDomain(allowedDomains) || allowedDomains.includes(name);
 }
 
 /**

@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { deleteTlsPolicyRule, findTlsPolicyRule, findTlsPolicyRules, insertTlsPolicyRule, findTlsPolicyRuleByPattern, type TlsPolicyRuleRow } from "../db/tls-policies.ts";
 import { AppError } from "../domain/errors.ts";
+import { coversEveryDomain } from "../domain/sender-domain.ts";
 import { FINGERPRINT_SHAPE, MX_PATTERN_SHAPE, normalizeFingerprint, normalizeMxPattern, normalizePattern, RULE_PATTERN_SHAPE, type TlsMapRule } from "../domain/tls-policy-map.ts";
 
 const fieldError = (path: string, message: string) => new AppError("invalid_request", `${path}: ${message}`, { errors: [{ path, message }] });
@@ -31,7 +32,7 @@ const configView = (r: TlsMapRule): TlsPolicyView => ({
 
 /** The map's rules apply to everyone's mail: changing them is the operator's, not a tenant's. */
 function assertOperator(allowedDomains: readonly string[]): void {
-  if (allowedDomains.length > 0 && !allowedDomains.includes("*")) {
+  if (!coversEveryDomain(allowedDomains)) {
     throw new AppError("forbidden", "the TLS policy map applies to every sender's mail: only an admin key not limited to some sender domains may change it");
   }
 }

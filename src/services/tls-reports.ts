@@ -4,6 +4,7 @@
 import type pg from "pg";
 import { findDayAttemptGroups, findMtaStsMaxAges } from "../db/tls-reports.ts";
 import { AppError } from "../domain/errors.ts";
+import { coversEveryDomain } from "../domain/sender-domain.ts";
 import { buildReport, type AttemptGroup, type TlsReport } from "../domain/tls-report.ts";
 import { heloName, type Config } from "../config.ts";
 
@@ -35,7 +36,7 @@ function previousDay(now: Date): string {
 export async function tlsReports(
   pool: pg.Pool, actor: { allowedDomains: readonly string[] }, settings: ReportSettings, q: { date?: string | undefined; domain?: string | undefined }, now: Date,
 ): Promise<{ date: string; reports: TlsReport[] }> {
-  if (actor.allowedDomains.length > 0 && !actor.allowedDomains.includes("*")) {
+  if (!coversEveryDomain(actor.allowedDomains)) {
     throw new AppError("forbidden", "TLS reports describe every sender's mail to a recipient domain: only an admin key not limited to some sender domains may read them");
   }
   const date = q.date ?? previousDay(now);
