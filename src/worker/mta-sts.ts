@@ -15,6 +15,7 @@ import type pg from "pg";
 import type { Logger } from "pino";
 import { findMtaStsPolicy, noteMtaStsError, saveMtaStsPolicy, type MtaStsPolicyRow } from "../db/mta-sts.ts";
 import { errorFields } from "../logger.ts";
+import { refusedAddress, type TargetPolicy } from "../security/webhook-targets.ts";
 
 /** What a delivery to the domain must respect. */
 export type StsLookup =
@@ -46,6 +47,20 @@ export function effectiveMaxAge(maxAge: number): number {
 }
 
 const loadMtaSts = () => import("mailauth/lib/mta-sts.js");
+
+/**
+ * The resolver mailauth fetches policies through, with the webhooks' outbound rule applied to
+ * the policy host's addresses (security/webhook-targets.ts): in production a recipient domain
+ * cannot point mta-sts.<domain> at a loopback, private or link-local address and have the
+ * worker connect there; such an address is left out, as if the host had none.
+ */
+export function policyHostGuard(resolve: DnsResolve, policy: TargetPolicy): DnsResolve {
+  return async (name, type) => {
+    const answer = await resolve(name, type);
+    if ((type !== "A" && type !== "AAAA") || !Array.isArray(answer)) return answer;
+    return answer.filter((ip) => typeof ip === "string" && refusedAddress(ip, policy) === null);
+  };
+}
 
 /** Whether `host` is one of the policy's mx patterns (mailauth's validateMx: "*." covers exactly one label). */
 export async function mxMatches(host: string, mx: string[]): Promise<boolean> {

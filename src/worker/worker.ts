@@ -23,7 +23,7 @@ import { errorFields } from "../logger.ts";
 import tls from "node:tls";
 import { WebhookSender } from "./webhook-sender.ts";
 import { webhookTargetPolicy } from "../security/webhook-targets.ts";
-import { MtaStsPolicies } from "./mta-sts.ts";
+import { MtaStsPolicies, policyHostGuard } from "./mta-sts.ts";
 import { TlsPolicyMap } from "./policy-layers.ts";
 import { createDaneResolver, type DaneResolver, type TlsaLookup } from "./dane.ts";
 import { startTlsReportSender, type TlsReportSenderOptions } from "./tls-report-sender.ts";
@@ -95,7 +95,7 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
     // it joins the SMTP sessions', for a private CA that also issues the policy hosts'.
     if (settings.ca.length > 0) tls.setDefaultCACertificates([...tls.getCACertificates("default"), ...settings.ca]);
     const txt = createTxtResolver({ ...o.resolver, ...(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {}) });
-    mtaSts = new MtaStsPolicies({ pool: o.pool, resolve: txt.resolve, ttlMs: c.DNS_CACHE_TTL, fetchTimeoutMs: c.MTA_STS_TIMEOUT, logger: o.logger });
+    mtaSts = new MtaStsPolicies({ pool: o.pool, resolve: policyHostGuard(txt.resolve, webhookTargetPolicy(c)), ttlMs: c.DNS_CACHE_TTL, fetchTimeoutMs: c.MTA_STS_TIMEOUT, logger: o.logger });
   }
   const w = new ClaimLoop(
     {
@@ -129,7 +129,8 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
     pollMs: c.WORKER_POLL_MS,
     timeoutMs: c.WEBHOOK_TIMEOUT_MS,
     policy: webhookTargetPolicy(c),
-    ca: c.WEBHOOK_CA_FILE ? [...tls.rootCertificates, readCaFile("WEBHOOK_CA_FILE", c.WEBHOOK_CA_FILE)] : undefined,
+    // Always explicit: the process's default store may hold SMTP_CA_FILE (for MTA-STS), which webhooks must not trust.
+    ca: [...tls.rootCertificates, ...(c.WEBHOOK_CA_FILE ? [readCaFile("WEBHOOK_CA_FILE", c.WEBHOOK_CA_FILE)] : [])],
   }).start();
   return {
     id: w.id,

@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { loadConfig } from "../../src/config.ts";
 import { ruleFor, type TlsMapRule } from "../../src/domain/tls-policy-map.ts";
 import { strictestLayer } from "../../src/domain/tls-policy.ts";
-import { effectiveMaxAge } from "../../src/worker/mta-sts.ts";
+import { effectiveMaxAge, policyHostGuard } from "../../src/worker/mta-sts.ts";
+import { webhookTargetPolicy } from "../../src/security/webhook-targets.ts";
 
 const FP = "AB:".repeat(31) + "AB";
 
@@ -58,4 +59,13 @@ test("MTA-STS max_age is used within [1 hour, 1 year); outside it a policy lasts
   assert.equal(effectiveMaxAge(3599), 86400);
   assert.equal(effectiveMaxAge(0), 86400);
   assert.equal(effectiveMaxAge(31_557_600), 86400);
+});
+
+test("in production an MTA-STS policy host's private addresses are left out, as if it had none; outside production all stay", async () => {
+  const dns = async (_name: string, type: string) => (type === "A" ? ["10.0.0.5", "192.0.2.10", "169.254.169.254"] : type === "TXT" ? [["v=STSv1; id=1"]] : []);
+  const prod = policyHostGuard(dns, webhookTargetPolicy({ NODE_ENV: "production", WEBHOOK_ALLOWED_NETWORKS: undefined }));
+  assert.deepEqual(await prod("mta-sts.example.com", "A"), ["192.0.2.10"]);
+  assert.deepEqual(await prod("_mta-sts.example.com", "TXT"), [["v=STSv1; id=1"]], "other records pass");
+  const dev = policyHostGuard(dns, webhookTargetPolicy({ NODE_ENV: "development", WEBHOOK_ALLOWED_NETWORKS: undefined }));
+  assert.deepEqual(await dev("mta-sts.example.com", "A"), ["10.0.0.5", "192.0.2.10", "169.254.169.254"]);
 });
