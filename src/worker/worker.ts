@@ -33,6 +33,9 @@ import { findTlsPolicyRules } from "../db/tls-policies.ts";
 
 export type { WorkerHandle } from "./claim-loop.ts";
 
+/** SMTP_CA_FILE certificates already added to Node's default store (once per process). */
+const addedToDefaultStore = new Set<string>();
+
 function deliverySettings(config: Config): DeliverySettings {
   return {
     serverPolicy: config.SMTP_TLS_POLICY,
@@ -93,7 +96,11 @@ export function createDeliveryWorker(o: DeliveryWorkerOptions): WorkerHandle {
   if (c.MTA_STS === "on" && !c.SMTP_RELAY_URL) {
     // mailauth fetches policies with Node's default trust store: SMTP_CA_FILE joins it, as
     // it joins the SMTP sessions', for a private CA that also issues the policy hosts'.
-    if (settings.ca.length > 0) tls.setDefaultCACertificates([...tls.getCACertificates("default"), ...settings.ca]);
+    const added = settings.ca.filter((pem) => !addedToDefaultStore.has(pem));
+    if (added.length > 0) {
+      tls.setDefaultCACertificates([...tls.getCACertificates("default"), ...added]);
+      for (const pem of added) addedToDefaultStore.add(pem);
+    }
     const txt = createTxtResolver({ ...o.resolver, ...(c.DNS_SERVERS ? { servers: c.DNS_SERVERS } : {}) });
     mtaSts = new MtaStsPolicies({ pool: o.pool, resolve: policyHostGuard(txt.resolve, webhookTargetPolicy(c)), ttlMs: c.DNS_CACHE_TTL, fetchTimeoutMs: c.MTA_STS_TIMEOUT, logger: o.logger });
   }
