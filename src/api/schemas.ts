@@ -70,7 +70,9 @@ const PolicyDetailSchema = z
       .meta({ description: "The recipient domain's MTA-STS policy (RFC 8461) as applied, or why none was" }),
     dane: z
       .strictObject({
-        state: z.enum(["off", "relay", "none", "relaxed", "secure", "unusable"]),
+        state: z.enum(["off", "relay", "none", "relaxed", "secure", "unusable", "lookup_failed"]).meta({
+          description: "secure: usable TLSA records (DANE verifies the certificate); unusable: only records unusable for SMTP (TLS required, unauthenticated); none: no DNSSEC-validated records; lookup_failed: the TLSA lookup failed (SERVFAIL, bogus, no answer), so the host was not tried",
+        }),
         record: z.string().optional().meta({ description: 'The TLSA record the certificate matched, as "3 1 1 <hex>"' }),
         reason: z.string().optional(),
       })
@@ -489,7 +491,7 @@ const TlsReportSchema = z
     policies: z.array(
       z.strictObject({
         policy: z.strictObject({
-          "policy-type": z.enum(["sts", "no-policy-found"]),
+          "policy-type": z.enum(["sts", "tlsa", "no-policy-found"]),
           "policy-string": z.array(z.string()).optional(),
           "policy-domain": z.string(),
           "mx-host": z.array(z.string()).optional(),
@@ -497,7 +499,7 @@ const TlsReportSchema = z
         summary: z.strictObject({ "total-successful-session-count": z.number().int(), "total-failure-session-count": z.number().int() }),
         "failure-details": z.array(
           z.strictObject({
-            "result-type": z.enum(["starttls-not-supported", "certificate-host-mismatch", "certificate-expired", "certificate-not-trusted", "validation-failure", "sts-policy-invalid", "sts-webpki-invalid"]),
+            "result-type": z.enum(["starttls-not-supported", "certificate-host-mismatch", "certificate-expired", "certificate-not-trusted", "validation-failure", "sts-policy-invalid", "sts-webpki-invalid", "dnssec-invalid"]),
             "sending-mta-ip": z.string().optional(),
             "receiving-mx-hostname": z.string().optional(),
             "receiving-ip": z.string().optional(),

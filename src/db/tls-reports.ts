@@ -8,7 +8,8 @@ const DAY_SQL = `
 SELECT d.domain,
        jsonb_build_object('state', a.policy_detail->'mta_sts'->'state', 'mode', a.policy_detail->'mta_sts'->'mode',
                           'id', a.policy_detail->'mta_sts'->'id', 'mx', a.policy_detail->'mta_sts'->'mx',
-                          'mx_match', a.policy_detail->'mta_sts'->'mx_match') AS sts, a.mx_host AS "mxHost", a.ip, a.tls, a.verified, a.verify_error AS "verifyError",
+                          'mx_match', a.policy_detail->'mta_sts'->'mx_match') AS sts,
+       jsonb_build_object('state', a.policy_detail->'dane'->'state', 'record', a.policy_detail->'dane'->'record') AS dane, a.mx_host AS "mxHost", a.ip, a.tls, a.verified, a.verify_error AS "verifyError",
        a.policy_detail->>'mx_name_check' AS "mxNameCheck", CASE WHEN a.mx_host IS NULL THEN a.reply_text END AS "replyText",
        count(*)::int AS count
   FROM delivery_attempts a
@@ -18,8 +19,8 @@ SELECT d.domain,
    AND a.policy_detail IS NOT NULL AND a.policy_detail->'mta_sts'->>'state' <> 'relay'
    AND ($2::text IS NULL OR d.domain = $2)
    -- A connection was made, or a policy ruled every host out (a local decision with no host is not a session).
-   AND (a.mx_host IS NOT NULL OR a.policy_source IN ('mta-sts', 'map'))
- GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+   AND (a.mx_host IS NOT NULL OR a.policy_source IN ('mta-sts', 'map', 'dane'))
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
  ORDER BY 1`;
 
 export async function findDayAttemptGroups(pool: pg.Pool, day: Date, domain: string | null): Promise<AttemptGroup[]> {

@@ -46,7 +46,7 @@ export interface PolicyDetail {
     | { state: "policy"; mode: "enforce" | "testing" | "none"; id: string; mx: string[]; expires_at: string; mx_match: boolean; stale_error?: string; would_fail?: string }
     | { state: "none" | "off" | "relay" | "relaxed" | "unavailable"; reason: string };
   /** DANE for the MX host (RFC 7672), or why it did not apply. */
-  dane: { state: "off" | "relay" | "none" | "relaxed" | "secure" | "unusable"; record?: string; reason?: string };
+  dane: { state: "off" | "relay" | "none" | "relaxed" | "secure" | "unusable" | "lookup_failed"; record?: string; reason?: string };
   /** Whether the certificate named the host (null: no certificate), whatever decided `verified`. */
   mx_name_check: "match" | "mismatch" | null;
   /** What decided `verified` (null without TLS), and the pinned fingerprint or TLSA record matched. */

@@ -8,6 +8,8 @@ export interface AttemptGroup {
   domain: string;
   /** policy_detail.mta_sts as recorded. */
   sts: { state: string; mode?: string; id?: string; mx?: string[]; mx_match?: boolean } | null;
+  /** policy_detail.dane as recorded: its state and the TLSA record matched. */
+  dane?: { state: string | null; record: string | null } | null;
   mxHost: string | null;
   ip: string | null;
   tls: boolean;
@@ -21,7 +23,7 @@ export interface AttemptGroup {
 
 type ResultType =
   | "starttls-not-supported" | "certificate-host-mismatch" | "certificate-expired" | "certificate-not-trusted"
-  | "validation-failure" | "sts-policy-invalid" | "sts-webpki-invalid";
+  | "validation-failure" | "sts-policy-invalid" | "sts-webpki-invalid" | "dnssec-invalid";
 
 interface FailureDetail {
   "result-type": ResultType;
@@ -34,7 +36,7 @@ interface FailureDetail {
 }
 
 interface PolicyReport {
-  policy: { "policy-type": "sts" | "no-policy-found"; "policy-string"?: string[]; "policy-domain": string; "mx-host"?: string[] };
+  policy: { "policy-type": "sts" | "tlsa" | "no-policy-found"; "policy-string"?: string[]; "policy-domain": string; "mx-host"?: string[] };
   summary: { "total-successful-session-count": number; "total-failure-session-count": number };
   "failure-details": FailureDetail[];
 }
@@ -75,12 +77,16 @@ export function buildReport(o: {
 }): TlsReport {
   const byPolicy = new Map<string, { report: PolicyReport; failures: Map<string, FailureDetail> }>();
   for (const g of o.groups) {
-    const sts = g.sts?.state === "policy" && g.sts.mode !== "none" ? g.sts : null;
-    const key = sts ? `sts:${sts.id}` : "none";
+    // DANE, where it applied to the host, is the policy the session was held to (RFC 8461 section 2).
+    const dane = g.dane?.state === "secure" || g.dane?.state === "unusable" || g.dane?.state === "lookup_failed" ? g.dane : null;
+    const sts = !dane && g.sts?.state === "policy" && g.sts.mode !== "none" ? g.sts : null;
+    const key = dane ? `tlsa:${g.mxHost ?? ""}` : sts ? `sts:${sts.id}` : "none";
     let entry = byPolicy.get(key);
     if (!entry) {
       const maxAge = sts ? o.maxAgeOf?.(sts.id!) : undefined;
-      const policy: PolicyReport["policy"] = sts
+      const policy: PolicyReport["policy"] = dane
+        ? { "policy-type": "tlsa", "policy-string": [], "policy-domain": o.domain, ...(g.mxHost ? { "mx-host": [g.mxHost] } : {}) }
+        : sts
         ? {
             "policy-type": "sts",
             "policy-string": ["version: STSv1", `mode: ${sts.mode}`, ...(sts.mx ?? []).map((m) => `mx: ${m}`), ...(maxAge !== undefined ? [`max_age: ${maxAge}`] : [])],
@@ -93,10 +99,14 @@ export function buildReport(o: {
     }
     // Without a policy only the lack of TLS is a failure: an unverified certificate is what opportunistic TLS accepts.
     // An MX host outside the policy is a failure of it even when TLS verified (testing mode delivers there).
-    const failure = sts && sts.mx_match === false && g.mxHost !== null
+    if (dane?.record && !entry.report.policy["policy-string"]!.includes(dane.record)) entry.report.policy["policy-string"]!.push(dane.record);
+    const failure = dane?.state === "lookup_failed"
+      ? { type: "dnssec-invalid" as const, info: g.replyText ?? "the TLSA lookup failed", code: "tlsa-lookup-failed" }
+      : sts && sts.mx_match === false && g.mxHost !== null
       ? { type: "validation-failure" as const, info: `${g.mxHost} does not match the policy's mx`, code: "mx-not-in-policy" }
+      : dane?.state === "unusable" && g.tls ? null
       : resultType(g);
-    const counted = failure && (sts || failure.type === "starttls-not-supported") ? failure : null;
+    const counted = failure && (sts || dane || failure.type === "starttls-not-supported") ? failure : null;
     if (!counted) {
       entry.report.summary["total-successful-session-count"] += g.count;
       continue;

@@ -246,7 +246,7 @@ async function deliverToHosts(
     const whys = ruledOut.map((p) => p.why);
     const source = ruledOut.every((p) => p.defer === "dane") ? "dane"
       : dp.sts.state === "policy" && dp.sts.mode === "enforce" && whys.some((w) => w.includes("MTA-STS")) ? "mta-sts" : "map";
-    results.decideAll(localVerdict("deferred", "4.7.5", `not sent: no MX host may be tried: ${whys.join("; ")}`), false, startedAt, { policy: "required", policySource: source, policyDetail: ruledOutDetail(dp) });
+    results.decideAll(localVerdict("deferred", "4.7.5", `not sent: no MX host may be tried: ${whys.join("; ")}`), false, startedAt, { policy: "required", policySource: source, policyDetail: ruledOutDetail(dp, ruledOut) });
     return null;
   }
   const gate = deps.destinations;

@@ -68,15 +68,16 @@ export async function planHosts(dp: DomainPolicy, hosts: string[]): Promise<Map<
 }
 
 /** The evidence of a delivery whose every MX host the layers ruled out: what each layer said, no host matching. */
-export function ruledOutDetail(dp: DomainPolicy): PolicyDetail {
+export function ruledOutDetail(dp: DomainPolicy, ruledOut: Array<Extract<HostPlan, { tried: false }>>): PolicyDetail {
   const sts = dp.sts;
+  const daneFailed = ruledOut.filter((p) => p.defer === "dane");
   return {
     accepted: dp.accepted.source,
     map: dp.map ? { pattern: dp.map.pattern, origin: dp.map.origin, mx: dp.map.mx, fingerprints: dp.map.fingerprints } : null,
     mta_sts: sts.state === "policy"
       ? { state: "policy", mode: sts.mode, id: sts.id, mx: sts.mx, expires_at: sts.expiresAt.toISOString(), mx_match: false, ...(sts.staleError ? { stale_error: sts.staleError } : {}) }
       : { state: sts.state, reason: sts.reason },
-    dane: dp.daneOff ?? { state: "none", reason: "no MX host was tried" },
+    dane: dp.daneOff ?? (daneFailed.length > 0 ? { state: "lookup_failed", reason: daneFailed.map((p) => p.why).join("; ") } : { state: "none", reason: "no MX host was tried" }),
     mx_name_check: null,
     verified_by: null,
     matched: null,

@@ -106,6 +106,7 @@ test("TLSA SERVFAIL (bogus): the host is not tried, the delivery is deferred", a
   assert.equal(a.mx_host, null);
   assert.equal(a.policy_source, "dane");
   assert.match(a.smtp.text ?? "", /TLSA lookup for _25\._tcp\.mx\.servfail\.test failed \(SERVFAIL/);
+  assert.equal(a.policy_detail?.dane.state, "lookup_failed");
   assert.equal(receivedFor(selfSigned, "dave@servfail.test"), 0);
 });
 
@@ -133,4 +134,26 @@ test("TLS-Required: No sets DANE aside: a mismatching record does not hold the m
   const a = lastAttempt(await waitForMessage(app, key, id, ["delivered"], { logs }));
   assert.equal(a.policy, "opportunistic");
   assert.deepEqual(a.policy_detail?.dane, { state: "relaxed", reason: "the message says TLS-Required: No" });
+});
+
+test("TLS reports name DANE's hosts under the tlsa policy: matched, mismatched, and lookups that failed", async () => {
+  const operator = (await app.createKey({ name: "reports", scopes: ["admin"] })).key;
+  const today = new Date().toISOString().slice(0, 10);
+  const r = await app.call("GET", `/tls-reports?date=${today}`, { key: operator });
+  assert.equal(r.status, 200, r.body);
+  type Policy = { policy: Record<string, unknown>; summary: Record<string, number>; "failure-details": Array<Record<string, unknown>> };
+  const reports = (r.json() as { reports: Array<{ "report-id": string; policies: Policy[] }> }).reports;
+  const tlsaOf = (domain: string) => reports.find((x) => x["report-id"].startsWith(`${today}.${domain}@`))!.policies.find((p) => p.policy["policy-type"] === "tlsa")!;
+
+  const ee = tlsaOf("ee.test");
+  assert.deepEqual([ee.policy["policy-string"], ee.policy["mx-host"]], [[`3 1 1 ${eeRecord.certificate.toString("hex")}`], ["mx.ee.test"]]);
+  assert.equal(ee.summary["total-failure-session-count"], 0);
+  assert.ok(ee.summary["total-successful-session-count"]! >= 1);
+
+  const mismatch = tlsaOf("mismatch.test");
+  assert.equal(mismatch.summary["total-successful-session-count"], 0);
+  assert.deepEqual([mismatch["failure-details"][0]!["result-type"], mismatch["failure-details"][0]!["failure-reason-code"]], ["validation-failure", "DANE_NO_MATCH"]);
+
+  const servfail = tlsaOf("servfail.test");
+  assert.equal(servfail["failure-details"][0]!["result-type"], "dnssec-invalid");
 });
