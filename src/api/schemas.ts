@@ -83,6 +83,7 @@ const PolicyDetailSchema = z
     }),
     matched: z.string().nullable().meta({ description: "The pinned fingerprint or TLSA record the certificate matched" }),
     tls_required_no: z.boolean().meta({ description: "The message carried TLS-Required: No (RFC 8689): MTA-STS and DANE were not applied" }),
+    session: z.uuid().optional().meta({ description: "An id of the SMTP connection the attempt went over: attempts that share it went over one TLS session" }),
     requiretls: z.boolean().meta({ description: "MAIL FROM carried REQUIRETLS (RFC 8689): the message's policy was required and the server advertised it, so later hops must use verified TLS too" }),
   })
   .meta({ id: "PolicyDetail", description: "What each layer of the TLS policy said for this attempt" });

@@ -11,7 +11,8 @@ SELECT d.domain,
                           'mx_match', a.policy_detail->'mta_sts'->'mx_match') AS sts,
        jsonb_build_object('state', a.policy_detail->'dane'->'state', 'record', a.policy_detail->'dane'->'record') AS dane, a.mx_host AS "mxHost", a.ip, a.tls, a.verified, a.verify_error AS "verifyError",
        a.policy_detail->>'mx_name_check' AS "mxNameCheck", CASE WHEN a.mx_host IS NULL THEN a.reply_text END AS "replyText",
-       count(*)::int AS count
+       -- Sessions, not messages: the attempts a pooled connection carried share its id (one without, decided before any connection, counts alone).
+       count(DISTINCT COALESCE(a.policy_detail->>'session', a.id::text))::int AS count
   FROM delivery_attempts a
   JOIN recipients r ON r.id = a.recipient_id
   JOIN deliveries d ON d.id = r.delivery_id

@@ -30,6 +30,8 @@ export interface TlsEvidence {
   verifiedBy?: "pkix" | "fingerprint" | "dane" | null;
   /** The pinned fingerprint or TLSA record ("3 1 1 <hex>") the certificate matched. */
   matched?: string | null;
+  /** An id of the SMTP connection (one TLS session): the attempts of the messages it carried share it. */
+  sessionId?: string;
 }
 
 /**
@@ -56,6 +58,8 @@ export interface PolicyDetail {
   tls_required_no: boolean;
   /** MAIL FROM carried REQUIRETLS (RFC 8689): the server advertised it and the message's policy is `required`. */
   requiretls: boolean;
+  /** The SMTP connection the attempt went over (absent when none was made): TLS reports count sessions by it. */
+  session?: string;
 }
 
 /**

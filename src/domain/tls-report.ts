@@ -1,7 +1,7 @@
 // SMTP TLS reports (RFC 8460): what direct delivery to each recipient domain met over one
 // UTC day, in the RFC's aggregate JSON. Built from the delivery evidence (one row per
 // recipient and attempt, grouped by what it says), so a report is what the attempts
-// recorded: a session that carried several recipients counts once per recipient.
+// recorded; a connection that carried several messages counts once (by its session id).
 
 /** One group of attempts with the same outcome, as the database sums them (db/tls-reports.ts). */
 export interface AttemptGroup {

@@ -184,7 +184,10 @@ function sha256Fingerprint(der: Buffer): string {
 /** The attempt's detail completed from what the session showed: the name check, and what MTA-STS testing would have refused. */
 export function finishDetail(detail: PolicyDetail, tls: TlsEvidence): PolicyDetail {
   const nameCheck = tls.hostNameMatch === undefined || tls.hostNameMatch === null ? null : tls.hostNameMatch ? "match" : "mismatch";
-  const out: PolicyDetail = { ...detail, mx_name_check: nameCheck, verified_by: tls.tls ? (tls.verifiedBy ?? "pkix") : null, matched: tls.matched ?? null };
+  const out: PolicyDetail = {
+    ...detail, mx_name_check: nameCheck, verified_by: tls.tls ? (tls.verifiedBy ?? "pkix") : null, matched: tls.matched ?? null,
+    ...(tls.sessionId ? { session: tls.sessionId } : {}),
+  };
   if (tls.verifiedBy === "dane" && tls.matched) out.dane = { ...detail.dane, record: tls.matched };
   const sts = detail.mta_sts;
   if (sts.state === "policy" && sts.mode === "testing" && !sts.would_fail) {

@@ -3,6 +3,7 @@
 // file carries the plan out. nodemailer's SMTPConnection speaks the protocol; the plan is
 // applied here from the error codes and the TLS socket it exposes, never from reply text.
 import net from "node:net";
+import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import { TLSSocket, type ConnectionOptions } from "node:tls";
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
@@ -142,8 +143,18 @@ export function failedAttempt(failure: SessionFailure, opts: AttemptOptions, sta
   };
 }
 
-/** Connects, negotiates TLS as the policy says, checks it, and authenticates if asked to. */
+/**
+ * Connects, negotiates TLS as the policy says, checks it, and authenticates if asked to. The
+ * evidence carries an id of the connection, which every message sent over it shares.
+ */
 export async function openSession(opts: SessionOptions): Promise<{ session: SmtpSession } | { failure: SessionFailure }> {
+  const sessionId = randomUUID();
+  const r = await negotiate(opts);
+  if ("failure" in r) return { failure: { ...r.failure, evidence: { ...r.failure.evidence, sessionId } } };
+  return { session: Object.assign(r.session, { evidence: { ...r.session.evidence, sessionId } }) };
+}
+
+async function negotiate(opts: SessionOptions): Promise<{ session: SmtpSession } | { failure: SessionFailure }> {
   const plan = tlsPlan(opts.policy, { auth: opts.auth !== undefined, implicitTls: opts.implicitTls === true });
   let attempt = await connect(opts, opts.implicitTls ? "implicit" : "starttls", plan);
   let cleartextReason: string | null = null;

@@ -23,7 +23,7 @@ import { testCipher } from "../helpers/app.ts";
 import { tlsReportSenderOptions } from "../../src/worker/worker.ts";
 
 const POLICY_IP = "127.0.15.1";
-const DOMAINS = ["reports.test", "relaxed.test", "norequiretls.test", "apirule.test", "enforce.test", "attacked.test", "testing.test", "cached.test", "idchange.test", "redirect.test", "html.test", "big.test", "wild.test", "mapped.test", "pinned.test"];
+const DOMAINS = ["pooled.test", "reports.test", "relaxed.test", "norequiretls.test", "apirule.test", "enforce.test", "attacked.test", "testing.test", "cached.test", "idchange.test", "redirect.test", "html.test", "big.test", "wild.test", "mapped.test", "pinned.test"];
 
 let app: TestApp;
 let key: string;
@@ -53,7 +53,7 @@ function zone(over: FakeZone = {}): FakeZone {
   }
   z["evil.attacker.test"] = { A: ["127.0.15.3"] };
   z["a.b.wild.test"] = { A: ["127.0.15.2"] };
-  for (const d of ["mapped.test", "pinned.test", "apirule.test", "norequiretls.test", "reports.test"]) delete z[`_mta-sts.${d}`];
+  for (const d of ["mapped.test", "pinned.test", "apirule.test", "norequiretls.test", "reports.test", "pooled.test"]) delete z[`_mta-sts.${d}`];
   return { ...z, ...over };
 }
 
@@ -342,6 +342,20 @@ test("TLS-Required takes only the value No", async () => {
   const problem = r.json() as { errors: Array<{ path: string; message: string }> };
   assert.deepEqual(problem.errors.map((e) => e.path), ['headers["TLS-Required"]']);
   assert.match(problem.errors[0]!.message, /^TLS-Required takes only the value "No" \(RFC 8689\)/);
+});
+
+test("a report counts sessions, not messages: three messages over one pooled connection are one session", async (t) => {
+  useWorker(t, { WORKER_CONCURRENCY: "1" });
+  const ids = [];
+  for (const n of [1, 2, 3]) ids.push(await sendMessage(app, key, { to: `p${n}@pooled.test` }));
+  const sessions = new Set<string | undefined>();
+  for (const id of ids) sessions.add(lastAttempt(await waitForMessage(app, key, id, ["delivered"], { logs })).policy_detail?.session);
+  assert.equal(sessions.size, 1, "one connection carried all three");
+  assert.match([...sessions][0] ?? "", /^[0-9a-f-]{36}$/);
+  const operator = (await app.createKey({ name: "pooled reports", scopes: ["admin"] })).key;
+  const today = new Date().toISOString().slice(0, 10);
+  const r = (await app.call("GET", `/tls-reports?date=${today}&domain=pooled.test`, { key: operator })).json() as { reports: Array<{ policies: Array<{ summary: Record<string, number> }> }> };
+  assert.deepEqual(r.reports[0]!.policies[0]!.summary, { "total-successful-session-count": 1, "total-failure-session-count": 0 });
 });
 
 test("GET /tls-reports: today's sessions per recipient domain in RFC 8460's format, failures by kind", async () => {

@@ -20,7 +20,7 @@ export default defineRoute({
   description:
     "One aggregate report per recipient domain, in the RFC's JSON: per policy (the domain's MTA-STS policy, or no-policy-found), " +
     "the successful and failed sessions, and each kind of failure with the MX host and address (starttls-not-supported, certificate-host-mismatch, " +
-    "certificate-expired, certificate-not-trusted, validation-failure). Built from the delivery evidence, one session per recipient and attempt; " +
+    "certificate-expired, certificate-not-trusted, validation-failure). Built from the delivery evidence; a pooled connection that carried several messages counts as one session; " +
     "deliveries through SMTP_RELAY_URL are not in them. They cover every sender's mail, so only an admin key not limited to some sender domains may read them.",
   scope: "admin",
   tags: ["tls-policies"],
