@@ -1,12 +1,20 @@
 // DANE against a real DNSSEC-validating resolver (issue 15, item 2): scripts/dane-check.ts
-// signs zones with ldns, has Unbound validate them, and reads them with the DANE client.
+// signs zones with ldns, has Unbound validate them, and reads them with the DANE client; then a
+// whole delivery goes through Unbound (test/helpers/unbound.ts).
 // The other DANE tests use a fake resolver that sets the AD flag where told; this one shows
 // the client reads a real validator's answers right: AD on validated data, SERVFAIL for a
 // record changed after signing, no AD for an unsigned zone. Needs Debian's unbound and
 // ldnsutils (CI installs them).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHash, X509Certificate } from "node:crypto";
 import { spawnCli } from "../helpers/cli-process.ts";
+import { startValidatingResolver } from "../helpers/unbound.ts";
+import { startTestApp } from "../helpers/app.ts";
+import { startPeer } from "../helpers/smtp-peers.ts";
+import { startTestWorker } from "../helpers/worker.ts";
+import { sendMessage, waitForMessage } from "../helpers/messages.ts";
+import { issueCertificate } from "../../src/tls/certificates.ts";
 
 test("Unbound validates a signed TLSA record, refuses a bogus one, and an unsigned zone is not DANE", async () => {
   const p = spawnCli(process.execPath, ["scripts/dane-check.ts"], {});
@@ -19,4 +27,32 @@ test("Unbound validates a signed TLSA record, refuses a bogus one, and an unsign
     /^pass {2}record changed after signing: bogus, deferred: .*SERVFAIL/m,
     /^pass {2}unsigned zone: not DANE: .*no AD flag/m,
   ]) assert.match(out, line);
+});
+
+test("a whole delivery through Unbound: the signed TLSA record verifies a self-signed MX certificate; a bogus one defers with nothing sent", async (t) => {
+  const pem = issueCertificate({ names: ["mx.deliver.test", "mx.bogusmx.test"] });
+  const spki = Buffer.from(new X509Certificate(pem.cert).publicKey.export({ type: "spki", format: "der" }));
+  const tlsa = createHash("sha256").update(spki).digest("hex");
+  const records = (name: string) => [`@ IN MX 10 mx.${name}.`, "mx IN A 127.0.18.2", `_25._tcp.mx IN TLSA 3 1 1 ${tlsa}`];
+  const resolver = await startValidatingResolver([
+    { name: "deliver.test", records: records("deliver.test") },
+    { name: "bogusmx.test", records: records("bogusmx.test"), tamper: { from: tlsa, to: "ab".repeat(32) } },
+  ]);
+  t.after(() => resolver.close());
+  const app = await startTestApp();
+  t.after(() => app.close());
+  const peer = await startPeer({ ip: "127.0.18.2", certificate: pem });
+  t.after(() => peer.close());
+  const key = (await app.createKey()).key;
+  const logs: string[] = [];
+  const w = startTestWorker(app.tdb, { DNS_SERVERS: resolver.address, DANE_RESOLVER: resolver.address, SMTP_MX_PORT: String(peer.port), MTA_STS: "off" }, logs);
+  t.after(() => w.stop(5000));
+
+  const good = await sendMessage(app, key, { to: "alice@deliver.test" });
+  const bad = await sendMessage(app, key, { to: "bob@bogusmx.test" });
+  const a = (await waitForMessage(app, key, good, ["delivered"], { logs })).recipients[0]!.delivery_attempts.at(-1)!;
+  assert.deepEqual([a.policy, a.policy_source, a.tls.verified, a.policy_detail?.verified_by, a.policy_detail?.matched], ["required", "dane", true, "dane", `3 1 1 ${tlsa}`]);
+  const b = (await waitForMessage(app, key, bad, ["deferred"], { logs })).recipients[0]!.delivery_attempts.at(-1)!;
+  assert.deepEqual([b.mx_host, b.policy_source, b.policy_detail?.dane.state], [null, "dane", "lookup_failed"]);
+  assert.equal(peer.received.filter((m) => m.to.includes("bob@bogusmx.test")).length, 0);
 });
