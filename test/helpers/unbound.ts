@@ -49,7 +49,8 @@ function zoneFile(z: SignedZone): string {
   ].join("\n");
 }
 
-export async function startValidatingResolver(zones: SignedZone[]): Promise<ValidatingResolver> {
+/** `maxUdpSize`: answers larger than this come truncated over UDP (Unbound's max-udp-size), to exercise TCP. */
+export async function startValidatingResolver(zones: SignedZone[], opts: { maxUdpSize?: number } = {}): Promise<ValidatingResolver> {
   const missing = unboundMissing();
   if (missing) throw new Error(missing);
   const dir = mkdtempSync(join(tmpdir(), "unbound-"));
@@ -85,6 +86,7 @@ export async function startValidatingResolver(zones: SignedZone[]): Promise<Vali
     "  use-syslog: no",
     "  verbosity: 0",
     "  do-ip6: no",
+    ...(opts.maxUdpSize ? [`  max-udp-size: ${opts.maxUdpSize}`] : []),
     '  module-config: "validator iterator"',
     // .test is one of Unbound's built-in blocked zones (RFC 6761); these checks live there.
     '  local-zone: "test." nodefault',

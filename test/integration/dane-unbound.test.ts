@@ -15,6 +15,9 @@ import { startPeer } from "../helpers/smtp-peers.ts";
 import { startTestWorker } from "../helpers/worker.ts";
 import { sendMessage, waitForMessage } from "../helpers/messages.ts";
 import { issueCertificate } from "../../src/tls/certificates.ts";
+import { createDaneResolver, matchTlsa } from "../../src/worker/dane.ts";
+import { createSocket } from "node:dgram";
+import dnsPacket from "dns-packet";
 
 test("Unbound validates a signed TLSA record, refuses a bogus one, and an unsigned zone is not DANE", async () => {
   const p = spawnCli(process.execPath, ["scripts/dane-check.ts"], {});
@@ -55,4 +58,29 @@ test("a whole delivery through Unbound: the signed TLSA record verifies a self-s
   const b = (await waitForMessage(app, key, bad, ["deferred"], { logs })).recipients[0]!.delivery_attempts.at(-1)!;
   assert.deepEqual([b.mx_host, b.policy_source, b.policy_detail?.dane.state], [null, "dane", "lookup_failed"]);
   assert.equal(peer.received.filter((m) => m.to.includes("bob@bogusmx.test")).length, 0);
+});
+
+test("an answer too large for UDP comes truncated and is read over TCP, still validated", async (t) => {
+  const pem = issueCertificate({ names: ["mx.big.test"] });
+  const der = new X509Certificate(pem.cert).raw.toString("hex");
+  // Three full-certificate records (about 800 bytes each) and their signature: over 512 bytes.
+  const resolver = await startValidatingResolver([
+    { name: "big.test", records: ["mx IN A 127.0.0.1", ...[0, 1, 2].map((n) => `_25._tcp.mx IN TLSA 3 0 0 ${n === 0 ? der : der.slice(0, -2) + String(n).padStart(2, "0")}`)] },
+  ], { maxUdpSize: 512 });
+  t.after(() => resolver.close());
+  // Over UDP the answer is truncated (TC), so the records can only have come over TCP.
+  const udp = await new Promise<dnsPacket.DecodedPacket>((resolve, reject) => {
+    const s = createSocket("udp4");
+    const timer = setTimeout(() => (s.close(), reject(new Error("no UDP answer"))), 3000);
+    s.on("message", (m) => (clearTimeout(timer), s.close(), resolve(dnsPacket.decode(m))));
+    s.send(dnsPacket.encode({ type: "query", id: 7, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: "TLSA", name: "_25._tcp.mx.big.test", class: "IN" }],
+      additionals: [{ type: "OPT", name: ".", udpPayloadSize: 1232, flags: dnsPacket.DNSSEC_OK } as dnsPacket.Answer] }), resolver.port, resolver.host);
+  });
+  assert.equal(udp.flag_tc, true, "the UDP answer is truncated");
+  const r = await createDaneResolver({ host: resolver.host, port: resolver.port }).tlsa("mx.big.test");
+  assert.equal(r.kind, "secure", JSON.stringify(r));
+  if (r.kind === "secure") {
+    assert.equal(r.records.length, 3);
+    assert.ok("matched" in matchTlsa(r.records, [new X509Certificate(pem.cert).raw], "mx.big.test"));
+  }
 });
