@@ -3,6 +3,7 @@
 // the bounce receiver (src/inbound/), under the message row lock like a result that does
 // not hold all of a message's recipients (db/deliveries.ts underMessageLock).
 import type pg from "pg";
+import { FINAL_RECIPIENT_STATUSES, type RecipientStatus } from "../domain/message.ts";
 import { fanOutToWebhooks } from "./events.ts";
 import { refreshMessageStatus, underMessageLock } from "./deliveries.ts";
 import { senderDomainSql } from "./suppressions.ts";
@@ -29,15 +30,24 @@ export async function findReportedRecipient(pool: pg.Pool, id: bigint): Promise<
 const SENDER_DOMAIN = senderDomainSql("m.from_address");
 
 /**
+ * What a DSN's failure did: `bounced`; `unchanged` (the recipient is final already, e.g. a
+ * replay); or `not delivered yet`: the recipient is still waiting or being sent, which is
+ * what a report that overtakes the worker's own result looks like (a receiver can answer
+ * 250 and send its DSN before the worker has written `delivered`).
+ */
+export type LateBounceOutcome = "bounced" | "unchanged" | "not delivered yet";
+
+/**
  * A delivered recipient that a DSN reports failed: it becomes `bounced` with the report's
  * status and diagnostic, with its event (and webhooks), and, for an address failure, its
  * address goes on the sender domain's list. Only a `delivered` recipient changes: a second
- * report about it (a replay) writes nothing. Returns whether it changed.
+ * report about it (a replay) writes nothing.
  */
-export function recordLateBounce(
+export async function recordLateBounce(
   pool: pg.Pool, r: ReportedRecipient, report: { replyCode: number | null; enhancedCode: string; text: string; suppress: boolean },
-): Promise<boolean> {
-  return underMessageLock(pool, r.messageId, async (client) => {
+): Promise<LateBounceOutcome> {
+  let outcome: LateBounceOutcome = "unchanged";
+  await underMessageLock(pool, r.messageId, async (client) => {
     const { rowCount } = await client.query(
       `WITH rcpt AS (
          UPDATE recipients SET status = 'bounced', last_code = $2, last_enhanced = $3, last_reply = $4, updated_at = now()
@@ -58,10 +68,16 @@ export function recordLateBounce(
        SELECT 1 FROM rcpt`,
       [String(r.id), report.replyCode, report.enhancedCode, report.text, report.suppress],
     );
-    if (rowCount === 0) return false;
+    if (rowCount === 0) {
+      const { rows } = await client.query<{ status: RecipientStatus }>(`SELECT status FROM recipients WHERE id = $1`, [String(r.id)]);
+      if (rows[0] && !FINAL_RECIPIENT_STATUSES.has(rows[0].status)) outcome = "not delivered yet";
+      return false;
+    }
     await refreshMessageStatus(client, r.messageId);
+    outcome = "bounced";
     return true;
   });
+  return outcome;
 }
 
 /**

@@ -13,7 +13,9 @@
 //   as receivers of bounces do (a bounce of a bounce helps no one);
 // - a report can change only the recipient its token names, and only when the report is
 //   about that recipient's own address: a DSN naming another message's recipient changes
-//   nothing.
+//   nothing;
+// - a DSN's failure that comes before the worker has recorded the delivery (a receiver may
+//   answer 250 and bounce within milliseconds) is answered 451, so its sender tries again.
 // STARTTLS is offered with the server certificate (the API's).
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from "smtp-server";
 import type { Logger } from "pino";
@@ -131,7 +133,7 @@ export async function startInboundServer(opts: InboundOptions, listen: { host: s
         if (stream.sizeExceeded) return callback(refuse(552, `5.3.4 message exceeds the ${opts.maxBytes} bytes this server accepts`));
         const envelope = envelopes.get(session) ?? new Map();
         handle(Buffer.concat(chunks), [...envelope.values()], session.remoteAddress).then(
-          () => callback(),
+          (outcome) => callback(outcome === "try later" ? refuse(451, "4.3.0 the message this report is about is still being delivered; try again later") : null),
           (err: unknown) => {
             log.error({ err: errorFields(err) }, "could not record a report; answering 451 so the sender tries again");
             callback(refuse(451, "4.3.0 temporary failure, try again later"));
@@ -142,8 +144,14 @@ export async function startInboundServer(opts: InboundOptions, listen: { host: s
   });
   server.on("error", (err) => log.warn({ err: errorFields(err) }, "inbound SMTP connection error"));
 
-  /** Applies one report to the recipients its envelope names; never throws for what the report says, only for the database. */
-  async function handle(raw: Buffer, recipients: ReportedRecipient[], client: string): Promise<void> {
+  /**
+   * Applies one report to the recipients its envelope names; never throws for what the
+   * report says, only for the database. `try later` when a failure names a recipient the
+   * worker has not finished yet: the reporting MTA keeps the DSN and sends it again
+   * (RFC 5321 4.5.4.1), by when the worker's result is written, instead of the report
+   * being lost. Whatever was recorded for other recipients is not recorded twice.
+   */
+  async function handle(raw: Buffer, recipients: ReportedRecipient[], client: string): Promise<"done" | "try later"> {
     let report: InboundReport;
     try {
       report = await parse(raw);
@@ -152,8 +160,9 @@ export async function startInboundServer(opts: InboundOptions, listen: { host: s
     }
     if (report.kind === "unrecognised") {
       log.info({ client, bytes: raw.length, reason: report.reason }, "dropped a message that is not a report we read");
-      return;
+      return "done";
     }
+    let outcome: "done" | "try later" = "done";
     for (const r of recipients) {
       const own = r.address.toLowerCase();
       if (report.kind === "arf") {
@@ -182,9 +191,15 @@ export async function startInboundServer(opts: InboundOptions, listen: { host: s
       const enhancedCode = diagnostic?.[2] && diagnostic[2][0] === entry.status[0] ? diagnostic[2] : entry.status;
       const text = (entry.diagnosticCode ?? `status ${entry.status}`).replace(/^smtp;\s*/i, "").slice(0, 500);
       const suppress = isAddressFailure({ status: "bounced", replyCode: replyCode ?? 550, enhancedCode });
-      const changed = await recordLateBounce(opts.pool, r, { replyCode, enhancedCode, text: `reported later: ${text}`, suppress });
-      log.info({ client, recipient: String(r.id), message: r.messageId, status: entry.status, changed }, "late bounce recorded");
+      const result = await recordLateBounce(opts.pool, r, { replyCode, enhancedCode, text: `reported later: ${text}`, suppress });
+      if (result === "not delivered yet") {
+        log.info({ client, recipient: String(r.id), message: r.messageId, status: entry.status }, "a late bounce came before the delivery's result; answering 451");
+        outcome = "try later";
+        continue;
+      }
+      log.info({ client, recipient: String(r.id), message: r.messageId, status: entry.status, changed: result === "bounced" }, "late bounce recorded");
     }
+    return outcome;
   }
 
   await new Promise<void>((resolve, reject) => {

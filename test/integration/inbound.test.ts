@@ -17,6 +17,7 @@ import { startTestWorker, testCaFile } from "../helpers/worker.ts";
 import { startWebhookReceiver, type WebhookReceiver } from "../helpers/webhook-receiver.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { startInboundServer, type InboundServer } from "../../src/inbound/server.ts";
+import { BounceTokens } from "../../src/security/bounce-token.ts";
 import type { WorkerHandle } from "../../src/worker/claim-loop.ts";
 
 let app: TestApp;
@@ -166,7 +167,7 @@ async function deliverReport(rcpts: string[], body: string | null): Promise<{ rc
   }
 }
 
-const statusOf = async (id: string) => (await waitForMessage(app, key, id, undefined, { logs })).recipients[0]!.status;
+const statusOf = async (id: string, statuses?: string[]) => (await waitForMessage(app, key, id, statuses, { logs })).recipients[0]!.status;
 const suppressed = async () => (((await app.call("GET", "/suppressions", { key })).json()) as { data: Array<{ address: string; reason: string }> }).data;
 const changes = async () => Number((await app.tdb.db.pool.query<{ n: string }>(`SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM suppressions) AS n`)).rows[0]!.n);
 
@@ -230,6 +231,27 @@ test("Gmail's DSN with an empty delivery-status part: bounced on its X-Failed-Re
   assert.equal(m.recipients[0]!.last_response?.enhanced_code, "5.0.0");
   assert.match(m.recipients[0]!.last_response?.text ?? "", /X-Failed-Recipients/);
   assert.deepEqual((await suppressed()).filter((s) => s.address === "gone@mx81.test"), [], "nothing says the address is bad");
+});
+
+test("a DSN that comes before the worker's result is answered 451 so its sender tries again; a final recipient that was never delivered does not change", { timeout: 60_000 }, async () => {
+  // A receiver can answer 250 and send its DSN before the worker has written `delivered`:
+  // the recipient is then still waiting. A scheduled message is one that waits for certain.
+  const sendAt = new Date(Date.now() + 3_600_000).toISOString();
+  const id = await sendMessage(app, key, { from: "Shop <orders@shop.example>", to: "early@mx81.test", subject: "Your receipt", send_at: sendAt });
+  const { rows } = await app.tdb.db.pool.query<{ id: string }>("SELECT id::text AS id FROM recipients WHERE message_id = $1", [id]);
+  const bounceAddress = new BounceTokens(testCipher()).address(BigInt(rows[0]!.id), "bounces.shop.example");
+  const dsn = postfixDsn({ to: bounceAddress, finalRecipient: "early@mx81.test" });
+  const before = await changes();
+  assert.match((await deliverReport([bounceAddress], dsn)).data!, /^451 4\.3\.0/);
+  assert.equal(await changes(), before);
+  assert.equal(await statusOf(id, ["scheduled"]), "scheduled");
+
+  // Once the recipient is final without having been delivered (here cancelled), the report
+  // has nothing to change: taken and dropped, so its sender stops trying.
+  assert.equal((await app.call("POST", `/messages/${id}/cancel`, { key })).status, 200);
+  assert.match((await deliverReport([bounceAddress], dsn)).data!, /^250/);
+  assert.equal(await changes(), before + 1, "only the cancellation's event");
+  assert.equal(await statusOf(id), "cancelled");
 });
 
 test("a delayed DSN is information: the recipient stays delivered, nothing is suppressed", { timeout: 60_000 }, async () => {
