@@ -7,18 +7,20 @@
 //   SINK_DNS=127.0.0.1:5354 SINK_ZONE=<file>  a DNS server on loopback answering from a zone
 //       file (`sealpost domains show <domain> --zone` writes one), read again when it changes,
 //       so `domains verify` with DNS_SERVERS pointing here finds the records it asks for;
-//   SINK_BOUNCE_TO=localhost:2526  for each recipient whose address matches SINK_BOUNCE_MATCH
-//       (default ^bounce-me@), the sink accepts the message and then, like an MTA whose local
-//       delivery failed, sends an RFC 3464 DSN from <> to the message's envelope sender, over
-//       STARTTLS to that address (sealpost's bounce receiver, INBOUND_LISTEN).
+//   SINK_BOUNCE_TO=localhost:2526  for each recipient whose local part matches SINK_BOUNCE_MATCH
+//       (a regular expression, default ^bounce-me), the sink accepts the message and then, like
+//       an MTA whose local delivery failed, sends an RFC 3464 DSN (sink-dsn.ts) from <> to the
+//       message's envelope sender, over STARTTLS to that address (sealpost's bounce receiver,
+//       INBOUND_LISTEN), trying again for a while when it is not taken.
 import { SMTPServer } from "smtp-server";
 import { readFileSync, statSync } from "node:fs";
 import { createSocket } from "node:dgram";
-import { randomUUID } from "node:crypto";
+import { isIPv4 } from "node:net";
 import dnsPacket from "dns-packet";
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import { ensureDevCertificates } from "../src/api/certificates.ts";
 import { issueCertificate } from "../src/tls/certificates.ts";
+import { sinkDsn } from "./sink-dsn.ts";
 
 const port = Number(process.env.SINK_PORT ?? 2525);
 const log = { info: (_o: object, m: string) => console.error(m), warn: (_o: object, m: string) => console.error(m) };
@@ -58,10 +60,12 @@ const server = new SMTPServer({
         }),
       );
       // Read before answering: smtp-server clears the envelope for the next transaction.
+      // A message from <> (a bounce itself) is never bounced (RFC 5321 4.5.5).
       const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
-      const failed = session.envelope.rcptTo.map((r) => r.address).filter((a) => bounceTo && from && bounceMatch.test(a));
+      const failed = session.envelope.rcptTo.map((r) => r.address).filter((a) => bounceTo && from && bounceMatch.test(a.slice(0, a.lastIndexOf("@"))));
+      const arrivedAt = new Date();
       callback();
-      for (const rcpt of failed) void sendDsn(from, rcpt, data);
+      for (const rcpt of failed) void sendDsn(from, rcpt, data, arrivedAt);
     });
   },
 });
@@ -70,7 +74,16 @@ server.on("error", (err) => console.error("sink error:", err.message));
 // ---- DSNs back to the envelope sender -------------------------------------------------
 
 const bounceTo = process.env.SINK_BOUNCE_TO ? hostPort(process.env.SINK_BOUNCE_TO, "SINK_BOUNCE_TO") : null;
-const bounceMatch = new RegExp(process.env.SINK_BOUNCE_MATCH ?? "^bounce-me@", "i");
+const bounceMatch = localPartPattern(process.env.SINK_BOUNCE_MATCH ?? "^bounce-me");
+
+function localPartPattern(v: string): RegExp {
+  try {
+    return new RegExp(v, "i");
+  } catch (err) {
+    console.error(`SINK_BOUNCE_MATCH must be a regular expression for the local part, such as ^bounce-me: ${(err as Error).message}`);
+    process.exit(2);
+  }
+}
 
 function hostPort(v: string, name: string): { host: string; port: number } {
   const m = /^([^:]+):(\d{1,5})$/.exec(v);
@@ -81,61 +94,32 @@ function hostPort(v: string, name: string): { host: string; port: number } {
   return { host: m[1]!, port: Number(m[2]) };
 }
 
-/** The DSN an MTA writes when delivery to `rcpt` failed after it took the message (RFC 3464, as Postfix words it). */
-function dsn(to: string, rcpt: string, original: string): string {
-  const headers = original.split(/\r?\n\r?\n/, 1)[0] ?? "";
-  const boundary = `sink-${randomUUID()}`;
-  return [
-    "From: Mail Delivery System <MAILER-DAEMON@localhost>",
-    `To: <${to}>`,
-    "Subject: Undelivered Mail Returned to Sender",
-    `Date: ${new Date().toUTCString()}`,
-    `Message-ID: <${randomUUID()}@localhost>`,
-    "Auto-Submitted: auto-replied",
-    "MIME-Version: 1.0",
-    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
-    "",
-    `--${boundary}`,
-    "Content-Type: text/plain; charset=us-ascii",
-    "",
-    "This is the mail system at host localhost (the sealpost sink).",
-    "",
-    `Your message could not be delivered to <${rcpt}>: the mailbox does not exist.`,
-    "",
-    `--${boundary}`,
-    "Content-Type: message/delivery-status",
-    "",
-    "Reporting-MTA: dns; localhost",
-    `Arrival-Date: ${new Date().toUTCString()}`,
-    "",
-    `Final-Recipient: rfc822; ${rcpt}`,
-    `Original-Recipient: rfc822;${rcpt}`,
-    "Action: failed",
-    "Status: 5.1.1",
-    `Diagnostic-Code: smtp; 550 5.1.1 <${rcpt}>: Recipient address rejected: User unknown in local recipient table`,
-    "",
-    `--${boundary}`,
-    "Content-Type: text/rfc822-headers",
-    "",
-    headers,
-    "",
-    `--${boundary}--`,
-    "",
-  ].join("\r\n");
-}
+/** Delays before each new try of a DSN the bounce receiver did not take (4xx or no connection), as an MTA's queue retries. */
+const DSN_RETRY_MS = [1_000, 2_000, 4_000, 8_000, 16_000];
 
-async function sendDsn(to: string, rcpt: string, original: string): Promise<void> {
+/**
+ * Sends the DSN for `rcpt` from <> (RFC 5321 4.5.5) to `to` over STARTTLS, required and
+ * verified against the development CA. A 4xx answer or a failed connection is tried again
+ * on DSN_RETRY_MS (sealpost answers 451 to a DSN that comes before the worker has recorded
+ * the delivery); a 5xx is final, as an MTA drops a bounce that bounces.
+ */
+async function sendDsn(to: string, rcpt: string, original: string, arrivedAt: Date, attempt = 0): Promise<void> {
   const conn = new SMTPConnection({
-    host: bounceTo!.host, port: bounceTo!.port, name: "localhost", tls: { ca: [readFileSync(dev.caFile, "utf8")], servername: "localhost" },
+    host: bounceTo!.host, port: bounceTo!.port, name: "localhost", requireTLS: true,
+    tls: { ca: [readFileSync(dev.caFile, "utf8")], servername: "localhost" },
     connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000, logger: false,
   });
   conn.on("error", () => {}); // reported through the callbacks below
   try {
     await new Promise<void>((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
-    await new Promise((resolve, reject) => conn.send({ from: "", to: [to] }, dsn(to, rcpt, original), (err, info) => (err ? reject(err) : resolve(info))));
+    const dsn = sinkDsn({ to, recipient: rcpt, original, arrivedAt });
+    await new Promise((resolve, reject) => conn.send({ from: "", to: [to] }, dsn, (err, info) => (err ? reject(err) : resolve(info))));
     console.log(JSON.stringify({ dsn_sent: new Date().toISOString(), to, about: rcpt, status: "5.1.1" }));
   } catch (err) {
-    console.error(`sink: the DSN for ${rcpt} to ${to} was not taken: ${(err as Error).message}`);
+    const code = (err as { responseCode?: number }).responseCode;
+    const again = (code === undefined || (code >= 400 && code < 500)) && attempt < DSN_RETRY_MS.length;
+    console.error(`sink: the DSN for ${rcpt} to ${to} was not taken: ${(err as Error).message}${again ? `; trying again in ${DSN_RETRY_MS[attempt]! / 1000} s` : ""}`);
+    if (again) setTimeout(() => void sendDsn(to, rcpt, original, arrivedAt, attempt + 1), DSN_RETRY_MS[attempt]);
   } finally {
     conn.quit();
   }
@@ -145,34 +129,52 @@ async function sendDsn(to: string, rcpt: string, original: string): Promise<void
 
 type ZoneRecord = { type: "TXT"; data: string[] } | { type: "MX"; data: { preference: number; exchange: string } } | { type: "A"; data: string };
 let zone = new Map<string, ZoneRecord[]>();
-let zoneStamp = 0;
+let zoneStamp = "";
 
-/** The lines `domains show --zone` prints (name ttl IN type data), plus comments and blank lines. */
-function parseZone(text: string): Map<string, ZoneRecord[]> {
+/**
+ * The lines `domains show --zone` prints (name ttl IN type data, one record a line), plus
+ * comments and blank lines; A records too, for names of your own. A line it cannot read is
+ * reported, not guessed at (a record split over lines in parentheses is one).
+ */
+function parseZone(text: string, file: string): Map<string, ZoneRecord[]> {
   const out = new Map<string, ZoneRecord[]>();
-  for (const raw of text.split(/\r?\n/)) {
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
     const line = raw.replace(/^\s*;.*$/, "").trim();
+    if (line === "" || line.startsWith("$")) continue;
     const m = /^(\S+)\s+(?:\d+\s+)?(?:IN\s+)?(TXT|MX|A)\s+(.+)$/i.exec(line);
-    if (!m) continue;
+    const rec = m ? zoneRecord(m[2]!.toUpperCase(), m[3]!) : null;
+    if (!m || !rec) {
+      console.error(`sink DNS: ${file} line ${i + 1} not read (one record a line: name ttl IN TXT "..." | MX 10 host. | A 127.0.0.1)`);
+      continue;
+    }
     const name = m[1]!.toLowerCase().replace(/\.$/, "");
-    const type = m[2]!.toUpperCase();
-    const rest = m[3]!;
-    let rec: ZoneRecord;
-    if (type === "TXT") rec = { type: "TXT", data: [...rest.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((x) => x[1]!.replace(/\\(.)/g, "$1")) };
-    else if (type === "MX") {
-      const [pref = "10", host = "."] = rest.split(/\s+/);
-      rec = { type: "MX", data: { preference: Number(pref), exchange: host.replace(/\.$/, "") || "." } };
-    } else rec = { type: "A", data: rest.trim() };
     out.set(name, [...(out.get(name) ?? []), rec]);
   }
   return out;
 }
 
+function zoneRecord(type: string, rest: string): ZoneRecord | null {
+  if (type === "TXT") {
+    // Quoted strings and nothing else (a comment may follow).
+    if (!/^(?:"(?:[^"\\]|\\.)*"\s*)+(?:;.*)?$/.test(rest.trim())) return null;
+    const strings = [...rest.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((x) => x[1]!.replace(/\\(.)/g, "$1"));
+    // One character-string holds at most 255 bytes (RFC 1035 3.3): a longer one is an error in the zone.
+    return strings.length > 0 && strings.every((t) => Buffer.byteLength(t) <= 255) ? { type: "TXT", data: strings } : null;
+  }
+  if (type === "MX") {
+    const m = /^(\d{1,5})\s+(\S+?)\.?(?:\s*;.*)?$/.exec(rest.trim());
+    return m ? { type: "MX", data: { preference: Number(m[1]), exchange: m[2]! } } : null;
+  }
+  const ip = rest.replace(/;.*$/, "").trim();
+  return isIPv4(ip) ? { type: "A", data: ip } : null;
+}
+
 function currentZone(file: string): Map<string, ZoneRecord[]> {
   try {
-    const stamp = statSync(file).mtimeMs;
+    const st = statSync(file);
+    const stamp = `${st.mtimeMs}:${st.size}`;
     if (stamp !== zoneStamp) {
-      zone = parseZone(readFileSync(file, "utf8"));
+      zone = parseZone(readFileSync(file, "utf8"), file);
       zoneStamp = stamp;
       console.error(`sink DNS: ${zone.size} names from ${file}`);
     }
@@ -202,7 +204,15 @@ if (dnsAt && dnsSocket) {
     const records = currentZone(file).get(question.name.toLowerCase().replace(/\.$/, ""));
     const answers = (records ?? []).filter((r) => r.type === question.type).map((r) => ({ name: question.name, type: r.type, class: "IN", ttl: 0, data: r.data }) as dnsPacket.Answer);
     const rcode = records ? 0 : 3; // NXDOMAIN for names the zone does not hold
-    dnsSocket.send(dnsPacket.encode({ type: "response", id: q.id, flags: dnsPacket.AUTHORITATIVE_ANSWER | ((q.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | rcode, questions: [question], answers }), peer.port, peer.address);
+    const flags = dnsPacket.AUTHORITATIVE_ANSWER | ((q.flags ?? 0) & dnsPacket.RECURSION_DESIRED);
+    let reply: Buffer;
+    try {
+      reply = dnsPacket.encode({ type: "response", id: q.id, flags: flags | rcode, questions: [question], answers });
+    } catch (err) {
+      console.error(`sink DNS: could not answer ${question.name} ${question.type}: ${(err as Error).message}`);
+      reply = dnsPacket.encode({ type: "response", id: q.id, flags: flags | 2, questions: [question] }); // SERVFAIL
+    }
+    dnsSocket.send(reply, peer.port, peer.address);
   });
   dnsSocket.on("error", (err) => console.error("sink DNS error:", err.message));
   dnsSocket.bind(dnsAt.port, dnsAt.host, () => console.error(`sink DNS on ${dnsAt.host}:${dnsAt.port}, answering from ${file}`));
