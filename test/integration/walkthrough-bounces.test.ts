@@ -1,20 +1,22 @@
 // The bounce walk-through of the README ("Try the bounces", issue 13), run as a user runs it:
 // the sink script with its zone-file DNS and its DSNs, `sealpost start` with the bounce
-// receiver, the CLI for the domain and the key, the webhook receiver script that checks
+// receiver on the embedded database (no DATABASE_URL, as in the README), the CLI for the
+// domain and the key against that same DATA_DIR, the webhook receiver script that checks
 // signatures with the standardwebhooks package, and curl's requests over HTTPS. A message to
 // a mailbox the sink then bounces ends `bounced`, the address is on the suppression list as
 // a hard bounce, the next message to it is `suppressed`, and the webhook receiver verified
-// an event for each step.
+// an event for each step. A second endpoint, the tests' HTTPS receiver (a certificate from
+// the test CA, trusted through WEBHOOK_CA_FILE), gets the same events for their contents.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createTestDatabase } from "../helpers/db.ts";
 import { freePort, spawnCli, type CliProcess } from "../helpers/cli-process.ts";
 import { request } from "../helpers/https-client.ts";
 import { waitFor } from "../helpers/wait.ts";
-import { TEST_DATA_KEY } from "../helpers/app.ts";
+import { startWebhookReceiver } from "../helpers/webhook-receiver.ts";
+import { testCaFile } from "../helpers/worker.ts";
 
 /** Runs a sealpost command to its end; its exit code and output. */
 async function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
@@ -23,14 +25,15 @@ async function cli(args: string[], env: Record<string, string>): Promise<{ code:
   return { code, out: p.output() };
 }
 
-test("README walk-through: delivered, bounced by a DSN, suppressed, and a verified webhook for each step", async (t) => {
-  const tdb = await createTestDatabase();
-  t.after(() => tdb.drop());
+test("README walk-through: delivered, bounced by a DSN, suppressed, and a verified webhook for each step", { timeout: 180_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "sp-walk-"));
   const [sinkPort, dnsPort, inboundPort, apiPort, hookPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const zoneFile = join(dir, "zone.txt");
   const procs: CliProcess[] = [];
-  t.after(() => Promise.all(procs.map((p) => p.kill())));
+  t.after(async () => {
+    await Promise.all(procs.map((p) => p.kill()));
+    rmSync(dir, { recursive: true, force: true });
+  });
   const base = { CERTS_DIR: join(dir, "certs"), DATA_DIR: join(dir, "data") };
 
   // Terminal 1: the sink, with DNS from the zone file and DSNs back to the bounce receiver.
@@ -43,9 +46,9 @@ test("README walk-through: delivered, bounced by a DSN, suppressed, and a verifi
 
   // Terminal 2: sealpost, relaying to the sink, its DNS the sink's, the bounce receiver on.
   const env = {
-    ...base, DATABASE_URL: tdb.url, SEALPOST_DATA_KEY: TEST_DATA_KEY, PORT: String(apiPort), HOST: "127.0.0.1",
+    ...base, PORT: String(apiPort), HOST: "127.0.0.1",
     SMTP_RELAY_URL: `smtp://localhost:${sinkPort}`, SMTP_CA_FILE: join(dir, "certs", "ca.crt"), DNS_SERVERS: `127.0.0.1:${dnsPort}`,
-    BOUNCE_MX_HOST: "localhost", INBOUND_LISTEN: `127.0.0.1:${inboundPort}`, WORKER_POLL_MS: "50",
+    BOUNCE_MX_HOST: "localhost", INBOUND_LISTEN: `127.0.0.1:${inboundPort}`, WORKER_POLL_MS: "50", WEBHOOK_CA_FILE: testCaFile(),
   };
   const sealpost = spawnCli(process.execPath, ["src/cli.ts", "start"], env);
   procs.push(sealpost);
@@ -79,6 +82,10 @@ test("README walk-through: delivered, bounced by a DSN, suppressed, and a verifi
   const receiver = spawnCli(process.execPath, ["scripts/webhook-receiver.ts"], { PORT: String(hookPort), SEALPOST_WEBHOOK_SECRET: hook.json().secret });
   procs.push(receiver);
   await receiver.waitForLine(/webhook receiver on http:\/\/localhost/, "the webhook receiver");
+  const https = await startWebhookReceiver();
+  t.after(() => https.close());
+  const hook2 = await api("POST", "/webhooks", { url: https.url, event_types: ["message.delivered", "message.bounced", "message.suppressed"] });
+  assert.equal(hook2.status, 201, hook2.body);
 
   const send = () => api("POST", "/send", {
     from: "Shop <orders@shop.example>", to: "bounce-me@example.com", subject: "Your receipt", text: "Thank you for your order.",
@@ -94,19 +101,42 @@ test("README walk-through: delivered, bounced by a DSN, suppressed, and a verifi
   assert.equal(bounced.recipients[0].delivery_attempts[0].outcome, "delivered", "it was delivered first");
   assert.equal(bounced.recipients[0].last_response.enhanced_code, "5.1.1");
   const got = JSON.parse(sink.lines.find((l) => l.includes('"received"'))!);
-  assert.match(got.from, /^bounce\+[A-Za-z0-9]+@bounces\.shop\.example$/, "the envelope sender was the bounce address");
+  assert.match(got.from, /^bounce\+[a-z2-7]+@bounces\.shop\.example$/, "the envelope sender was the bounce address");
+  assert.equal(got.secure, true, "sealpost relayed over STARTTLS");
+  const dsnSent = JSON.parse(sink.lines.find((l) => l.includes('"dsn_sent"'))!);
+  assert.deepEqual([dsnSent.to, dsnSent.about], [got.from, "bounce-me@example.com"], "the DSN went back to that bounce address");
 
   const list = (await api("GET", "/suppressions?reason=hard_bounce")).json();
-  assert.deepEqual(list.data.map((s: { address: string; domain: string }) => [s.address, s.domain]), [["bounce-me@example.com", "shop.example"]]);
+  assert.deepEqual(
+    list.data.map((s: { address: string; domain: string; reason: string; message_id: string; reply: { enhanced_code: string } }) => [s.address, s.domain, s.reason, s.message_id, s.reply.enhanced_code]),
+    [["bounce-me@example.com", "shop.example", "hard_bounce", first.id, "5.1.1"]],
+  );
 
   const second = await send();
   assert.equal(second.status, "suppressed");
   assert.deepEqual(second.suppressed, ["bounce-me@example.com"]);
 
+  // Webhook deliveries run concurrently and may arrive out of order (Standard Webhooks
+  // promises no order); the event ids (webhook-id, evt_<n>) give the order of the steps.
+  const eventNumber = (id: string) => Number(/^evt_(\d+)$/.exec(id)?.[1] ?? NaN);
   const verifiedLines = await waitFor(() => {
     const l = receiver.lines.filter((x) => x.startsWith("verified "));
     return l.length >= 3 ? l : null;
   }, { what: "three verified webhooks", timeoutMs: 30_000 });
-  assert.deepEqual(verifiedLines.map((l) => l.split(" ")[2]), ["message.delivered", "message.bounced", "message.suppressed"]);
+  const byEvent = verifiedLines.map((l) => l.split(" ")).sort((a, b) => eventNumber(a[1]!) - eventNumber(b[1]!));
+  assert.deepEqual(byEvent.map((w) => [w[2], w[3]]), [
+    ["message.delivered", "bounce-me@example.com"], ["message.bounced", "bounce-me@example.com"], ["message.suppressed", "bounce-me@example.com"],
+  ]);
   assert.ok(!receiver.lines.some((l) => l.startsWith("REJECTED")), receiver.output());
+
+  type Delivered = { id: string; type: string; data: { message_id: string; recipient: { address: string }; smtp: { code: number | null; enhanced_code: string | null } | null } };
+  const overHttps = await waitFor(() => (https.received.length >= 3 ? https.received : null), { what: "three webhooks over HTTPS", timeoutMs: 30_000 });
+  const events = overHttps.map((h): Delivered => ({ id: String(h.headers["webhook-id"]), ...JSON.parse(h.body) }))
+    .sort((a, b) => eventNumber(a.id) - eventNumber(b.id));
+  assert.deepEqual(events.map((e) => [e.type, e.data.message_id, e.data.recipient.address, e.data.smtp?.enhanced_code ?? null]), [
+    ["message.delivered", first.id, "bounce-me@example.com", "2.0.0"],
+    ["message.bounced", first.id, "bounce-me@example.com", "5.1.1"],
+    ["message.suppressed", second.id, "bounce-me@example.com", null],
+  ]);
+  assert.deepEqual(events.map((e) => e.id), byEvent.map((w) => w[1]), "both endpoints got the same events");
 });
