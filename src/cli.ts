@@ -593,17 +593,6 @@ function printDomain(d: SenderDomainView): void {
   }
 }
 
-/**
- * A record as a zone-file line (RFC 1035 section 5.1): absolute name, TTL, class, type, and
- * TXT data as quoted strings of at most 255 characters each (RFC 7208 section 3.3).
- */
-function zoneLine(r: { name: string; type: string; value: string }): string {
-  const data = r.type === "TXT"
-    ? (r.value.match(/.{1,255}/g) ?? [""]).map((c) => `"${c.replace(/[\\"]/g, "\\$&")}"`).join(" ")
-    : r.value.replace(/(\S+)$/, (host) => (host.endsWith(".") ? host : `${host}.`));
-  return `${r.name}. 3600 IN ${r.type} ${data}`;
-}
-
 async function domainsCommand(config: Config, cmd: Invocation): Promise<number> {
   const services = await import("./services/sender-domains.ts");
   const arg = cmd.positionals[0] ?? "";
@@ -665,8 +654,10 @@ async function domainsCommand(config: Config, cmd: Invocation): Promise<number> 
         out(`no domain ${arg} (sealpost domains list shows them)`);
         return 1;
       }
-      if (cmd.path === "domains show" && cmd.values.zone === true) for (const r of found.records) out(zoneLine(r));
-      else if (cmd.path === "domains show") printDomain(found);
+      if (cmd.path === "domains show" && cmd.values.zone === true) {
+        const { zoneFileLine } = await import("./domain/sender-domain.ts");
+        for (const r of found.records) out(zoneFileLine(r));
+      } else if (cmd.path === "domains show") printDomain(found);
       else out(`removed ${found.name} and its DKIM keys; remove its DNS records too`);
       return 0;
     }

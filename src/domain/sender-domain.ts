@@ -183,6 +183,19 @@ export function dnsRecords(domain: { name: string; bounceDomain: string | null }
   ];
 }
 
+/**
+ * A record as a zone-file line (RFC 1035 section 5.1), for `domains show --zone`: absolute
+ * name, TTL, class, type; TXT data as quoted strings of at most 255 bytes each, the most one
+ * character-string holds (RFC 1035 3.3.14; receivers join them, RFC 7208 3.3, RFC 6376
+ * 3.6.2.2), with `"` and `\` escaped; an MX host made absolute. The values are ASCII.
+ */
+export function zoneFileLine(r: Pick<DnsRecord, "name" | "type" | "value">): string {
+  const data = r.type === "TXT"
+    ? (r.value.match(/.{1,255}/g) ?? [""]).map((c) => `"${c.replace(/[\\"]/g, "\\$&")}"`).join(" ")
+    : r.value.replace(/(\S+)$/, (host) => (host.endsWith(".") ? host : `${host}.`));
+  return `${r.name}. 3600 IN ${r.type} ${data}`;
+}
+
 /** What a DNS lookup answered, as the checks need it (see worker/mx.ts createTxtResolver). */
 export type TxtLookupResult = { kind: "records"; records: string[] } | { kind: "none"; reason: string } | { kind: "pending"; reason: string };
 /**

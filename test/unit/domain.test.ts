@@ -5,7 +5,7 @@ import { parseAddress, parseMailbox } from "../../src/domain/address.ts";
 import { deriveMessageStatus } from "../../src/domain/message.ts";
 import { isAddressFailure } from "../../src/domain/suppression.ts";
 import { strictest } from "../../src/domain/tls-policy.ts";
-import { dkimKeyStates, dkimRotationStep } from "../../src/domain/sender-domain.ts";
+import { dkimKeyStates, dkimRotationStep, zoneFileLine } from "../../src/domain/sender-domain.ts";
 import { nextRetryDelay } from "../../src/worker/backoff.ts";
 import { ContentCipher, contentAad } from "../../src/security/content-cipher.ts";
 import { randomBytes } from "node:crypto";
@@ -115,4 +115,19 @@ test("only a permanent reply naming the address as bad suppresses it, decided by
   assert.ok(!v("bounced", 550, null), "no enhanced code: ambiguous");
   assert.ok(!v("deferred", 452, "4.2.2"));
   assert.ok(!v("bounced", null, "5.1.10"), "our own verdict (null MX) is not a receiver's reply");
+});
+
+test("zone-file lines (domains show --zone): TXT in quoted strings of at most 255 bytes that join to the value, MX absolute", () => {
+  assert.equal(zoneFileLine({ name: "bounces.shop.example", type: "MX", value: "10 mail.shop.example" }), "bounces.shop.example. 3600 IN MX 10 mail.shop.example.");
+  assert.equal(zoneFileLine({ name: "bounces.shop.example", type: "MX", value: "10 mail.shop.example." }), "bounces.shop.example. 3600 IN MX 10 mail.shop.example.");
+  assert.equal(zoneFileLine({ name: "_dmarc.shop.example", type: "TXT", value: "v=DMARC1; p=none" }), '_dmarc.shop.example. 3600 IN TXT "v=DMARC1; p=none"');
+  // A zone file's reading of the strings (RFC 1035 5.1): quoted, with \\ and \" escapes.
+  const strings = (line: string) => [...line.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]!.replace(/\\(.)/g, "$1"));
+  fc.assert(fc.property(fc.string({ unit: fc.constantFrom(..."ab=; /+\\\"".split("")), minLength: 1, maxLength: 1200 }), (value) => {
+    const line = zoneFileLine({ name: "sp202612r._domainkey.shop.example", type: "TXT", value });
+    assert.ok(line.startsWith("sp202612r._domainkey.shop.example. 3600 IN TXT \""));
+    const parts = strings(line.slice(line.indexOf(" TXT ") + 5));
+    assert.equal(parts.join(""), value);
+    assert.ok(parts.every((p) => Buffer.byteLength(p) <= 255 && p.length > 0));
+  }));
 });
