@@ -158,18 +158,24 @@ function originalMessageId(parts: ReportPart[]): string | null {
 /**
  * Gmail (since 2023) can send a DSN whose message/delivery-status part is empty; its
  * X-Failed-Recipients header (also Exim's) still says, in a structured field, which
- * addresses failed for good. Those are read as failed with the generic permanent status
- * 5.0.0 (RFC 3463): nothing says why, so such a bounce never counts as an address failure
- * and never suppresses the address. Prose is still never read.
+ * address failed for good. It is read only when the report part is empty (a part with
+ * anything in it must say it in RFC 3464's fields) and only when it names exactly one
+ * address: a bounce address names one recipient (VERP), and a list is not evidence about
+ * any one of them. That address is failed with the generic permanent status 5.0.0
+ * (RFC 3463): nothing says why (Gmail's sample is a sender's misconfiguration, not a bad
+ * mailbox), so such a bounce never counts as an address failure and never suppresses the
+ * address. The prose beside it is still never read.
  */
 function failedFromHeader(header: string | undefined): DsnRecipient[] {
-  if (!header || header.length > MAX_FIELD * 10) return [];
-  return header.split(",").map((a) => a.trim().replace(/^<(.*)>$/, "$1")).filter((a) => ADDRESS.test(a)).slice(0, MAX_RECIPIENTS).map((finalRecipient) => ({
-    finalRecipient,
-    action: "failed" as const,
+  if (!header || header.length > MAX_FIELD) return [];
+  const addresses = header.split(",").map((a) => a.trim().replace(/^<(.*)>$/, "$1")).filter((a) => a !== "");
+  if (addresses.length !== 1 || !ADDRESS.test(addresses[0]!)) return [];
+  return [{
+    finalRecipient: addresses[0]!,
+    action: "failed",
     status: "5.0.0",
     diagnosticCode: "X-Failed-Recipients; the report's delivery-status part named no recipient",
-  }));
+  }];
 }
 
 function readDsn(parts: ReportPart[], failedHeader?: string): InboundReport {
@@ -184,7 +190,7 @@ function readDsn(parts: ReportPart[], failedHeader?: string): InboundReport {
   // A group that breaks RFC 3464's syntax is left out; the others still count.
   const read = groups.filter((g) => g.has("final-recipient")).slice(0, MAX_RECIPIENTS).map(dsnRecipient);
   const recipients = read.filter((r): r is DsnRecipient => typeof r !== "string");
-  if (recipients.length === 0 && read.length === 0) recipients.push(...failedFromHeader(failedHeader));
+  if (part.content.toString("latin1").trim() === "") recipients.push(...failedFromHeader(failedHeader));
   if (recipients.length === 0) {
     const why = read.find((r): r is string => typeof r === "string") ?? "no group has a Final-Recipient";
     return unrecognised(`a delivery-status part without a recipient RFC 3464 allows (${why})`);

@@ -177,6 +177,20 @@ test("a real Gmail DSN whose delivery-status part is empty: its X-Failed-Recipie
   assert.match(await unrecognised(Buffer.from(stripped, "latin1")), /no group has a Final-Recipient/);
 });
 
+test("X-Failed-Recipients counts only beside an empty delivery-status part, and only when it names exactly one address", async () => {
+  const header = "X-Failed-Recipients: neko-nyaan-cat-meeting@google-groups.example.com";
+  // A list names no one recipient: a bounce address names one.
+  assert.match(await unrecognised(edited("gmail-empty-delivery-status.eml", [header, `${header}, other@google-groups.example.com`])), /no group has a Final-Recipient/);
+  assert.match(await unrecognised(edited("gmail-empty-delivery-status.eml", [header, "X-Failed-Recipients: not an address"])), /no group has a Final-Recipient/);
+  // A delivery-status part with something in it must say it in RFC 3464's fields.
+  const garbage = edited("gmail-empty-delivery-status.eml", ["Content-Type: message/delivery-status\n", "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.google.com\nX-Whatever: 1\n"]);
+  assert.match(garbage.toString("latin1"), /Reporting-MTA: dns; mx\.google\.com/, "the edit applied");
+  assert.match(await unrecognised(garbage), /no group has a Final-Recipient/);
+  // Angle brackets around the one address are fine.
+  const bracketed = await dsn(edited("gmail-empty-delivery-status.eml", [header, "X-Failed-Recipients: <neko-nyaan-cat-meeting@google-groups.example.com>"]));
+  assert.deepEqual(bracketed.recipients.map(brief), [["neko-nyaan-cat-meeting@google-groups.example.com", "failed", "5.0.0"]]);
+});
+
 test("hostile input is unrecognised, with the reason why", async () => {
   const expected: Record<string, RegExp> = {
     "hostile-not-a-report.eml": /^not a multipart\/report/,
