@@ -100,6 +100,7 @@ test("README walk-through: delivered, bounced by a DSN, suppressed, and a verifi
   });
   assert.equal(bounced.recipients[0].delivery_attempts[0].outcome, "delivered", "it was delivered first");
   assert.equal(bounced.recipients[0].last_response.enhanced_code, "5.1.1");
+  assert.match(bounced.recipients[0].last_response.text, /^reported later: 550 5\.1\.1 <bounce-me@example\.com>: /);
   const got = JSON.parse(sink.lines.find((l) => l.includes('"received"'))!);
   assert.match(got.from, /^bounce\+[a-z2-7]+@bounces\.shop\.example$/, "the envelope sender was the bounce address");
   assert.equal(got.secure, true, "sealpost relayed over STARTTLS");
