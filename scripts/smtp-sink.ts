@@ -69,7 +69,11 @@ const server = new SMTPServer({
     });
   },
 });
-server.on("error", (err) => console.error("sink error:", err.message));
+server.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code !== "EADDRINUSE") return console.error("sink error:", err.message);
+  console.error(`sink: port ${port} is in use (another sink?): set SINK_PORT`);
+  process.exit(1);
+});
 
 // ---- DSNs back to the envelope sender -------------------------------------------------
 
@@ -214,7 +218,11 @@ if (dnsAt && dnsSocket) {
     }
     dnsSocket.send(reply, peer.port, peer.address);
   });
-  dnsSocket.on("error", (err) => console.error("sink DNS error:", err.message));
+  dnsSocket.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EADDRINUSE" && err.code !== "EADDRNOTAVAIL") return console.error("sink DNS error:", err.message);
+    console.error(`sink: cannot answer DNS on ${dnsAt.host}:${dnsAt.port} (${err.code}): set SINK_DNS`);
+    process.exit(1);
+  });
   dnsSocket.bind(dnsAt.port, dnsAt.host, () => console.error(`sink DNS on ${dnsAt.host}:${dnsAt.port}, answering from ${file}`));
 }
 server.listen(port, "127.0.0.1", () => console.error(`STARTTLS sink on localhost:${port} (${selfSigned ? "self-signed certificate" : `certificate from ${dev.caFile}`})`));
