@@ -15,16 +15,19 @@ export interface ReportedRecipient {
   address: string;
   status: string;
   fromAddress: string;
-  /** When its message was accepted: a bounce address older than INBOUND_REPORT_MAX_AGE is refused. */
-  messageCreatedAt: Date;
+  /**
+   * When its status last changed: for a delivered recipient, when the worker recorded the
+   * delivery. A bounce address quiet for longer than INBOUND_REPORT_MAX_AGE is refused.
+   */
+  lastChangedAt: Date;
 }
 
 export async function findReportedRecipient(pool: pg.Pool, id: bigint): Promise<ReportedRecipient | null> {
-  const { rows } = await pool.query<{ id: string; message_id: string; address: string; status: string; from_address: string; created_at: Date }>(
-    `SELECT r.id::text AS id, r.message_id::text AS message_id, r.address, r.status, m.from_address, m.created_at
+  const { rows } = await pool.query<{ id: string; message_id: string; address: string; status: string; from_address: string; updated_at: Date }>(
+    `SELECT r.id::text AS id, r.message_id::text AS message_id, r.address, r.status, m.from_address, r.updated_at
        FROM recipients r JOIN messages m ON m.id = r.message_id WHERE r.id = $1`, [String(id)]);
   const r = rows[0];
-  return r ? { id: BigInt(r.id), messageId: r.message_id, address: r.address, status: r.status, fromAddress: r.from_address, messageCreatedAt: r.created_at } : null;
+  return r ? { id: BigInt(r.id), messageId: r.message_id, address: r.address, status: r.status, fromAddress: r.from_address, lastChangedAt: r.updated_at } : null;
 }
 
 const SENDER_DOMAIN = senderDomainSql("m.from_address");

@@ -41,9 +41,11 @@ export interface InboundOptions {
   maxClients: number;
   ratePerMinute: number;
   /**
-   * A bounce address whose message was accepted longer ago than this is refused like an
-   * unknown one (INBOUND_REPORT_MAX_AGE; default 30 days): bounce tokens do not expire by
-   * themselves, and a DSN or complaint that old says nothing a merchant can still act on.
+   * A bounce address whose recipient has not changed for longer than this (for a delivered
+   * one: delivered longer ago) is refused like an unknown one (INBOUND_REPORT_MAX_AGE;
+   * default 30 days): bounce tokens do not expire by themselves, and a DSN or complaint that
+   * late says nothing a merchant can still act on. Counted from the delivery, not from when
+   * the message was accepted: a message scheduled 30 days ahead is only then sent.
    */
   reportMaxAgeMs?: number;
   /** A connection that sends nothing for this long is closed (default 30 s). */
@@ -79,7 +81,7 @@ export async function startInboundServer(opts: InboundOptions, listen: { host: s
     if (id === null) return null;
     if (!(await isVerifiedBounceDomain(opts.pool, address.address.slice(at + 1).toLowerCase()))) return null;
     const r = await findReportedRecipient(opts.pool, id);
-    if (r && Date.now() - r.messageCreatedAt.getTime() > (opts.reportMaxAgeMs ?? DEFAULT_REPORT_MAX_AGE_MS)) {
+    if (r && Date.now() - r.lastChangedAt.getTime() > (opts.reportMaxAgeMs ?? DEFAULT_REPORT_MAX_AGE_MS)) {
       log.info({ recipient: String(r.id), message: r.messageId }, "refused a bounce address older than INBOUND_REPORT_MAX_AGE");
       return null;
     }

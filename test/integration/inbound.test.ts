@@ -277,15 +277,21 @@ test("unknown, forged and other domains' bounce addresses are refused at RCPT; a
   assert.equal((await suppressed()).some((s) => s.address === "bo@mx81.test"), false);
 });
 
-test("a bounce address whose message is older than INBOUND_REPORT_MAX_AGE is refused at RCPT like an unknown one", { timeout: 60_000 }, async () => {
+test("a bounce address whose recipient was delivered longer ago than INBOUND_REPORT_MAX_AGE is refused at RCPT like an unknown one", { timeout: 60_000 }, async () => {
   const { id, bounceAddress } = await delivered("old@mx81.test");
-  await app.tdb.db.pool.query("UPDATE messages SET created_at = now() - interval '31 days' WHERE id = $1", [id]);
+  // The clock is the one thing faked: the delivery is moved back in time.
+  const deliveredAgo = (days: number) => app.tdb.db.pool.query(`UPDATE recipients SET updated_at = now() - make_interval(days => $2) WHERE message_id = $1`, [id, days]);
+  await deliveredAgo(31);
   const before = await changes();
   const r = await deliverReport([bounceAddress], postfixDsn({ to: bounceAddress, finalRecipient: "old@mx81.test" }));
   assert.match(r.rcpt[0]!, /^550 5\.1\.1/);
   assert.equal(await changes(), before);
-  await app.tdb.db.pool.query("UPDATE messages SET created_at = now() - interval '29 days' WHERE id = $1", [id]);
-  assert.match((await deliverReport([bounceAddress], null)).rcpt[0]!, /^250/, "29 days old is still within the window");
+  await deliveredAgo(29);
+  assert.match((await deliverReport([bounceAddress], null)).rcpt[0]!, /^250/, "delivered 29 days ago is still within the window");
+  // The window starts at the delivery, not at acceptance: a message scheduled weeks ahead is sent late.
+  await deliveredAgo(0);
+  await app.tdb.db.pool.query("UPDATE messages SET created_at = now() - interval '35 days' WHERE id = $1", [id]);
+  assert.match((await deliverReport([bounceAddress], null)).rcpt[0]!, /^250/, "accepted 35 days ago, delivered now");
 });
 
 test("30 MB, a broken MIME tree and a DATA that never ends change nothing, and the server keeps serving", { timeout: 60_000 }, async () => {
