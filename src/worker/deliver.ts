@@ -240,13 +240,16 @@ async function deliverToHosts(
   if (found.targets.length === 0) return results.decideAll(localVerdict("deferred", "4.4.4", `no address to deliver to for ${d.domain}`), false, startedAt), null;
   // The policy map and MTA-STS may rule hosts out: they are never connected to.
   const plans = await planHosts(dp, found.targets.map((t) => t.host));
-  const targets = found.targets.filter((t) => plans.get(t.host)!.tried);
+  const targets = found.targets.flatMap((t) => {
+    const plan = plans.get(t.host)!;
+    return plan.tried ? [{ ...t, plan }] : [];
+  });
   if (targets.length === 0) {
     const ruledOut = [...plans.values()].flatMap((p) => (p.tried ? [] : [p]));
-    const whys = ruledOut.map((p) => p.why);
-    const source = ruledOut.every((p) => p.defer === "dane") ? "dane"
-      : dp.sts.state === "policy" && dp.sts.mode === "enforce" && whys.some((w) => w.includes("MTA-STS")) ? "mta-sts" : "map";
-    results.decideAll(localVerdict("deferred", "4.7.5", `not sent: no MX host may be tried: ${whys.join("; ")}`), false, startedAt, { policy: "required", policySource: source, policyDetail: ruledOutDetail(dp, ruledOut) });
+    // The source is the layer that ruled the first host out (all hosts, when DANE only deferred them).
+    const source = ruledOut.every((p) => p.by === "dane") ? "dane" : ruledOut.find((p) => p.by !== "dane")!.by;
+    const why = `not sent: no MX host may be tried: ${ruledOut.map((p) => p.why).join("; ")}`;
+    results.decideAll(localVerdict("deferred", "4.7.5", why), false, startedAt, { policy: "required", policySource: source, policyDetail: ruledOutDetail(dp, ruledOut) });
     return null;
   }
   const gate = deps.destinations;
@@ -269,7 +272,7 @@ async function deliverToHosts(
   let remaining = d.recipients;
   let hold: Hold | null = null;
   let attempted = false;
-  for (const target of open.slice(0, deps.settings.maxHostsPerAttempt)) {
+  for (const { plan, ...target } of open.slice(0, deps.settings.maxHostsPerAttempt)) {
     let nextHost = false;
     const limits = gate?.limits(d.domain, target.host);
     const release = gate && limits ? await gate.acquire(target.host, limits.sessions) : null;
@@ -283,8 +286,6 @@ async function deliverToHosts(
       for (const tx of transactions(remaining)) {
         // RFC 8689: a message that must travel over verified TLS asks every later hop for it too, unless it says TLS-Required: No.
         const envelope = { from: tx.from, to: tx.to.map((r) => r.address), requireTls: accepted.policy === "required" && !dp.relaxed };
-        const plan = plans.get(target.host)!;
-        if (!plan.tried) throw new Error("unreachable: a host ruled out was tried");
         const result = await deps.attempt({
           ...attemptOptions(deps.settings, plan.policy, target, envelope, raw),
           ...(plan.peerCheck ? { peerCheck: plan.peerCheck } : {}),

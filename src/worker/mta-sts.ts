@@ -15,6 +15,7 @@ import type pg from "pg";
 import type { Logger } from "pino";
 import { findMtaStsPolicy, noteMtaStsError, saveMtaStsPolicy, type MtaStsPolicyRow } from "../db/mta-sts.ts";
 import { errorFields } from "../logger.ts";
+import { DomainCache } from "./domain-cache.ts";
 import { refusedAddress, type TargetPolicy } from "../security/webhook-targets.ts";
 
 /** What a delivery to the domain must respect. */
@@ -33,7 +34,6 @@ export interface MtaStsOptions {
   /** Overall limit of one policy fetch (MTA_STS_TIMEOUT). */
   fetchTimeoutMs: number;
   logger: Logger;
-  now?: () => number;
 }
 
 const HOUR = 3_600_000;
@@ -70,32 +70,25 @@ export async function mxMatches(host: string, mx: string[]): Promise<boolean> {
 
 export class MtaStsPolicies {
   readonly #o: MtaStsOptions;
-  readonly #now: () => number;
-  readonly #memo = new Map<string, { at: number; value: Promise<StsLookup> }>();
+  readonly #cache: DomainCache<StsLookup>;
 
   constructor(o: MtaStsOptions) {
     this.#o = o;
-    this.#now = o.now ?? Date.now;
+    // A lookup that failed here (the database, mailauth) is not the domain's answer: not kept.
+    this.#cache = new DomainCache(o.ttlMs, (domain) => this.#lookup(domain).catch((err: unknown): StsLookup => {
+      this.#o.logger.warn({ component: "mta-sts", domain, err: errorFields(err) }, "MTA-STS lookup failed");
+      return { state: "unavailable", reason: `MTA-STS lookup failed: ${err instanceof Error ? err.message : String(err)}` };
+    }), { forget: (v) => v.state === "unavailable" });
   }
 
   /** The policy for a recipient domain (lower-case A-label), shared by concurrent deliveries. */
   policyFor(domain: string): Promise<StsLookup> {
-    const hit = this.#memo.get(domain);
-    if (hit && this.#now() - hit.at < this.#o.ttlMs) return hit.value;
-    const value = this.#lookup(domain).catch((err: unknown): StsLookup => {
-      // The database or mailauth failed, not the domain: nothing is known, say so.
-      this.#memo.delete(domain);
-      this.#o.logger.warn({ component: "mta-sts", domain, err: errorFields(err) }, "MTA-STS lookup failed");
-      return { state: "unavailable", reason: `MTA-STS lookup failed: ${err instanceof Error ? err.message : String(err)}` };
-    });
-    this.#memo.set(domain, { at: this.#now(), value });
-    if (this.#memo.size > 10_000) this.#memo.delete(this.#memo.keys().next().value!);
-    return value;
+    return this.#cache.of(domain);
   }
 
   async #lookup(domain: string): Promise<StsLookup> {
     const { getPolicy } = await loadMtaSts();
-    const now = this.#now();
+    const now = Date.now();
     const cached = await findMtaStsPolicy(this.#o.pool, domain);
     const valid = cached && cached.expires_at.getTime() > now ? cached : null;
     const known = valid ? { id: valid.policy_id, mode: valid.mode, mx: valid.mx, maxAge: valid.max_age, expires: valid.expires_at.toISOString() } : null;

@@ -6,6 +6,7 @@
 import { Resolver } from "node:dns/promises";
 import { isIP } from "node:net";
 import { domainToASCII } from "node:url";
+import { DomainCache } from "./domain-cache.ts";
 
 interface MxHost {
   host: string;
@@ -267,24 +268,8 @@ async function addressesOf(resolver: Resolver, name: string): Promise<HostAddres
  * Temporary failures are not remembered, so a deferral retries DNS for real.
  */
 export function cachingResolver(
-  resolve: (domain: string) => Promise<MxResolution>,
-  ttlMs: number,
-  now: () => number = Date.now,
+  resolve: (domain: string) => Promise<MxResolution>, ttlMs: number, now: () => number = Date.now,
 ): (domain: string) => Promise<MxResolution> {
-  const cache = new Map<string, { expires: number; answer: Promise<MxResolution> }>();
-  return (domain) => {
-    const key = domain.toLowerCase();
-    const hit = cache.get(key);
-    if (hit && hit.expires > now()) return hit.answer;
-    const answer = resolve(domain);
-    cache.set(key, { expires: now() + ttlMs, answer });
-    void answer.then(
-      (r) => {
-        if (r.kind === "defer" || ttlMs <= 0) cache.delete(key);
-      },
-      () => cache.delete(key),
-    );
-    if (cache.size > 10_000) cache.delete(cache.keys().next().value!);
-    return answer;
-  };
+  const cache = new DomainCache(ttlMs, resolve, { forget: (r) => r.kind === "defer", now });
+  return (domain) => cache.of(domain.toLowerCase());
 }

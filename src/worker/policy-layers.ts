@@ -3,7 +3,7 @@
 // MTA-STS policy, each only ever making delivery stricter. For each MX host this decides
 // whether it may be tried at all, the policy the attempt runs under, what verifies the
 // certificate, and the evidence of why (PolicyDetail).
-import { createHash } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import type { PolicyDetail, TlsEvidence } from "../domain/evidence.ts";
 import { strictestLayer, type AcceptSource, type PolicySource, type TlsPolicy } from "../domain/tls-policy.ts";
 import { ruleFor, type TlsMapRule } from "../domain/tls-policy-map.ts";
@@ -28,8 +28,8 @@ export interface DomainPolicy {
 /** How one MX host is to be tried, or why it is not. */
 export type HostPlan =
   | { tried: true; policy: TlsPolicy; source: PolicySource; peerCheck?: PeerCheck; detail: PolicyDetail }
-  /** `defer`: the host is not ruled out, only not to be tried now (its TLSA lookup failed). */
-  | { tried: false; why: string; defer?: "dane" };
+  /** `by`: the layer that kept the host from being tried (under `dane` only for now: its TLSA lookup failed). */
+  | { tried: false; why: string; by: Extract<PolicySource, "map" | "mta-sts" | "dane"> };
 
 export interface PolicyLayersSource {
   /** The operator's map (SMTP_TLS_POLICY_MAP and /tls-policies). */
@@ -62,22 +62,26 @@ export async function domainPolicy(
 
 /** The MX hosts a domain's layers let delivery try, in order, or why none may be. */
 export async function planHosts(dp: DomainPolicy, hosts: string[]): Promise<Map<string, HostPlan>> {
-  const plans = new Map<string, HostPlan>();
-  for (const host of new Set(hosts)) plans.set(host, await planHost(dp, host));
-  return plans;
+  return new Map(await Promise.all([...new Set(hosts)].map(async (host) => [host, await planHost(dp, host)] as const)));
 }
 
 /** The evidence of a delivery whose every MX host the layers ruled out: what each layer said, no host matching. */
 export function ruledOutDetail(dp: DomainPolicy, ruledOut: Array<Extract<HostPlan, { tried: false }>>): PolicyDetail {
   const sts = dp.sts;
-  const daneFailed = ruledOut.filter((p) => p.defer === "dane");
+  const daneFailed = ruledOut.filter((p) => p.by === "dane");
+  return detailOf(dp, {
+    mta_sts: sts.state === "policy" ? stsDetail(sts, false) : { state: sts.state, reason: sts.reason },
+    dane: dp.daneOff ?? (daneFailed.length > 0 ? { state: "lookup_failed", reason: daneFailed.map((p) => p.why).join("; ") } : { state: "none", reason: "no MX host was tried" }),
+  });
+}
+
+/** What every layer said, before the session: the parts the attempt fills in (finishDetail) left empty. */
+function detailOf(dp: DomainPolicy, o: Pick<PolicyDetail, "mta_sts" | "dane">): PolicyDetail {
+  const map = dp.map;
   return {
     accepted: dp.accepted.source,
-    map: dp.map ? { pattern: dp.map.pattern, origin: dp.map.origin, mx: dp.map.mx, fingerprints: dp.map.fingerprints } : null,
-    mta_sts: sts.state === "policy"
-      ? { state: "policy", mode: sts.mode, id: sts.id, mx: sts.mx, expires_at: sts.expiresAt.toISOString(), mx_match: false, ...(sts.staleError ? { stale_error: sts.staleError } : {}) }
-      : { state: sts.state, reason: sts.reason },
-    dane: dp.daneOff ?? (daneFailed.length > 0 ? { state: "lookup_failed", reason: daneFailed.map((p) => p.why).join("; ") } : { state: "none", reason: "no MX host was tried" }),
+    map: map ? { pattern: map.pattern, origin: map.origin, mx: map.mx, fingerprints: map.fingerprints } : null,
+    ...o,
     mx_name_check: null,
     verified_by: null,
     matched: null,
@@ -86,35 +90,41 @@ export function ruledOutDetail(dp: DomainPolicy, ruledOut: Array<Extract<HostPla
   };
 }
 
+function stsDetail(sts: Extract<StsLookup, { state: "policy" }>, mxMatch: boolean): Extract<PolicyDetail["mta_sts"], { state: "policy" }> {
+  return {
+    state: "policy", mode: sts.mode, id: sts.id, mx: sts.mx, expires_at: sts.expiresAt.toISOString(), mx_match: mxMatch,
+    ...(sts.staleError ? { stale_error: sts.staleError } : {}),
+  };
+}
+
 const DANE_OFF = { state: "off" as const, reason: "no DNSSEC-validating resolver is configured (DANE_RESOLVER)" };
 
 async function planHost(dp: DomainPolicy, host: string): Promise<HostPlan> {
   const map = dp.map;
   if (map && map.mx.length > 0 && !(await mxMatches(host, map.mx))) {
-    return { tried: false, why: `${host} is not among the MX hosts the TLS policy map allows for ${dp.domain} (${map.mx.join(", ")}, rule ${map.pattern})` };
+    return { tried: false, by: "map", why: `${host} is not among the MX hosts the TLS policy map allows for ${dp.domain} (${map.mx.join(", ")}, rule ${map.pattern})` };
   }
   const sts = dp.sts;
-  let stsDetail: PolicyDetail["mta_sts"];
+  let stsSaid: PolicyDetail["mta_sts"];
   let stsEnforces = false;
   if (sts.state === "policy") {
     const mxMatch = sts.mode === "none" || (await mxMatches(host, sts.mx));
-    stsDetail = {
-      state: "policy", mode: sts.mode, id: sts.id, mx: sts.mx, expires_at: sts.expiresAt.toISOString(), mx_match: mxMatch,
-      ...(sts.staleError ? { stale_error: sts.staleError } : {}),
+    stsSaid = {
+      ...stsDetail(sts, mxMatch),
       ...(sts.mode === "testing" && !mxMatch ? { would_fail: `${host} does not match the policy's mx (${sts.mx.join(", ")})` } : {}),
     };
     if (sts.mode === "enforce") {
-      if (!mxMatch) return { tried: false, why: `${host} does not match the MTA-STS policy of ${dp.domain} (mode enforce, id ${sts.id}, mx ${sts.mx.join(", ")})` };
+      if (!mxMatch) return { tried: false, by: "mta-sts", why: `${host} does not match the MTA-STS policy of ${dp.domain} (mode enforce, id ${sts.id}, mx ${sts.mx.join(", ")})` };
       stsEnforces = true;
     }
-  } else stsDetail = { state: sts.state, reason: sts.reason };
+  } else stsSaid = { state: sts.state, reason: sts.reason };
   // DANE (RFC 7672) for this host: secure usable records verify the certificate instead of
   // a CA and the name; a failed lookup keeps the host from being tried now.
   let dane: PolicyDetail["dane"] = dp.daneOff ?? { state: "none", reason: "" };
   let daneRecords: TlsaLookup | null = null;
   if (!dp.daneOff && dp.dane) {
     daneRecords = await dp.dane.tlsa(host);
-    if (daneRecords.kind === "defer") return { tried: false, why: `${host}: ${daneRecords.reason}`, defer: "dane" };
+    if (daneRecords.kind === "defer") return { tried: false, by: "dane", why: `${host}: ${daneRecords.reason}` };
     dane = daneRecords.kind === "none" ? { state: "none", reason: daneRecords.reason }
       : daneRecords.records.some(usable) ? { state: "secure" }
       : { state: "unusable", reason: `${host} publishes only TLSA records unusable for SMTP (RFC 7672 section 3.1): TLS is required, the certificate is not checked` };
@@ -126,17 +136,7 @@ async function planHost(dp: DomainPolicy, host: string): Promise<HostPlan> {
     { policy: stsEnforces ? "required" : null, source: "mta-sts" },
     { policy: daneSecure ? "required" : null, source: "dane" },
   ]);
-  const detail: PolicyDetail = {
-    accepted: dp.accepted.source,
-    map: map ? { pattern: map.pattern, origin: map.origin, mx: map.mx, fingerprints: map.fingerprints } : null,
-    mta_sts: stsDetail,
-    dane,
-    mx_name_check: null,
-    verified_by: null,
-    matched: null,
-    tls_required_no: dp.relaxed,
-    requiretls: false,
-  };
+  const detail = detailOf(dp, { mta_sts: stsSaid, dane });
   // The operator's pinned certificates come first; then DANE's records.
   const peerCheck = map && map.fingerprints.length > 0 ? fingerprintCheck(map.fingerprints)
     : daneRecords?.kind === "secure" ? daneCheck(daneRecords.records)
@@ -152,7 +152,7 @@ function fingerprintCheck(fingerprints: string[]): PeerCheck {
     check(chain) {
       const leaf = chain[0];
       if (!leaf) return { verified: false, error: "NO_PEER_CERTIFICATE", matched: null };
-      const fp = sha256Fingerprint(leaf);
+      const fp = new X509Certificate(leaf).fingerprint256;
       const ok = fingerprints.includes(fp);
       return { verified: ok, error: ok ? null : `FINGERPRINT_MISMATCH: ${fp} is not pinned by the TLS policy map`, matched: ok ? fp : null };
     },
@@ -175,10 +175,6 @@ function daneCheck(records: Parameters<typeof matchTlsa>[0]): PeerCheck {
       return "matched" in r ? { verified: true, error: null, matched: describeTlsa(r.matched) } : { verified: false, error: r.error, matched: null };
     },
   };
-}
-
-function sha256Fingerprint(der: Buffer): string {
-  return createHash("sha256").update(der).digest("hex").toUpperCase().match(/../g)!.join(":");
 }
 
 /** The attempt's detail completed from what the session showed: the name check, and what MTA-STS testing would have refused. */

@@ -98,9 +98,11 @@ function certificateFields(peer: tls.PeerCertificate | null): Pick<TlsEvidence, 
 }
 
 /**
- * The certificates the server sent, leaf first, as DER: what a pinned fingerprint or a TLSA
- * record is matched against. getPeerCertificate(true) links each certificate to its issuer
- * as OpenSSL built the chain; the walk stops at a self-signed one or a repeat.
+ * The certificates of the server's chain, leaf first, as DER: what a pinned fingerprint or a
+ * TLSA record is matched against. getPeerCertificate(true) links the certificates the server
+ * sent from leaf to issuer (dropping unrelated ones), and may end with an issuer from the local
+ * trust store; the walk stops at a self-signed one or a repeat. DANE-TA still needs the chain
+ * to verify up to the certificate its record names, so what is added cannot help a forgery.
  */
 export function presentedChain(socket: TLSSocket): Buffer[] {
   const out: Buffer[] = [];

@@ -25,7 +25,8 @@ import { WebhookSender } from "./webhook-sender.ts";
 import { webhookTargetPolicy } from "../security/webhook-targets.ts";
 import { MtaStsPolicies, policyHostGuard } from "./mta-sts.ts";
 import { TlsPolicyMap } from "./policy-layers.ts";
-import { createDaneResolver, type DaneResolver, type TlsaLookup } from "./dane.ts";
+import { createDaneResolver, type DaneResolver } from "./dane.ts";
+import { DomainCache } from "./domain-cache.ts";
 import { startTlsReportSender, type TlsReportSenderOptions } from "./tls-report-sender.ts";
 import { attemptDelivery } from "./smtp-attempt.ts";
 import { reportSettings } from "../services/tls-reports.ts";
@@ -176,20 +177,10 @@ export function tlsReportSenderOptions(rt: Pick<Runtime, "config" | "db" | "logg
   };
 }
 
-/** TLSA answers reused for `ttlMs` per host and shared by concurrent deliveries; a deferral is asked again. */
-function cachedTlsa(r: DaneResolver, ttlMs: number): { tlsa(host: string): Promise<TlsaLookup> } {
-  const cache = new Map<string, { at: number; value: Promise<TlsaLookup> }>();
-  return {
-    tlsa(host) {
-      const hit = cache.get(host);
-      if (hit && Date.now() - hit.at < ttlMs) return hit.value;
-      const value = r.tlsa(host);
-      cache.set(host, { at: Date.now(), value });
-      void value.then((v) => v.kind === "defer" && cache.delete(host));
-      if (cache.size > 10_000) cache.delete(cache.keys().next().value!);
-      return value;
-    },
-  };
+/** TLSA answers reused for DNS_CACHE_TTL per host and shared by concurrent deliveries; a deferral is asked again. */
+function cachedTlsa(r: DaneResolver, ttlMs: number): Pick<DaneResolver, "tlsa"> {
+  const cache = new DomainCache(ttlMs, (host) => r.tlsa(host), { forget: (v) => v.kind === "defer" });
+  return { tlsa: (host) => cache.of(host.toLowerCase()) };
 }
 
 /**
